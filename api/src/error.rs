@@ -1,0 +1,104 @@
+//! The API's error type and its rendering as RFC 9457 problem details.
+//!
+//! Handlers return `Result<_, ApiError>`. Client errors carry a detail that names what is wrong;
+//! server errors are logged here, once, with their cause, and the client gets a generic detail
+//! (no SQL, no internal messages).
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or invalid (400 or 422 depending on `status`).
+    #[error("{detail}")]
+    Invalid { status: StatusCode, code: &'static str, detail: String },
+    #[error("authentication required")]
+    Unauthorized { detail: &'static str },
+    /// Missing or belonging to someone else: the two are indistinguishable on purpose.
+    #[error("not found")]
+    NotFound,
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// A dependency is down; the client may retry.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// 400 with a detail naming the problem.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::Invalid { status: StatusCode::BAD_REQUEST, code: "bad-request", detail: detail.into() }
+    }
+
+    /// 422: well-formed, but a field's value is unacceptable.
+    pub fn invalid_field(detail: impl Into<String>) -> Self {
+        Self::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid-field", detail: detail.into() }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            // Pool exhaustion or an unreachable server: the database is the problem, not us.
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(format!("database: {error}"))
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title, detail) = match &self {
+            Self::Invalid { status, code, detail } => (*status, *code, "Invalid request", detail.clone()),
+            Self::Unauthorized { detail } => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required", (*detail).to_owned())
+            }
+            Self::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".to_owned()),
+            Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, "Conflict", detail.clone()),
+            Self::Unavailable(cause) => {
+                tracing::error!(%cause, "dependency unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "a backing service is unavailable; retry shortly".to_owned(),
+                )
+            }
+            Self::Internal(cause) => {
+                tracing::error!(cause = format!("{cause:#}"), "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "an unexpected error occurred".to_owned(),
+                )
+            }
+        };
+        let body = json!({
+            "type": format!("/problems/{code}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match self {
+            Self::Unauthorized { .. } => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unavailable(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

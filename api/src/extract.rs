@@ -1,0 +1,72 @@
+//! Request extractors that fail with problem details instead of axum's plain-text rejections.
+
+use axum::{
+    Json,
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{header, request::Parts},
+};
+use fastnpc_shared::{ids::UserId, store};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::{error::ApiError, state::AppState};
+
+/// `Json<T>` whose rejections (wrong content type, malformed JSON, missing or unknown fields)
+/// are 400/415/422 problem details naming the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match &rejection {
+                JsonRejection::JsonDataError(_) => ApiError::invalid_field(rejection.body_text()),
+                JsonRejection::MissingJsonContentType(_) => ApiError::Invalid {
+                    status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    code: "unsupported-media-type",
+                    detail: "send the body as JSON with `Content-Type: application/json`".into(),
+                },
+                JsonRejection::BytesRejection(_) => ApiError::Invalid {
+                    status: rejection.status(),
+                    code: "body-unreadable",
+                    detail: rejection.body_text(),
+                },
+                _ => ApiError::bad_request(rejection.body_text()),
+            }),
+        }
+    }
+}
+
+/// The authenticated user, from `Authorization: Bearer <token>`.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthUser(pub UserId);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer_token(parts).ok_or(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>`" })?;
+        let user = store::users::session_user(&state.db, &token_hash(token)).await?;
+        user.map(AuthUser).ok_or(ApiError::Unauthorized { detail: "the token is invalid, expired or revoked" })
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What the sessions table stores in place of the token.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}

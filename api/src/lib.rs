@@ -1,0 +1,116 @@
+//! The FastNPC HTTP API: validates input, records work as jobs, and streams their progress.
+//!
+//! It does no LLM work itself. A request that starts something slow writes the domain rows and a
+//! job row in one transaction, answers `202` after the commit, and publishes the job id to
+//! RabbitMQ; progress comes back from the workers through Redis and leaves as Server-Sent Events.
+//!
+//! # Layout
+//!
+//! - [`Api`]: start-up (connections, migrations, background tasks) and graceful shutdown.
+//! - [`app`]: the router; [`routes`] holds one module per resource.
+//! - [`state`]: the cheap-to-clone handles every handler shares.
+//! - [`error`]: the one error type handlers return, rendered as RFC 9457 problem details.
+//! - [`extract`]: request extractors (bearer auth, JSON with problem-details rejections).
+//! - [`sse`]: the resumable job event stream.
+//! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, http::HeaderName};
+use fastnpc_shared::{
+    event_bus::{EventHub, EventLog},
+    queue::{JobPublisher, Topology},
+    settings::Settings,
+    store,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
+
+pub mod error;
+pub mod extract;
+pub mod republisher;
+pub mod routes;
+pub mod sse;
+pub mod state;
+
+pub use state::AppState;
+
+/// Request bodies beyond this are refused with 413 before they are read: the largest legitimate
+/// body is a character source (100,000 characters, at most 400 KB of UTF-8).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The router with all routes and middleware.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::router())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+            // The route pattern, not the URI: no ids or query strings (which may hold cursors) in logs.
+            tracing::info_span!("request", method = %request.method(), route)
+        }))
+        .with_state(state)
+}
+
+/// A built API: connected, migrated, bound, not yet serving.
+pub struct Api {
+    listener: TcpListener,
+    state: AppState,
+    background: CancellationToken,
+}
+
+impl Api {
+    /// Connects to Postgres (and migrates), Redis and the broker, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
+        store::migrate(&db).await?;
+        let background = CancellationToken::new();
+        let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
+        let hub = EventHub::start(&settings.redis_url, &settings.namespace, background.clone()).await?;
+        let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
+        let state = AppState {
+            db,
+            events,
+            hub,
+            publisher,
+            config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
+            shutdown: background.clone(),
+        };
+        let listener = TcpListener::bind(settings.http_addr).await?;
+        Ok(Self { listener, state, background })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (SSE streams are told to end), and stops the background tasks.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, state, background } = self;
+        tokio::spawn(republisher::run(state.clone(), background.clone()));
+        tracing::info!(addr = %listener.local_addr()?, "API listening");
+        let stopping = background.clone();
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends SSE streams and background tasks, so the drain does not wait on them.
+                stopping.cancel();
+            })
+            .await?;
+        background.cancel();
+        tracing::info!("API stopped");
+        Ok(())
+    }
+}
+
+/// `X-Accel-Buffering: no` tells nginx-style proxies not to buffer SSE.
+pub(crate) static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// How often an idle SSE stream gets a keep-alive comment.
+pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -1,0 +1,22 @@
+//! `fastnpc-api`: the HTTP API. `fastnpc-api migrate` applies migrations and exits.
+
+use fastnpc_shared::{settings::Settings, shutdown, store, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {
+            let api = fastnpc_api::Api::build(settings).await?;
+            api.run_until(shutdown::signal()).await
+        }
+        Some("migrate") => {
+            let db = store::connect(settings.database_url.expose(), 1).await?;
+            store::migrate(&db).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default) or `migrate`"),
+    }
+}

@@ -1,0 +1,48 @@
+//! Re-sends jobs whose publish the broker never confirmed.
+//!
+//! The API publishes right after committing a job; if the broker is down or the process dies in
+//! between, the row stays `queued` with no `published_at`. This loop finds such rows after a
+//! grace period and publishes them. Several API replicas may race on a row; the worst case is a
+//! duplicate message, which the worker's claim turns into a no-op.
+
+use std::time::Duration;
+
+use fastnpc_shared::{jobs::QueueMessage, store};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// How long a fresh job is left to its creating request before the sweeper steps in.
+const GRACE: Duration = Duration::from_secs(5);
+const INTERVAL: Duration = Duration::from_secs(2);
+const BATCH: i64 = 200;
+
+pub async fn run(state: AppState, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(INTERVAL) => {}
+        }
+        let jobs = match store::jobs::unpublished(&state.db, GRACE, BATCH).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "re-publisher cannot read unpublished jobs");
+                continue;
+            }
+        };
+        for job_id in jobs {
+            match state.publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
+                Ok(()) => {
+                    tracing::info!(job.id = %job_id, "re-published job");
+                    if let Err(error) = store::jobs::mark_published(&state.db, job_id).await {
+                        tracing::warn!(job.id = %job_id, %error, "cannot record the re-publish");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "re-publisher cannot reach the broker; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Accounts: register, log in (bearer token), log out, and who am I.
+//!
+//! Passwords are hashed with argon2id on the blocking pool (hashing is deliberately slow and
+//! must not stall the async workers). Tokens are 256 random bits; only their SHA-256 is stored.
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use axum::{Json, extract::State, http::StatusCode, http::request::Parts};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::UserId,
+    store::{self, users::UserRecord},
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::ApiError,
+    extract::{ApiJson, AuthUser, bearer_token, token_hash},
+    state::AppState,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct UserView {
+    id: UserId,
+    username: String,
+    bio: String,
+    memory_budgets: MemoryBudgets,
+    max_group_rounds: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// Memory budgets, in characters.
+#[derive(Serialize)]
+struct MemoryBudgets {
+    session: i32,
+    short_term: i32,
+    long_term: i32,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(user: UserRecord) -> Self {
+        Self {
+            id: user.user_id,
+            username: user.username,
+            bio: user.bio,
+            memory_budgets: MemoryBudgets {
+                session: user.ctx_max_chat,
+                short_term: user.ctx_max_stm,
+                long_term: user.ctx_max_ltm,
+            },
+            max_group_rounds: user.max_group_rounds,
+            created_at: user.created_at,
+        }
+    }
+}
+
+const MIN_PASSWORD_CHARS: usize = 8;
+const MAX_PASSWORD_CHARS: usize = 256;
+
+fn validate_username(username: &str) -> Result<(), ApiError> {
+    let chars = username.chars().count();
+    if !(3..=32).contains(&chars) {
+        return Err(ApiError::invalid_field("username must be 3 to 32 characters"));
+    }
+    if !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(ApiError::invalid_field("username may contain letters, digits, `_`, `-` and `.` only"));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid_field(format!("password must have at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid_field(format!("password must have at most {MAX_PASSWORD_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// `POST /v1/auth/register` → `201 {user}`.
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    validate_username(&body.username)?;
+    validate_password(&body.password)?;
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing failed: {e}")))?;
+    let user_id = UserId::new();
+    match store::users::insert(&state.db, user_id, &body.username, &hash).await {
+        Ok(()) => {}
+        Err(error) if store::is_unique_violation(&error, store::users::USERNAME_KEY) => {
+            return Err(ApiError::Conflict { code: "username-taken", detail: "that username is taken".into() });
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": UserView::from(user) }))))
+}
+
+#[derive(Serialize)]
+pub struct LoginView {
+    token: String,
+    token_type: &'static str,
+    expires_at: DateTime<Utc>,
+    user: UserView,
+}
+
+/// `POST /v1/auth/login` → `200 {token, token_type, expires_at, user}`.
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<LoginView>, ApiError> {
+    let invalid = ApiError::Unauthorized { detail: "wrong username or password" };
+    let stored = store::users::credentials(&state.db, &body.username).await?;
+    // Verify against a dummy hash when the user does not exist, so timing does not reveal which
+    // usernames exist.
+    let (user_id, hash) = match stored {
+        Some((user_id, hash)) => (Some(user_id), Some(hash)),
+        None => (None, None),
+    };
+    let password = body.password;
+    let verified = tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+        PasswordHash::new(hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        return Err(invalid);
+    };
+
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let expires_at = Utc::now() + state.config.session_ttl;
+    store::users::insert_session(&state.db, &token_hash(&token), user_id, expires_at).await?;
+    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(LoginView { token, token_type: "Bearer", expires_at, user: user.into() }))
+}
+
+/// An argon2id hash of a random password, verified against when the username is unknown.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(b"no such user", &salt).map(|h| h.to_string()).unwrap_or_default()
+    })
+}
+
+/// `POST /v1/auth/logout` → `204`: revokes the presented token.
+pub async fn logout(State(state): State<AppState>, _user: AuthUser, parts: Parts) -> Result<StatusCode, ApiError> {
+    if let Some(token) = bearer_token(&parts) {
+        store::users::revoke_session(&state.db, &token_hash(token)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/me` → `{user}`.
+pub async fn me(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(serde_json::json!({ "user": UserView::from(user) })))
+}

@@ -1,0 +1,270 @@
+//! Characters: create (a generation job), list, read, delete.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    domain::{CharacterSource, profile::CATEGORY_COUNT},
+    events::EventPayload,
+    ids::{CharacterId, JobId, UserId},
+    jobs::{JobKind, JobStatus, QueueMessage},
+    store::{
+        self,
+        characters::{CharacterRecord, CharacterSummary},
+        jobs::NewJob,
+    },
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{jobs::JobLinks, parse_id};
+use crate::{
+    error::ApiError,
+    extract::{ApiJson, AuthUser},
+    state::AppState,
+};
+
+/// Longest character name, as in the original (`normalize_role_name` capped at 64).
+const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCharacter {
+    name: String,
+    source: CharacterSource,
+}
+
+impl CreateCharacter {
+    /// The validated name (trimmed).
+    fn validate(&self) -> Result<String, ApiError> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err(ApiError::invalid_field("name is empty"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(ApiError::invalid_field(format!("name is longer than {MAX_NAME_CHARS} characters")));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field("name contains control characters"));
+        }
+        self.source.validate().map_err(|error| ApiError::invalid_field(error.to_string()))?;
+        Ok(name.to_owned())
+    }
+}
+
+/// `POST /v1/characters` → `202 {character, job}` with `Location`. The character exists at once
+/// (status `generating`); the job fills it in.
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateCharacter>,
+) -> Result<Response, ApiError> {
+    let name = body.validate()?;
+    let source = serde_json::to_value(&body.source).map_err(|e| ApiError::Internal(e.into()))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let fingerprint = Sha256::digest(json!({"name": name, "source": source}).to_string().as_bytes()).to_vec();
+    if let Some(key) = idempotency_key
+        && let Some(response) = replay(&state, user_id, key, &fingerprint).await?
+    {
+        return Ok(response);
+    }
+
+    let character_id = CharacterId::new();
+    let job_id = JobId::new();
+    let mut tx = state.db.begin().await?;
+    store::characters::insert(&mut *tx, character_id, user_id, &name, &source).await?;
+    let inserted = store::jobs::insert(
+        &mut *tx,
+        NewJob {
+            job_id,
+            user_id,
+            kind: JobKind::GenerateCharacter,
+            character_id: Some(character_id),
+            progress_total: CATEGORY_COUNT as i32,
+            idempotency: idempotency_key.map(|key| (key, fingerprint.as_slice())),
+        },
+    )
+    .await;
+    match inserted {
+        Ok(()) => tx.commit().await?,
+        // Two concurrent requests with one key: the loser answers with the winner's job.
+        Err(error) if store::is_unique_violation(&error, store::jobs::IDEMPOTENCY_KEY) => {
+            drop(tx);
+            let key = idempotency_key.unwrap_or_default();
+            return replay(&state, user_id, key, &fingerprint).await?.ok_or(ApiError::NotFound);
+        }
+        Err(error) => return Err(error.into()),
+    }
+
+    enqueue(&state, job_id).await;
+    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(accepted(&character, job_id, JobStatus::Queued))
+}
+
+/// After the commit: announce the job and hand it to the broker. A failure here loses nothing:
+/// the row stays `queued` and unconfirmed, and the re-publisher sends it.
+pub(crate) async fn enqueue(state: &AppState, job_id: JobId) {
+    if let Err(error) = state.events.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await {
+        tracing::warn!(job.id = %job_id, %error, "cannot append the queued event");
+    }
+    match state.publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
+        Ok(()) => {
+            if let Err(error) = store::jobs::mark_published(&state.db, job_id).await {
+                // Harmless: the re-publisher sends it again and the claim skips the duplicate.
+                tracing::warn!(job.id = %job_id, %error, "cannot record the publish");
+            }
+        }
+        Err(error) => tracing::warn!(job.id = %job_id, %error, "publish failed; the re-publisher will retry"),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
+    }
+    Ok(Some(key))
+}
+
+/// The original answer for a repeated `Idempotency-Key`, or `None` when the key is new.
+async fn replay(
+    state: &AppState,
+    user_id: UserId,
+    key: &str,
+    fingerprint: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    let Some((job_id, original)) = store::jobs::find_by_idempotency_key(&state.db, user_id, key).await? else {
+        return Ok(None);
+    };
+    if original != fingerprint {
+        return Err(ApiError::invalid_field("this Idempotency-Key was used with a different request body"));
+    }
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let character_id = job.character_id.ok_or(ApiError::NotFound)?;
+    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Some(accepted(&character, job_id, job.status)))
+}
+
+fn accepted(character: &CharacterRecord, job_id: JobId, status: JobStatus) -> Response {
+    let location = format!("/v1/characters/{}", character.character_id);
+    let body = json!({
+        "character": CharacterView::from(character.clone()),
+        "job": JobLinks::new(job_id, status),
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A character as clients see it.
+#[derive(Serialize)]
+pub struct CharacterView {
+    id: CharacterId,
+    name: String,
+    status: String,
+    brief: Option<String>,
+    /// One object per category (English keys); null until generation succeeds.
+    profile: Option<Value>,
+    source: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<CharacterRecord> for CharacterView {
+    fn from(c: CharacterRecord) -> Self {
+        Self {
+            id: c.character_id,
+            name: c.name,
+            status: c.status,
+            brief: c.brief,
+            profile: c.profile,
+            source: c.source,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CharacterListItem {
+    id: CharacterId,
+    name: String,
+    status: String,
+    brief: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<CharacterSummary> for CharacterListItem {
+    fn from(c: CharacterSummary) -> Self {
+        Self {
+            id: c.character_id,
+            name: c.name,
+            status: c.status,
+            brief: c.brief,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    before: Option<CharacterId>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/characters?before=&limit=` → `{items, next_before}`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
+    }
+    let items = store::characters::list(&state.db, user_id, query.before, limit).await?;
+    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|c| c.character_id)).flatten();
+    let items: Vec<CharacterListItem> = items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "items": items, "next_before": next_before })))
+}
+
+/// `GET /v1/characters/{id}` → `{character}`.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let character_id: CharacterId = parse_id(&id)?;
+    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({ "character": CharacterView::from(character) })))
+}
+
+/// `DELETE /v1/characters/{id}` → `204`. Its jobs go with it; a worker still generating it
+/// finds the character gone and stops.
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let character_id: CharacterId = parse_id(&id)?;
+    if store::characters::delete(&state.db, user_id, character_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

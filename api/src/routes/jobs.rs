@@ -1,0 +1,123 @@
+//! Jobs: poll (`GET /v1/jobs/{id}`) and stream (`GET /v1/jobs/{id}/events`).
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::HeaderMap,
+    response::{IntoResponse, Response, Sse, sse::KeepAlive},
+};
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, JobId},
+    jobs::{JobKind, JobStatus},
+    store::{self, jobs::JobRecord},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::parse_id;
+use crate::{SSE_KEEP_ALIVE, X_ACCEL_BUFFERING, error::ApiError, extract::AuthUser, sse, state::AppState};
+
+/// A job's id, status and where to follow it: what a `202` carries.
+#[derive(Serialize)]
+pub struct JobLinks {
+    id: JobId,
+    status: JobStatus,
+    status_url: String,
+    events_url: String,
+}
+
+impl JobLinks {
+    pub fn new(id: JobId, status: JobStatus) -> Self {
+        Self { id, status, status_url: format!("/v1/jobs/{id}"), events_url: format!("/v1/jobs/{id}/events") }
+    }
+}
+
+#[derive(Serialize)]
+struct Progress {
+    done: i32,
+    total: i32,
+}
+
+#[derive(Serialize)]
+struct JobView {
+    id: JobId,
+    kind: JobKind,
+    status: JobStatus,
+    progress: Progress,
+    character_id: Option<CharacterId>,
+    result: Option<Value>,
+    error: Option<Value>,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    events_url: String,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(job: JobRecord) -> Self {
+        Self {
+            id: job.job_id,
+            kind: job.kind,
+            status: job.status,
+            progress: Progress { done: job.progress_done, total: job.progress_total },
+            character_id: job.character_id,
+            result: job.result,
+            error: job.error,
+            attempts: job.attempts,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            updated_at: job.updated_at,
+            events_url: format!("/v1/jobs/{}/events", job.job_id),
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}` → `{job}`. Reads Postgres only: polling works while Redis is down.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job_id: JobId = parse_id(&id)?;
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(serde_json::json!({ "job": JobView::from(job) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/events` (SSE). Resumes after `Last-Event-ID` (what browsers send on
+/// reconnect) or `?after=N` (for a first connection); the header wins when both are present.
+pub async fn events(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let job_id: JobId = parse_id(&id)?;
+    let header_cursor = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or("Last-Event-ID"))
+        .transpose();
+    let query_cursor = query.after.map(|s| s.trim().parse::<u64>().map_err(|_| "after")).transpose();
+    let after = match (header_cursor, query_cursor) {
+        (Err(name), _) | (_, Err(name)) => {
+            return Err(ApiError::bad_request(format!("{name} must be a non-negative integer event id")));
+        }
+        (Ok(header), Ok(query)) => header.or(query).unwrap_or(0),
+    };
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let stream = sse::job_events(state, job, after).await;
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response();
+    response.headers_mut().insert(X_ACCEL_BUFFERING.clone(), axum::http::HeaderValue::from_static("no"));
+    Ok(response)
+}

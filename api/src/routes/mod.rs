@@ -1,0 +1,32 @@
+//! Routes, one module per resource. Paths are `/v1/...`; health probes are unversioned.
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::state::AppState;
+
+pub mod auth;
+pub mod characters;
+pub mod health;
+pub mod jobs;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/me", get(auth::me))
+        .route("/v1/characters", post(characters::create).get(characters::list))
+        .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+}
+
+/// Parses a path id; a malformed id is as unknown as a missing one.
+pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, crate::error::ApiError> {
+    raw.parse().map_err(|_| crate::error::ApiError::NotFound)
+}

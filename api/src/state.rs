@@ -1,0 +1,30 @@
+//! Shared handler state: cheap handles only (pools and clients are internally reference
+//! counted), so cloning per request costs nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use fastnpc_shared::{
+    event_bus::{EventHub, EventLog},
+    queue::JobPublisher,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    /// Appends (the `queued` event) and backfills for SSE.
+    pub events: EventLog,
+    /// The process's one live subscription, fanned out to SSE clients.
+    pub hub: EventHub,
+    pub publisher: Arc<JobPublisher>,
+    pub config: Arc<ApiConfig>,
+    /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
+    pub shutdown: CancellationToken,
+}
+
+/// The API's own knobs.
+#[derive(Debug)]
+pub struct ApiConfig {
+    pub session_ttl: Duration,
+}

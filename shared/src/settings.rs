@@ -1,0 +1,187 @@
+//! Typed settings, read once from environment variables at start-up.
+//!
+//! The variable names are part of the product's interface (operators, compose files and scripts
+//! use them; ARCHITECTURE.md lists them). Every value has a default that works against the local
+//! services, and a bad value fails start-up naming the variable, instead of surfacing later as a
+//! confusing runtime error.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+/// Where the default LLM endpoint points when nothing is configured.
+pub const DEFAULT_LLM_BASE_URL: &str = "https://openrouter.ai/api/v1";
+/// The original FastNPC's model.
+pub const DEFAULT_LLM_MODEL: &str = "z-ai/glm-4-32b";
+
+/// Everything both binaries need to know about their environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub amqp_url: Secret,
+    pub redis_url: Secret,
+    /// Prefix of queue, exchange and Redis key names, so deployments and tests share one broker.
+    pub namespace: String,
+    pub http_addr: SocketAddr,
+    pub llm: LlmSettings,
+    /// Postgres connections per process, at most.
+    pub db_pool_size: u32,
+    /// Jobs in flight per worker process (also its RabbitMQ prefetch).
+    pub worker_concurrency: u16,
+    /// How long a claimed job stays owned without a heartbeat before another worker may take it.
+    pub job_lease: Duration,
+    /// Lifetime of a login session.
+    pub session_ttl: Duration,
+    /// When set, RabbitMQ deletes this namespace's queues after they go unused this long. For
+    /// throwaway namespaces (tests, previews) only: an expired queue takes its messages with it.
+    pub queue_expires: Option<Duration>,
+    pub log_format: LogFormat,
+}
+
+/// The LLM endpoint and how hard to lean on it.
+#[derive(Clone, Debug)]
+pub struct LlmSettings {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    /// Per-call budget: a call that produces nothing for this long is abandoned and retried.
+    pub timeout: Duration,
+    /// Retries of one call on 429, 5xx, timeouts and broken connections.
+    pub max_retries: u32,
+    /// LLM calls in flight per process, across all jobs.
+    pub max_concurrency: usize,
+}
+
+impl LlmSettings {
+    /// True when the operator configured an endpoint or key; otherwise the start-up scripts run
+    /// the simulator and say so.
+    pub fn is_configured(&self) -> bool {
+        self.api_key.is_some() || self.base_url != DEFAULT_LLM_BASE_URL
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A value that must never reach a log line: `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call sites that need it are easy to grep for.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A variable was set to something unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {variable}: {reason}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `lookup`, so tests can build settings without touching the
+    /// process environment (which is shared by every test thread).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_owned());
+        let api_key = lookup("FASTNPC_LLM_API_KEY").or_else(|| lookup("OPENROUTER_API_KEY")).map(Secret::new);
+        let log_format = match get("FASTNPC_LOG_FORMAT", "pretty").as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(SettingsError {
+                    variable: "FASTNPC_LOG_FORMAT",
+                    reason: format!("expected `json` or `pretty`, got `{other}`"),
+                });
+            }
+        };
+        let namespace = get("FASTNPC_NAMESPACE", "fastnpc");
+        if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(SettingsError {
+                variable: "FASTNPC_NAMESPACE",
+                reason: "use ASCII letters, digits, `-` and `_` only".into(),
+            });
+        }
+        Ok(Self {
+            database_url: Secret::new(get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fastnpc")),
+            amqp_url: Secret::new(get("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+            redis_url: Secret::new(get("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
+            namespace,
+            http_addr: parse(&lookup, "FASTNPC_HTTP_ADDR", "127.0.0.1:8080")?,
+            llm: LlmSettings {
+                base_url: get("FASTNPC_LLM_BASE_URL", DEFAULT_LLM_BASE_URL).trim_end_matches('/').to_owned(),
+                api_key,
+                model: get("FASTNPC_LLM_MODEL", DEFAULT_LLM_MODEL),
+                timeout: Duration::from_secs(parse(&lookup, "FASTNPC_LLM_TIMEOUT_SECS", "120")?),
+                max_retries: parse(&lookup, "FASTNPC_LLM_MAX_RETRIES", "4")?,
+                max_concurrency: parse(&lookup, "FASTNPC_LLM_CONCURRENCY", "256")?,
+            },
+            db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
+            worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
+            job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
+            session_ttl: Duration::from_secs(parse::<u64>(&lookup, "FASTNPC_SESSION_TTL_HOURS", "720")? * 3600),
+            queue_expires: lookup("FASTNPC_QUEUE_EXPIRES_SECS")
+                .map(|_| parse(&lookup, "FASTNPC_QUEUE_EXPIRES_SECS", "0").map(Duration::from_secs))
+                .transpose()?,
+            log_format,
+        })
+    }
+}
+
+fn parse<T>(lookup: &impl Fn(&str) -> Option<String>, variable: &'static str, default: &str) -> Result<T, SettingsError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let raw = lookup(variable).unwrap_or_else(|| default.to_owned());
+    raw.parse().map_err(|error: T::Err| SettingsError { variable, reason: format!("`{raw}`: {error}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_local_services() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(settings.namespace, "fastnpc");
+        assert_eq!(settings.llm.model, DEFAULT_LLM_MODEL);
+        assert!(!settings.llm.is_configured());
+        assert_eq!(settings.worker_concurrency, 64);
+    }
+
+    #[test]
+    fn openrouter_key_is_a_fallback_and_never_printed() {
+        let settings =
+            Settings::from_lookup(|name| (name == "OPENROUTER_API_KEY").then(|| "sk-or-secret".to_owned())).unwrap();
+        assert!(settings.llm.is_configured());
+        assert!(!format!("{settings:?}").contains("sk-or-secret"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = Settings::from_lookup(|name| (name == "FASTNPC_WORKER_CONCURRENCY").then(|| "many".to_owned()))
+            .unwrap_err();
+        assert_eq!(error.variable, "FASTNPC_WORKER_CONCURRENCY");
+    }
+}

@@ -1,0 +1,147 @@
+//! Characters. Every read and delete is scoped by owner: a character of another user is
+//! indistinguishable from one that does not exist.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+use crate::ids::{CharacterId, UserId};
+
+/// A character with its profile.
+#[derive(Clone, Debug)]
+pub struct CharacterRecord {
+    pub character_id: CharacterId,
+    pub user_id: UserId,
+    pub name: String,
+    pub status: String,
+    pub source: Value,
+    pub profile: Option<Value>,
+    pub brief: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A character in a listing (no profile or source: listings stay small).
+#[derive(Clone, Debug)]
+pub struct CharacterSummary {
+    pub character_id: CharacterId,
+    pub name: String,
+    pub status: String,
+    pub brief: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+    user_id: UserId,
+    name: &str,
+    source: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into characters (character_id, user_id, name, source) values ($1, $2, $3, $4)",
+        character_id.0,
+        user_id.0,
+        name,
+        source,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<Option<CharacterRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        CharacterRecord,
+        r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
+                  source, profile, brief, created_at, updated_at
+           from characters where character_id = $1 and user_id = $2"#,
+        character_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The worker's read: the job already proved ownership, so no owner filter.
+pub async fn get_by_id(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+) -> Result<Option<CharacterRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        CharacterRecord,
+        r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
+                  source, profile, brief, created_at, updated_at
+           from characters where character_id = $1"#,
+        character_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The user's characters, newest first; `before` is the last id of the previous page.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    before: Option<CharacterId>,
+    limit: i64,
+) -> Result<Vec<CharacterSummary>, sqlx::Error> {
+    // UUIDv7 ids are creation-ordered, so the id alone is a stable cursor.
+    sqlx::query_as!(
+        CharacterSummary,
+        r#"select character_id as "character_id: CharacterId", name, status, brief, created_at, updated_at
+           from characters
+           where user_id = $1 and ($2::uuid is null or character_id < $2)
+           order by character_id desc
+           limit $3"#,
+        user_id.0,
+        before.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a character (its jobs go with it). False when the user has no such character.
+pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, character_id: CharacterId) -> Result<bool, sqlx::Error> {
+    let result =
+        sqlx::query!("delete from characters where character_id = $1 and user_id = $2", character_id.0, user_id.0,)
+            .execute(db)
+            .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Stores a generated profile and marks the character ready.
+pub async fn mark_ready(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+    profile: &Value,
+    brief: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "update characters set status = 'ready', profile = $2, brief = $3, updated_at = now()
+         where character_id = $1",
+        character_id.0,
+        profile,
+        brief,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Marks a character whose generation failed for good.
+pub async fn mark_failed(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update characters set status = 'failed', updated_at = now() where character_id = $1 and status = 'generating'",
+        character_id.0,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Accounts and input validation.
+
+use fastnpc_tests::harness::{TestApp, TestUser};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status);
+    assert!(problem["title"].is_string() && problem["type"].is_string());
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    problem
+}
+
+#[tokio::test]
+async fn register_login_me_logout() {
+    let app = TestApp::spawn().await;
+    let user = app.user("Ada").await;
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(me["user"]["username"], "Ada");
+    assert_eq!(me["user"]["memory_budgets"]["session"], 3000);
+    assert_eq!(me["user"]["memory_budgets"]["long_term"], 4000);
+
+    let taken = app
+        .http
+        .post(app.url("/v1/auth/register"))
+        .json(&json!({"username": "ada", "password": "another password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(taken, 409).await;
+    let wrong = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"username": "Ada", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong, 401).await;
+    let nobody = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"username": "nobody", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(nobody, 401).await;
+    let short = app
+        .http
+        .post(app.url("/v1/auth/register"))
+        .json(&json!({"username": "bob", "password": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(short, 422).await;
+
+    let logout = app.request(Method::POST, "/v1/auth/logout", Some(&user)).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_problem(app.get("/v1/me", &user).await, 401).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_character_submissions_get_problem_details_and_create_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.user("grace").await;
+    let source = |text: &str| json!({"kind": "text", "text": text});
+    let good_text = fastnpc_tests::harness::sample_source("李白");
+    let cases = [
+        (json!({"source": source(&good_text)}), 422, "name"),
+        (json!({"name": "  ", "source": source(&good_text)}), 422, "name"),
+        (json!({"name": "李白", "source": source("")}), 422, "empty"),
+        (json!({"name": "李白", "source": source(&"字".repeat(100_001))}), 422, "limit"),
+        (json!({"name": "李白", "source": {"kind": "baike", "text": good_text}}), 422, "baike"),
+        (json!({"name": "李白", "source": source(&good_text), "model": "gpt"}), 422, "model"),
+        (json!({"name": "李".repeat(65), "source": source(&good_text)}), 422, "64"),
+    ];
+    for (body, status, mention) in cases {
+        let problem = assert_problem(app.post_json("/v1/characters", &user, &body).await, status).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(mention),
+            "detail {:?} should mention {mention}",
+            problem["detail"]
+        );
+    }
+    let malformed = app
+        .request(Method::POST, "/v1/characters", Some(&user))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400).await;
+    let not_json = app.request(Method::POST, "/v1/characters", Some(&user)).body("name=x").send().await.unwrap();
+    assert_problem(not_json, 415).await;
+    let huge = app
+        .request(Method::POST, "/v1/characters", Some(&user))
+        .header("content-type", "application/json")
+        .body(vec![b' '; fastnpc_api::MAX_BODY_BYTES + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+
+    let bad_token = TestUser { username: "grace".into(), token: "not-a-token".into() };
+    assert_problem(
+        app.post_json("/v1/characters", &bad_token, &json!({"name": "李白", "source": source(&good_text)})).await,
+        401,
+    )
+    .await;
+
+    let (characters,): (i64,) = sqlx::query_as("select count(*) from characters").fetch_one(&app.db).await.unwrap();
+    let (jobs,): (i64,) = sqlx::query_as("select count(*) from jobs").fetch_one(&app.db).await.unwrap();
+    assert_eq!((characters, jobs), (0, 0), "nothing was created");
+    assert_eq!(app.sim.stats().requests_received, 0, "no LLM call was made");
+    app.stop().await;
+}

@@ -1,0 +1,217 @@
+//! Character generation, end to end.
+
+use fastnpc_shared::domain::CATEGORIES;
+use fastnpc_tests::{
+    harness::TestApp,
+    sim::{Fault, Rule, SimConfig},
+};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The headline flow: register, log in, create, watch over SSE, read back.
+#[tokio::test]
+async fn a_character_is_generated_with_nine_concurrent_calls_and_streamed() {
+    // A latency long enough that the calls of one job visibly overlap in the simulator.
+    let app = TestApp::builder()
+        .sim(SimConfig { time_to_first_token: Duration::from_millis(300), ..SimConfig::default() })
+        .spawn()
+        .await;
+    let user = app.user("ada").await;
+
+    let created = app.create_character(&user, "诸葛亮").await;
+    assert_eq!(created["character"]["status"], "generating");
+    assert_eq!(created["job"]["status"], "queued");
+    let job_id = created["job"]["id"].as_str().unwrap();
+    assert_eq!(created["job"]["status_url"], format!("/v1/jobs/{job_id}"));
+    assert_eq!(created["job"]["events_url"], format!("/v1/jobs/{job_id}/events"));
+
+    let events = app.collect_events(&user, job_id, None).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.id.expect("every event has an id")).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>(), "ids are 1, 2, 3, … without gaps");
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"status"));
+    assert!(events.iter().any(|e| e.event == "status" && e.data["status"] == "running"));
+    let progress: Vec<&Value> = events.iter().filter(|e| e.event == "progress").map(|e| &e.data).collect();
+    assert_eq!(progress.len(), 9, "one progress event per category");
+    for (index, step) in progress.iter().enumerate() {
+        assert_eq!(step["done"], index as u64 + 1);
+        assert_eq!(step["total"], 9);
+    }
+    let mut steps: Vec<&str> = progress.iter().map(|p| p["step"].as_str().unwrap()).collect();
+    steps.sort_unstable();
+    let mut expected: Vec<&str> = CATEGORIES.iter().map(|c| c.key).collect();
+    expected.sort_unstable();
+    assert_eq!(steps, expected);
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "succeeded");
+    assert_eq!(kinds.iter().filter(|k| ["succeeded", "failed", "cancelled"].contains(k)).count(), 1);
+
+    let character_id = created["character"]["id"].as_str().unwrap();
+    assert_eq!(last.data["result"]["character_id"], character_id);
+    let character: Value = app.get(&format!("/v1/characters/{character_id}"), &user).await.json().await.unwrap();
+    let character = &character["character"];
+    assert_eq!(character["status"], "ready");
+    for category in &CATEGORIES {
+        let stored = &character["profile"][category.key];
+        for field in category.fields {
+            let value = &stored[field.key];
+            if field.list {
+                assert!(value.is_array(), "{}.{} is a list", category.key, field.key);
+            } else if (category.key, field.key) == ("source", "source_url") {
+                assert_eq!(value, "", "pasted text has no address");
+            } else {
+                assert!(value.as_str().is_some_and(|s| !s.is_empty()), "{}.{} is filled", category.key, field.key);
+            }
+        }
+    }
+    let source_size = character["profile"]["source"]["source_size"].as_str().unwrap();
+    assert!(
+        source_size.starts_with('约') && source_size.ends_with('字'),
+        "source size is the real size: {source_size}"
+    );
+    assert!(character["brief"].as_str().is_some_and(|b| !b.is_empty()), "the brief is written");
+
+    let stats = app.sim.stats();
+    assert_eq!(stats.requests_served, 10, "nine categories and one brief");
+    assert!(stats.peak_in_flight >= 9, "the calls overlapped (peak {})", stats.peak_in_flight);
+    assert_eq!(stats.json_mode, 9, "categories ask for JSON with a schema");
+
+    let job = app.wait_for_job(&user, job_id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["progress"]["done"], 9);
+    assert_eq!(job["progress"]["total"], 9);
+    assert_eq!(job["kind"], "generate_character");
+    assert!(job["finished_at"].is_string() && job["started_at"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_category_with_invalid_json_is_asked_again() {
+    let app = TestApp::spawn().await;
+    let user = app.user("grace").await;
+    // The knowledge category's first two replies are not JSON; the third is.
+    app.sim.add_rule(Rule { when_contains: "知识与能力".into(), fault: Fault::InvalidJson, times: Some(2) });
+
+    let created = app.create_character(&user, "李白").await;
+    let job = app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(app.sim.stats().requests_received, 12, "ten calls plus two retries");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_category_that_never_parses_fails_the_job_clearly() {
+    let app = TestApp::spawn().await;
+    let user = app.user("linus").await;
+    app.sim.add_rule(Rule { when_contains: "背景故事".into(), fault: Fault::InvalidJson, times: None });
+
+    let created = app.create_character(&user, "杜甫").await;
+    let job_id = created["job"]["id"].as_str().unwrap();
+    let events = app.collect_events(&user, job_id, None).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "failed");
+    assert_eq!(last.data["code"], "llm_malformed");
+    assert!(last.data["message"].as_str().unwrap().contains("background"), "names the category: {}", last.data);
+
+    let job = app.wait_for_job(&user, job_id).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "llm_malformed");
+    let character_id = created["character"]["id"].as_str().unwrap();
+    let character: Value = app.get(&format!("/v1/characters/{character_id}"), &user).await.json().await.unwrap();
+    assert_eq!(character["character"]["status"], "failed");
+    assert!(character["character"]["profile"].is_null(), "no half-made profile is stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn transient_llm_errors_are_retried_inside_the_call() {
+    let app = TestApp::spawn().await;
+    let user = app.user("barbara").await;
+    app.sim.push_faults([
+        Fault::RateLimited { retry_after: Duration::from_millis(200) },
+        Fault::ServerError,
+        Fault::DropConnection,
+    ]);
+    let created = app.create_character(&user, "王维").await;
+    let job = app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let stats = app.sim.stats();
+    assert_eq!(stats.requests_faulted, 3);
+    assert_eq!(stats.requests_served, 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn characters_list_newest_first_and_delete() {
+    let app = TestApp::spawn().await;
+    let user = app.user("margaret").await;
+    let mut ids = Vec::new();
+    for name in ["甲", "乙", "丙"] {
+        let created = app.create_character(&user, name).await;
+        ids.push(created["character"]["id"].as_str().unwrap().to_owned());
+        app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    }
+    let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
+    let listed: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids.iter().rev().map(String::as_str).collect::<Vec<_>>());
+
+    let page: Value = app.get("/v1/characters?limit=2", &user).await.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next_before"].as_str().unwrap();
+    let rest: Value = app.get(&format!("/v1/characters?limit=2&before={next}"), &user).await.json().await.unwrap();
+    assert_eq!(rest["items"][0]["id"], ids[0].as_str());
+
+    let deleted =
+        app.request(reqwest::Method::DELETE, &format!("/v1/characters/{}", ids[1]), Some(&user)).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.get(&format!("/v1/characters/{}", ids[1]), &user).await.status(), 404);
+    let again =
+        app.request(reqwest::Method::DELETE, &format!("/v1/characters/{}", ids[1]), Some(&user)).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_original_job() {
+    let app = TestApp::spawn().await;
+    let user = app.user("katherine").await;
+    let body = serde_json::json!({"name": "曹操", "source": {"kind": "text", "text": fastnpc_tests::harness::sample_source("曹操")}});
+    let send = |body: Value| {
+        app.request(reqwest::Method::POST, "/v1/characters", Some(&user))
+            .header("Idempotency-Key", "k-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send(body.clone()).await.unwrap().json().await.unwrap();
+    let second = send(body.clone()).await.unwrap();
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["job"]["id"], second["job"]["id"]);
+    assert_eq!(first["character"]["id"], second["character"]["id"]);
+
+    let mut changed = body;
+    changed["name"] = "刘备".into();
+    let conflict = send(changed).await.unwrap();
+    assert_eq!(conflict.status(), 422);
+
+    let (jobs,): (i64,) = sqlx::query_as("select count(*) from jobs").fetch_one(&app.db).await.unwrap();
+    assert_eq!(jobs, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn several_workers_share_one_queue() {
+    let app = TestApp::builder().workers(3).worker_concurrency(2).spawn().await;
+    let user = app.user("hedy").await;
+    let mut jobs = Vec::new();
+    for index in 0..8 {
+        let created = app.create_character(&user, &format!("角色{index}")).await;
+        jobs.push(created["job"]["id"].as_str().unwrap().to_owned());
+    }
+    for job in &jobs {
+        assert_eq!(app.wait_for_job(&user, job).await["status"], "succeeded");
+    }
+    // Each job ran exactly once: ten calls each, no duplicates from redelivery.
+    assert_eq!(app.sim.stats().requests_served, 80);
+    app.stop().await;
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests over the real Postgres, RabbitMQ and Redis, with the LLM simulator standing
+//! in for the paid model. One test binary, so the workspace links it once.
+
+mod accounts;
+mod characters;
+mod isolation;
+mod streaming;

@@ -1,0 +1,287 @@
+//! The end-to-end harness: a whole FastNPC (API, workers, LLM simulator) in this process, over
+//! the real Postgres, RabbitMQ and Redis.
+//!
+//! Each [`TestApp`] isolates itself so tests run in parallel: its own database (created and
+//! migrated per app, dropped on [`TestApp::stop`]), its own namespace for queue names and Redis
+//! keys, and its own simulator on an ephemeral port. Queues of a test namespace expire when unused,
+//! and databases of dead test processes are dropped at the next start, so crashed runs leave
+//! nothing behind for long.
+
+use std::{collections::HashMap, time::Duration};
+
+use fastnpc_shared::settings::Settings;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    sim::{LlmSimulator, SimConfig},
+    sse_client::{self, SseEvent},
+};
+
+/// Where the real services are. Overridable so the suite can run against other hosts.
+fn service_url(variable: &str, default: &str) -> String {
+    std::env::var(variable).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+fn admin_url() -> String {
+    service_url("FASTNPC_TEST_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+}
+
+const DB_PREFIX: &str = "fastnpc_t_";
+
+/// Builds a [`TestApp`].
+pub struct TestAppBuilder {
+    workers: usize,
+    worker_concurrency: u16,
+    sim: SimConfig,
+    env: HashMap<String, String>,
+}
+
+impl TestAppBuilder {
+    /// Worker processes (each its own consumer) to run in-process.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    pub fn worker_concurrency(mut self, concurrency: u16) -> Self {
+        self.worker_concurrency = concurrency;
+        self
+    }
+
+    pub fn sim(mut self, config: SimConfig) -> Self {
+        self.sim = config;
+        self
+    }
+
+    /// Overrides one setting (an environment variable name, as operators would set it).
+    pub fn setting(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        init_logging();
+        drop_stale_databases().await;
+        let sim = LlmSimulator::start(self.sim).await.expect("the simulator starts");
+        let unique = format!("{}_{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let db_name = format!("{DB_PREFIX}{unique}");
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("Postgres is reachable");
+        admin.execute(format!(r#"create database "{db_name}""#).as_str()).await.expect("create test database");
+        admin.close().await.ok();
+        let database_url = format!("{}/{db_name}", admin_url().rsplit_once('/').expect("admin URL has a database").0);
+
+        let mut env: HashMap<String, String> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("FASTNPC_NAMESPACE", format!("test-{unique}")),
+            ("FASTNPC_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("FASTNPC_LLM_BASE_URL", sim.base_url()),
+            ("FASTNPC_LLM_API_KEY", "test-key".to_owned()),
+            ("FASTNPC_LLM_MODEL", "sim-model".to_owned()),
+            ("FASTNPC_LLM_TIMEOUT_SECS", "10".to_owned()),
+            ("FASTNPC_WORKER_CONCURRENCY", self.worker_concurrency.to_string()),
+            ("FASTNPC_DB_POOL_SIZE", "8".to_owned()),
+            ("FASTNPC_QUEUE_EXPIRES_SECS", "600".to_owned()),
+            ("FASTNPC_AMQP_URL", service_url("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+            ("FASTNPC_REDIS_URL", service_url("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(self.env);
+        let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("test settings are valid");
+
+        let stop = CancellationToken::new();
+        let api = fastnpc_api::Api::build(settings.clone()).await.expect("the API starts");
+        let api_url = format!("http://{}", api.local_addr());
+        let mut tasks = vec![tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                api.run_until(async move { stop.cancelled().await }).await.expect("the API runs");
+            }
+        })];
+        for _ in 0..self.workers {
+            let (settings, stop) = (settings.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                fastnpc_worker::run(settings, stop).await.expect("the worker runs");
+            }));
+        }
+        let db = PgPool::connect(&database_url).await.expect("test pool");
+        TestApp { api_url, http: reqwest::Client::new(), sim, db, settings, stop, tasks, db_name }
+    }
+}
+
+/// A running FastNPC for one test.
+pub struct TestApp {
+    pub api_url: String,
+    pub http: reqwest::Client,
+    pub sim: LlmSimulator,
+    /// A direct pool on the app's database, for assertions about what was (not) written.
+    pub db: PgPool,
+    pub settings: Settings,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    db_name: String,
+}
+
+/// A registered, logged-in user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub username: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder { workers: 1, worker_concurrency: 16, sim: SimConfig::default(), env: HashMap::new() }
+    }
+
+    /// API and one worker, default simulator.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url)
+    }
+
+    /// A request, authenticated as `user` when given.
+    pub fn request(&self, method: Method, path: &str, user: Option<&TestUser>) -> RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match user {
+            Some(user) => request.bearer_auth(&user.token),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str, user: &TestUser) -> Response {
+        self.request(Method::GET, path, Some(user)).send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, user: &TestUser, body: &Value) -> Response {
+        self.request(Method::POST, path, Some(user)).json(body).send().await.expect("request sent")
+    }
+
+    /// Registers `username` (password `correct horse battery`) and logs in.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
+        let registered = self.http.post(self.url("/v1/auth/register")).json(&credentials).send().await.unwrap();
+        assert_eq!(registered.status(), 201, "register {username}: {}", registered.text().await.unwrap_or_default());
+        let login = self.http.post(self.url("/v1/auth/login")).json(&credentials).send().await.unwrap();
+        assert_eq!(login.status(), 200);
+        let body: Value = login.json().await.unwrap();
+        TestUser { username: username.to_owned(), token: body["token"].as_str().expect("a token").to_owned() }
+    }
+
+    /// Submits a character and returns the `202` body.
+    pub async fn create_character(&self, user: &TestUser, name: &str) -> Value {
+        let body = serde_json::json!({"name": name, "source": {"kind": "text", "text": sample_source(name)}});
+        let response = self.post_json("/v1/characters", user, &body).await;
+        assert_eq!(response.status(), 202, "create: {}", response.text().await.unwrap_or_default());
+        response.json().await.unwrap()
+    }
+
+    /// Opens a job's event stream, resuming after `last_event_id` when given.
+    pub async fn open_events(
+        &self,
+        user: &TestUser,
+        job_id: &str,
+        last_event_id: Option<u64>,
+    ) -> impl futures::Stream<Item = anyhow::Result<SseEvent>> + Send + Unpin + use<> {
+        let mut request = self.request(Method::GET, &format!("/v1/jobs/{job_id}/events"), Some(user));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("events request sent");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        sse_client::events(response)
+    }
+
+    /// Every event of a job from `after` to the terminal one (bounded by `deadline`, a hang guard).
+    pub async fn collect_events(&self, user: &TestUser, job_id: &str, after: Option<u64>) -> Vec<SseEvent> {
+        use futures::StreamExt;
+        let mut stream = self.open_events(user, job_id, after).await;
+        let collect = async {
+            let mut events = Vec::new();
+            while let Some(event) = stream.next().await {
+                events.push(event.expect("a well-formed event"));
+            }
+            events
+        };
+        tokio::time::timeout(HANG_GUARD, collect).await.expect("the stream ends after the terminal event")
+    }
+
+    /// Polls a job until it is terminal (hang-guarded) and returns it.
+    pub async fn wait_for_job(&self, user: &TestUser, job_id: &str) -> Value {
+        let poll = async {
+            loop {
+                let body: Value = self.get(&format!("/v1/jobs/{job_id}"), user).await.json().await.unwrap();
+                if matches!(body["job"]["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                    return body["job"].clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll).await.expect("the job finishes")
+    }
+
+    /// Stops API and workers gracefully and drops the test database.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        self.db.close().await;
+        if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+            let _ = admin.execute(format!(r#"drop database if exists "{}" with (force)"#, self.db_name).as_str()).await;
+        }
+    }
+}
+
+/// Upper bound on any single wait in a test: a hang becomes a failure instead of a stuck CI run.
+/// Not a performance assertion; benchmarks measure speed.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// A plausible encyclopedia-style source for `name`.
+pub fn sample_source(name: &str) -> String {
+    format!(
+        "{name}，字孔明，琅琊阳都人，三国时期蜀汉丞相，杰出的政治家、军事家。\
+         早年隐居隆中，躬耕陇亩，刘备三顾茅庐后出山辅佐，联吴抗曹，赤壁之战后取得荆州、益州。\
+         刘备去世后受托孤之重，五次北伐中原，鞠躬尽瘁，死而后已，病逝于五丈原。"
+    )
+}
+
+fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Drops test databases left by test processes that no longer run (a crashed or killed run).
+async fn drop_stale_databases() {
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CLEANED
+        .get_or_init(|| async {
+            let Ok(mut admin) = PgConnection::connect(&admin_url()).await else { return };
+            let names: Vec<(String,)> = sqlx::query_as("select datname from pg_database where datname like $1")
+                .bind(format!("{DB_PREFIX}%"))
+                .fetch_all(&mut admin)
+                .await
+                .unwrap_or_default();
+            for (name,) in names {
+                let pid = name.trim_start_matches(DB_PREFIX).split('_').next().and_then(|p| p.parse::<u32>().ok());
+                let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if !alive {
+                    let _ = admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await;
+                }
+            }
+        })
+        .await;
+}

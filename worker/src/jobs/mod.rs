@@ -1,0 +1,63 @@
+//! Job handlers, one module per kind. A handler does its work, commits its results together
+//! with the job's `succeeded` state, and returns the result shown to clients.
+
+use fastnpc_shared::{
+    jobs::{JobError, JobKind},
+    llm::LlmError,
+    store::{self, jobs::Claim},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::Deps;
+
+pub mod generate_character;
+
+/// How a job attempt ended, when it did not succeed.
+#[derive(Debug)]
+pub enum JobFailure {
+    /// Final: retrying cannot help (bad input, the provider refused).
+    Failed(JobError),
+    /// Another attempt may succeed (the LLM or the database was unavailable).
+    Retryable(JobError),
+    /// Another worker owns the job now; write nothing.
+    LostClaim,
+}
+
+impl From<sqlx::Error> for JobFailure {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::error!(%error, "database error during a job");
+        Self::Retryable(JobError::new("store_unavailable", "the database was unavailable"))
+    }
+}
+
+impl From<LlmError> for JobFailure {
+    fn from(error: LlmError) -> Self {
+        let job_error = JobError::new(error.kind.code(), error.message);
+        if error.kind.is_transient() { Self::Retryable(job_error) } else { Self::Failed(job_error) }
+    }
+}
+
+/// Runs the claimed job's handler.
+pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Result<serde_json::Value, JobFailure> {
+    match claim.kind {
+        JobKind::GenerateCharacter => generate_character::run(deps, claim, cancel).await,
+    }
+}
+
+/// Marks the job failed, with what failure means for its subject, in one transaction. False
+/// when the claim was already lost.
+pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
+    let mut tx = deps.db.begin().await?;
+    if !store::jobs::fail(&mut *tx, claim, error).await? {
+        return Ok(false);
+    }
+    match claim.kind {
+        JobKind::GenerateCharacter => {
+            if let Some(character_id) = claim.character_id {
+                store::characters::mark_failed(&mut *tx, character_id).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,78 @@
+//! The FastNPC worker: takes job ids off RabbitMQ and runs the jobs.
+//!
+//! # Layout
+//!
+//! - [`consumer`]: the connection supervisor. It (re)connects, re-declares the topology,
+//!   re-applies prefetch (lapin's recovery would not) and feeds deliveries to the runner, never
+//!   holding more than the configured number of jobs at once.
+//! - [`runner`]: one delivery's life: decode, claim with a lease, heartbeat, run the handler,
+//!   commit, emit the terminal event, and only then ack.
+//! - [`jobs`]: one module per job kind.
+//!
+//! Delivery is at-least-once; the claim in Postgres makes processing effectively-once: a
+//! redelivered message for a finished job is acked and skipped, and a worker that lost its claim
+//! cannot write results.
+
+use std::{sync::Arc, time::Duration};
+
+use fastnpc_shared::{
+    event_bus::EventLog,
+    llm::{LlmClient, OpenAiClient},
+    queue::Topology,
+    settings::Settings,
+    store,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub mod consumer;
+pub mod jobs;
+pub mod runner;
+
+/// What every job needs, shared by all jobs of the process.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: PgPool,
+    pub events: EventLog,
+    pub llm: Arc<dyn LlmClient>,
+    pub config: WorkerConfig,
+}
+
+/// The worker's knobs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs in flight (also the prefetch count).
+    pub concurrency: u16,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// On shutdown, how long in-flight jobs may run before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Claims of one job before a transient failure becomes final.
+    pub max_job_attempts: i32,
+}
+
+impl WorkerConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            concurrency: settings.worker_concurrency.max(1),
+            lease: settings.job_lease,
+            shutdown_grace: Duration::from_secs(20),
+            max_job_attempts: 3,
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains: no new jobs are taken, in-flight
+/// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
+    let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
+    let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
+    if settings.llm.api_key.is_none() {
+        tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");
+    }
+    tracing::info!(llm.base_url = %settings.llm.base_url, llm.model = %settings.llm.model, concurrency = settings.worker_concurrency, "worker starting");
+    let deps = Deps { db, events, llm, config: WorkerConfig::from_settings(&settings) };
+    consumer::run(deps, settings.amqp_url.clone(), Topology::from_settings(&settings), shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! One delivery, from message to ack.
+//!
+//! The order is the guarantee: results and the terminal state are committed in one transaction,
+//! then the terminal event is appended, and only then is the message acked. A crash anywhere
+//! before the ack redelivers the message; the claim then finds the job finished (ack, skip) or
+//! its lease expired (take over).
+
+use std::{panic::AssertUnwindSafe, time::Duration};
+
+use fastnpc_shared::{
+    events::EventPayload,
+    ids::JobId,
+    jobs::{JobError, JobStatus, QueueMessage},
+    store::{self, jobs::Claim},
+};
+use futures::FutureExt;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    Deps,
+    jobs::{self, JobFailure},
+};
+
+/// What to tell the broker about a delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Settle {
+    /// Done with it (finished, or nothing to do).
+    Ack,
+    /// Hand it back for another attempt.
+    Requeue,
+    /// Poison or failed for good: to the dead-letter queue.
+    DeadLetter,
+}
+
+/// Handles one delivery. Never panics and never returns an error: every outcome ends in an ack,
+/// a requeue or a dead letter.
+pub async fn handle(deps: &Deps, delivery: Delivery, abandon: &CancellationToken) {
+    let settle = match serde_json::from_slice::<QueueMessage>(&delivery.data) {
+        Ok(QueueMessage::RunJobV1 { job_id }) => {
+            let span = tracing::info_span!("job", job.id = %job_id, job.kind = tracing::field::Empty, job.attempt = tracing::field::Empty);
+            process(deps, job_id, abandon).instrument(span).await
+        }
+        Err(error) => {
+            tracing::error!(%error, bytes = delivery.data.len(), "undecodable queue message, dead-lettering it");
+            Settle::DeadLetter
+        }
+    };
+    let acked = match settle {
+        Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Settle::Requeue => delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+        Settle::DeadLetter => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+    };
+    if let Err(error) = acked {
+        // The channel died under us: the broker redelivers, and the claim makes that harmless.
+        tracing::warn!(%error, ?settle, "could not settle the delivery");
+    }
+}
+
+async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Settle {
+    let claim = match store::jobs::claim(&deps.db, job_id, deps.config.lease).await {
+        Ok(Some(claim)) => claim,
+        Ok(None) => {
+            tracing::debug!("job is finished, gone, or held by another worker; skipping the delivery");
+            return Settle::Ack;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot claim the job (database unavailable?)");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Settle::Requeue;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("job.kind", claim.kind.as_str());
+    span.record("job.attempt", claim.attempt);
+    emit(deps, job_id, EventPayload::Status { status: JobStatus::Running }).await;
+
+    let job_token = abandon.child_token();
+    let heartbeat = tokio::spawn(keep_lease(deps.clone(), claim.clone(), job_token.clone()));
+    let started = std::time::Instant::now();
+    let outcome = tokio::select! {
+        outcome = AssertUnwindSafe(jobs::run(deps, &claim, &job_token)).catch_unwind() => Some(outcome),
+        () = job_token.cancelled() => None,
+    };
+    heartbeat.abort();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+
+    match outcome {
+        Some(Ok(Ok(result))) => {
+            tracing::info!(elapsed_ms, "job succeeded");
+            emit(deps, job_id, EventPayload::Succeeded { result }).await;
+            Settle::Ack
+        }
+        Some(Ok(Err(JobFailure::Retryable(error)))) if claim.attempt < deps.config.max_job_attempts => {
+            tracing::warn!(elapsed_ms, error.code = %error.code, error.message = %error.message, "job attempt failed, handing it back");
+            // Back off before the requeue so a struggling dependency gets air.
+            tokio::time::sleep(Duration::from_millis(500) * claim.attempt.unsigned_abs()).await;
+            release(deps, &claim).await
+        }
+        Some(Ok(Err(JobFailure::Retryable(error) | JobFailure::Failed(error)))) => fail(deps, &claim, error).await,
+        Some(Ok(Err(JobFailure::LostClaim))) => {
+            tracing::warn!("job claim lost to another worker; dropping this attempt");
+            Settle::Ack
+        }
+        Some(Err(_panic)) => {
+            tracing::error!("job handler panicked");
+            fail(deps, &claim, JobError::new("internal", "the job failed unexpectedly")).await
+        }
+        // The lease was lost (another worker owns the job now) or shutdown's grace ran out.
+        None if abandon.is_cancelled() => release(deps, &claim).await,
+        None => Settle::Ack,
+    }
+}
+
+async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
+    match jobs::record_failure(deps, claim, &error).await {
+        Ok(true) => {
+            tracing::warn!(error.code = %error.code, error.message = %error.message, "job failed");
+            emit(deps, claim.job_id, EventPayload::Failed { code: error.code, message: error.message }).await;
+            Settle::DeadLetter
+        }
+        Ok(false) => Settle::Ack,
+        Err(store_error) => {
+            tracing::error!(error = %store_error, "cannot record the job's failure; requeueing");
+            Settle::Requeue
+        }
+    }
+}
+
+async fn release(deps: &Deps, claim: &Claim) -> Settle {
+    if let Err(error) = store::jobs::release(&deps.db, claim).await {
+        // The lease expires by itself; the redelivery then takes the job over.
+        tracing::warn!(%error, "cannot release the job; its lease will expire");
+    }
+    Settle::Requeue
+}
+
+/// Renews the claim's lease until cancelled; cancels the job if the claim is lost.
+async fn keep_lease(deps: Deps, claim: Claim, job_token: CancellationToken) {
+    let every = deps.config.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match store::jobs::renew_lease(&deps.db, &claim, deps.config.lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job.id = %claim.job_id, "job lease lost; stopping this attempt");
+                job_token.cancel();
+                return;
+            }
+            // A blip: the next beat may succeed well before the lease runs out.
+            Err(error) => tracing::warn!(job.id = %claim.job_id, %error, "cannot renew the job lease"),
+        }
+    }
+}
+
+/// Appends an event; a failure is logged, not fatal (the job's row is the truth, and SSE
+/// clients fall back to it for the terminal state).
+pub(crate) async fn emit(deps: &Deps, job_id: JobId, payload: EventPayload) {
+    if let Err(error) = deps.events.append_with_retry(job_id, &payload).await {
+        tracing::error!(%error, event = payload.event_type(), "cannot append job event");
+    }
+}
