@@ -134,7 +134,7 @@ impl Settings {
                 model: get("FASTNPC_LLM_MODEL", DEFAULT_LLM_MODEL),
                 timeout: Duration::from_secs(parse(&lookup, "FASTNPC_LLM_TIMEOUT_SECS", "120")?),
                 max_retries: parse(&lookup, "FASTNPC_LLM_MAX_RETRIES", "4")?,
-                max_concurrency: parse(&lookup, "FASTNPC_LLM_CONCURRENCY", "256")?,
+                max_concurrency: parse(&lookup, "FASTNPC_LLM_CONCURRENCY", "640")?,
             },
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
