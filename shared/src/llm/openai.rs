@@ -20,7 +20,7 @@ use futures::{FutureExt, StreamExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{CallLimits, ChatRequest, LlmClient, LlmError, LlmErrorKind, Message, RetryPolicy, TextStream};
 use crate::settings::LlmSettings;
@@ -73,24 +73,36 @@ impl OpenAiClient {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the retries run out.
-    async fn with_retries<T, F>(&self, purpose: &'static str, mut attempt: F) -> Result<T, LlmError>
-    where
-        F: FnMut() -> BoxFuture<'static, Result<T, Failure>>,
-    {
+    /// Sends `request` until an attempt succeeds, fails for good, or the retries run out. Each
+    /// attempt holds one concurrency permit and gets `attempt(client, body, permit, timeout)`.
+    async fn with_retries<T>(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+        attempt: fn(Attempt) -> BoxFuture<'static, Result<T, Failure>>,
+    ) -> Result<T, LlmError> {
+        let body = serde_json::to_value(self.wire(request, stream)).expect("requests serialise");
         let mut retry = 0;
         loop {
-            let failure = match attempt().await {
+            let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closes");
+            let failure = match attempt(Attempt {
+                client: self.client.clone(),
+                body: body.clone(),
+                permit,
+                timeout: self.limits.timeout,
+            })
+            .await
+            {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
             if !failure.error.kind.is_transient() || retry >= self.limits.retry.max_retries {
-                tracing::warn!(llm.purpose = purpose, retries = retry, error = %failure.error, "LLM call failed");
+                tracing::warn!(llm.purpose = request.purpose, retries = retry, error = %failure.error, "LLM call failed");
                 return Err(failure.error);
             }
             let delay = self.limits.retry.delay(retry, failure.retry_after);
             tracing::info!(
-                llm.purpose = purpose,
+                llm.purpose = request.purpose,
                 retry,
                 delay_ms = delay.as_millis() as u64,
                 error = %failure.error,
@@ -102,23 +114,27 @@ impl OpenAiClient {
     }
 }
 
+/// What one attempt gets: its own client handle, the request body, its concurrency permit
+/// (held until the reply, or the stream, is done) and its timeout.
+struct Attempt {
+    client: Client<OpenAIConfig>,
+    body: Value,
+    permit: OwnedSemaphorePermit,
+    timeout: Duration,
+}
+
 impl LlmClient for OpenAiClient {
     fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<String, LlmError>> {
         async move {
-            let body = serde_json::to_value(self.wire(&request, false)).expect("requests serialise");
-            self.with_retries(request.purpose, || {
-                let client = self.client.clone();
-                let permits = self.permits.clone();
-                let body = body.clone();
-                let timeout = self.limits.timeout;
+            self.with_retries(&request, false, |Attempt { client, body, permit, timeout }| {
                 async move {
-                    let _permit = permits.acquire_owned().await.expect("semaphore never closes");
                     let chat = client.chat();
                     let call = chat.create_byot::<_, WireResponse>(body);
                     let response = tokio::time::timeout(timeout, call)
                         .await
                         .map_err(|_| Failure::timeout(timeout))?
                         .map_err(Failure::from)?;
+                    drop(permit);
                     response.into_text()
                 }
                 .boxed()
@@ -130,14 +146,8 @@ impl LlmClient for OpenAiClient {
 
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TextStream, LlmError>> {
         async move {
-            let body = serde_json::to_value(self.wire(&request, true)).expect("requests serialise");
-            self.with_retries(request.purpose, || {
-                let client = self.client.clone();
-                let permits = self.permits.clone();
-                let body = body.clone();
-                let timeout = self.limits.timeout;
+            self.with_retries(&request, true, |Attempt { client, body, permit, timeout }| {
                 async move {
-                    let permit = permits.acquire_owned().await.expect("semaphore never closes");
                     let chat = client.chat();
                     let open = chat.create_stream_byot::<_, WireResponse>(body);
                     let chunks = tokio::time::timeout(timeout, open)
@@ -161,7 +171,7 @@ impl LlmClient for OpenAiClient {
 /// Turns provider chunks into text deltas. Ends with an error when the provider reports one,
 /// goes silent for longer than `idle_timeout`, or closes without a finish reason (a dropped
 /// connection looks like a clean end to an SSE parser).
-fn text_stream<S>(chunks: S, idle_timeout: Duration, permit: tokio::sync::OwnedSemaphorePermit) -> TextStream
+fn text_stream<S>(chunks: S, idle_timeout: Duration, permit: OwnedSemaphorePermit) -> TextStream
 where
     S: futures::Stream<Item = Result<WireResponse, OpenAIError>> + Send + Unpin + 'static,
 {
