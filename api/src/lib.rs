@@ -60,7 +60,8 @@ pub fn app(state: AppState) -> Router {
 pub struct Api {
     listener: TcpListener,
     state: AppState,
-    background: CancellationToken,
+    /// Stops the background loops (re-publisher, event hub) and tells SSE streams to end.
+    stop: CancellationToken,
 }
 
 impl Api {
@@ -68,9 +69,9 @@ impl Api {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
         store::migrate(&db).await?;
-        let background = CancellationToken::new();
+        let stop = CancellationToken::new();
         let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
-        let hub = EventHub::start(&settings.redis_url, &settings.namespace, background.clone()).await?;
+        let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
             db,
@@ -78,10 +79,11 @@ impl Api {
             hub,
             publisher,
             config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
-            shutdown: background.clone(),
+            shutdown: stop.clone(),
+            background: tokio_util::task::TaskTracker::new(),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
-        Ok(Self { listener, state, background })
+        Ok(Self { listener, state, stop })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -92,10 +94,11 @@ impl Api {
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
     /// (SSE streams are told to end), and stops the background tasks.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, background } = self;
-        tokio::spawn(republisher::run(state.clone(), background.clone()));
+        let Self { listener, state, stop } = self;
+        tokio::spawn(republisher::run(state.clone(), stop.clone()));
         tracing::info!(addr = %listener.local_addr()?, "API listening");
-        let stopping = background.clone();
+        let stopping = stop.clone();
+        let pending = state.background.clone();
         axum::serve(listener, app(state))
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -103,7 +106,11 @@ impl Api {
                 stopping.cancel();
             })
             .await?;
-        background.cancel();
+        // Publishes of jobs accepted just before the stop; whatever does not make it is left to
+        // the re-publisher of the next process.
+        pending.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), pending.wait()).await;
+        stop.cancel();
         tracing::info!("API stopped");
         Ok(())
     }

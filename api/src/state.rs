@@ -8,7 +8,7 @@ use fastnpc_shared::{
     queue::JobPublisher,
 };
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +21,9 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,
+    /// Work a request started but does not wait for (publishing an accepted job); shutdown
+    /// waits for it.
+    pub background: TaskTracker,
 }
 
 /// The API's own knobs.

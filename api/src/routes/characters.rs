@@ -102,14 +102,15 @@ pub async fn create(
         Err(error) => return Err(error.into()),
     }
 
-    enqueue(&state, job_id).await;
     let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    // The job is durable from the commit on; publishing it is not the client's wait.
+    state.background.spawn(enqueue(state.clone(), job_id));
     Ok(accepted(&character, job_id, JobStatus::Queued))
 }
 
 /// After the commit: announce the job and hand it to the broker. A failure here loses nothing:
 /// the row stays `queued` and unconfirmed, and the re-publisher sends it.
-pub(crate) async fn enqueue(state: &AppState, job_id: JobId) {
+pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
     if let Err(error) = state.events.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await {
         tracing::warn!(job.id = %job_id, %error, "cannot append the queued event");
     }

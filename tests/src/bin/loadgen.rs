@@ -82,7 +82,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    let millis = d.as_secs_f64() * 1000.0;
+    if millis < 10.0 { format!("{millis:.1} ms") } else { format!("{millis:.0} ms") }
 }
 
 fn summary(label: &str, mut values: Vec<Duration>) -> String {
@@ -102,7 +103,14 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let sim =
         SimConfig { time_to_first_token: args.latency, inter_token_delay: Duration::ZERO, ..SimConfig::default() };
-    let app = TestApp::builder().sim(sim).workers(args.workers).worker_concurrency(64).spawn().await;
+    // Production pool size (the harness's default is smaller, for many parallel tests).
+    let app = TestApp::builder()
+        .sim(sim)
+        .workers(args.workers)
+        .worker_concurrency(64)
+        .setting("FASTNPC_DB_POOL_SIZE", "32")
+        .spawn()
+        .await;
     let user = app.user("bench").await;
 
     // Warm-up: connections, pools, the first consumer.
@@ -154,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             single.iter().map(|t| t.total.saturating_sub(latency)).collect()
         )
     );
+    println!("{}", summary("`POST /v1/characters` → `202` (one at a time)", single.iter().map(|t| t.accept).collect()));
     println!(
         "{}",
         summary(
