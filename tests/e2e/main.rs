@@ -3,5 +3,6 @@
 
 mod accounts;
 mod characters;
+mod delivery;
 mod isolation;
 mod streaming;

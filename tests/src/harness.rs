@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use fastnpc_shared::settings::Settings;
+use fastnpc_shared::{queue::Topology, settings::Settings};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -229,8 +229,35 @@ impl TestApp {
         tokio::time::timeout(HANG_GUARD, poll).await.expect("the job finishes")
     }
 
-    /// Stops API and workers gracefully and drops the test database.
-    pub async fn stop(self) {
+    /// Messages ready (not yet delivered) in the app's jobs queue.
+    pub async fn queue_ready_count(&self) -> u32 {
+        let connection = fastnpc_shared::queue::connect(&self.settings.amqp_url).await.expect("broker reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                Topology::from_settings(&self.settings).jobs_queue.as_str().into(),
+                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("the jobs queue exists");
+        let _ = connection.close(200, "done".into()).await;
+        queue.message_count()
+    }
+
+    /// Waits until every message of the jobs queue has been delivered (hang-guarded).
+    pub async fn wait_for_empty_queue(&self) {
+        let poll = async {
+            while self.queue_ready_count().await > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll).await.expect("the queue drains");
+    }
+
+    /// Stops API and workers gracefully (workers finish what they were delivered) and drops the
+    /// test database. Returns the simulator, whose counters then cover everything that ran.
+    pub async fn stop(self) -> LlmSimulator {
         self.stop.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -239,6 +266,7 @@ impl TestApp {
         if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
             let _ = admin.execute(format!(r#"drop database if exists "{}" with (force)"#, self.db_name).as_str()).await;
         }
+        self.sim
     }
 }
 
