@@ -81,6 +81,9 @@ impl Api {
             config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
+            password_hashing: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self { listener, state, stop })

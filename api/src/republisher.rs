@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fastnpc_shared::{jobs::QueueMessage, store};
+use fastnpc_shared::{dispatch, store};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -31,18 +31,10 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             }
         };
         for job_id in jobs {
-            match state.publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
-                Ok(()) => {
-                    tracing::info!(job.id = %job_id, "re-published job");
-                    if let Err(error) = store::jobs::mark_published(&state.db, job_id).await {
-                        tracing::warn!(job.id = %job_id, %error, "cannot record the re-publish");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "re-publisher cannot reach the broker; will retry");
-                    break;
-                }
+            if !dispatch::publish(&state.db, &state.publisher, job_id).await {
+                break; // the broker is unreachable; the next sweep retries
             }
+            tracing::info!(job.id = %job_id, "re-published job");
         }
     }
 }

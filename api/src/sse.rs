@@ -91,7 +91,7 @@ impl Cursor {
             }
             tokio::select! {
                 received = self.subscription.events.recv() => match received {
-                    Ok(event) if event.seq == self.last_seq + 1 => self.pending.push_back((*event).clone()),
+                    Ok(event) if event.seq == self.last_seq.saturating_add(1) => self.pending.push_back((*event).clone()),
                     Ok(event) if event.seq <= self.last_seq => {}
                     // A gap, or we lagged behind: the log has everything.
                     Ok(_) | Err(RecvError::Lagged(_)) => self.backfill().await,
@@ -107,9 +107,13 @@ impl Cursor {
                     self.backfill().await;
                     if self.pending.is_empty() {
                         quiet_checks += 1;
-                        if let Some(terminal) = self.terminal_from_row(quiet_checks).await {
-                            self.finished = true;
-                            return Some((None, terminal));
+                        match self.terminal_from_row(quiet_checks).await {
+                            RowCheck::Running => {}
+                            RowCheck::Gone => return None,
+                            RowCheck::Ended(terminal) => {
+                                self.finished = true;
+                                return Some((None, terminal));
+                            }
                         }
                     }
                 }
@@ -128,16 +132,21 @@ impl Cursor {
 
     /// The terminal event the row implies, once the row has been terminal long enough that the
     /// log's silence means the event is lost.
-    async fn terminal_from_row(&self, quiet_checks: u32) -> Option<EventPayload> {
-        let job = store::jobs::get(&self.state.db, self.user_id, self.job_id).await.ok()??;
+    async fn terminal_from_row(&self, quiet_checks: u32) -> RowCheck {
+        let job = match store::jobs::get(&self.state.db, self.user_id, self.job_id).await {
+            Ok(Some(job)) => job,
+            // Deleted with its subject: nothing more will happen.
+            Ok(None) => return RowCheck::Gone,
+            Err(_) => return RowCheck::Running,
+        };
         if !job.status.is_terminal() {
-            return None;
+            return RowCheck::Running;
         }
         let finished_for = job.finished_at.map(|at| Utc::now() - at).and_then(|d| d.to_std().ok()).unwrap_or_default();
         if finished_for < TERMINAL_GRACE && quiet_checks < 2 {
-            return None;
+            return RowCheck::Running;
         }
-        Some(match job.status {
+        RowCheck::Ended(match job.status {
             JobStatus::Succeeded => EventPayload::Succeeded { result: job.result.unwrap_or_default() },
             JobStatus::Cancelled => EventPayload::Cancelled {},
             _ => {
@@ -147,4 +156,14 @@ impl Cursor {
             }
         })
     }
+}
+
+/// What the job row says about a quiet stream.
+enum RowCheck {
+    /// Still going (or unreadable for now): keep waiting.
+    Running,
+    /// The job no longer exists.
+    Gone,
+    /// It ended, and this is how.
+    Ended(EventPayload),
 }

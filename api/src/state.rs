@@ -24,6 +24,9 @@ pub struct AppState {
     /// Work a request started but does not wait for (publishing an accepted job); shutdown
     /// waits for it.
     pub background: TaskTracker,
+    /// Bounds concurrent password hashing (argon2id takes ~19 MiB and real CPU per hash), so a
+    /// flood of logins queues instead of exhausting memory and the blocking pool.
+    pub password_hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's own knobs.

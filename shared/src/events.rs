@@ -17,6 +17,11 @@ pub enum EventPayload {
     Status { status: JobStatus },
     /// One step finished: for character generation, one profile category.
     Progress { done: u32, total: u32, step: String },
+    /// Reply text as it is generated (deltas, coalesced: several model tokens per event).
+    Token { text: String },
+    /// The text streamed so far is void: the model's stream broke and the reply starts over.
+    /// Clients drop what they showed since the job's last `reset` (or its start).
+    Reset { reason: String },
     /// The job succeeded; `result` is what `GET /v1/jobs/{id}` shows as its result.
     Succeeded { result: serde_json::Value },
     /// The job failed for good.
@@ -31,6 +36,8 @@ impl EventPayload {
         match self {
             Self::Status { .. } => "status",
             Self::Progress { .. } => "progress",
+            Self::Token { .. } => "token",
+            Self::Reset { .. } => "reset",
             Self::Succeeded { .. } => "succeeded",
             Self::Failed { .. } => "failed",
             Self::Cancelled {} => "cancelled",
@@ -73,6 +80,8 @@ mod tests {
         let payloads = [
             EventPayload::Status { status: JobStatus::Running },
             EventPayload::Progress { done: 3, total: 9, step: "personality".into() },
+            EventPayload::Token { text: "你好".into() },
+            EventPayload::Reset { reason: "stream broke".into() },
             EventPayload::Succeeded { result: serde_json::json!({"character_id": "x"}) },
             EventPayload::Failed { code: "llm_unavailable".into(), message: "m".into() },
             EventPayload::Cancelled {},

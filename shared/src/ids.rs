@@ -62,3 +62,7 @@ id_type!(
     /// A job: one unit of slow work, with its own event log.
     JobId
 );
+id_type!(
+    /// A chat message (the user's or a character's).
+    MessageId
+);

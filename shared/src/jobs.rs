@@ -17,6 +17,10 @@ use crate::ids::JobId;
 pub enum JobKind {
     /// Nine concurrent category calls plus the brief, then the character is `ready`.
     GenerateCharacter,
+    /// One streamed reply of a character to one user message.
+    ChatReply,
+    /// Session → short-term → long-term memory for one character.
+    CompressMemory,
 }
 
 /// A job's lifecycle: `queued → running → succeeded | failed | cancelled`. Terminal states are
@@ -76,7 +80,11 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(JobKind { GenerateCharacter => "generate_character" });
+text_enum!(JobKind {
+    GenerateCharacter => "generate_character",
+    ChatReply => "chat_reply",
+    CompressMemory => "compress_memory",
+});
 text_enum!(JobStatus {
     Queued => "queued",
     Running => "running",

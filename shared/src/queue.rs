@@ -216,8 +216,9 @@ impl JobPublisher {
         Ok(channel)
     }
 
-    /// True when the publisher currently holds a live channel (for readiness).
-    pub async fn is_connected(&self) -> bool {
-        self.link.lock().await.as_ref().is_some_and(|l| l.channel.status().connected())
+    /// True when the publisher currently holds a live channel (for readiness). Never waits: a
+    /// reconnect in progress (which holds the lock) reads as "not connected".
+    pub fn is_connected(&self) -> bool {
+        self.link.try_lock().is_ok_and(|link| link.as_ref().is_some_and(|l| l.channel.status().connected()))
     }
 }

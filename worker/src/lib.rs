@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 use fastnpc_shared::{
     event_bus::EventLog,
     llm::{LlmClient, OpenAiClient},
-    queue::Topology,
+    queue::{JobPublisher, Topology},
     settings::Settings,
     store,
 };
@@ -35,6 +35,8 @@ pub struct Deps {
     pub db: PgPool,
     pub events: EventLog,
     pub llm: Arc<dyn LlmClient>,
+    /// For follow-up jobs (memory compression) and the next job of a series.
+    pub publisher: Arc<JobPublisher>,
     pub config: WorkerConfig,
 }
 
@@ -72,7 +74,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");
     }
     tracing::info!(llm.base_url = %settings.llm.base_url, llm.model = %settings.llm.model, concurrency = settings.worker_concurrency, "worker starting");
-    let deps = Deps { db, events, llm, config: WorkerConfig::from_settings(&settings) };
-    consumer::run(deps, settings.amqp_url.clone(), Topology::from_settings(&settings), shutdown).await;
+    let topology = Topology::from_settings(&settings);
+    let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), topology.clone()));
+    let deps = Deps { db, events, llm, publisher, config: WorkerConfig::from_settings(&settings) };
+    consumer::run(deps, settings.amqp_url.clone(), topology, shutdown).await;
     Ok(())
 }

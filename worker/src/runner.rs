@@ -8,6 +8,7 @@
 use std::{panic::AssertUnwindSafe, time::Duration};
 
 use fastnpc_shared::{
+    dispatch,
     events::EventPayload,
     ids::JobId,
     jobs::{JobError, JobStatus, QueueMessage},
@@ -61,16 +62,46 @@ pub async fn handle(deps: &Deps, delivery: Delivery, abandon: &CancellationToken
     }
 }
 
+/// Claims, retrying with backoff while the database is unreachable: requeueing instead would
+/// count against the broker's delivery limit and dead-letter healthy jobs during an outage.
+async fn claim_patiently(deps: &Deps, job_id: JobId) -> Result<Option<Claim>, sqlx::Error> {
+    let mut delay = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    loop {
+        match store::jobs::claim(&deps.db, job_id, deps.config.lease).await {
+            Err(error) if waited < CLAIM_PATIENCE => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot claim the job; retrying");
+                tokio::time::sleep(delay).await;
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long a delivery waits for the database before it is requeued.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(60);
+
 async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Settle {
-    let claim = match store::jobs::claim(&deps.db, job_id, deps.config.lease).await {
+    let claim = match claim_patiently(deps, job_id).await {
         Ok(Some(claim)) => claim,
         Ok(None) => {
-            tracing::debug!("job is finished, gone, or held by another worker; skipping the delivery");
+            if let Ok(Some(JobStatus::Queued)) = store::jobs::status(&deps.db, job_id).await {
+                // Waiting behind an earlier job of its series: drop this message; the earlier
+                // job publishes this one when it ends (or the re-publisher does, if it died).
+                tracing::debug!("job waits for an earlier job of its series");
+                if let Err(error) = store::jobs::mark_unpublished(&deps.db, job_id).await {
+                    tracing::warn!(%error, "cannot mark the waiting job unpublished; requeueing");
+                    return Settle::Requeue;
+                }
+            } else {
+                tracing::debug!("job is finished, gone, or held by another worker; skipping the delivery");
+            }
             return Settle::Ack;
         }
         Err(error) => {
-            tracing::error!(%error, "cannot claim the job (database unavailable?)");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::error!(%error, "cannot claim the job (database unavailable?); requeueing");
             return Settle::Requeue;
         }
     };
@@ -89,7 +120,7 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
     heartbeat.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;
 
-    match outcome {
+    let settle = match outcome {
         Some(Ok(Ok(result))) => {
             tracing::info!(elapsed_ms, "job succeeded");
             emit(deps, job_id, EventPayload::Succeeded { result }).await;
@@ -113,6 +144,24 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         // The lease was lost (another worker owns the job now) or shutdown's grace ran out.
         None if abandon.is_cancelled() => release(deps, &claim).await,
         None => Settle::Ack,
+    };
+    if settle != Settle::Requeue
+        && let Some(serial_key) = &claim.serial_key
+    {
+        publish_next_in_series(deps, serial_key).await;
+    }
+    settle
+}
+
+/// The job's series may continue: publish the next waiting job. If this fails (or this worker
+/// dies first), the re-publisher sends it once it sees the series free.
+async fn publish_next_in_series(deps: &Deps, serial_key: &str) {
+    match store::jobs::next_in_series(&deps.db, serial_key).await {
+        Ok(Some(next)) => {
+            dispatch::publish(&deps.db, &deps.publisher, next).await;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot look up the next job of the series"),
     }
 }
 
@@ -131,12 +180,22 @@ async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
     }
 }
 
+/// Hands the job back under a fresh message and acks the old delivery, so hand-backs do not
+/// count against the broker's delivery limit. If the publish fails, the job is unpublished and
+/// the re-publisher sends it.
 async fn release(deps: &Deps, claim: &Claim) -> Settle {
-    if let Err(error) = store::jobs::release(&deps.db, claim).await {
-        // The lease expires by itself; the redelivery then takes the job over.
-        tracing::warn!(%error, "cannot release the job; its lease will expire");
+    match store::jobs::release(&deps.db, claim).await {
+        Ok(true) => {
+            dispatch::publish(&deps.db, &deps.publisher, claim.job_id).await;
+            Settle::Ack
+        }
+        Ok(false) => Settle::Ack,
+        Err(error) => {
+            // The lease expires by itself; the redelivery then takes the job over.
+            tracing::warn!(%error, "cannot release the job; its lease will expire");
+            Settle::Requeue
+        }
     }
-    Settle::Requeue
 }
 
 /// Renews the claim's lease until cancelled; cancels the job if the claim is lost.

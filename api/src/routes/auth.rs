@@ -98,6 +98,7 @@ pub async fn register(
     validate_username(&body.username)?;
     validate_password(&body.password)?;
     let password = body.password;
+    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     let hash = tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
@@ -139,6 +140,7 @@ pub async fn login(
         None => (None, None),
     };
     let password = body.password;
+    let permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     let verified = tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
         PasswordHash::new(hash)
@@ -146,6 +148,7 @@ pub async fn login(
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
+    drop(permit);
     let Some(user_id) = user_id.filter(|_| verified) else {
         return Err(invalid);
     };
@@ -183,4 +186,67 @@ pub async fn me(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(serde_json::json!({ "user": UserView::from(user) })))
+}
+
+/// Memory budgets a user may set, in characters (the original's range).
+const BUDGET_RANGE: std::ops::RangeInclusive<i32> = 50..=5000;
+const MAX_BIO_CHARS: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsPatch {
+    session: Option<i32>,
+    short_term: Option<i32>,
+    long_term: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MePatch {
+    bio: Option<String>,
+    memory_budgets: Option<BudgetsPatch>,
+    max_group_rounds: Option<i32>,
+}
+
+/// `PATCH /v1/me` with any of `{bio, memory_budgets: {session, short_term, long_term},
+/// max_group_rounds}` → `{user}`.
+pub async fn update_me(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiJson(body): ApiJson<MePatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let bio = body.bio.map(|bio| bio.trim().to_owned());
+    if bio.as_ref().is_some_and(|bio| bio.chars().count() > MAX_BIO_CHARS || bio.chars().any(char::is_control)) {
+        return Err(ApiError::invalid_field(format!(
+            "bio must be at most {MAX_BIO_CHARS} characters, without control characters"
+        )));
+    }
+    let budgets = body.memory_budgets.unwrap_or(BudgetsPatch { session: None, short_term: None, long_term: None });
+    for (name, value) in
+        [("session", budgets.session), ("short_term", budgets.short_term), ("long_term", budgets.long_term)]
+    {
+        if value.is_some_and(|v| !BUDGET_RANGE.contains(&v)) {
+            return Err(ApiError::invalid_field(format!(
+                "memory_budgets.{name} must be between {} and {} characters",
+                BUDGET_RANGE.start(),
+                BUDGET_RANGE.end()
+            )));
+        }
+    }
+    if body.max_group_rounds.is_some_and(|r| !(1..=10).contains(&r)) {
+        return Err(ApiError::invalid_field("max_group_rounds must be between 1 and 10"));
+    }
+    store::users::update_settings(
+        &state.db,
+        user_id,
+        store::users::SettingsPatch {
+            bio: bio.as_deref(),
+            ctx_max_chat: budgets.session,
+            ctx_max_stm: budgets.short_term,
+            ctx_max_ltm: budgets.long_term,
+            max_group_rounds: body.max_group_rounds,
+        },
+    )
+    .await?;
+    me(State(state), AuthUser(user_id)).await
 }

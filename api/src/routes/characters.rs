@@ -8,10 +8,10 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
+    dispatch,
     domain::{CharacterSource, profile::CATEGORY_COUNT},
-    events::EventPayload,
     ids::{CharacterId, JobId, UserId},
-    jobs::{JobKind, JobStatus, QueueMessage},
+    jobs::{JobKind, JobStatus},
     store::{
         self,
         characters::{CharacterRecord, CharacterSummary},
@@ -86,6 +86,8 @@ pub async fn create(
             user_id,
             kind: JobKind::GenerateCharacter,
             character_id: Some(character_id),
+            message_id: None,
+            serial_key: None,
             progress_total: CATEGORY_COUNT as i32,
             idempotency: idempotency_key.map(|key| (key, fingerprint.as_slice())),
         },
@@ -108,21 +110,9 @@ pub async fn create(
     Ok(accepted(&character, job_id, JobStatus::Queued))
 }
 
-/// After the commit: announce the job and hand it to the broker. A failure here loses nothing:
-/// the row stays `queued` and unconfirmed, and the re-publisher sends it.
+/// After the commit: announce the job and hand it to the broker (see `fastnpc_shared::dispatch`).
 pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
-    if let Err(error) = state.events.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await {
-        tracing::warn!(job.id = %job_id, %error, "cannot append the queued event");
-    }
-    match state.publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
-        Ok(()) => {
-            if let Err(error) = store::jobs::mark_published(&state.db, job_id).await {
-                // Harmless: the re-publisher sends it again and the claim skips the duplicate.
-                tracing::warn!(job.id = %job_id, %error, "cannot record the publish");
-            }
-        }
-        Err(error) => tracing::warn!(job.id = %job_id, %error, "publish failed; the re-publisher will retry"),
-    }
+    dispatch::enqueue_new(&state.db, &state.events, &state.publisher, job_id).await;
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

@@ -17,7 +17,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = sqlx::query("select 1").execute(&state.db).await.is_ok();
     let redis = state.events.ping().await.is_ok();
     let live_events = state.hub.is_connected();
-    let broker = state.publisher.is_connected().await;
+    let broker = state.publisher.is_connected();
     let ready = database && redis;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let up = |ok: bool| if ok { "up" } else { "down" };

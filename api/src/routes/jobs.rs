@@ -46,6 +46,8 @@ struct JobView {
     status: JobStatus,
     progress: Progress,
     character_id: Option<CharacterId>,
+    /// For chat replies: the user message answered.
+    message_id: Option<fastnpc_shared::ids::MessageId>,
     result: Option<Value>,
     error: Option<Value>,
     attempts: i32,
@@ -64,6 +66,7 @@ impl From<JobRecord> for JobView {
             status: job.status,
             progress: Progress { done: job.progress_done, total: job.progress_total },
             character_id: job.character_id,
+            message_id: job.message_id,
             result: job.result,
             error: job.error,
             attempts: job.attempts,
@@ -119,5 +122,65 @@ pub async fn events(
     let stream = sse::job_events(state, job, after).await;
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response();
     response.headers_mut().insert(X_ACCEL_BUFFERING.clone(), axum::http::HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `POST /v1/jobs/{id}/retry` → `202 {job}`: a new job that does what a failed or cancelled job
+/// set out to do (the old job stays as it ended). A chat reply is retried only while its message
+/// has no reply and no other attempt on its way.
+pub async fn retry(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&id)?;
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+        return Err(ApiError::Conflict {
+            code: "job-not-retryable",
+            detail: format!("the job is {}; only failed or cancelled jobs can be retried", job.status),
+        });
+    }
+    let conflict = |detail: &str| ApiError::Conflict { code: "job-not-retryable", detail: detail.to_owned() };
+    let new_id = JobId::new();
+    let mut tx = state.db.begin().await?;
+    let (serial_key, progress_total) = match job.kind {
+        JobKind::ChatReply => {
+            let message_id = job.message_id.ok_or(ApiError::NotFound)?;
+            if store::jobs::message_answered_or_pending(&mut *tx, message_id).await? {
+                return Err(conflict("this message already has a reply, or one on its way"));
+            }
+            (job.character_id.map(store::jobs::serial::chat), 0)
+        }
+        JobKind::GenerateCharacter => {
+            let character_id = job.character_id.ok_or(ApiError::NotFound)?;
+            if !store::characters::mark_generating(&mut *tx, user_id, character_id).await? {
+                return Err(conflict("the character is not in a failed state"));
+            }
+            (None, job.progress_total)
+        }
+        JobKind::CompressMemory => (job.character_id.map(store::jobs::serial::memory), 0),
+    };
+    store::jobs::insert(
+        &mut *tx,
+        store::jobs::NewJob {
+            job_id: new_id,
+            user_id,
+            kind: job.kind,
+            character_id: job.character_id,
+            message_id: job.message_id,
+            serial_key,
+            progress_total,
+            idempotency: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    state.background.spawn(super::characters::enqueue(state.clone(), new_id));
+    let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
+    let mut response = (axum::http::StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = axum::http::HeaderValue::from_str(&format!("/v1/jobs/{new_id}")) {
+        response.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
     Ok(response)
 }

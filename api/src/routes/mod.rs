@@ -2,7 +2,7 @@
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 
 use crate::state::AppState;
@@ -11,16 +11,21 @@ pub mod auth;
 pub mod characters;
 pub mod health;
 pub mod jobs;
+pub mod memories;
+pub mod messages;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/me", get(auth::me))
+        .route("/v1/me", get(auth::me).patch(auth::update_me))
         .route("/v1/characters", post(characters::create).get(characters::list))
         .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
+        .route("/v1/characters/{id}/messages", post(messages::send).get(messages::history))
+        .route("/v1/characters/{id}/memories", get(memories::get).merge(put(memories::replace)))
         .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

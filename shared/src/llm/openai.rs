@@ -376,8 +376,7 @@ impl tower::Service<HttpRequestFactory> for StatusCheckingService {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                .map(Duration::from_secs_f64);
+                .and_then(|secs| Duration::try_from_secs_f64(secs.min(3600.0)).ok());
             let body = response.text().await.unwrap_or_default();
             Err(OpenAIError::Boxed(Box::new(HttpStatusError { status, retry_after, message: error_message(&body) })))
         }

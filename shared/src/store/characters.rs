@@ -145,3 +145,21 @@ pub async fn mark_failed(db: impl PgExecutor<'_>, character_id: CharacterId) -> 
     .await?;
     Ok(())
 }
+
+/// Puts a failed character back to `generating` for a retried generation. False when it is not
+/// failed (or not the user's).
+pub async fn mark_generating(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "update characters set status = 'generating', updated_at = now()
+         where character_id = $1 and user_id = $2 and status = 'failed'",
+        character_id.0,
+        user_id.0,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 
 use crate::{
-    ids::{CharacterId, JobId, UserId},
+    ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
 };
 
@@ -24,6 +24,7 @@ pub struct JobRecord {
     pub kind: JobKind,
     pub status: JobStatus,
     pub character_id: Option<CharacterId>,
+    pub message_id: Option<MessageId>,
     pub progress_done: i32,
     pub progress_total: i32,
     pub result: Option<Value>,
@@ -42,6 +43,8 @@ pub struct Claim {
     pub user_id: UserId,
     pub kind: JobKind,
     pub character_id: Option<CharacterId>,
+    pub message_id: Option<MessageId>,
+    pub serial_key: Option<String>,
     /// This claim's number: every write the worker makes is guarded on it.
     pub attempt: i32,
 }
@@ -52,6 +55,10 @@ pub struct NewJob<'a> {
     pub user_id: UserId,
     pub kind: JobKind,
     pub character_id: Option<CharacterId>,
+    /// For chat replies: the user message answered.
+    pub message_id: Option<MessageId>,
+    /// Jobs sharing a key run one at a time, in creation order (see [`serial`]).
+    pub serial_key: Option<String>,
     pub progress_total: i32,
     /// `Idempotency-Key` and a hash of the request it came with.
     pub idempotency: Option<(&'a str, &'a [u8])>,
@@ -62,12 +69,15 @@ pub const IDEMPOTENCY_KEY: &str = "jobs_idempotency_key";
 
 pub async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into jobs (job_id, user_id, kind, character_id, progress_total, idempotency_key, request_fingerprint)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key, progress_total,
+                           idempotency_key, request_fingerprint)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         job.job_id.0,
         job.user_id.0,
         job.kind.as_str(),
         job.character_id.map(|id| id.0),
+        job.message_id.map(|id| id.0),
+        job.serial_key,
         job.progress_total,
         job.idempotency.map(|(key, _)| key),
         job.idempotency.map(|(_, fingerprint)| fingerprint),
@@ -83,7 +93,7 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: UserId, job_id: JobId) -> Res
         JobRecord,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
-                  progress_done, progress_total, result, error, attempts,
+                  message_id as "message_id: MessageId", progress_done, progress_total, result, error, attempts,
                   created_at, started_at, finished_at, updated_at
            from jobs where job_id = $1 and user_id = $2"#,
         job_id.0,
@@ -117,13 +127,27 @@ pub async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<()
     Ok(())
 }
 
-/// Queued jobs whose publish was never confirmed and that are older than `grace` (so the
-/// request that created them has had its chance to publish).
+/// Jobs that need a message and may have none:
+///
+/// - queued jobs whose publish was never confirmed (or whose message was dropped while the job
+///   waited for its turn, see [`mark_unpublished`], or that were handed back) and that are older
+///   than `grace` (so the request that created them has had its chance to publish); jobs still
+///   waiting behind an earlier job of their serial key are left alone: the earlier job
+///   publishes them when it ends;
+/// - running jobs whose lease expired more than `grace` ago and that were not published since:
+///   their worker died, and its delivery may be gone too (acked as a duplicate while the lease
+///   was live, or lost with a broker connection).
 pub async fn unpublished(db: impl PgExecutor<'_>, grace: Duration, limit: i64) -> Result<Vec<JobId>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select job_id as "job_id: JobId" from jobs
-           where status = 'queued' and published_at is null
-             and created_at < now() - make_interval(secs => $1)
+           where (status = 'queued' and published_at is null
+                  and created_at < now() - make_interval(secs => $1)
+                  and not exists (
+                      select 1 from jobs earlier
+                      where earlier.serial_key = jobs.serial_key and earlier.job_id < jobs.job_id
+                        and earlier.status in ('queued', 'running')))
+              or (status = 'running' and lease_until < now() - make_interval(secs => $1)
+                  and (published_at is null or published_at < lease_until))
            order by created_at
            limit $2"#,
         grace.as_secs_f64(),
@@ -135,7 +159,8 @@ pub async fn unpublished(db: impl PgExecutor<'_>, grace: Duration, limit: i64) -
 }
 
 /// Claims a job for `lease`: a queued job, or a running one whose lease expired (its worker
-/// died or stalled). `None` when the job is finished or another worker holds a live lease.
+/// died or stalled). `None` when the job is finished, another worker holds a live lease, or an
+/// earlier job with the same serial key is unfinished (the job must wait its turn).
 pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
     sqlx::query_as!(
         Claim,
@@ -145,8 +170,13 @@ pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> R
                started_at = coalesce(started_at, now()), updated_at = now()
            where job_id = $1
              and (status = 'queued' or (status = 'running' and lease_until < now()))
+             and not exists (
+                 select 1 from jobs earlier
+                 where earlier.serial_key = jobs.serial_key and earlier.job_id < jobs.job_id
+                   and earlier.status in ('queued', 'running'))
            returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
-                     character_id as "character_id: CharacterId", attempts as attempt"#,
+                     character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
+                     serial_key, attempts as attempt"#,
         job_id.0,
         lease.as_secs_f64(),
     )
@@ -221,11 +251,12 @@ pub async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobError) -> R
     Ok(outcome.rows_affected() == 1)
 }
 
-/// Hands a claimed job back to the queue (graceful shutdown, transient failure): another worker
-/// can claim it at once instead of waiting for the lease to expire.
+/// Hands a claimed job back (graceful shutdown, transient failure): another worker can claim it
+/// at once instead of waiting for the lease to expire. The job counts as unpublished until the
+/// caller publishes it again, so the re-publisher sends it if that publish never happens.
 pub async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
     let outcome = sqlx::query!(
-        "update jobs set status = 'queued', lease_until = null, updated_at = now()
+        "update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = now()
          where job_id = $1 and attempts = $2 and status = 'running'",
         claim.job_id.0,
         claim.attempt,
@@ -233,4 +264,65 @@ pub async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sql
     .execute(db)
     .await?;
     Ok(outcome.rows_affected() == 1)
+}
+
+/// Serial keys: the jobs sharing one run one at a time, in creation order.
+pub mod serial {
+    use crate::ids::CharacterId;
+
+    /// A character's conversation: replies are produced in the order the messages were sent.
+    pub fn chat(character_id: CharacterId) -> String {
+        format!("chat:{character_id}")
+    }
+
+    /// A character's memory: two compressions never run at once.
+    pub fn memory(character_id: CharacterId) -> String {
+        format!("memory:{character_id}")
+    }
+}
+
+/// The job's message was dropped because the job must wait for an earlier one of its serial
+/// key; the earlier job (or the re-publisher, once the job's turn comes) publishes it again.
+pub async fn mark_unpublished(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+    sqlx::query!("update jobs set published_at = null where job_id = $1 and status = 'queued'", job_id.0)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The next job waiting in a serial key, if any.
+pub async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result<Option<JobId>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select job_id as "job_id: JobId" from jobs
+           where serial_key = $1 and status = 'queued' order by job_id limit 1"#,
+        serial_key,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| r.job_id))
+}
+
+/// True when a job of this serial key is queued and not yet started: a new one would find
+/// nothing left to do (used to coalesce memory compressions).
+pub async fn has_queued(db: impl PgExecutor<'_>, serial_key: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where serial_key = $1 and status = 'queued') as "queued!""#,
+        serial_key,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.queued)
+}
+
+/// True when a job answering `message_id` is queued, running or succeeded (a retry would
+/// answer the message twice).
+pub async fn message_answered_or_pending(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where message_id = $1 and status in ('queued', 'running', 'succeeded'))
+           as "busy!""#,
+        message_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.busy)
 }

@@ -11,6 +11,8 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub mod characters;
 pub mod jobs;
+pub mod memories;
+pub mod messages;
 pub mod users;
 
 /// The schema, from the workspace's `migrations/` folder (its one source).

@@ -97,3 +97,34 @@ pub async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Resul
         .await?;
     Ok(())
 }
+
+/// Settings to change; `None` keeps the stored value.
+pub struct SettingsPatch<'a> {
+    pub bio: Option<&'a str>,
+    pub ctx_max_chat: Option<i32>,
+    pub ctx_max_stm: Option<i32>,
+    pub ctx_max_ltm: Option<i32>,
+    pub max_group_rounds: Option<i32>,
+}
+
+pub async fn update_settings(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    patch: SettingsPatch<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update users set bio = coalesce($2, bio), ctx_max_chat = coalesce($3, ctx_max_chat),
+                ctx_max_stm = coalesce($4, ctx_max_stm), ctx_max_ltm = coalesce($5, ctx_max_ltm),
+                max_group_rounds = coalesce($6, max_group_rounds), updated_at = now()
+         where user_id = $1",
+        user_id.0,
+        patch.bio,
+        patch.ctx_max_chat,
+        patch.ctx_max_stm,
+        patch.ctx_max_ltm,
+        patch.max_group_rounds,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

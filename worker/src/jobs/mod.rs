@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Deps;
 
+pub mod chat_reply;
+pub mod compress_memory;
 pub mod generate_character;
 
 /// How a job attempt ended, when it did not succeed.
@@ -41,6 +43,8 @@ impl From<LlmError> for JobFailure {
 pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Result<serde_json::Value, JobFailure> {
     match claim.kind {
         JobKind::GenerateCharacter => generate_character::run(deps, claim, cancel).await,
+        JobKind::ChatReply => chat_reply::run(deps, claim, cancel).await,
+        JobKind::CompressMemory => compress_memory::run(deps, claim, cancel).await,
     }
 }
 
@@ -57,6 +61,8 @@ pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Res
                 store::characters::mark_failed(&mut *tx, character_id).await?;
             }
         }
+        // The user's message stays; no reply is stored, and the client may retry.
+        JobKind::ChatReply | JobKind::CompressMemory => {}
     }
     tx.commit().await?;
     Ok(true)

@@ -1,0 +1,241 @@
+//! Chat with a character: send a message (a reply job), read the history.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, JobId, MessageId},
+    jobs::{JobKind, JobStatus},
+    store::{self, jobs::NewJob, messages::MessageRecord},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{characters::enqueue, jobs::JobLinks, parse_id};
+use crate::{
+    error::ApiError,
+    extract::{ApiJson, AuthUser},
+    state::AppState,
+};
+
+/// Longest message a user may send (characters).
+pub const MAX_MESSAGE_CHARS: usize = 8000;
+/// Longest `Prefer: wait` honoured, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    content: String,
+}
+
+/// A message as clients see it.
+#[derive(Serialize)]
+pub struct MessageView {
+    id: MessageId,
+    author: String,
+    content: String,
+    created_at: DateTime<Utc>,
+    /// For replies: the job that produced it.
+    job_id: Option<JobId>,
+    /// Absorbed into short-term memory.
+    compressed: bool,
+    /// The system prompt the reply was written with (only with `?include=prompt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+}
+
+impl MessageView {
+    fn new(message: MessageRecord, include_prompt: bool) -> Self {
+        Self {
+            id: message.message_id,
+            author: message.author,
+            content: message.content,
+            created_at: message.created_at,
+            job_id: message.job_id,
+            compressed: message.compressed,
+            prompt: if include_prompt { message.prompt_snapshot } else { None },
+        }
+    }
+}
+
+/// `POST /v1/characters/{id}/messages` → `202 {message, job}`; with `Prefer: wait=N`, `200
+/// {message, reply, job}` when the reply is stored within N seconds.
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> Result<Response, ApiError> {
+    let character_id: CharacterId = parse_id(&id)?;
+    let content = body.content.trim();
+    if content.is_empty() {
+        return Err(ApiError::invalid_field("content is empty"));
+    }
+    if content.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::invalid_field(format!("content is longer than {MAX_MESSAGE_CHARS} characters")));
+    }
+    let wait = prefer_wait(&headers);
+    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    if character.status != "ready" {
+        return Err(ApiError::Conflict {
+            code: "character-not-ready",
+            detail: format!("the character is {}; chat opens when it is ready", character.status),
+        });
+    }
+
+    let message_id = MessageId::new();
+    let job_id = JobId::new();
+    let mut tx = state.db.begin().await?;
+    store::messages::insert_user_message(&mut *tx, message_id, user_id, character_id, content).await?;
+    store::jobs::insert(
+        &mut *tx,
+        NewJob {
+            job_id,
+            user_id,
+            kind: JobKind::ChatReply,
+            character_id: Some(character_id),
+            message_id: Some(message_id),
+            serial_key: Some(store::jobs::serial::chat(character_id)),
+            progress_total: 0,
+            idempotency: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+
+    // Listen before the job can possibly finish, so a fast reply is not missed.
+    let subscription = wait.map(|_| state.hub.subscribe(job_id));
+    state.background.spawn(enqueue(state.clone(), job_id));
+    let message = store::messages::get(&state.db, user_id, message_id).await?.ok_or(ApiError::NotFound)?;
+    let message = MessageView::new(message, false);
+
+    if let (Some(wait), Some(subscription)) = (wait, subscription) {
+        let status = wait_for_terminal(&state, subscription, user_id, job_id, wait).await?;
+        if status == JobStatus::Succeeded
+            && let Some(reply) = store::messages::reply_of_job(&state.db, job_id).await?
+        {
+            let body = json!({"message": message, "reply": MessageView::new(reply, false), "job": JobLinks::new(job_id, status)});
+            let mut response = (StatusCode::OK, Json(body)).into_response();
+            let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("ASCII header");
+            response.headers_mut().insert("preference-applied", applied);
+            return Ok(response);
+        }
+        return Ok(accepted(message, job_id, status));
+    }
+    Ok(accepted(message, job_id, JobStatus::Queued))
+}
+
+fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response {
+    let body = json!({"message": message, "job": JobLinks::new(job_id, status)});
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{job_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT_SECS`]; other preferences are ignored.
+fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|preference| {
+            let (name, value) = preference.split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("wait")).then(|| value.trim().trim_matches('"').parse::<u64>().ok())?
+        })
+        .map(|secs| Duration::from_secs(secs.min(MAX_WAIT_SECS)))
+}
+
+/// Waits until the job is terminal or `wait` passes; returns the job's status then. Live events
+/// make it prompt; a periodic read of the row makes it correct even if an event is lost.
+async fn wait_for_terminal(
+    state: &AppState,
+    mut subscription: fastnpc_shared::event_bus::Subscription,
+    user_id: fastnpc_shared::ids::UserId,
+    job_id: JobId,
+    wait: Duration,
+) -> Result<JobStatus, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let status = || async {
+        let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+        Ok::<_, ApiError>(job.status)
+    };
+    loop {
+        tokio::select! {
+            received = subscription.events.recv() => {
+                if matches!(&received, Ok(event) if !event.payload.is_terminal()) {
+                    continue;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = tokio::time::sleep_until(deadline) => return status().await,
+        }
+        let current = status().await?;
+        if current.is_terminal() {
+            return Ok(current);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    before: Option<MessageId>,
+    limit: Option<i64>,
+    include: Option<String>,
+}
+
+/// `GET /v1/characters/{id}/messages?before=&limit=&include=prompt` → `{items, next_before}`,
+/// newest first.
+pub async fn history(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let character_id: CharacterId = parse_id(&id)?;
+    let include_prompt = match query.include.as_deref() {
+        None => false,
+        Some("prompt") => true,
+        Some(other) => return Err(ApiError::invalid_field(format!("include: unknown value `{other}`; use `prompt`"))),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
+    }
+    store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let items = store::messages::history(&state.db, user_id, character_id, query.before, limit).await?;
+    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
+    let items: Vec<MessageView> = items.into_iter().map(|m| MessageView::new(m, include_prompt)).collect();
+    Ok(Json(json!({"items": items, "next_before": next_before})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_wait_is_parsed_and_capped() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("prefer", HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert_eq!(prefer_wait(&headers("wait=5")), Some(Duration::from_secs(5)));
+        assert_eq!(prefer_wait(&headers("respond-async, wait=10")), Some(Duration::from_secs(10)));
+        assert_eq!(prefer_wait(&headers("wait=999")), Some(Duration::from_secs(MAX_WAIT_SECS)));
+        assert_eq!(prefer_wait(&headers("return=minimal")), None);
+        assert_eq!(prefer_wait(&HeaderMap::new()), None);
+    }
+}

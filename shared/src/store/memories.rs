@@ -1,0 +1,108 @@
+//! A character's short- and long-term memory: two ordered lists, written whole.
+//!
+//! Every write bumps `characters.memory_version`; a writer that computed its lists from an
+//! older version (a compression that spent seconds in the LLM) is refused and starts over, so a
+//! concurrent edit is never silently overwritten.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::ids::CharacterId;
+
+/// One entry. Short-term entries are `subject | action/state/fact | object` strings; long-term
+/// entries also carry the importance (0–15) the integration gave them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryEntry {
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importance: Option<i16>,
+}
+
+impl MemoryEntry {
+    pub fn new(content: impl Into<String>) -> Self {
+        Self { content: content.into(), importance: None }
+    }
+}
+
+/// Both layers as of one version.
+#[derive(Clone, Debug, Default)]
+pub struct Memories {
+    pub version: i64,
+    pub short_term: Vec<MemoryEntry>,
+    pub long_term: Vec<MemoryEntry>,
+}
+
+/// Size in the budget's unit: characters.
+pub fn chars(entries: &[MemoryEntry]) -> usize {
+    entries.iter().map(|e| e.content.chars().count()).sum()
+}
+
+/// Reads both layers and their version in one statement (one consistent snapshot).
+pub async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select c.memory_version, m.layer as "layer?", m.content as "content?", m.importance
+           from characters c
+           left join memories m on m.character_id = c.character_id
+           where c.character_id = $1
+           order by m.layer, m.position"#,
+        character_id.0,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut memories = Memories { version: rows.first().map_or(0, |r| r.memory_version), ..Default::default() };
+    for row in rows {
+        let (Some(layer), Some(content)) = (row.layer, row.content) else { continue };
+        let entry = MemoryEntry { content, importance: row.importance };
+        match layer.as_str() {
+            "short_term" => memories.short_term.push(entry),
+            _ => memories.long_term.push(entry),
+        }
+    }
+    Ok(memories)
+}
+
+/// Replaces both layers, if the stored version is still `expected` (`None`: unconditionally,
+/// for a user's own edit). False when someone else wrote in between.
+pub async fn replace(
+    tx: &mut PgConnection,
+    character_id: CharacterId,
+    expected: Option<i64>,
+    short_term: &[MemoryEntry],
+    long_term: &[MemoryEntry],
+) -> Result<bool, sqlx::Error> {
+    let bumped = sqlx::query!(
+        "update characters set memory_version = memory_version + 1
+         where character_id = $1 and ($2::bigint is null or memory_version = $2)",
+        character_id.0,
+        expected,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if bumped.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query!("delete from memories where character_id = $1", character_id.0).execute(&mut *tx).await?;
+    let mut layers = Vec::new();
+    let mut positions = Vec::new();
+    let mut contents = Vec::new();
+    let mut importances: Vec<Option<i16>> = Vec::new();
+    for (layer, entries) in [("short_term", short_term), ("long_term", long_term)] {
+        for (position, entry) in entries.iter().enumerate() {
+            layers.push(layer.to_owned());
+            positions.push(position as i32);
+            contents.push(entry.content.clone());
+            importances.push(entry.importance);
+        }
+    }
+    sqlx::query!(
+        "insert into memories (character_id, layer, position, content, importance)
+         select $1, * from unnest($2::text[], $3::int[], $4::text[], $5::smallint[])",
+        character_id.0,
+        &layers,
+        &positions,
+        &contents,
+        &importances as &[Option<i16>],
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,170 @@
+//! Chat messages of one character's conversation. Scoped by owner wherever the API reads.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::ids::{CharacterId, JobId, MessageId, UserId};
+
+/// A stored message.
+#[derive(Clone, Debug)]
+pub struct MessageRecord {
+    pub message_id: MessageId,
+    pub character_id: CharacterId,
+    /// `user` or `character`.
+    pub author: String,
+    pub content: String,
+    pub compressed: bool,
+    /// For replies: the job that produced it.
+    pub job_id: Option<JobId>,
+    pub prompt_snapshot: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_user_message(
+    db: impl PgExecutor<'_>,
+    message_id: MessageId,
+    user_id: UserId,
+    character_id: CharacterId,
+    content: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content) values ($1, $2, $3, 'user', $4)",
+        message_id.0,
+        user_id.0,
+        character_id.0,
+        content,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
+pub async fn insert_reply(
+    db: impl PgExecutor<'_>,
+    message_id: MessageId,
+    user_id: UserId,
+    character_id: CharacterId,
+    content: &str,
+    job_id: JobId,
+    prompt_snapshot: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content, job_id, prompt_snapshot)
+         values ($1, $2, $3, 'character', $4, $5, $6)",
+        message_id.0,
+        user_id.0,
+        character_id.0,
+        content,
+        job_id.0,
+        prompt_snapshot,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One message of the user's.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    message_id: MessageId,
+) -> Result<Option<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+           from messages where message_id = $1 and user_id = $2"#,
+        message_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The reply a job stored, if any.
+pub async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+           from messages where job_id = $1"#,
+        job_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of the conversation, newest first; `before` is the last id of the previous page.
+/// Ids are UUIDv7, so the id alone is a stable cursor: new messages never shift older pages.
+pub async fn history(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+           from messages
+           where character_id = $1 and user_id = $2 and ($3::uuid is null or message_id < $3)
+           order by message_id desc
+           limit $4"#,
+        character_id.0,
+        user_id.0,
+        before.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The session layer: uncompressed messages strictly before `before` (all when `None`), oldest
+/// first, at most `limit` of the newest ones.
+pub async fn uncompressed(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    let mut newest_first = sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+           from messages
+           where character_id = $1 and not compressed and ($2::uuid is null or message_id < $2)
+           order by message_id desc
+           limit $3"#,
+        character_id.0,
+        before.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// Total characters of the session layer (the original's budget unit).
+pub async fn uncompressed_chars(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select coalesce(sum(char_length(content)), 0)::bigint as "chars!" from messages
+           where character_id = $1 and not compressed"#,
+        character_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.chars)
+}
+
+/// Marks messages as absorbed by memory. Returns how many were still uncompressed.
+pub async fn mark_compressed(db: impl PgExecutor<'_>, ids: &[MessageId]) -> Result<u64, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let result =
+        sqlx::query!("update messages set compressed = true where message_id = any($1) and not compressed", &ids,)
+            .execute(db)
+            .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,194 @@
+//! One character's streamed reply to one user message.
+//!
+//! The prompt is the original's six parts (`prompts::zh::chat_system_prompt`) built from the
+//! profile, both memory layers, the user's bio and the session layer (the uncompressed messages
+//! *before* the one answered); the message itself is the user turn. Replies of one conversation
+//! run one at a time in the order the messages were sent (serial key `chat:<character>`), so a
+//! second message's prompt contains the first reply.
+//!
+//! Text deltas are coalesced into `token` events (at most one per [`FLUSH_EVERY`] or per
+//! [`FLUSH_CHARS`] characters) so a fast model does not cost one Redis write and one SSE frame
+//! per token. If the model's stream breaks after text was shown, a `reset` event voids it and the
+//! reply starts over; the concatenated tokens after the last `reset` equal the stored reply.
+
+use std::time::Duration;
+
+use fastnpc_shared::{
+    dispatch,
+    events::EventPayload,
+    ids::{JobId, MessageId},
+    jobs::{JobError, JobKind},
+    llm::{ChatRequest, LlmError, LlmErrorKind, Message},
+    prompts::zh,
+    store::{self, jobs::Claim},
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::JobFailure;
+use crate::{Deps, runner::emit};
+
+/// Longest wait before buffered text goes out as a `token` event.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Buffered characters that go out at once, whatever the time.
+pub const FLUSH_CHARS: usize = 48;
+/// How often a broken stream is started over before the job fails.
+const STREAM_RESTARTS: u32 = 2;
+/// Messages of the session layer read for the prompt (the budget trims further).
+const SESSION_WINDOW: i64 = 200;
+
+pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Result<Value, JobFailure> {
+    let (Some(character_id), Some(message_id)) = (claim.character_id, claim.message_id) else {
+        return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no message to answer")));
+    };
+    let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or message was deleted"));
+    let character = store::characters::get_by_id(&deps.db, character_id).await?.ok_or_else(gone)?;
+    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
+    let message = store::messages::get(&deps.db, claim.user_id, message_id).await?.ok_or_else(gone)?;
+    let Some(Value::Object(profile)) = character.profile else {
+        return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
+    };
+    let memories = store::memories::load(&deps.db, character_id).await?;
+    let session = store::messages::uncompressed(&deps.db, character_id, Some(message_id), SESSION_WINDOW).await?;
+
+    let contents =
+        |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
+    let transcript: Vec<(bool, String)> = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
+    let system = zh::chat_system_prompt(&zh::ChatPrompt {
+        character_name: &character.name,
+        user_name: &user.username,
+        user_bio: &user.bio,
+        profile: &profile,
+        long_term: &contents(&memories.long_term),
+        short_term: &contents(&memories.short_term),
+        transcript: &transcript,
+        ltm_budget: user.ctx_max_ltm as usize,
+        stm_budget: user.ctx_max_stm as usize,
+        session_budget: user.ctx_max_chat as usize,
+    });
+    let request = ChatRequest {
+        messages: vec![Message::system(system.clone()), Message::user(message.content)],
+        purpose: "chat_reply",
+        ..Default::default()
+    };
+    let reply = stream_reply(deps, claim.job_id, request).await?;
+
+    let reply_id = MessageId::new();
+    let mut tx = deps.db.begin().await?;
+    store::messages::insert_reply(&mut *tx, reply_id, claim.user_id, character_id, &reply, claim.job_id, &system)
+        .await?;
+    let stored = store::messages::reply_of_job(&mut *tx, claim.job_id).await?.ok_or(JobFailure::LostClaim)?;
+    let result = json!({
+        "message": {
+            "id": stored.message_id,
+            "author": stored.author,
+            "content": stored.content,
+            "created_at": stored.created_at,
+            "job_id": claim.job_id,
+            "reply_to": message_id,
+        }
+    });
+    if !store::jobs::succeed(&mut *tx, claim, &result).await? {
+        return Err(JobFailure::LostClaim);
+    }
+    tx.commit().await?;
+
+    if let Err(error) = schedule_compression(deps, claim, character_id, i64::from(user.ctx_max_chat)).await {
+        // The next reply schedules it again; memory is late, not lost.
+        tracing::warn!(%error, "cannot schedule memory compression");
+    }
+    Ok(result)
+}
+
+/// Streams the reply, emitting coalesced `token` events; restarts a broken stream (after a
+/// `reset` event when text had been shown). Returns the whole reply.
+async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Result<String, JobFailure> {
+    let mut restarts = 0;
+    loop {
+        let mut shown = false;
+        let error = match deps.llm.stream(request.clone()).await {
+            Err(error) => error,
+            Ok(mut stream) => {
+                let mut reply = String::new();
+                let mut pending = String::new();
+                let mut flush_at = Instant::now() + FLUSH_EVERY;
+                loop {
+                    let next = tokio::time::timeout_at(flush_at, stream.next()).await;
+                    match next {
+                        Ok(Some(Ok(delta))) => {
+                            reply.push_str(&delta);
+                            pending.push_str(&delta);
+                            if pending.chars().count() < FLUSH_CHARS {
+                                continue;
+                            }
+                        }
+                        Ok(Some(Err(error))) => break error,
+                        Ok(None) => {
+                            flush(deps, job_id, &mut pending, &mut shown).await;
+                            if reply.trim().is_empty() {
+                                break LlmError::new(LlmErrorKind::Malformed, "the model returned an empty reply");
+                            }
+                            return Ok(reply);
+                        }
+                        Err(_flush_time) => {}
+                    }
+                    flush(deps, job_id, &mut pending, &mut shown).await;
+                    flush_at = Instant::now() + FLUSH_EVERY;
+                }
+            }
+        };
+        if !error.kind.is_transient() || restarts >= STREAM_RESTARTS {
+            return Err(error.into());
+        }
+        restarts += 1;
+        tracing::warn!(%error, restarts, "reply stream broke; starting it over");
+        if shown {
+            emit(deps, job_id, EventPayload::Reset { reason: error.message.clone() }).await;
+        }
+    }
+}
+
+async fn flush(deps: &Deps, job_id: JobId, pending: &mut String, shown: &mut bool) {
+    if pending.is_empty() {
+        return;
+    }
+    emit(deps, job_id, EventPayload::Token { text: std::mem::take(pending) }).await;
+    *shown = true;
+}
+
+/// Schedules a memory compression when the session layer outgrew its budget, unless one is
+/// already waiting (it will see everything when it runs).
+async fn schedule_compression(
+    deps: &Deps,
+    claim: &Claim,
+    character_id: fastnpc_shared::ids::CharacterId,
+    session_budget: i64,
+) -> Result<(), sqlx::Error> {
+    if store::messages::uncompressed_chars(&deps.db, character_id).await? <= session_budget {
+        return Ok(());
+    }
+    let serial_key = store::jobs::serial::memory(character_id);
+    if store::jobs::has_queued(&deps.db, &serial_key).await? {
+        return Ok(());
+    }
+    let job_id = JobId::new();
+    store::jobs::insert(
+        &deps.db,
+        store::jobs::NewJob {
+            job_id,
+            user_id: claim.user_id,
+            kind: JobKind::CompressMemory,
+            character_id: Some(character_id),
+            message_id: None,
+            serial_key: Some(serial_key),
+            progress_total: 0,
+            idempotency: None,
+        },
+    )
+    .await?;
+    tracing::info!(memory_job.id = %job_id, "scheduled memory compression");
+    dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The three-layer memory cascade for one character (the original's
+//! `_check_and_compress_memories`, as a job):
+//!
+//! 1. **Session → short-term.** When the uncompressed messages exceed the session budget, the
+//!    oldest part (the original's split: the first prefix of at least 8 messages holding half the
+//!    characters) is summarised by the LLM into `subject | action | object` entries, with the
+//!    prefix's last few messages repeated as context; those messages are marked compressed.
+//! 2. **Short-term → long-term.** When short-term memory exceeds its budget, its first half is
+//!    integrated into long-term memory by the LLM (dedupe, merge, importance 0–15; entries under 4
+//!    are dropped) and short-term keeps its second half.
+//! 3. **Long-term trim.** When long-term memory exceeds its budget, 30 % of it is dropped at
+//!    random, weighted towards older entries, then the oldest go until it fits. No LLM call.
+//!
+//! Safety with many workers: compressions of one character run one at a time (serial key
+//! `memory:<character>`), and the result is written only if the memory version read at the
+//! start is still current (a manual edit in between makes the job start over), in the same
+//! transaction that marks exactly the summarised messages compressed. Chat replies never write
+//! memories, so they cannot race with this job; they only add messages, which a later
+//! compression picks up.
+
+use fastnpc_shared::{
+    ids::MessageId,
+    jobs::JobError,
+    llm::{ChatRequest, JsonSchema, LlmErrorKind, Message},
+    prompts::zh,
+    store::{
+        self,
+        jobs::Claim,
+        memories::{self, MemoryEntry},
+        messages::MessageRecord,
+    },
+};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::JobFailure;
+use crate::Deps;
+
+/// Asks per LLM step before giving up on replies that do not parse (the original's 2).
+const PARSE_ATTEMPTS: u32 = 2;
+/// Times the whole cascade starts over because memory changed under it.
+const VERSION_RETRIES: u32 = 3;
+/// Messages read per compression (the original's limit).
+const WINDOW: i64 = 200;
+/// Long-term entries below this importance are dropped (the prompt's "discard < 4").
+const MIN_IMPORTANCE: i16 = 4;
+
+pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Result<Value, JobFailure> {
+    let Some(character_id) = claim.character_id else {
+        return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no character")));
+    };
+    let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character was deleted"));
+    let character = store::characters::get_by_id(&deps.db, character_id).await?.ok_or_else(gone)?;
+    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
+    let brief = character.brief.clone().unwrap_or_default();
+
+    for _ in 0..VERSION_RETRIES {
+        let memory = memories::load(&deps.db, character_id).await?;
+        let session = store::messages::uncompressed(&deps.db, character_id, None, WINDOW).await?;
+        let mut short_term = memory.short_term.clone();
+        let mut long_term = memory.long_term.clone();
+        let mut absorbed: Vec<MessageId> = Vec::new();
+        let mut added = 0;
+        let mut integrated = 0;
+        let mut trimmed = 0;
+
+        let session_chars: usize = session.iter().map(|m| m.content.chars().count()).sum();
+        if session_chars > user.ctx_max_chat as usize {
+            let prefix = &session[..split_point(&session)];
+            let entries = summarise(deps, &character.name, &user.username, prefix).await?;
+            added = entries.len();
+            short_term.extend(entries.into_iter().map(MemoryEntry::new));
+            absorbed = prefix.iter().map(|m| m.message_id).collect();
+        }
+        if memories::chars(&short_term) > user.ctx_max_stm as usize && !short_term.is_empty() {
+            let half = short_term.len().div_ceil(2);
+            let oldest: Vec<MemoryEntry> = short_term.drain(..half).collect();
+            integrated = oldest.len();
+            long_term = integrate(deps, &character.name, &brief, &oldest, &long_term).await?;
+        }
+        if memories::chars(&long_term) > user.ctx_max_ltm as usize {
+            let before = long_term.len();
+            trim_weighted(&mut long_term, user.ctx_max_ltm as usize, &mut rand::rng());
+            trimmed = before - long_term.len();
+        }
+
+        let result = json!({
+            "absorbed_message_ids": absorbed,
+            "short_term_added": added,
+            "integrated_into_long_term": integrated,
+            "long_term_trimmed": trimmed,
+            "short_term_entries": short_term.len(),
+            "long_term_entries": long_term.len(),
+        });
+        let changed = !absorbed.is_empty() || integrated > 0 || trimmed > 0;
+        let mut tx = deps.db.begin().await?;
+        if changed {
+            if !memories::replace(&mut tx, character_id, Some(memory.version), &short_term, &long_term).await? {
+                tracing::info!("memory changed during compression; starting over");
+                continue;
+            }
+            if store::messages::mark_compressed(&mut *tx, &absorbed).await? != absorbed.len() as u64 {
+                tracing::warn!("messages were compressed by someone else; starting over");
+                continue;
+            }
+        }
+        if !store::jobs::succeed(&mut *tx, claim, &result).await? {
+            return Err(JobFailure::LostClaim);
+        }
+        tx.commit().await?;
+        return Ok(result);
+    }
+    Err(JobFailure::Retryable(JobError::new("memory_contended", "memory kept changing during compression")))
+}
+
+/// The original's split: the first prefix of at least 8 messages holding half of the characters;
+/// failing that, `max(8, n/2)` messages (all of them when there are fewer).
+fn split_point(messages: &[MessageRecord]) -> usize {
+    let sizes: Vec<usize> = messages.iter().map(|m| m.content.chars().count()).collect();
+    let total: usize = sizes.iter().sum();
+    let mut cumulative = 0;
+    for (index, size) in sizes.iter().enumerate() {
+        cumulative += size;
+        let count = index + 1;
+        if count >= 8 && cumulative * 2 >= total {
+            return count;
+        }
+    }
+    messages.len().min(8.max(messages.len() / 2))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShortMemories {
+    short_memories: Vec<String>,
+}
+
+async fn summarise(
+    deps: &Deps,
+    character: &str,
+    user: &str,
+    prefix: &[MessageRecord],
+) -> Result<Vec<String>, JobFailure> {
+    let line = |m: &MessageRecord| format!("{}: {}", if m.author == "user" { user } else { character }, m.content);
+    let overlap_count = (prefix.len() / 4).clamp(2, 4).min(prefix.len());
+    let overlap: Vec<String> = prefix[prefix.len() - overlap_count..].iter().map(line).collect();
+    let conversation: Vec<String> = prefix.iter().map(line).collect();
+    let request = ChatRequest {
+        messages: vec![
+            Message::system(zh::STM_SYSTEM),
+            Message::user(zh::stm_compression(character, user, &overlap.join("\n"), &conversation.join("\n"))),
+        ],
+        json_schema: Some(JsonSchema {
+            name: "fastnpc_short_term_memory".into(),
+            schema: json!({
+                "type": "object",
+                "properties": {"short_memories": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+                "required": ["short_memories"],
+                "additionalProperties": false,
+            }),
+        }),
+        purpose: "memory_short_term",
+        ..Default::default()
+    };
+    ask_json(deps, request, |parsed: ShortMemories| {
+        let entries: Vec<String> =
+            parsed.short_memories.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+        (!entries.is_empty()).then_some(entries)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Integrated {
+    long_term_memories: Vec<IntegratedEntry>,
+}
+
+#[derive(Deserialize)]
+struct IntegratedEntry {
+    content: String,
+    importance: i16,
+}
+
+async fn integrate(
+    deps: &Deps,
+    character: &str,
+    brief: &str,
+    short_term: &[MemoryEntry],
+    long_term: &[MemoryEntry],
+) -> Result<Vec<MemoryEntry>, JobFailure> {
+    let contents = |entries: &[MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
+    let request = ChatRequest {
+        messages: vec![
+            Message::system(zh::LTM_SYSTEM),
+            Message::user(zh::ltm_integration(character, brief, &contents(short_term), &contents(long_term))),
+        ],
+        json_schema: Some(JsonSchema {
+            name: "fastnpc_long_term_memory".into(),
+            schema: json!({
+                "type": "object",
+                "properties": {
+                    "long_term_memories": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "content": {"type": "string"},
+                                "importance": {"type": "integer", "minimum": 0, "maximum": 15},
+                                "reason": {"type": "string"},
+                            },
+                            "required": ["content", "importance", "reason"],
+                            "additionalProperties": false,
+                        },
+                    },
+                    "merged_count": {"type": "integer"},
+                    "discarded_count": {"type": "integer"},
+                },
+                "required": ["long_term_memories", "merged_count", "discarded_count"],
+                "additionalProperties": false,
+            }),
+        }),
+        purpose: "memory_long_term",
+        ..Default::default()
+    };
+    ask_json(deps, request, |parsed: Integrated| {
+        let kept: Vec<MemoryEntry> = parsed
+            .long_term_memories
+            .into_iter()
+            .filter(|e| (0..=15).contains(&e.importance) && !e.content.trim().is_empty())
+            .filter(|e| e.importance >= MIN_IMPORTANCE)
+            .map(|e| MemoryEntry { content: e.content.trim().to_owned(), importance: Some(e.importance) })
+            .collect();
+        Some(kept)
+    })
+    .await
+}
+
+/// Asks for JSON, parses it into `T` and accepts it through `accept`; asks again (up to
+/// [`PARSE_ATTEMPTS`]) when the reply does not parse or is refused.
+async fn ask_json<T, R>(deps: &Deps, request: ChatRequest, accept: impl Fn(T) -> Option<R>) -> Result<R, JobFailure>
+where
+    T: serde::de::DeserializeOwned,
+{
+    for attempt in 1..=PARSE_ATTEMPTS {
+        let reply = deps.llm.complete(request.clone()).await?;
+        let body = reply.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
+        match serde_json::from_str::<T>(body.trim()).ok().and_then(&accept) {
+            Some(value) => return Ok(value),
+            None => tracing::warn!(purpose = request.purpose, attempt, "memory reply rejected, asking again"),
+        }
+    }
+    Err(JobFailure::Failed(JobError::new(
+        LlmErrorKind::Malformed.code(),
+        format!("{}: no valid reply after {PARSE_ATTEMPTS} attempts", request.purpose),
+    )))
+}
+
+/// The original's weighted trim: drop 30 % of the entries at random, older ones more likely
+/// (weight n − i), then drop from the oldest until the rest fits `budget` characters.
+fn trim_weighted(entries: &mut Vec<MemoryEntry>, budget: usize, rng: &mut impl Rng) {
+    let drop_count = entries.len() * 3 / 10;
+    for _ in 0..drop_count {
+        let n = entries.len();
+        let total_weight: usize = (1..=n).sum();
+        let mut pick = rng.random_range(0..total_weight);
+        let mut index = 0;
+        for (i, weight) in (1..=n).rev().enumerate() {
+            if pick < weight {
+                index = i;
+                break;
+            }
+            pick -= weight;
+        }
+        entries.remove(index);
+    }
+    while memories::chars(entries) > budget && !entries.is_empty() {
+        entries.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn message(chars: usize) -> MessageRecord {
+        MessageRecord {
+            message_id: MessageId::new(),
+            character_id: fastnpc_shared::ids::CharacterId::new(),
+            author: "user".into(),
+            content: "字".repeat(chars),
+            compressed: false,
+            job_id: None,
+            prompt_snapshot: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn split_takes_at_least_eight_messages_and_half_the_text() {
+        let even: Vec<_> = (0..20).map(|_| message(10)).collect();
+        assert_eq!(split_point(&even), 10);
+        let front_heavy: Vec<_> = std::iter::once(message(1000)).chain((0..19).map(|_| message(10))).collect();
+        assert_eq!(split_point(&front_heavy), 8);
+        let few: Vec<_> = (0..5).map(|_| message(10)).collect();
+        assert_eq!(split_point(&few), 5);
+    }
+
+    #[test]
+    fn trim_fits_the_budget_and_prefers_dropping_old_entries() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut newest_kept = 0;
+        let mut oldest_kept = 0;
+        for _ in 0..200 {
+            let mut entries: Vec<_> = (0..10).map(|i| MemoryEntry::new(format!("{i:02}"))).collect();
+            trim_weighted(&mut entries, 14, &mut rng);
+            assert!(memories::chars(&entries) <= 14);
+            newest_kept += entries.iter().any(|e| e.content == "09") as u32;
+            oldest_kept += entries.iter().any(|e| e.content == "00") as u32;
+        }
+        assert!(newest_kept > oldest_kept, "newest kept {newest_kept} times, oldest {oldest_kept}");
+    }
+}
