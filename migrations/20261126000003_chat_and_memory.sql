@@ -22,14 +22,17 @@ create table messages (
     -- For replies: the job that produced it. Unique, so a redelivered job cannot store a reply
     -- twice.
     job_id       uuid unique,
+    -- For replies: the user message answered. A reply is written after later messages may have
+    -- been sent, so prompts order the conversation by (reply_to or own id), not by id alone.
+    reply_to     uuid references messages (message_id) on delete cascade,
     -- For replies: the exact system prompt used (shown only to the owner, on request).
     prompt_snapshot text,
     created_at   timestamptz not null default now()
 );
 
--- History, newest first, and the session layer (uncompressed, oldest first).
+-- History, newest first, and the session layer (uncompressed, in conversation order).
 create index messages_character_idx on messages (character_id, message_id desc);
-create index messages_uncompressed_idx on messages (character_id, message_id) where not compressed;
+create index messages_uncompressed_idx on messages (character_id, (coalesce(reply_to, message_id))) where not compressed;
 
 -- A chat job answers one user message.
 alter table jobs add column message_id uuid references messages (message_id) on delete cascade;

@@ -3,6 +3,8 @@
 
 mod accounts;
 mod characters;
+mod chat;
 mod delivery;
 mod isolation;
+mod memory;
 mod streaming;

@@ -184,6 +184,50 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Creates a character and waits until it is ready; returns its id.
+    pub async fn ready_character(&self, user: &TestUser, name: &str) -> String {
+        let created = self.create_character(user, name).await;
+        let job = self.wait_for_job(user, created["job"]["id"].as_str().expect("job id")).await;
+        assert_eq!(job["status"], "succeeded", "generation of {name}: {job}");
+        created["character"]["id"].as_str().expect("character id").to_owned()
+    }
+
+    /// Sends a chat message, with `Prefer: wait=N` when `wait_secs` is given.
+    pub async fn send_message(
+        &self,
+        user: &TestUser,
+        character_id: &str,
+        content: &str,
+        wait_secs: Option<u64>,
+    ) -> Response {
+        let mut request = self
+            .request(Method::POST, &format!("/v1/characters/{character_id}/messages"), Some(user))
+            .json(&serde_json::json!({ "content": content }));
+        if let Some(secs) = wait_secs {
+            request = request.header("Prefer", format!("wait={secs}"));
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Polls until no job of `kind` is queued or running (hang-guarded).
+    pub async fn wait_until_no_pending(&self, kind: &str) {
+        let poll = async {
+            loop {
+                let (pending,): (i64,) =
+                    sqlx::query_as("select count(*) from jobs where kind = $1 and status in ('queued', 'running')")
+                        .bind(kind)
+                        .fetch_one(&self.db)
+                        .await
+                        .expect("count pending jobs");
+                if pending == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll).await.expect("pending jobs finish");
+    }
+
     /// Opens a job's event stream, resuming after `last_event_id` when given.
     pub async fn open_events(
         &self,

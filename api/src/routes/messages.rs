@@ -44,6 +44,8 @@ pub struct MessageView {
     created_at: DateTime<Utc>,
     /// For replies: the job that produced it.
     job_id: Option<JobId>,
+    /// For replies: the user message answered.
+    reply_to: Option<MessageId>,
     /// Absorbed into short-term memory.
     compressed: bool,
     /// The system prompt the reply was written with (only with `?include=prompt`).
@@ -59,6 +61,7 @@ impl MessageView {
             content: message.content,
             created_at: message.created_at,
             job_id: message.job_id,
+            reply_to: message.reply_to,
             compressed: message.compressed,
             prompt: if include_prompt { message.prompt_snapshot } else { None },
         }

@@ -16,6 +16,8 @@ pub struct MessageRecord {
     pub compressed: bool,
     /// For replies: the job that produced it.
     pub job_id: Option<JobId>,
+    /// For replies: the user message answered.
+    pub reply_to: Option<MessageId>,
     pub prompt_snapshot: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -39,25 +41,29 @@ pub async fn insert_user_message(
     Ok(())
 }
 
+/// A character's reply to store.
+pub struct NewReply<'a> {
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    pub character_id: CharacterId,
+    pub reply_to: MessageId,
+    pub content: &'a str,
+    pub job_id: JobId,
+    pub prompt_snapshot: &'a str,
+}
+
 /// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
-pub async fn insert_reply(
-    db: impl PgExecutor<'_>,
-    message_id: MessageId,
-    user_id: UserId,
-    character_id: CharacterId,
-    content: &str,
-    job_id: JobId,
-    prompt_snapshot: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into messages (message_id, user_id, character_id, author, content, job_id, prompt_snapshot)
-         values ($1, $2, $3, 'character', $4, $5, $6)",
-        message_id.0,
-        user_id.0,
-        character_id.0,
-        content,
-        job_id.0,
-        prompt_snapshot,
+        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot)
+         values ($1, $2, $3, 'character', $4, $5, $6, $7)",
+        reply.message_id.0,
+        reply.user_id.0,
+        reply.character_id.0,
+        reply.content,
+        reply.job_id.0,
+        reply.reply_to.0,
+        reply.prompt_snapshot,
     )
     .execute(db)
     .await?;
@@ -73,7 +79,7 @@ pub async fn get(
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
            from messages where message_id = $1 and user_id = $2"#,
         message_id.0,
         user_id.0,
@@ -87,7 +93,7 @@ pub async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Opti
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
            from messages where job_id = $1"#,
         job_id.0,
     )
@@ -107,7 +113,7 @@ pub async fn history(
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
            from messages
            where character_id = $1 and user_id = $2 and ($3::uuid is null or message_id < $3)
            order by message_id desc
@@ -121,24 +127,26 @@ pub async fn history(
     .await
 }
 
-/// The session layer: uncompressed messages strictly before `before` (all when `None`), oldest
-/// first, at most `limit` of the newest ones.
+/// The session layer in conversation order (each reply right after the message it answers),
+/// at most the `limit` newest. With `answering`, the context of that message's reply: the message
+/// itself and user messages sent after it are left out.
 pub async fn uncompressed(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
-    before: Option<MessageId>,
+    answering: Option<MessageId>,
     limit: i64,
 ) -> Result<Vec<MessageRecord>, sqlx::Error> {
     let mut newest_first = sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
            from messages
-           where character_id = $1 and not compressed and ($2::uuid is null or message_id < $2)
-           order by message_id desc
+           where character_id = $1 and not compressed
+             and ($2::uuid is null or (message_id <> $2 and not (author = 'user' and message_id > $2)))
+           order by coalesce(reply_to, message_id) desc, author = 'character' desc
            limit $3"#,
         character_id.0,
-        before.map(|id| id.0),
+        answering.map(|id| id.0),
         limit,
     )
     .fetch_all(db)

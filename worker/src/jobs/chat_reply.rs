@@ -77,8 +77,19 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
 
     let reply_id = MessageId::new();
     let mut tx = deps.db.begin().await?;
-    store::messages::insert_reply(&mut *tx, reply_id, claim.user_id, character_id, &reply, claim.job_id, &system)
-        .await?;
+    store::messages::insert_reply(
+        &mut *tx,
+        store::messages::NewReply {
+            message_id: reply_id,
+            user_id: claim.user_id,
+            character_id,
+            reply_to: message_id,
+            content: &reply,
+            job_id: claim.job_id,
+            prompt_snapshot: &system,
+        },
+    )
+    .await?;
     let stored = store::messages::reply_of_job(&mut *tx, claim.job_id).await?.ok_or(JobFailure::LostClaim)?;
     let result = json!({
         "message": {
@@ -108,8 +119,10 @@ async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Resul
     let mut restarts = 0;
     loop {
         let mut shown = false;
+        // Opening the stream is already retried by the client; only a stream that breaks
+        // midway is started over here.
         let error = match deps.llm.stream(request.clone()).await {
-            Err(error) => error,
+            Err(error) => return Err(error.into()),
             Ok(mut stream) => {
                 let mut reply = String::new();
                 let mut pending = String::new();

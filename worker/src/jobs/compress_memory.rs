@@ -293,6 +293,7 @@ mod tests {
             content: "字".repeat(chars),
             compressed: false,
             job_id: None,
+            reply_to: None,
             prompt_snapshot: None,
             created_at: chrono::Utc::now(),
         }

@@ -1,0 +1,215 @@
+//! Chatting with a character: streamed replies, inline replies, history, ordering, failures.
+
+use std::time::Duration;
+
+use fastnpc_tests::{
+    harness::TestApp,
+    sim::{Fault, Rule, SimConfig},
+};
+use reqwest::Method;
+use serde_json::Value;
+
+fn chat_sim() -> SimConfig {
+    SimConfig { reply_tokens: 40, time_to_first_token: Duration::from_millis(50), ..SimConfig::default() }
+}
+
+#[tokio::test]
+async fn a_reply_streams_as_tokens_that_add_up_to_the_stored_message() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+
+    let response = app.send_message(&user, &character, "先生以为天下大势如何？", None).await;
+    assert_eq!(response.status(), 202);
+    let sent: Value = response.json().await.unwrap();
+    assert_eq!(sent["message"]["author"], "user");
+    let job_id = sent["job"]["id"].as_str().unwrap();
+
+    let events = app.collect_events(&user, job_id, None).await;
+    let last_reset = events.iter().rposition(|e| e.event == "reset").map_or(0, |i| i + 1);
+    let tokens: Vec<&str> =
+        events[last_reset..].iter().filter(|e| e.event == "token").map(|e| e.data["text"].as_str().unwrap()).collect();
+    let streamed: String = tokens.concat();
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "succeeded");
+    assert_eq!(streamed, last.data["result"]["message"]["content"].as_str().unwrap());
+    assert!(tokens.len() > 1, "the reply streamed in pieces");
+    assert!(tokens.len() < 40, "tokens were coalesced ({} events for 40 model tokens)", tokens.len());
+
+    let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &user).await.json().await.unwrap();
+    let newest = &history["items"][0];
+    assert_eq!(newest["author"], "character");
+    assert_eq!(newest["content"], streamed.as_str());
+    assert_eq!(newest["job_id"], job_id);
+    assert_eq!(history["items"][1]["content"], "先生以为天下大势如何？");
+
+    // The prompt: six parts, the message as the user turn only (not also in the transcript).
+    let request = app.sim.requests().into_iter().rfind(|r| r.stream).expect("a streamed chat request");
+    let system = request.body["messages"][0]["content"].as_str().unwrap();
+    for part in ["①", "②", "③", "④", "⑤", "⑥"] {
+        assert!(system.contains(part), "system prompt lacks part {part}");
+    }
+    assert!(!system.contains("先生以为天下大势如何？"), "the current message is not repeated in the transcript");
+    assert_eq!(request.body["messages"][1]["content"], "先生以为天下大势如何？");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn prefer_wait_returns_the_reply_inline() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("grace").await;
+    let character = app.ready_character(&user, "李白").await;
+
+    let response = app.send_message(&user, &character, "请作诗一首", Some(20)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["preference-applied"], "wait=20");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["job"]["status"], "succeeded");
+    assert_eq!(body["reply"]["author"], "character");
+    let history: Value =
+        app.get(&format!("/v1/characters/{character}/messages?limit=1"), &user).await.json().await.unwrap();
+    assert_eq!(history["items"][0]["content"], body["reply"]["content"]);
+    assert_eq!(history["items"][0]["id"], body["reply"]["id"]);
+
+    // Too short a wait for a slow model: 202 as usual, and the reply still arrives.
+    app.sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(3), ..chat_sim() });
+    let response = app.send_message(&user, &character, "再来一首", Some(1)).await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    let job = app.wait_for_job(&user, body["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_pages_newest_first_with_stable_cursors() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("hedy").await;
+    let character = app.ready_character(&user, "王维").await;
+    for i in 1..=3 {
+        assert_eq!(app.send_message(&user, &character, &format!("第{i}问"), Some(20)).await.status(), 200);
+    }
+    let path = format!("/v1/characters/{character}/messages");
+    let page: Value = app.get(&format!("{path}?limit=4"), &user).await.json().await.unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    let authors: Vec<&str> = items.iter().map(|m| m["author"].as_str().unwrap()).collect();
+    assert_eq!(authors, ["character", "user", "character", "user"]);
+    assert_eq!(items[1]["content"], "第3问");
+    assert_eq!(items[3]["content"], "第2问");
+    let ids: Vec<&str> = items.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(items.iter().all(|m| m.get("prompt").is_none()), "no prompt unless asked");
+
+    // A new message does not shift the older page.
+    let cursor = page["next_before"].as_str().unwrap();
+    assert_eq!(app.send_message(&user, &character, "第4问", Some(20)).await.status(), 200);
+    let older: Value = app.get(&format!("{path}?limit=4&before={cursor}"), &user).await.json().await.unwrap();
+    let older = older["items"].as_array().unwrap();
+    assert_eq!(older.len(), 2);
+    assert_eq!(older[0]["author"], "character");
+    assert_eq!(older[1]["content"], "第1问");
+
+    let with_prompt: Value = app.get(&format!("{path}?limit=2&include=prompt"), &user).await.json().await.unwrap();
+    assert!(with_prompt["items"][0]["prompt"].as_str().is_some_and(|p| p.contains("⑥")), "replies carry their prompt");
+    assert!(with_prompt["items"][1].get("prompt").is_none(), "user messages have none");
+    assert_eq!(app.get(&format!("{path}?include=everything"), &user).await.status(), 422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn back_to_back_messages_are_answered_in_order_and_see_each_other() {
+    // A slow model and several workers: the second job is delivered while the first runs.
+    let app = TestApp::builder()
+        .workers(3)
+        .sim(SimConfig { time_to_first_token: Duration::from_millis(400), ..chat_sim() })
+        .spawn()
+        .await;
+    let user = app.user("katherine").await;
+    let character = app.ready_character(&user, "杜甫").await;
+
+    let first: Value = app.send_message(&user, &character, "第一句：你好", None).await.json().await.unwrap();
+    let second: Value = app.send_message(&user, &character, "第二句：再见", None).await.json().await.unwrap();
+    let first_job = app.wait_for_job(&user, first["job"]["id"].as_str().unwrap()).await;
+    let second_job = app.wait_for_job(&user, second["job"]["id"].as_str().unwrap()).await;
+    assert_eq!((first_job["status"].as_str(), second_job["status"].as_str()), (Some("succeeded"), Some("succeeded")));
+    let first_reply = first_job["result"]["message"]["content"].as_str().unwrap();
+    assert!(
+        first_job["finished_at"].as_str().unwrap() <= second_job["started_at"].as_str().unwrap(),
+        "the second reply started after the first finished"
+    );
+
+    let second_request = app
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.stream && r.body["messages"][1]["content"] == "第二句：再见")
+        .expect("the second reply's request");
+    let system = second_request.body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains(first_reply), "the second prompt contains the first reply");
+    assert!(system.contains("第一句：你好"));
+
+    let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &user).await.json().await.unwrap();
+    let contents: Vec<&str> =
+        history["items"].as_array().unwrap().iter().rev().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents[0], "第一句：你好");
+    assert_eq!(contents[1], "第二句：再见");
+    assert_eq!(contents[2], first_reply, "replies are stored in the order the messages were sent");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_llm_failure_fails_the_job_stores_no_reply_and_can_be_retried() {
+    let app = TestApp::builder().sim(chat_sim()).setting("FASTNPC_LLM_MAX_RETRIES", "1").spawn().await;
+    let user = app.user("barbara").await;
+    let character = app.ready_character(&user, "苏轼").await;
+    app.sim.add_rule(Rule { when_contains: "会失败的问题".into(), fault: Fault::ServerError, times: None });
+
+    let sent: Value = app.send_message(&user, &character, "会失败的问题", None).await.json().await.unwrap();
+    let job_id = sent["job"]["id"].as_str().unwrap();
+    let events = app.collect_events(&user, job_id, None).await;
+    assert!(events.iter().all(|e| e.event != "token"), "no error text was streamed as the character's words");
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "failed");
+    assert_eq!(last.data["code"], "llm_unavailable");
+    assert!(last.data["message"].as_str().unwrap().contains("500"), "{}", last.data);
+
+    let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &user).await.json().await.unwrap();
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "the user's message stays, no reply is stored");
+    assert_eq!(items[0]["author"], "user");
+
+    // The provider recovers; the client retries the job.
+    app.sim.reset();
+    let retried = app.request(Method::POST, &format!("/v1/jobs/{job_id}/retry"), Some(&user)).send().await.unwrap();
+    assert_eq!(retried.status(), 202);
+    let retried: Value = retried.json().await.unwrap();
+    let job = app.wait_for_job(&user, retried["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["message_id"], sent["message"]["id"]);
+    let again = app.request(Method::POST, &format!("/v1/jobs/{job_id}/retry"), Some(&user)).send().await.unwrap();
+    assert_eq!(again.status(), 409, "a message with a reply is not answered twice");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn chat_input_is_validated() {
+    let app = TestApp::spawn().await;
+    let user = app.user("linus").await;
+    let created = app.create_character(&user, "白居易").await;
+    let character = created["character"]["id"].as_str().unwrap();
+    // Not ready yet (or already ready: then the empty message below is the only refusal).
+    let early = app.send_message(&user, character, "你好", None).await;
+    assert!(early.status() == 409 || early.status() == 202, "{}", early.status());
+    app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(app.send_message(&user, character, "   ", None).await.status(), 422);
+    assert_eq!(app.send_message(&user, character, &"长".repeat(8001), None).await.status(), 422);
+    let unknown = app
+        .request(Method::POST, &format!("/v1/characters/{character}/messages"), Some(&user))
+        .json(&serde_json::json!({"content": "x", "role": "system"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    app.stop().await;
+}

@@ -1,0 +1,141 @@
+//! The three-layer memory: session → short-term → long-term, and its safety under concurrency.
+
+use std::collections::HashSet;
+
+use fastnpc_tests::harness::{TestApp, TestUser};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn set_budgets(app: &TestApp, user: &TestUser, session: i32, short_term: i32, long_term: i32) {
+    let body = json!({"memory_budgets": {"session": session, "short_term": short_term, "long_term": long_term}});
+    let response = app.request(Method::PATCH, "/v1/me", Some(user)).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["user"]["memory_budgets"]["session"], session);
+}
+
+async fn memories(app: &TestApp, user: &TestUser, character: &str) -> Value {
+    app.get(&format!("/v1/characters/{character}/memories"), user).await.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_long_conversation_moves_into_short_and_then_long_term_memory() {
+    let app = TestApp::spawn().await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+    set_budgets(&app, &user, 50, 60, 4000).await;
+
+    // Turn 1 exceeds the 50-character session budget: a compression follows the reply.
+    assert_eq!(app.send_message(&user, &character, "第1问：暗号是青龙一号，请记住", Some(20)).await.status(), 200);
+    app.wait_until_no_pending("compress_memory").await;
+    let memory = memories(&app, &user, &character).await;
+    let short_term: Vec<String> =
+        memory["short_term"].as_array().unwrap().iter().map(|e| e["content"].as_str().unwrap().to_owned()).collect();
+    assert!(!short_term.is_empty(), "short-term memory appeared: {memory}");
+
+    let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &user).await.json().await.unwrap();
+    let compressed: Vec<&Value> =
+        history["items"].as_array().unwrap().iter().filter(|m| m["compressed"] == true).collect();
+    assert!(!compressed.is_empty(), "the summarised messages are marked compressed");
+
+    // The next prompt holds the memory and not the compressed messages.
+    app.sim.reset();
+    assert_eq!(app.send_message(&user, &character, "第2问：你还记得吗", Some(20)).await.status(), 200);
+    let request = app.sim.requests().into_iter().find(|r| r.stream).expect("the reply's request");
+    let system = request.body["messages"][0]["content"].as_str().unwrap();
+    for entry in &short_term {
+        assert!(system.contains(entry.as_str()), "the prompt contains the memory {entry:?}");
+    }
+    let transcript = system.split("⑥").nth(1).unwrap();
+    for message in compressed {
+        let content = message["content"].as_str().unwrap();
+        assert!(!transcript.contains(content), "a compressed message is still in the transcript: {content}");
+    }
+
+    // Keep talking until short-term memory outgrows its 60 characters and is integrated.
+    let mut long_term = Vec::new();
+    for turn in 3..=12 {
+        app.wait_until_no_pending("compress_memory").await;
+        long_term = memories(&app, &user, &character).await["long_term"].as_array().unwrap().clone();
+        if !long_term.is_empty() {
+            break;
+        }
+        assert_eq!(app.send_message(&user, &character, &format!("第{turn}问：继续聊"), Some(20)).await.status(), 200);
+    }
+    assert!(!long_term.is_empty(), "long-term memory appeared");
+    assert!(long_term.iter().all(|e| e["importance"].as_i64().is_some_and(|i| (4..=15).contains(&i))), "{long_term:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_chat_and_compression_never_lose_or_duplicate_memory() {
+    let app = TestApp::builder().workers(3).spawn().await;
+    let user = app.user("grace").await;
+    let character = app.ready_character(&user, "李白").await;
+    // A tiny session budget makes nearly every reply schedule a compression; a large short-term
+    // budget keeps entries where they are added, so they can be counted.
+    set_budgets(&app, &user, 50, 5000, 5000).await;
+
+    let mut jobs = Vec::new();
+    for i in 0..12 {
+        let sent: Value =
+            app.send_message(&user, &character, &format!("第{i}句：天气不错"), None).await.json().await.unwrap();
+        jobs.push(sent["job"]["id"].as_str().unwrap().to_owned());
+    }
+    for job in &jobs {
+        assert_eq!(app.wait_for_job(&user, job).await["status"], "succeeded");
+    }
+    app.wait_until_no_pending("compress_memory").await;
+
+    let results: Vec<(Value,)> = sqlx::query_as(
+        "select result from jobs where kind = 'compress_memory' and status = 'succeeded' order by job_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(results.len() >= 2, "several compressions ran ({})", results.len());
+    let mut absorbed = HashSet::new();
+    let mut added = 0;
+    for (result,) in &results {
+        for id in result["absorbed_message_ids"].as_array().unwrap() {
+            assert!(absorbed.insert(id.as_str().unwrap().to_owned()), "message {id} was summarised twice");
+        }
+        added += result["short_term_added"].as_u64().unwrap();
+    }
+    let compressed: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("select message_id from messages where compressed").fetch_all(&app.db).await.unwrap();
+    let compressed: HashSet<String> = compressed.into_iter().map(|(id,)| id.to_string()).collect();
+    assert_eq!(compressed, absorbed, "exactly the summarised messages are marked");
+    let memory = memories(&app, &user, &character).await;
+    assert_eq!(memory["short_term"].as_array().unwrap().len() as u64, added, "no entry lost or duplicated");
+    assert!(memory["long_term"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn memories_can_be_read_and_edited_by_their_owner_only() {
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner").await;
+    let other = app.user("other").await;
+    let character = app.ready_character(&owner, "王维").await;
+    let path = format!("/v1/characters/{character}/memories");
+    let body =
+        json!({"short_term": ["用户 | 喜欢 | 山水"], "long_term": [{"content": "用户 | 是 | 画家", "importance": 12}]});
+
+    let put = app.request(Method::PUT, &path, Some(&owner)).json(&body).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+    let memory: Value = put.json().await.unwrap();
+    assert_eq!(memory["short_term"][0]["content"], "用户 | 喜欢 | 山水");
+    assert_eq!(memory["long_term"][0]["importance"], 12);
+    assert_eq!(memory["version"], 1);
+
+    assert_eq!(app.get(&path, &other).await.status(), 404);
+    let intrusion = app.request(Method::PUT, &path, Some(&other)).json(&body).send().await.unwrap();
+    assert_eq!(intrusion.status(), 404);
+    let bad = json!({"short_term": [""], "long_term": []});
+    assert_eq!(app.request(Method::PUT, &path, Some(&owner)).json(&bad).send().await.unwrap().status(), 422);
+    let bad = json!({"short_term": [], "long_term": [{"content": "x", "importance": 99}]});
+    assert_eq!(app.request(Method::PUT, &path, Some(&owner)).json(&bad).send().await.unwrap().status(), 422);
+    assert_eq!(memories(&app, &owner, &character).await["short_term"].as_array().unwrap().len(), 1, "unchanged");
+    app.stop().await;
+}
