@@ -213,3 +213,27 @@ async fn chat_input_is_validated() {
     assert_eq!(unknown.status(), 422);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_that_breaks_midway_is_reset_and_restarted() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("margaret").await;
+    let character = app.ready_character(&user, "辛弃疾").await;
+    // The reply's first stream drops after a few chunks; the second is whole.
+    app.sim.add_rule(Rule { when_contains: "断线的问题".into(), fault: Fault::DropConnection, times: Some(1) });
+
+    let sent: Value = app.send_message(&user, &character, "断线的问题", None).await.json().await.unwrap();
+    let events = app.collect_events(&user, sent["job"]["id"].as_str().unwrap(), None).await;
+    let reset = events.iter().position(|e| e.event == "reset").expect("a reset event voids the broken text");
+    assert!(events[..reset].iter().any(|e| e.event == "token"), "text had been shown before the break");
+    let after: String =
+        events[reset..].iter().filter(|e| e.event == "token").map(|e| e.data["text"].as_str().unwrap()).collect();
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "succeeded");
+    assert_eq!(
+        after,
+        last.data["result"]["message"]["content"].as_str().unwrap(),
+        "tokens after the reset are the reply"
+    );
+    app.stop().await;
+}

@@ -6,9 +6,9 @@
 //! run one at a time in the order the messages were sent (serial key `chat:<character>`), so a
 //! second message's prompt contains the first reply.
 //!
-//! Text deltas are coalesced into `token` events (at most one per [`FLUSH_EVERY`] or per
-//! [`FLUSH_CHARS`] characters) so a fast model does not cost one Redis write and one SSE frame
-//! per token. If the model's stream breaks after text was shown, a `reset` event voids it and the
+//! The first text delta goes out at once; later deltas are coalesced into `token` events (at
+//! most one per [`FLUSH_EVERY`] or per [`FLUSH_CHARS`] characters) so a fast model does not cost
+//! one Redis write and one SSE frame per token. If the model's stream breaks after text was shown, a `reset` event voids it and the
 //! reply starts over; the concatenated tokens after the last `reset` equal the stored reply.
 
 use std::time::Duration;
@@ -133,7 +133,9 @@ async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Resul
                         Ok(Some(Ok(delta))) => {
                             reply.push_str(&delta);
                             pending.push_str(&delta);
-                            if pending.chars().count() < FLUSH_CHARS {
+                            // The first text goes out at once (time to first token is what
+                            // users feel); after that, deltas are coalesced.
+                            if shown && pending.chars().count() < FLUSH_CHARS {
                                 continue;
                             }
                         }

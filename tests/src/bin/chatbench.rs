@@ -1,0 +1,333 @@
+//! `chatbench`: the chat benchmark. Not a test: it measures and prints.
+//!
+//! Unlike `loadgen`, it runs the system as it is deployed: the `fastnpc-api`, `fastnpc-worker`
+//! and `llm-sim` release binaries as separate processes (so their peak memory can be read from
+//! `/proc`), over the real PostgreSQL, RabbitMQ and Redis. For each concurrency level it runs
+//! that many conversations at once (one character each), each sending `--messages` messages one
+//! after another and following every reply over SSE:
+//!
+//! - *time to first token added*: client-observed first `token` event − the simulator's own time
+//!   to first token, measured by calling the simulator directly;
+//! - *latency added*: client-observed `succeeded` − the simulator's own full-stream time;
+//! - *throughput*: replies completed per second of the level's wall time;
+//! - *peak memory*: `VmHWM` of the API and of the largest worker after the level.
+//!
+//! ```text
+//! cargo build --release -p fastnpc-api -p fastnpc-worker -p fastnpc-tests --bins
+//! target/release/chatbench [--levels 1,10,100,1000] [--messages 3] [--ttft-ms 1000] [--itl-ms 20]
+//!     [--tokens 24] [--workers 2] [--worker-concurrency 512]
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use fastnpc_tests::sse_client;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+
+struct Args {
+    levels: Vec<usize>,
+    messages: usize,
+    ttft_ms: u64,
+    itl_ms: u64,
+    tokens: u64,
+    workers: usize,
+    worker_concurrency: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        levels: vec![1, 10, 100, 1000],
+        messages: 3,
+        ttft_ms: 1000,
+        itl_ms: 20,
+        tokens: 24,
+        workers: 2,
+        worker_concurrency: 512,
+    };
+    let mut raw = std::env::args().skip(1);
+    while let Some(flag) = raw.next() {
+        let value = raw.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--levels" => args.levels = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--messages" => args.messages = value.parse()?,
+            "--ttft-ms" => args.ttft_ms = value.parse()?,
+            "--itl-ms" => args.itl_ms = value.parse()?,
+            "--tokens" => args.tokens = value.parse()?,
+            "--workers" => args.workers = value.parse()?,
+            "--worker-concurrency" => args.worker_concurrency = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+/// Child processes, terminated (SIGTERM, then kill) when dropped.
+struct Processes(Vec<(String, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        for (_, child) in &mut self.0 {
+            for _ in 0..50 {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn spawn(bin: &Path, name: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Child> {
+    let mut command = Command::new(bin.join(name));
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    command.spawn().with_context(|| format!("start {name} (build the release binaries first)"))
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} did not come up")
+}
+
+/// The simulator's own timings for one streamed reply: (first token, whole stream).
+async fn simulator_baseline(http: &reqwest::Client, sim_url: &str) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{sim_url}/chat/completions"))
+        .json(&json!({"model": "sim", "stream": true, "messages": [{"role": "user", "content": "baseline"}]}))
+        .send()
+        .await?;
+    let mut body = response.bytes_stream();
+    let mut first = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if first.is_none() && chunk.windows(7).any(|w| w == b"content") {
+            first = Some(started.elapsed());
+        }
+    }
+    Ok((first.context("no token from the simulator")?, started.elapsed()))
+}
+
+struct Reply {
+    first_token: Duration,
+    total: Duration,
+}
+
+async fn converse(
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    character: String,
+    messages: usize,
+) -> anyhow::Result<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(messages);
+    for index in 0..messages {
+        let started = Instant::now();
+        let sent: Value = http
+            .post(format!("{api}/v1/characters/{character}/messages"))
+            .bearer_auth(&token)
+            .json(&json!({"content": format!("第{index}个问题：你怎么看？")}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let job = sent["job"]["id"].as_str().context("job id")?;
+        let response =
+            http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(&token).send().await?.error_for_status()?;
+        let mut events = sse_client::events(response);
+        let mut first_token = None;
+        loop {
+            let event = events.next().await.context("the stream ended early")??;
+            match event.event.as_str() {
+                "token" if first_token.is_none() => first_token = Some(started.elapsed()),
+                "succeeded" => break,
+                "failed" | "cancelled" => bail!("reply {job} ended {}: {}", event.event, event.data),
+                _ => {}
+            }
+        }
+        replies.push(Reply { first_token: first_token.context("no token event")?, total: started.elapsed() });
+    }
+    Ok(replies)
+}
+
+fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
+    values.sort_unstable();
+    values[(((values.len() - 1) as f64) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let bin: PathBuf = std::env::current_exe()?.parent().context("binary folder")?.to_owned();
+    let admin_url = std::env::var("FASTNPC_TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let database = "fastnpc_chatbench";
+    let mut admin = PgConnection::connect(&admin_url).await?;
+    admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
+    admin.execute(format!("create database {database}").as_str()).await?;
+    let database_url = format!("{}/{database}", admin_url.rsplit_once('/').context("admin URL")?.0);
+
+    let (sim_port, api_port) = (free_port()?, free_port()?);
+    let sim_url = format!("http://127.0.0.1:{sim_port}/v1");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let env = vec![
+        ("DATABASE_URL", database_url.clone()),
+        ("FASTNPC_NAMESPACE", format!("chatbench-{}", std::process::id())),
+        ("FASTNPC_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
+        ("FASTNPC_LLM_BASE_URL", sim_url.clone()),
+        ("FASTNPC_LLM_API_KEY", "bench".into()),
+        ("FASTNPC_WORKER_CONCURRENCY", args.worker_concurrency.to_string()),
+        ("FASTNPC_DB_POOL_SIZE", "24".into()),
+        ("FASTNPC_QUEUE_EXPIRES_SECS", "600".into()),
+    ];
+    let mut processes = Processes(Vec::new());
+    let sim_args = [
+        "--addr".to_owned(),
+        format!("127.0.0.1:{sim_port}"),
+        "--ttft-ms".to_owned(),
+        args.ttft_ms.to_string(),
+        "--inter-token-ms".to_owned(),
+        args.itl_ms.to_string(),
+        "--reply-tokens".to_owned(),
+        args.tokens.to_string(),
+    ];
+    let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
+    processes.0.push(("llm-sim".into(), spawn(&bin, "llm-sim", &sim_args, &[])?));
+    processes.0.push(("api".into(), spawn(&bin, "fastnpc-api", &[], &env)?));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
+    wait_healthy(&http, &format!("{api}/healthz")).await?;
+    wait_healthy(&http, &format!("{sim_url}/models")).await?;
+    for index in 0..args.workers {
+        processes.0.push((format!("worker-{index}"), spawn(&bin, "fastnpc-worker", &[], &env)?));
+    }
+
+    // One user; one generated character, cloned in the database for the other conversations
+    // (generation is not what this benchmark measures).
+    let credentials = json!({"username": "bench", "password": "benchmark password"});
+    http.post(format!("{api}/v1/auth/register")).json(&credentials).send().await?.error_for_status()?;
+    let login: Value = http.post(format!("{api}/v1/auth/login")).json(&credentials).send().await?.json().await?;
+    let token = login["token"].as_str().context("token")?.to_owned();
+    let source = json!({"kind": "text", "text": fastnpc_tests::harness::sample_source("诸葛亮")});
+    let created: Value = http
+        .post(format!("{api}/v1/characters"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "诸葛亮", "source": source}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let template = created["character"]["id"].as_str().context("character id")?.to_owned();
+    loop {
+        let character: Value =
+            http.get(format!("{api}/v1/characters/{template}")).bearer_auth(&token).send().await?.json().await?;
+        match character["character"]["status"].as_str() {
+            Some("ready") => break,
+            Some("failed") => bail!("the template character failed"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let needed = args.levels.iter().copied().max().unwrap_or(1);
+    let mut db = PgConnection::connect(&database_url).await?;
+    let mut characters = vec![template.clone()];
+    for _ in 1..needed {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "insert into characters (character_id, user_id, name, status, source, profile, brief)
+             select $1, user_id, name, status, source, profile, brief from characters where character_id = $2",
+        )
+        .bind(id)
+        .bind(uuid::Uuid::parse_str(&template)?)
+        .execute(&mut db)
+        .await?;
+        characters.push(id.to_string());
+    }
+
+    let (sim_first, sim_total) = simulator_baseline(&http, &sim_url).await?;
+    println!(
+        "Simulator alone: first token after {}, whole reply ({} tokens, {} ms apart) after {}.\n",
+        ms(sim_first),
+        args.tokens,
+        args.itl_ms,
+        ms(sim_total)
+    );
+    println!(
+        "| conversations | replies | throughput | latency added p50 | p99 | first token added p50 | p99 | API peak RSS | worker peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &level in &args.levels {
+        let started = Instant::now();
+        let tasks: Vec<_> = characters[..level]
+            .iter()
+            .map(|character| {
+                tokio::spawn(converse(http.clone(), api.clone(), token.clone(), character.clone(), args.messages))
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for task in tasks {
+            replies.extend(task.await??);
+        }
+        let wall = started.elapsed();
+        let added: Vec<Duration> = replies.iter().map(|r| r.total.saturating_sub(sim_total)).collect();
+        let first: Vec<Duration> = replies.iter().map(|r| r.first_token.saturating_sub(sim_first)).collect();
+        let rss = |prefix: &str| {
+            processes
+                .0
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .filter_map(|(_, c)| peak_rss_mib(c.id()))
+                .fold(0.0, f64::max)
+        };
+        println!(
+            "| {level} | {} | {:.1} replies/s | {} | {} | {} | {} | {:.0} MiB | {:.0} MiB |",
+            replies.len(),
+            replies.len() as f64 / wall.as_secs_f64(),
+            ms(percentile(added.clone(), 0.5)),
+            ms(percentile(added, 0.99)),
+            ms(percentile(first.clone(), 0.5)),
+            ms(percentile(first, 0.99)),
+            rss("api"),
+            rss("worker"),
+        );
+    }
+    drop(processes);
+    drop(db);
+    admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
+    Ok(())
+}
