@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ids::JobId, jobs::JobStatus};
+use crate::{
+    ids::{CharacterId, JobId},
+    jobs::JobStatus,
+};
 
 /// What happened. The serde tag is the SSE `event:` name; the content is its `data:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,8 +20,19 @@ pub enum EventPayload {
     Status { status: JobStatus },
     /// One step finished: for character generation, one profile category.
     Progress { done: u32, total: u32, step: String },
-    /// Reply text as it is generated (deltas, coalesced: several model tokens per event).
-    Token { text: String },
+    /// Reply text as it is generated (deltas, coalesced: several model tokens per event). In a
+    /// group, `speaker` is the character speaking.
+    Token {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speaker: Option<CharacterId>,
+    },
+    /// Group chat: the moderator gave the turn to a character.
+    Speaker { character_id: CharacterId, name: String, reason: String, confidence: f64, decision: String },
+    /// Group chat: a character's message was stored.
+    Message { message: serde_json::Value },
+    /// Group chat: the loop stopped and waits for the user.
+    Waiting { reason: String },
     /// The text streamed so far is void: the model's stream broke and the reply starts over.
     /// Clients drop what they showed since the job's last `reset` (or its start).
     Reset { reason: String },
@@ -37,6 +51,9 @@ impl EventPayload {
             Self::Status { .. } => "status",
             Self::Progress { .. } => "progress",
             Self::Token { .. } => "token",
+            Self::Speaker { .. } => "speaker",
+            Self::Message { .. } => "message",
+            Self::Waiting { .. } => "waiting",
             Self::Reset { .. } => "reset",
             Self::Succeeded { .. } => "succeeded",
             Self::Failed { .. } => "failed",
@@ -80,7 +97,16 @@ mod tests {
         let payloads = [
             EventPayload::Status { status: JobStatus::Running },
             EventPayload::Progress { done: 3, total: 9, step: "personality".into() },
-            EventPayload::Token { text: "你好".into() },
+            EventPayload::Token { text: "你好".into(), speaker: None },
+            EventPayload::Token { text: "你好".into(), speaker: Some(CharacterId::new()) },
+            EventPayload::Speaker {
+                character_id: CharacterId::new(),
+                name: "李白".into(),
+                reason: "r".into(),
+                confidence: 0.9,
+                decision: "chosen".into(),
+            },
+            EventPayload::Waiting { reason: "max_rounds".into() },
             EventPayload::Reset { reason: "stream broke".into() },
             EventPayload::Succeeded { result: serde_json::json!({"character_id": "x"}) },
             EventPayload::Failed { code: "llm_unavailable".into(), message: "m".into() },

@@ -66,3 +66,7 @@ id_type!(
     /// A chat message (the user's or a character's).
     MessageId
 );
+id_type!(
+    /// A group chat: several characters and their user.
+    GroupId
+);

@@ -21,6 +21,10 @@ pub enum JobKind {
     ChatReply,
     /// Session → short-term → long-term memory for one character.
     CompressMemory,
+    /// A group's turn loop after a user message: moderator → a character's reply, a few rounds.
+    GroupTurn,
+    /// One member's memory of a group's transcript, from its point of view.
+    CompressGroupMemory,
 }
 
 /// A job's lifecycle: `queued → running → succeeded | failed | cancelled`. Terminal states are
@@ -84,6 +88,8 @@ text_enum!(JobKind {
     GenerateCharacter => "generate_character",
     ChatReply => "chat_reply",
     CompressMemory => "compress_memory",
+    GroupTurn => "group_turn",
+    CompressGroupMemory => "compress_group_memory",
 });
 text_enum!(JobStatus {
     Queued => "queued",

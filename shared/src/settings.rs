@@ -30,6 +30,8 @@ pub struct Settings {
     pub job_lease: Duration,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
+    /// Pause between group-chat rounds, during which a user message interrupts the loop.
+    pub group_turn_pause: Duration,
     /// When set, RabbitMQ deletes this namespace's queues after they go unused this long. For
     /// throwaway namespaces (tests, previews) only: an expired queue takes its messages with it.
     pub queue_expires: Option<Duration>,
@@ -140,6 +142,7 @@ impl Settings {
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
             job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
             session_ttl: Duration::from_secs(parse::<u64>(&lookup, "FASTNPC_SESSION_TTL_HOURS", "720")? * 3600),
+            group_turn_pause: Duration::from_millis(parse(&lookup, "FASTNPC_GROUP_TURN_PAUSE_MS", "3000")?),
             queue_expires: lookup("FASTNPC_QUEUE_EXPIRES_SECS")
                 .map(|_| parse(&lookup, "FASTNPC_QUEUE_EXPIRES_SECS", "0").map(Duration::from_secs))
                 .transpose()?,

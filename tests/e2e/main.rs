@@ -5,6 +5,7 @@ mod accounts;
 mod characters;
 mod chat;
 mod delivery;
+mod groups;
 mod isolation;
 mod memory;
 mod streaming;

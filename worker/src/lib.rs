@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Claims of one job before a transient failure becomes final.
     pub max_job_attempts: i32,
+    /// Pause between group-chat rounds (the user's chance to cut in).
+    pub group_turn_pause: Duration,
 }
 
 impl WorkerConfig {
@@ -60,6 +62,7 @@ impl WorkerConfig {
             lease: settings.job_lease,
             shutdown_grace: Duration::from_secs(20),
             max_job_attempts: 3,
+            group_turn_pause: settings.group_turn_pause,
         }
     }
 }

@@ -133,6 +133,18 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
             release(deps, &claim).await
         }
         Some(Ok(Err(JobFailure::Retryable(error) | JobFailure::Failed(error)))) => fail(deps, &claim, error).await,
+        Some(Ok(Err(JobFailure::Interrupted(result)))) => match store::jobs::cancel(&deps.db, &claim, &result).await {
+            Ok(true) => {
+                tracing::info!(elapsed_ms, "job interrupted");
+                emit(deps, job_id, EventPayload::Cancelled {}).await;
+                Settle::Ack
+            }
+            Ok(false) => Settle::Ack,
+            Err(error) => {
+                tracing::error!(%error, "cannot record the interruption; handing the job back");
+                release(deps, &claim).await
+            }
+        },
         Some(Ok(Err(JobFailure::LostClaim))) => {
             tracing::warn!("job claim lost to another worker; dropping this attempt");
             Settle::Ack

@@ -87,6 +87,7 @@ pub async fn create(
             kind: JobKind::GenerateCharacter,
             character_id: Some(character_id),
             message_id: None,
+            group_id: None,
             serial_key: None,
             progress_total: CATEGORY_COUNT as i32,
             idempotency: idempotency_key.map(|key| (key, fingerprint.as_slice())),

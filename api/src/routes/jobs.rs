@@ -48,6 +48,8 @@ struct JobView {
     character_id: Option<CharacterId>,
     /// For chat replies: the user message answered.
     message_id: Option<fastnpc_shared::ids::MessageId>,
+    /// For group jobs: the group.
+    group_id: Option<fastnpc_shared::ids::GroupId>,
     result: Option<Value>,
     error: Option<Value>,
     attempts: i32,
@@ -67,6 +69,7 @@ impl From<JobRecord> for JobView {
             progress: Progress { done: job.progress_done, total: job.progress_total },
             character_id: job.character_id,
             message_id: job.message_id,
+            group_id: job.group_id,
             result: job.result,
             error: job.error,
             attempts: job.attempts,
@@ -159,7 +162,10 @@ pub async fn retry(
             }
             (None, job.progress_total)
         }
-        JobKind::CompressMemory => (job.character_id.map(store::jobs::serial::memory), 0),
+        JobKind::CompressMemory | JobKind::CompressGroupMemory => {
+            (job.character_id.map(store::jobs::serial::memory), 0)
+        }
+        JobKind::GroupTurn => (job.group_id.map(store::jobs::serial::group), 0),
     };
     store::jobs::insert(
         &mut *tx,
@@ -169,6 +175,7 @@ pub async fn retry(
             kind: job.kind,
             character_id: job.character_id,
             message_id: job.message_id,
+            group_id: job.group_id,
             serial_key,
             progress_total,
             idempotency: None,

@@ -106,6 +106,7 @@ pub async fn send(
             kind: JobKind::ChatReply,
             character_id: Some(character_id),
             message_id: Some(message_id),
+            group_id: None,
             serial_key: Some(store::jobs::serial::chat(character_id)),
             progress_total: 0,
             idempotency: None,

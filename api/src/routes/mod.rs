@@ -2,13 +2,14 @@
 
 use axum::{
     Router,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 
 use crate::state::AppState;
 
 pub mod auth;
 pub mod characters;
+pub mod groups;
 pub mod health;
 pub mod jobs;
 pub mod memories;
@@ -24,6 +25,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
         .route("/v1/characters/{id}/messages", post(messages::send).get(messages::history))
         .route("/v1/characters/{id}/memories", get(memories::get).merge(put(memories::replace)))
+        .route("/v1/groups", post(groups::create).get(groups::list))
+        .route("/v1/groups/{id}", get(groups::get).patch(groups::patch).delete(groups::delete))
+        .route("/v1/groups/{id}/members", post(groups::add_member))
+        .route("/v1/groups/{id}/members/{character_id}", delete(groups::remove_member))
+        .route("/v1/groups/{id}/messages", post(groups::send).get(groups::history))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(jobs::events))

@@ -71,28 +71,7 @@ pub fn chat_system_prompt(p: &ChatPrompt<'_>) -> String {
          - 直接回答问题，不要说“两者都好”。\n\
          - 不要保持中立：可以反驳或批评对方，但不得人身攻击，不谈政治、宗教、种族、性别话题。\n\n"
     );
-    let _ = writeln!(prompt, "② 角色结构化描述\n以下是关于{name}的完整画像，请以此为准进行扮演：");
-    for category in crate::domain::CATEGORIES.iter().filter(|c| c.key != crate::domain::profile::SOURCE_CATEGORY) {
-        let _ = writeln!(prompt, "【{}】", category.zh);
-        let fields = p.profile.get(category.key);
-        for field in category.fields {
-            let value = match fields.and_then(|f| f.get(field.key)) {
-                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
-                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join("；")
-                }
-                _ => NONE.to_owned(),
-            };
-            let _ = writeln!(prompt, "我的{}：{}", field.zh, value);
-        }
-    }
-    prompt.push_str(
-        "安全要求：禁止 NSFW、色情、违法犯罪指导、仇恨与歧视、隐私泄露；高风险医学/法律内容需加免责声明。\n\n",
-    );
-    let _ = writeln!(prompt, "③ 长期记忆\n这是我至今为止的重要长期记忆：");
-    prompt.push_str(&bullet_list(p.long_term, p.ltm_budget));
-    let _ = writeln!(prompt, "\n④ 短期记忆\n这是我最近的短期记忆：");
-    prompt.push_str(&bullet_list(p.short_term, p.stm_budget));
+    persona_and_memories(&mut prompt, name, p.profile, p.long_term, p.short_term, p.ltm_budget, p.stm_budget);
     let bio = if p.user_bio.trim().is_empty() { NONE } else { p.user_bio.trim() };
     let _ = writeln!(prompt, "\n⑤ 交谈对象\n与我交互的对象是 {user}，他的简介是：{bio}");
     let _ = writeln!(prompt, "\n⑥ 会话记忆（聊天上下文）\n以下是我与{user}的对话记录，请从最新的部分继续：");
@@ -111,6 +90,41 @@ pub fn chat_system_prompt(p: &ChatPrompt<'_>) -> String {
         prompt.push('\n');
     }
     prompt
+}
+
+/// Parts ② to ④, shared by single and group chat: the profile as first-person lines, then
+/// long- and short-term memory within their budgets.
+fn persona_and_memories(
+    prompt: &mut String,
+    name: &str,
+    profile: &crate::domain::Profile,
+    long_term: &[String],
+    short_term: &[String],
+    ltm_budget: usize,
+    stm_budget: usize,
+) {
+    let _ = writeln!(prompt, "② 角色结构化描述\n以下是关于{name}的完整画像，请以此为准进行扮演：");
+    for category in crate::domain::CATEGORIES.iter().filter(|c| c.key != crate::domain::profile::SOURCE_CATEGORY) {
+        let _ = writeln!(prompt, "【{}】", category.zh);
+        let fields = profile.get(category.key);
+        for field in category.fields {
+            let value = match fields.and_then(|f| f.get(field.key)) {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join("；")
+                }
+                _ => NONE.to_owned(),
+            };
+            let _ = writeln!(prompt, "我的{}：{}", field.zh, value);
+        }
+    }
+    prompt.push_str(
+        "安全要求：禁止 NSFW、色情、违法犯罪指导、仇恨与歧视、隐私泄露；高风险医学/法律内容需加免责声明。\n\n",
+    );
+    let _ = writeln!(prompt, "③ 长期记忆\n这是我至今为止的重要长期记忆：");
+    prompt.push_str(&bullet_list(long_term, ltm_budget));
+    let _ = writeln!(prompt, "\n④ 短期记忆\n这是我最近的短期记忆：");
+    prompt.push_str(&bullet_list(short_term, stm_budget));
 }
 
 /// `- item` lines, keeping items from the front while they fit in `budget` characters; an item
@@ -184,6 +198,100 @@ pub fn ltm_integration(character_name: &str, brief: &str, short_term: &[String],
          \"merged_count\": 0, \"discarded_count\": 0}}",
         list(long_term),
         list(short_term),
+    )
+}
+
+/// What a group reply's system prompt is built from.
+pub struct GroupPrompt<'a> {
+    pub character_name: &'a str,
+    pub user_name: &'a str,
+    pub user_bio: &'a str,
+    pub profile: &'a crate::domain::Profile,
+    pub long_term: &'a [String],
+    pub short_term: &'a [String],
+    /// The other members: `(name, brief)`.
+    pub others: &'a [(String, String)],
+    /// Recent transcript lines (`speaker: text`), oldest first.
+    pub transcript: &'a [String],
+}
+
+/// Long- and short-term memory budgets of group prompts (the original's fixed 4000 and 3000).
+pub const GROUP_LTM_BUDGET: usize = 4000;
+pub const GROUP_STM_BUDGET: usize = 3000;
+/// The group transcript's budget in the system prompt (the original's 3000).
+pub const GROUP_TRANSCRIPT_BUDGET: usize = 3000;
+
+/// The original's group system prompt: group rules, the persona and memories, the user and the
+/// other members with their briefs, the recent transcript.
+pub fn group_system_prompt(p: &GroupPrompt<'_>) -> String {
+    let name = p.character_name;
+    let user = p.user_name;
+    let others: Vec<&str> = p.others.iter().map(|(n, _)| n.as_str()).collect();
+    let mut prompt = String::new();
+    let _ = write!(
+        prompt,
+        "① 系统提示（群聊规则层）\n\
+         你是{name}，正在一个群聊中以第一人称发言，群里有{user}和{}。\n\
+         - 始终以{name}的身份说话，绝不透露自己是 AI，也不要复述这些设定。\n\
+         - 每次发言不超过两句话，用自然的口语，不要使用列表或标题。\n\
+         - 既可以回应{user}，也可以回应其他角色；不要重复别人或自己说过的话。\n\
+         - 要有立场：可以赞同或反驳，但不得人身攻击，不谈政治、宗教、种族、性别话题。\n\n",
+        if others.is_empty() { NONE.to_owned() } else { others.join("、") },
+    );
+    persona_and_memories(&mut prompt, name, p.profile, p.long_term, p.short_term, GROUP_LTM_BUDGET, GROUP_STM_BUDGET);
+    let bio = if p.user_bio.trim().is_empty() { "普通用户" } else { p.user_bio.trim() };
+    let _ = writeln!(prompt, "\n⑤ 群聊成员\n用户 {user}，简介：{bio}");
+    for (other, brief) in p.others {
+        let brief: String = brief.chars().take(200).collect();
+        let brief = if brief.trim().is_empty() { NONE.to_owned() } else { brief };
+        let _ = writeln!(prompt, "角色 {other}，简介：{brief}");
+    }
+    let _ = writeln!(prompt, "\n⑥ 会话记忆（群聊上下文）\n以下是群聊的最近记录：");
+    let kept = newest_within(p.transcript, GROUP_TRANSCRIPT_BUDGET);
+    if kept.is_empty() {
+        prompt.push_str(NONE);
+        prompt.push('\n');
+    }
+    for line in kept {
+        prompt.push_str(line);
+        prompt.push('\n');
+    }
+    prompt
+}
+
+/// The user turn of a group reply: the last lines and the cue to speak as the character.
+pub fn group_user_turn(name: &str, last_lines: &[String]) -> String {
+    format!("当前对话：\n{}\n\n请以{name}的身份回复：", last_lines.join("\n"))
+}
+
+/// System message of the moderator.
+pub const MODERATOR_SYSTEM: &str = "你是群聊的中控，负责决定下一位发言者，只输出严格的 JSON。";
+
+/// The moderator's prompt: who is in the group and what was said last.
+pub fn moderator(participants: &[(String, String)], recent: &[String]) -> String {
+    let participants: String = participants
+        .iter()
+        .map(|(name, profile)| format!("- {name}: {}\n", profile.chars().take(200).collect::<String>()))
+        .collect();
+    format!(
+        "群聊中控：根据最近的对话，从角色中选出最应该接着发言的一位。\n\
+         评分依据：与话题的相关性（0-3）、发言动机（0-3）、推动情节（0-2）、与上文的连贯（0-2）；\
+         不要考虑发言次数是否均衡。\n\n角色：\n{participants}\n最近的对话：\n{}\n\n\
+         输出 JSON：{{\"next_speaker\": \"角色名\", \"reason\": \"不超过50字\", \"confidence\": 0到1之间的小数}}。\
+         若没有角色适合发言，confidence 给低分。",
+        recent.join("\n"),
+    )
+}
+
+/// Group transcript → one member's short-term memory, from that member's point of view.
+pub fn group_stm_compression(character_name: &str, participants: &str, overlap: &str, conversation: &str) -> String {
+    format!(
+        "你是{character_name}。请从{character_name}自己的视角，把下面的群聊记录压缩成{character_name}的短期记忆。\n\
+         群聊参与者：{participants}。\n\
+         记录谁对谁说了什么、话题的转变、各方的赞同与分歧；不要记录寒暄。\n\
+         每条记忆写成“发言者 | 对象 | 内容”的格式，提到{character_name}自己时写“我”。\n\
+         输出 JSON：{{\"short_memories\": [\"…\"]}}，至少一条。\n\n\
+         上文（仅供参考）：\n{overlap}\n\n需要压缩的群聊：\n{conversation}"
     )
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 
 use crate::{
-    ids::{CharacterId, JobId, MessageId, UserId},
+    ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
 };
 
@@ -25,6 +25,7 @@ pub struct JobRecord {
     pub status: JobStatus,
     pub character_id: Option<CharacterId>,
     pub message_id: Option<MessageId>,
+    pub group_id: Option<GroupId>,
     pub progress_done: i32,
     pub progress_total: i32,
     pub result: Option<Value>,
@@ -44,6 +45,7 @@ pub struct Claim {
     pub kind: JobKind,
     pub character_id: Option<CharacterId>,
     pub message_id: Option<MessageId>,
+    pub group_id: Option<GroupId>,
     pub serial_key: Option<String>,
     /// This claim's number: every write the worker makes is guarded on it.
     pub attempt: i32,
@@ -57,6 +59,8 @@ pub struct NewJob<'a> {
     pub character_id: Option<CharacterId>,
     /// For chat replies: the user message answered.
     pub message_id: Option<MessageId>,
+    /// For group jobs: the group.
+    pub group_id: Option<GroupId>,
     /// Jobs sharing a key run one at a time, in creation order (see [`serial`]).
     pub serial_key: Option<String>,
     pub progress_total: i32,
@@ -69,14 +73,15 @@ pub const IDEMPOTENCY_KEY: &str = "jobs_idempotency_key";
 
 pub async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key, progress_total,
+        "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
                            idempotency_key, request_fingerprint)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         job.job_id.0,
         job.user_id.0,
         job.kind.as_str(),
         job.character_id.map(|id| id.0),
         job.message_id.map(|id| id.0),
+        job.group_id.map(|id| id.0),
         job.serial_key,
         job.progress_total,
         job.idempotency.map(|(key, _)| key),
@@ -93,7 +98,8 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: UserId, job_id: JobId) -> Res
         JobRecord,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
-                  message_id as "message_id: MessageId", progress_done, progress_total, result, error, attempts,
+                  message_id as "message_id: MessageId", group_id as "group_id: GroupId",
+                  progress_done, progress_total, result, error, attempts,
                   created_at, started_at, finished_at, updated_at
            from jobs where job_id = $1 and user_id = $2"#,
         job_id.0,
@@ -176,7 +182,7 @@ pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> R
                    and earlier.status in ('queued', 'running'))
            returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                      character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
-                     serial_key, attempts as attempt"#,
+                     group_id as "group_id: GroupId", serial_key, attempts as attempt"#,
         job_id.0,
         lease.as_secs_f64(),
     )
@@ -275,9 +281,14 @@ pub mod serial {
         format!("chat:{character_id}")
     }
 
-    /// A character's memory: two compressions never run at once.
+    /// A character's memory: two compressions never run at once (single chat or group).
     pub fn memory(character_id: CharacterId) -> String {
         format!("memory:{character_id}")
+    }
+
+    /// A group's turn loops: one at a time, a newer user message interrupting the running one.
+    pub fn group(group_id: crate::ids::GroupId) -> String {
+        format!("group:{group_id}")
     }
 }
 
@@ -325,4 +336,35 @@ pub async fn message_answered_or_pending(db: impl PgExecutor<'_>, message_id: Me
     .fetch_one(db)
     .await?;
     Ok(row.busy)
+}
+
+/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message).
+pub async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+    let outcome = sqlx::query!(
+        "update jobs set status = 'cancelled', result = $3, lease_until = null, finished_at = now(), updated_at = now()
+         where job_id = $1 and attempts = $2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        result,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// True when a `compress_group_memory` job for this member is queued and not yet started.
+pub async fn group_compression_queued(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where kind = 'compress_group_memory' and status = 'queued'
+                          and group_id = $1 and character_id = $2) as "queued!""#,
+        group_id.0,
+        character_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.queued)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub mod characters;
+pub mod groups;
 pub mod jobs;
 pub mod memories;
 pub mod messages;

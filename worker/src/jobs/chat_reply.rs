@@ -16,7 +16,7 @@ use std::time::Duration;
 use fastnpc_shared::{
     dispatch,
     events::EventPayload,
-    ids::{JobId, MessageId},
+    ids::{CharacterId, JobId, MessageId},
     jobs::{JobError, JobKind},
     llm::{ChatRequest, LlmError, LlmErrorKind, Message},
     prompts::zh,
@@ -73,7 +73,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         purpose: "chat_reply",
         ..Default::default()
     };
-    let reply = stream_reply(deps, claim.job_id, request).await?;
+    let reply = stream_reply(deps, claim.job_id, request, None).await?;
 
     let reply_id = MessageId::new();
     let mut tx = deps.db.begin().await?;
@@ -113,9 +113,15 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     Ok(result)
 }
 
-/// Streams the reply, emitting coalesced `token` events; restarts a broken stream (after a
-/// `reset` event when text had been shown). Returns the whole reply.
-async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Result<String, JobFailure> {
+/// Streams the reply, emitting coalesced `token` events (tagged with `speaker` in a group);
+/// restarts a broken stream (after a `reset` event when text had been shown). Returns the whole
+/// reply.
+pub(crate) async fn stream_reply(
+    deps: &Deps,
+    job_id: JobId,
+    request: ChatRequest,
+    speaker: Option<CharacterId>,
+) -> Result<String, JobFailure> {
     let mut restarts = 0;
     loop {
         let mut shown = false;
@@ -141,7 +147,7 @@ async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Resul
                         }
                         Ok(Some(Err(error))) => break error,
                         Ok(None) => {
-                            flush(deps, job_id, &mut pending, &mut shown).await;
+                            flush(deps, job_id, speaker, &mut pending, &mut shown).await;
                             if reply.trim().is_empty() {
                                 break LlmError::new(LlmErrorKind::Malformed, "the model returned an empty reply");
                             }
@@ -149,7 +155,7 @@ async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Resul
                         }
                         Err(_flush_time) => {}
                     }
-                    flush(deps, job_id, &mut pending, &mut shown).await;
+                    flush(deps, job_id, speaker, &mut pending, &mut shown).await;
                     flush_at = Instant::now() + FLUSH_EVERY;
                 }
             }
@@ -165,11 +171,11 @@ async fn stream_reply(deps: &Deps, job_id: JobId, request: ChatRequest) -> Resul
     }
 }
 
-async fn flush(deps: &Deps, job_id: JobId, pending: &mut String, shown: &mut bool) {
+async fn flush(deps: &Deps, job_id: JobId, speaker: Option<CharacterId>, pending: &mut String, shown: &mut bool) {
     if pending.is_empty() {
         return;
     }
-    emit(deps, job_id, EventPayload::Token { text: std::mem::take(pending) }).await;
+    emit(deps, job_id, EventPayload::Token { text: std::mem::take(pending), speaker }).await;
     *shown = true;
 }
 
@@ -178,7 +184,7 @@ async fn flush(deps: &Deps, job_id: JobId, pending: &mut String, shown: &mut boo
 async fn schedule_compression(
     deps: &Deps,
     claim: &Claim,
-    character_id: fastnpc_shared::ids::CharacterId,
+    character_id: CharacterId,
     session_budget: i64,
 ) -> Result<(), sqlx::Error> {
     if store::messages::uncompressed_chars(&deps.db, character_id).await? <= session_budget {
@@ -197,6 +203,7 @@ async fn schedule_compression(
             kind: JobKind::CompressMemory,
             character_id: Some(character_id),
             message_id: None,
+            group_id: None,
             serial_key: Some(serial_key),
             progress_total: 0,
             idempotency: None,

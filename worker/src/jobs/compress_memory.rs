@@ -19,12 +19,13 @@
 //! compression picks up.
 
 use fastnpc_shared::{
-    ids::MessageId,
+    ids::{CharacterId, GroupId, MessageId},
     jobs::JobError,
     llm::{ChatRequest, JsonSchema, LlmErrorKind, Message},
     prompts::zh,
     store::{
         self,
+        groups::GroupMessageRecord,
         jobs::Claim,
         memories::{self, MemoryEntry},
         messages::MessageRecord,
@@ -35,7 +36,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::JobFailure;
+use super::{JobFailure, group_turn::GROUP_COMPRESSION_MESSAGES};
 use crate::Deps;
 
 /// Asks per LLM step before giving up on replies that do not parse (the original's 2).
@@ -47,35 +48,49 @@ const WINDOW: i64 = 200;
 /// Long-term entries below this importance are dropped (the prompt's "discard < 4").
 const MIN_IMPORTANCE: i16 = 4;
 
+/// What a compression absorbs into short-term memory, and how it records that.
+enum Absorbed {
+    Nothing,
+    /// Single chat: these messages become `compressed`.
+    Messages(Vec<MessageId>),
+    /// Group chat: the member's cursor moves from `from` to `to`.
+    GroupCursor {
+        group_id: GroupId,
+        from: Option<MessageId>,
+        to: MessageId,
+        count: usize,
+    },
+}
+
 pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Result<Value, JobFailure> {
     let Some(character_id) = claim.character_id else {
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no character")));
     };
-    let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character was deleted"));
+    let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or group was deleted"));
     let character = store::characters::get_by_id(&deps.db, character_id).await?.ok_or_else(gone)?;
     let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
     let brief = character.brief.clone().unwrap_or_default();
 
     for _ in 0..VERSION_RETRIES {
         let memory = memories::load(&deps.db, character_id).await?;
-        let session = store::messages::uncompressed(&deps.db, character_id, None, WINDOW).await?;
         let mut short_term = memory.short_term.clone();
         let mut long_term = memory.long_term.clone();
-        let mut absorbed: Vec<MessageId> = Vec::new();
         let mut added = 0;
         let mut integrated = 0;
         let mut trimmed = 0;
 
-        let session_chars: usize = session.iter().map(|m| m.content.chars().count()).sum();
-        if session_chars > user.ctx_max_chat as usize {
-            let prefix = &session[..split_point(&session)];
-            let entries = summarise(deps, &character.name, &user.username, prefix).await?;
+        let (absorbed, new_entries) = match claim.group_id {
+            None => absorb_chat(deps, &character.name, &user, character_id).await?,
+            Some(group_id) => absorb_group(deps, &character.name, &user, group_id, character_id).await?,
+        };
+        if let Some(entries) = new_entries {
             added = entries.len();
             short_term.extend(entries.into_iter().map(MemoryEntry::new));
-            absorbed = prefix.iter().map(|m| m.message_id).collect();
         }
+        // Group memory integrates two thirds of short-term memory, single chat half (the original's).
+        let share = if claim.group_id.is_some() { (2, 3) } else { (1, 2) };
         if memories::chars(&short_term) > user.ctx_max_stm as usize && !short_term.is_empty() {
-            let half = short_term.len().div_ceil(2);
+            let half = (short_term.len() * share.0).div_ceil(share.1);
             let oldest: Vec<MemoryEntry> = short_term.drain(..half).collect();
             integrated = oldest.len();
             long_term = integrate(deps, &character.name, &brief, &oldest, &long_term).await?;
@@ -86,23 +101,35 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
             trimmed = before - long_term.len();
         }
 
+        let absorbed_ids: Vec<MessageId> = match &absorbed {
+            Absorbed::Messages(ids) => ids.clone(),
+            _ => Vec::new(),
+        };
         let result = json!({
-            "absorbed_message_ids": absorbed,
+            "absorbed_message_ids": absorbed_ids,
+            "absorbed_group_messages": match &absorbed { Absorbed::GroupCursor { count, .. } => *count, _ => 0 },
             "short_term_added": added,
             "integrated_into_long_term": integrated,
             "long_term_trimmed": trimmed,
             "short_term_entries": short_term.len(),
             "long_term_entries": long_term.len(),
         });
-        let changed = !absorbed.is_empty() || integrated > 0 || trimmed > 0;
+        let changed = !matches!(absorbed, Absorbed::Nothing) || integrated > 0 || trimmed > 0;
         let mut tx = deps.db.begin().await?;
         if changed {
             if !memories::replace(&mut tx, character_id, Some(memory.version), &short_term, &long_term).await? {
                 tracing::info!("memory changed during compression; starting over");
                 continue;
             }
-            if store::messages::mark_compressed(&mut *tx, &absorbed).await? != absorbed.len() as u64 {
-                tracing::warn!("messages were compressed by someone else; starting over");
+            let recorded = match &absorbed {
+                Absorbed::Nothing => true,
+                Absorbed::Messages(ids) => store::messages::mark_compressed(&mut *tx, ids).await? == ids.len() as u64,
+                Absorbed::GroupCursor { group_id, from, to, .. } => {
+                    store::groups::advance_absorbed(&mut *tx, *group_id, character_id, *from, *to).await?
+                }
+            };
+            if !recorded {
+                tracing::warn!("the session was absorbed by someone else; starting over");
                 continue;
             }
         }
@@ -113,6 +140,72 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Ok(result);
     }
     Err(JobFailure::Retryable(JobError::new("memory_contended", "memory kept changing during compression")))
+}
+
+/// Single chat: when the uncompressed messages exceed the session budget, summarise the oldest
+/// part.
+async fn absorb_chat(
+    deps: &Deps,
+    character: &str,
+    user: &store::users::UserRecord,
+    character_id: CharacterId,
+) -> Result<(Absorbed, Option<Vec<String>>), JobFailure> {
+    let session = store::messages::uncompressed(&deps.db, character_id, None, WINDOW).await?;
+    let session_chars: usize = session.iter().map(|m| m.content.chars().count()).sum();
+    if session_chars <= user.ctx_max_chat as usize {
+        return Ok((Absorbed::Nothing, None));
+    }
+    let prefix = &session[..split_point(&session)];
+    let line =
+        |m: &MessageRecord| format!("{}: {}", if m.author == "user" { &user.username } else { character }, m.content);
+    let overlap_count = (prefix.len() / 4).clamp(2, 4).min(prefix.len());
+    let overlap: Vec<String> = prefix[prefix.len() - overlap_count..].iter().map(line).collect();
+    let conversation: Vec<String> = prefix.iter().map(line).collect();
+    let prompt = zh::stm_compression(character, &user.username, &overlap.join("\n"), &conversation.join("\n"));
+    let entries = summarise(deps, prompt).await?;
+    Ok((Absorbed::Messages(prefix.iter().map(|m| m.message_id).collect()), Some(entries)))
+}
+
+/// Group chat: when the member's unabsorbed transcript meets the trigger (≥ 20 messages holding
+/// half the session budget), summarise its first two thirds from the member's point of view,
+/// with the five messages before the cut repeated as context.
+async fn absorb_group(
+    deps: &Deps,
+    character: &str,
+    user: &store::users::UserRecord,
+    group_id: GroupId,
+    character_id: CharacterId,
+) -> Result<(Absorbed, Option<Vec<String>>), JobFailure> {
+    let members = store::groups::members(&deps.db, group_id).await?;
+    let Some(member) = members.iter().find(|m| m.character_id == character_id) else {
+        return Ok((Absorbed::Nothing, None)); // left the group meanwhile
+    };
+    let pending = store::groups::after(&deps.db, group_id, member.absorbed_upto, WINDOW).await?;
+    let chars: usize = pending.iter().map(|m| m.content.chars().count()).sum();
+    if pending.len() < GROUP_COMPRESSION_MESSAGES || chars * 2 < user.ctx_max_chat as usize {
+        return Ok((Absorbed::Nothing, None));
+    }
+    let split = (pending.len() * 2).div_ceil(3);
+    let prefix = &pending[..split];
+    let line = |m: &GroupMessageRecord| {
+        let speaker = if m.author == "user" {
+            user.username.clone()
+        } else if m.character_id == Some(character_id) {
+            format!("我（{character}）")
+        } else {
+            m.speaker_name.clone()
+        };
+        format!("{speaker}: {}", m.content)
+    };
+    let overlap: Vec<String> = prefix[prefix.len().saturating_sub(5)..].iter().map(line).collect();
+    let conversation: Vec<String> = prefix.iter().map(line).collect();
+    let mut participants: Vec<String> = vec![user.username.clone()];
+    participants.extend(members.iter().map(|m| m.name.clone()));
+    let prompt =
+        zh::group_stm_compression(character, &participants.join("、"), &overlap.join("\n"), &conversation.join("\n"));
+    let entries = summarise(deps, prompt).await?;
+    let to = prefix.last().expect("the prefix holds at least 14 messages").message_id;
+    Ok((Absorbed::GroupCursor { group_id, from: member.absorbed_upto, to, count: prefix.len() }, Some(entries)))
 }
 
 /// The original's split: the first prefix of at least 8 messages holding half of the characters;
@@ -137,21 +230,9 @@ struct ShortMemories {
     short_memories: Vec<String>,
 }
 
-async fn summarise(
-    deps: &Deps,
-    character: &str,
-    user: &str,
-    prefix: &[MessageRecord],
-) -> Result<Vec<String>, JobFailure> {
-    let line = |m: &MessageRecord| format!("{}: {}", if m.author == "user" { user } else { character }, m.content);
-    let overlap_count = (prefix.len() / 4).clamp(2, 4).min(prefix.len());
-    let overlap: Vec<String> = prefix[prefix.len() - overlap_count..].iter().map(line).collect();
-    let conversation: Vec<String> = prefix.iter().map(line).collect();
+async fn summarise(deps: &Deps, prompt: String) -> Result<Vec<String>, JobFailure> {
     let request = ChatRequest {
-        messages: vec![
-            Message::system(zh::STM_SYSTEM),
-            Message::user(zh::stm_compression(character, user, &overlap.join("\n"), &conversation.join("\n"))),
-        ],
+        messages: vec![Message::system(zh::STM_SYSTEM), Message::user(prompt)],
         json_schema: Some(JsonSchema {
             name: "fastnpc_short_term_memory".into(),
             schema: json!({

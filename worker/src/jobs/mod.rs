@@ -13,6 +13,7 @@ use crate::Deps;
 pub mod chat_reply;
 pub mod compress_memory;
 pub mod generate_character;
+pub mod group_turn;
 
 /// How a job attempt ended, when it did not succeed.
 #[derive(Debug)]
@@ -23,6 +24,9 @@ pub enum JobFailure {
     Retryable(JobError),
     /// Another worker owns the job now; write nothing.
     LostClaim,
+    /// The job stopped early on purpose (a group loop interrupted by a newer user message);
+    /// it ends `cancelled` with this result.
+    Interrupted(serde_json::Value),
 }
 
 impl From<sqlx::Error> for JobFailure {
@@ -44,7 +48,8 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     match claim.kind {
         JobKind::GenerateCharacter => generate_character::run(deps, claim, cancel).await,
         JobKind::ChatReply => chat_reply::run(deps, claim, cancel).await,
-        JobKind::CompressMemory => compress_memory::run(deps, claim, cancel).await,
+        JobKind::CompressMemory | JobKind::CompressGroupMemory => compress_memory::run(deps, claim, cancel).await,
+        JobKind::GroupTurn => group_turn::run(deps, claim, cancel).await,
     }
 }
 
@@ -62,7 +67,7 @@ pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Res
             }
         }
         // The user's message stays; no reply is stored, and the client may retry.
-        JobKind::ChatReply | JobKind::CompressMemory => {}
+        JobKind::ChatReply | JobKind::CompressMemory | JobKind::GroupTurn | JobKind::CompressGroupMemory => {}
     }
     tx.commit().await?;
     Ok(true)

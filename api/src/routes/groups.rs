@@ -1,0 +1,340 @@
+//! Group chats: CRUD, members (the owner's own characters, by id), messages (each user message
+//! starts a server-side turn loop job), history.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, GroupId, JobId, MessageId},
+    jobs::{JobKind, JobStatus},
+    store::{
+        self,
+        groups::{GroupMessageRecord, GroupRecord, NewGroupMessage},
+        jobs::NewJob,
+    },
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{characters::enqueue, jobs::JobLinks, messages::MAX_MESSAGE_CHARS, parse_id};
+use crate::{
+    error::ApiError,
+    extract::{ApiJson, AuthUser},
+    state::AppState,
+};
+
+const MAX_NAME_CHARS: usize = 64;
+/// Members per group: every round's prompts carry the other members' briefs.
+const MAX_MEMBERS: usize = 12;
+
+fn validate_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    character_id: CharacterId,
+    name: String,
+    brief: Option<String>,
+    status: String,
+}
+
+async fn group_view(state: &AppState, group: GroupRecord) -> Result<Value, ApiError> {
+    let members: Vec<MemberView> = store::groups::members(&state.db, group.group_id)
+        .await?
+        .into_iter()
+        .map(|m| MemberView { character_id: m.character_id, name: m.name, brief: m.brief, status: m.status })
+        .collect();
+    Ok(json!({
+        "id": group.group_id,
+        "name": group.name,
+        "members": members,
+        "created_at": group.created_at,
+        "updated_at": group.updated_at,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    name: String,
+    character_ids: Vec<CharacterId>,
+}
+
+/// Every id must be one of the user's characters; otherwise 422 and nothing is created (another
+/// user's character is reported exactly like a missing one).
+async fn check_owned(
+    state: &AppState,
+    user_id: fastnpc_shared::ids::UserId,
+    ids: &[CharacterId],
+) -> Result<(), ApiError> {
+    let mut unique = ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    if store::groups::count_owned_characters(&state.db, user_id, &unique).await? != unique.len() as i64 {
+        return Err(ApiError::invalid_field("character_ids: every member must be one of your characters"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/groups` with `{name, character_ids}` → `201 {group}`.
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiJson(body): ApiJson<CreateGroup>,
+) -> Result<Response, ApiError> {
+    let name = validate_name(&body.name)?;
+    if body.character_ids.is_empty() || body.character_ids.len() > MAX_MEMBERS {
+        return Err(ApiError::invalid_field(format!("character_ids: 1 to {MAX_MEMBERS} characters")));
+    }
+    check_owned(&state, user_id, &body.character_ids).await?;
+    let group_id = GroupId::new();
+    let mut tx = state.db.begin().await?;
+    store::groups::insert(&mut *tx, group_id, user_id, &name).await?;
+    store::groups::add_members(&mut *tx, user_id, group_id, &body.character_ids).await?;
+    tx.commit().await?;
+    let group = store::groups::get(&state.db, user_id, group_id).await?.ok_or(ApiError::NotFound)?;
+    let mut response = (StatusCode::CREATED, Json(json!({"group": group_view(&state, group).await?}))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/groups/{group_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/groups` → `{items}`, newest first.
+pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
+    let mut items = Vec::new();
+    for group in store::groups::list(&state.db, user_id).await? {
+        items.push(group_view(&state, group).await?);
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn owned_group(
+    state: &AppState,
+    user_id: fastnpc_shared::ids::UserId,
+    id: &str,
+) -> Result<GroupRecord, ApiError> {
+    let group_id: GroupId = parse_id(id)?;
+    store::groups::get(&state.db, user_id, group_id).await?.ok_or(ApiError::NotFound)
+}
+
+/// `GET /v1/groups/{id}` → `{group}` with its members.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let group = owned_group(&state, user_id, &id).await?;
+    Ok(Json(json!({"group": group_view(&state, group).await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchGroup {
+    name: String,
+}
+
+/// `PATCH /v1/groups/{id}` with `{name}` → `{group}`.
+pub async fn patch(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchGroup>,
+) -> Result<Json<Value>, ApiError> {
+    let name = validate_name(&body.name)?;
+    let group = owned_group(&state, user_id, &id).await?;
+    store::groups::rename(&state.db, user_id, group.group_id, &name).await?;
+    get(State(state), AuthUser(user_id), Path(id)).await
+}
+
+/// `DELETE /v1/groups/{id}` → `204` (messages and turn jobs go with it; characters stay).
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let group = owned_group(&state, user_id, &id).await?;
+    store::groups::delete(&state.db, user_id, group.group_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    character_id: CharacterId,
+}
+
+/// `POST /v1/groups/{id}/members` with `{character_id}` → `{group}`.
+pub async fn add_member(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AddMember>,
+) -> Result<Json<Value>, ApiError> {
+    let group = owned_group(&state, user_id, &id).await?;
+    check_owned(&state, user_id, &[body.character_id]).await?;
+    if store::groups::members(&state.db, group.group_id).await?.len() >= MAX_MEMBERS {
+        return Err(ApiError::Conflict {
+            code: "group-full",
+            detail: format!("a group has at most {MAX_MEMBERS} members"),
+        });
+    }
+    store::groups::add_members(&state.db, user_id, group.group_id, &[body.character_id]).await?;
+    get(State(state), AuthUser(user_id), Path(id)).await
+}
+
+/// `DELETE /v1/groups/{id}/members/{character_id}` → `204`.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path((id, character)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let group = owned_group(&state, user_id, &id).await?;
+    let character_id: CharacterId = parse_id(&character)?;
+    if store::groups::remove_member(&state.db, user_id, group.group_id, character_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendGroupMessage {
+    content: String,
+}
+
+/// `POST /v1/groups/{id}/messages` with `{content}` → `202 {message, job}`: stores the user's
+/// message and starts a turn loop; a loop still running is interrupted (see the worker's
+/// `group_turn`).
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SendGroupMessage>,
+) -> Result<Response, ApiError> {
+    let content = body.content.trim();
+    if content.is_empty() || content.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::invalid_field(format!("content must be 1 to {MAX_MESSAGE_CHARS} characters")));
+    }
+    let group = owned_group(&state, user_id, &id).await?;
+    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let message_id = MessageId::new();
+    let job_id = JobId::new();
+    let mut tx = state.db.begin().await?;
+    store::groups::insert_message(
+        &mut *tx,
+        NewGroupMessage {
+            message_id,
+            group_id: group.group_id,
+            user_id,
+            character_id: None,
+            speaker_name: &user.username,
+            content,
+            moderator: None,
+            prompt_snapshot: None,
+            job_round: None,
+        },
+    )
+    .await?;
+    store::jobs::insert(
+        &mut *tx,
+        NewJob {
+            job_id,
+            user_id,
+            kind: JobKind::GroupTurn,
+            character_id: None,
+            message_id: None,
+            group_id: Some(group.group_id),
+            serial_key: Some(store::jobs::serial::group(group.group_id)),
+            progress_total: user.max_group_rounds,
+            idempotency: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    state.background.spawn(enqueue(state.clone(), job_id));
+    let body = json!({
+        "message": {"id": message_id, "author": "user", "speaker_name": user.username, "content": content},
+        "job": JobLinks::new(job_id, JobStatus::Queued),
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{job_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct GroupMessageView {
+    id: MessageId,
+    author: String,
+    character_id: Option<CharacterId>,
+    speaker_name: String,
+    content: String,
+    /// The moderator decision that gave this character the turn.
+    moderator: Option<Value>,
+    job_id: Option<JobId>,
+    round: Option<i32>,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    before: Option<MessageId>,
+    limit: Option<i64>,
+    include: Option<String>,
+}
+
+/// `GET /v1/groups/{id}/messages?before=&limit=&include=prompt` → `{items, next_before}`, newest
+/// first.
+pub async fn history(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let include_prompt = match query.include.as_deref() {
+        None => false,
+        Some("prompt") => true,
+        Some(other) => return Err(ApiError::invalid_field(format!("include: unknown value `{other}`; use `prompt`"))),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
+    }
+    let group = owned_group(&state, user_id, &id).await?;
+    let items = store::groups::history(&state.db, group.group_id, query.before, limit).await?;
+    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
+    let items: Vec<GroupMessageView> = items
+        .into_iter()
+        .map(|m: GroupMessageRecord| GroupMessageView {
+            id: m.message_id,
+            author: m.author,
+            character_id: m.character_id,
+            speaker_name: m.speaker_name,
+            content: m.content,
+            moderator: m.moderator,
+            job_id: m.job_id,
+            round: m.round,
+            created_at: m.created_at,
+            prompt: if include_prompt { m.prompt_snapshot } else { None },
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_before": next_before})))
+}

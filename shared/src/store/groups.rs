@@ -1,0 +1,306 @@
+//! Groups, their members (by character id) and their transcript. Owner-scoped wherever the API
+//! reads; members are always the owner's own characters (checked on insert).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+use crate::ids::{CharacterId, GroupId, JobId, MessageId, UserId};
+
+#[derive(Clone, Debug)]
+pub struct GroupRecord {
+    pub group_id: GroupId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A member as the turn loop and the API need it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub character_id: CharacterId,
+    pub name: String,
+    pub brief: Option<String>,
+    pub profile: Option<Value>,
+    pub status: String,
+    /// Group messages up to this id are in the member's memory.
+    pub absorbed_upto: Option<MessageId>,
+}
+
+/// A group message.
+#[derive(Clone, Debug)]
+pub struct GroupMessageRecord {
+    pub message_id: MessageId,
+    pub author: String,
+    pub character_id: Option<CharacterId>,
+    pub speaker_name: String,
+    pub content: String,
+    pub moderator: Option<Value>,
+    pub prompt_snapshot: Option<String>,
+    pub job_id: Option<JobId>,
+    pub round: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    user_id: UserId,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("insert into groups (group_id, user_id, name) values ($1, $2, $3)", group_id.0, user_id.0, name)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Adds the user's own characters to the user's group. Returns how many were added (ids that are
+/// not the user's characters, or already members, are skipped: compare with the input).
+pub async fn add_members(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    group_id: GroupId,
+    character_ids: &[CharacterId],
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = character_ids.iter().map(|id| id.0).collect();
+    let result = sqlx::query!(
+        "insert into group_members (group_id, character_id)
+         select g.group_id, c.character_id
+         from groups g join characters c on c.user_id = g.user_id
+         where g.group_id = $1 and g.user_id = $2 and c.character_id = any($3)
+         on conflict do nothing",
+        group_id.0,
+        user_id.0,
+        &ids,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// How many of `character_ids` are characters of the user's.
+pub async fn count_owned_characters(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_ids: &[CharacterId],
+) -> Result<i64, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = character_ids.iter().map(|id| id.0).collect();
+    let row = sqlx::query!(
+        r#"select count(*) as "count!" from characters where user_id = $1 and character_id = any($2)"#,
+        user_id.0,
+        &ids,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.count)
+}
+
+pub async fn remove_member(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    group_id: GroupId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "delete from group_members m using groups g
+         where m.group_id = g.group_id and g.group_id = $1 and g.user_id = $2 and m.character_id = $3",
+        group_id.0,
+        user_id.0,
+        character_id.0,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    group_id: GroupId,
+) -> Result<Option<GroupRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        GroupRecord,
+        r#"select group_id as "group_id: GroupId", name, created_at, updated_at from groups
+           where group_id = $1 and user_id = $2"#,
+        group_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<GroupRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        GroupRecord,
+        r#"select group_id as "group_id: GroupId", name, created_at, updated_at from groups
+           where user_id = $1 order by group_id desc"#,
+        user_id.0,
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn rename(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    group_id: GroupId,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "update groups set name = $3, updated_at = now() where group_id = $1 and user_id = $2",
+        group_id.0,
+        user_id.0,
+        name,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, group_id: GroupId) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!("delete from groups where group_id = $1 and user_id = $2", group_id.0, user_id.0)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The group's members, in the order they joined.
+pub async fn members(db: impl PgExecutor<'_>, group_id: GroupId) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as!(
+        Member,
+        r#"select c.character_id as "character_id: CharacterId", c.name, c.brief, c.profile, c.status,
+                  m.absorbed_upto as "absorbed_upto: MessageId"
+           from group_members m join characters c on c.character_id = m.character_id
+           where m.group_id = $1
+           order by m.joined_at, c.character_id"#,
+        group_id.0,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A new group message.
+pub struct NewGroupMessage<'a> {
+    pub message_id: MessageId,
+    pub group_id: GroupId,
+    pub user_id: UserId,
+    /// `None` for the user's own message.
+    pub character_id: Option<CharacterId>,
+    pub speaker_name: &'a str,
+    pub content: &'a str,
+    pub moderator: Option<&'a Value>,
+    pub prompt_snapshot: Option<&'a str>,
+    pub job_round: Option<(JobId, i32)>,
+}
+
+pub async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMessage<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
+                                     moderator, prompt_snapshot, job_id, round)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        message.message_id.0,
+        message.group_id.0,
+        message.user_id.0,
+        if message.character_id.is_some() { "character" } else { "user" },
+        message.character_id.map(|id| id.0),
+        message.speaker_name,
+        message.content,
+        message.moderator,
+        message.prompt_snapshot,
+        message.job_round.map(|(job, _)| job.0),
+        message.job_round.map(|(_, round)| round),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A page of the transcript, newest first.
+pub async fn history(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<GroupMessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        GroupMessageRecord,
+        r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+           from group_messages
+           where group_id = $1 and ($2::uuid is null or message_id < $2)
+           order by message_id desc
+           limit $3"#,
+        group_id.0,
+        before.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Messages after `after` (all when `None`), oldest first, at most `limit`.
+pub async fn after(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    after: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<GroupMessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        GroupMessageRecord,
+        r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+           from group_messages
+           where group_id = $1 and ($2::uuid is null or message_id > $2)
+           order by message_id
+           limit $3"#,
+        group_id.0,
+        after.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// True when the user spoke in the group after `since` (a turn job's id: a newer message
+/// interrupts that job's loop).
+pub async fn user_spoke_since(db: impl PgExecutor<'_>, group_id: GroupId, since: JobId) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from group_messages where group_id = $1 and author = 'user' and message_id > $2)
+           as "spoke!""#,
+        group_id.0,
+        since.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.spoke)
+}
+
+/// The rounds a turn job already stored (a redelivered job continues after them).
+pub async fn rounds_done(db: impl PgExecutor<'_>, job_id: JobId) -> Result<i32, sqlx::Error> {
+    let row =
+        sqlx::query!(r#"select coalesce(max(round), 0) as "rounds!" from group_messages where job_id = $1"#, job_id.0)
+            .fetch_one(db)
+            .await?;
+    Ok(row.rounds)
+}
+
+/// Moves a member's memory cursor, if it is still where the caller read it.
+pub async fn advance_absorbed(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    character_id: CharacterId,
+    from: Option<MessageId>,
+    to: MessageId,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "update group_members set absorbed_upto = $4
+         where group_id = $1 and character_id = $2 and absorbed_upto is not distinct from $3",
+        group_id.0,
+        character_id.0,
+        from.map(|id| id.0),
+        to.0,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}

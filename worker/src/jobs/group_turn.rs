@@ -1,0 +1,441 @@
+//! A group's turn loop, run on the server (the original ran it in the browser, so only that
+//! browser's tab saw the conversation unfold).
+//!
+//! After a user message, up to the user's `max_group_rounds` rounds of: the moderator picks who
+//! speaks (JSON `{next_speaker, reason, confidence}` requested with a schema whose speaker is an
+//! enum of the members; a non-member is refused and the moderator asked again), then that
+//! character's reply streams as `token` events tagged with its id and is stored with the
+//! decision. The original's thresholds apply: confidence ≥ 0.8 keeps the choice, 0.5–0.8 hands
+//! the turn to a random member, < 0.5 stops the loop (`waiting`). Between rounds the loop pauses
+//! (`FASTNPC_GROUP_TURN_PAUSE_MS`, the original's 3 s) so the user can cut in.
+//!
+//! **Interruption.** A newer user message in the group starts a new turn job (same serial key,
+//! so it waits for this one) and interrupts this one at its next checkpoint: before the moderator,
+//! after it, and during the pause. A reply already streaming is completed and stored — it was
+//! being said when the user spoke — and then the job ends `cancelled`. The new job then sees the
+//! whole transcript, that reply and the user's message included.
+//!
+//! A redelivered job continues after the rounds it already stored (`group_messages` is unique
+//! per job and round).
+
+use std::time::Duration;
+
+use fastnpc_shared::{
+    events::EventPayload,
+    ids::{CharacterId, GroupId, JobId, MessageId},
+    jobs::{JobError, JobKind},
+    llm::{ChatRequest, JsonSchema, Message},
+    prompts::zh,
+    store::{
+        self,
+        groups::{GroupMessageRecord, Member, NewGroupMessage},
+        jobs::Claim,
+    },
+};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{JobFailure, chat_reply::stream_reply};
+use crate::{Deps, runner::emit};
+
+/// Transcript lines in the reply's system prompt (the original's last 50).
+const PROMPT_TRANSCRIPT: i64 = 50;
+/// Transcript lines the moderator sees (the original's 20).
+const MODERATOR_TRANSCRIPT: usize = 20;
+/// Transcript lines in the reply's user turn (the original's 10).
+const TURN_LINES: usize = 10;
+/// Times the moderator is asked before the loop gives up and waits for the user.
+const MODERATOR_ATTEMPTS: u32 = 3;
+/// How often the pause checks for an interrupting user message.
+const INTERRUPT_POLL: Duration = Duration::from_millis(100);
+/// Group memory: a member's unabsorbed messages that trigger a compression (the original's 20).
+pub const GROUP_COMPRESSION_MESSAGES: usize = 20;
+
+pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Result<Value, JobFailure> {
+    let Some(group_id) = claim.group_id else {
+        return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no group")));
+    };
+    let gone = || JobFailure::Failed(JobError::new("group_deleted", "the group was deleted"));
+    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
+    let members: Vec<Member> = store::groups::members(&deps.db, group_id)
+        .await?
+        .into_iter()
+        .filter(|m| m.status == "ready" && m.profile.is_some())
+        .collect();
+    if members.is_empty() {
+        return Err(JobFailure::Failed(JobError::new("no_members", "the group has no ready characters")));
+    }
+    let labels = labels(&members);
+    let max_rounds = user.max_group_rounds;
+    let mut round = store::groups::rounds_done(&deps.db, claim.job_id).await?;
+    let mut stored = Vec::new();
+
+    let stopped = loop {
+        if round >= max_rounds {
+            break "max_rounds";
+        }
+        interruption_check(deps, group_id, claim.job_id, round).await?;
+        let transcript = lines(&recent(deps, group_id).await?, &user.username);
+        let decision = moderate(deps, &members, &labels, &transcript).await?;
+        let reason = decision.reason().to_owned();
+        let Some((speaker, decision)) = decision.into_turn(&members, &labels) else {
+            emit(deps, claim.job_id, EventPayload::Waiting { reason: format!("moderator: {reason}") }).await;
+            break "moderator";
+        };
+        interruption_check(deps, group_id, claim.job_id, round).await?;
+        emit(
+            deps,
+            claim.job_id,
+            EventPayload::Speaker {
+                character_id: speaker.character_id,
+                name: speaker.name.clone(),
+                reason: decision["reason"].as_str().unwrap_or_default().to_owned(),
+                confidence: decision["confidence"].as_f64().unwrap_or_default(),
+                decision: decision["decision"].as_str().unwrap_or_default().to_owned(),
+            },
+        )
+        .await;
+
+        let (system, request) = reply_request(deps, &user, speaker, &members, &transcript).await?;
+        let reply = stream_reply(deps, claim.job_id, request, Some(speaker.character_id)).await?;
+        let reply = strip_speaker_prefix(&reply, &speaker.name);
+        round += 1;
+        let message = store_reply(deps, claim, group_id, speaker, &reply, &decision, &system, round).await?;
+        emit(deps, claim.job_id, EventPayload::Message { message: message.clone() }).await;
+        stored.push(message);
+        if let Err(error) = schedule_compressions(deps, claim, group_id, i64::from(user.ctx_max_chat)).await {
+            tracing::warn!(%error, "cannot schedule group memory compression");
+        }
+        if round < max_rounds {
+            pause(deps, group_id, claim.job_id, round).await?;
+        }
+    };
+    if stopped == "max_rounds" {
+        emit(deps, claim.job_id, EventPayload::Waiting { reason: "max_rounds".into() }).await;
+    }
+    let result = json!({"rounds": round, "stopped": stopped, "messages": stored});
+    if !store::jobs::succeed(&deps.db, claim, &result).await? {
+        return Err(JobFailure::LostClaim);
+    }
+    Ok(result)
+}
+
+/// Display labels for the moderator: names, made unique when two members share one.
+fn labels(members: &[Member]) -> Vec<String> {
+    members
+        .iter()
+        .enumerate()
+        .map(|(index, member)| {
+            let duplicate = members.iter().filter(|m| m.name == member.name).count() > 1;
+            if duplicate { format!("{}#{}", member.name, index + 1) } else { member.name.clone() }
+        })
+        .collect()
+}
+
+async fn recent(deps: &Deps, group_id: GroupId) -> Result<Vec<GroupMessageRecord>, sqlx::Error> {
+    let mut newest = store::groups::history(&deps.db, group_id, None, PROMPT_TRANSCRIPT).await?;
+    newest.reverse();
+    Ok(newest)
+}
+
+fn lines(messages: &[GroupMessageRecord], user_name: &str) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            let speaker = if m.author == "user" { user_name } else { m.speaker_name.as_str() };
+            format!("{speaker}: {}", m.content)
+        })
+        .collect()
+}
+
+fn tail(lines: &[String], count: usize) -> &[String] {
+    &lines[lines.len().saturating_sub(count)..]
+}
+
+/// Ends the job (cancelled) when the user spoke after it started.
+async fn interruption_check(deps: &Deps, group_id: GroupId, job_id: JobId, rounds: i32) -> Result<(), JobFailure> {
+    if store::groups::user_spoke_since(&deps.db, group_id, job_id).await? {
+        tracing::info!(rounds, "group turn interrupted by a newer user message");
+        return Err(JobFailure::Interrupted(json!({"rounds": rounds, "stopped": "interrupted"})));
+    }
+    Ok(())
+}
+
+/// The pause between rounds, cut short by an interrupting user message.
+async fn pause(deps: &Deps, group_id: GroupId, job_id: JobId, rounds: i32) -> Result<(), JobFailure> {
+    let until = tokio::time::Instant::now() + deps.config.group_turn_pause;
+    loop {
+        interruption_check(deps, group_id, job_id, rounds).await?;
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep((until - now).min(INTERRUPT_POLL)).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct ModeratorReply {
+    next_speaker: String,
+    reason: String,
+    confidence: f64,
+}
+
+/// What the moderator decided, after the original's thresholds.
+enum Decision {
+    /// Confidence ≥ 0.8: the moderator's choice speaks.
+    Chosen { index: usize, reason: String, confidence: f64 },
+    /// 0.5 ≤ confidence < 0.8: a random member speaks.
+    Random { index: usize, chose: String, reason: String, confidence: f64 },
+    /// Confidence < 0.5, or no valid choice: wait for the user.
+    Wait { reason: String },
+}
+
+impl Decision {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Chosen { reason, .. } | Self::Random { reason, .. } | Self::Wait { reason } => reason,
+        }
+    }
+
+    /// The speaker and the decision as stored on the message; `None` to wait.
+    fn into_turn<'m>(self, members: &'m [Member], labels: &[String]) -> Option<(&'m Member, Value)> {
+        match self {
+            Self::Chosen { index, reason, confidence } => Some((
+                &members[index],
+                json!({"next_speaker": labels[index], "reason": reason, "confidence": confidence, "decision": "chosen"}),
+            )),
+            Self::Random { index, chose, reason, confidence } => Some((
+                &members[index],
+                json!({"next_speaker": chose, "reason": reason, "confidence": confidence, "decision": "random"}),
+            )),
+            Self::Wait { .. } => None,
+        }
+    }
+}
+
+async fn moderate(
+    deps: &Deps,
+    members: &[Member],
+    labels: &[String],
+    transcript: &[String],
+) -> Result<Decision, JobFailure> {
+    let participants: Vec<(String, String)> = members
+        .iter()
+        .zip(labels)
+        .map(|(member, label)| (label.clone(), member.brief.clone().unwrap_or_default()))
+        .collect();
+    let request = ChatRequest {
+        messages: vec![
+            Message::system(zh::MODERATOR_SYSTEM),
+            Message::user(zh::moderator(&participants, tail(transcript, MODERATOR_TRANSCRIPT))),
+        ],
+        json_schema: Some(JsonSchema {
+            name: "fastnpc_moderator".into(),
+            schema: json!({
+                "type": "object",
+                "properties": {
+                    "next_speaker": {"type": "string", "enum": labels},
+                    "reason": {"type": "string"},
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+                "required": ["next_speaker", "reason", "confidence"],
+                "additionalProperties": false,
+            }),
+        }),
+        purpose: "moderator",
+        ..Default::default()
+    };
+    for attempt in 1..=MODERATOR_ATTEMPTS {
+        let reply = deps.llm.complete(request.clone()).await?;
+        let body = reply.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
+        let Ok(parsed) = serde_json::from_str::<ModeratorReply>(body.trim()) else {
+            tracing::warn!(attempt, "moderator reply is not the requested JSON; asking again");
+            continue;
+        };
+        if !(0.0..=1.0).contains(&parsed.confidence) {
+            tracing::warn!(attempt, confidence = parsed.confidence, "moderator confidence out of range; asking again");
+            continue;
+        }
+        let Some(index) = labels.iter().position(|label| *label == parsed.next_speaker.trim()) else {
+            tracing::warn!(attempt, "moderator chose someone who is not a member; asking again");
+            continue;
+        };
+        let ModeratorReply { next_speaker, reason, confidence } = parsed;
+        return Ok(if confidence >= 0.8 {
+            Decision::Chosen { index, reason, confidence }
+        } else if confidence >= 0.5 {
+            let index = rand::rng().random_range(0..members.len());
+            Decision::Random { index, chose: next_speaker, reason, confidence }
+        } else {
+            Decision::Wait { reason }
+        });
+    }
+    Ok(Decision::Wait { reason: "the moderator did not name a member".into() })
+}
+
+async fn reply_request(
+    deps: &Deps,
+    user: &store::users::UserRecord,
+    speaker: &Member,
+    members: &[Member],
+    transcript: &[String],
+) -> Result<(String, ChatRequest), JobFailure> {
+    let memories = store::memories::load(&deps.db, speaker.character_id).await?;
+    let contents =
+        |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
+    let others: Vec<(String, String)> = members
+        .iter()
+        .filter(|m| m.character_id != speaker.character_id)
+        .map(|m| (m.name.clone(), m.brief.clone().unwrap_or_default()))
+        .collect();
+    let empty = serde_json::Map::new();
+    let profile = speaker.profile.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+    let system = zh::group_system_prompt(&zh::GroupPrompt {
+        character_name: &speaker.name,
+        user_name: &user.username,
+        user_bio: &user.bio,
+        profile,
+        long_term: &contents(&memories.long_term),
+        short_term: &contents(&memories.short_term),
+        others: &others,
+        transcript,
+    });
+    let request = ChatRequest {
+        messages: vec![
+            Message::system(system.clone()),
+            Message::user(zh::group_user_turn(&speaker.name, tail(transcript, TURN_LINES))),
+        ],
+        purpose: "group_reply",
+        ..Default::default()
+    };
+    Ok((system, request))
+}
+
+/// Models often start with "Name:" in a group transcript format; the stored line should not.
+fn strip_speaker_prefix(reply: &str, name: &str) -> String {
+    let trimmed = reply.trim();
+    for separator in [":", "："] {
+        if let Some(rest) = trimmed.strip_prefix(name).and_then(|r| r.trim_start().strip_prefix(separator)) {
+            return rest.trim().to_owned();
+        }
+    }
+    trimmed.to_owned()
+}
+
+#[expect(clippy::too_many_arguments, reason = "one row's fields")]
+async fn store_reply(
+    deps: &Deps,
+    claim: &Claim,
+    group_id: GroupId,
+    speaker: &Member,
+    reply: &str,
+    decision: &Value,
+    system: &str,
+    round: i32,
+) -> Result<Value, JobFailure> {
+    let message_id = MessageId::new();
+    let mut tx = deps.db.begin().await?;
+    store::groups::insert_message(
+        &mut *tx,
+        NewGroupMessage {
+            message_id,
+            group_id,
+            user_id: claim.user_id,
+            character_id: Some(speaker.character_id),
+            speaker_name: &speaker.name,
+            content: reply,
+            moderator: Some(decision),
+            prompt_snapshot: Some(system),
+            job_round: Some((claim.job_id, round)),
+        },
+    )
+    .await?;
+    // Also proves the claim is still ours: a worker that lost it stores nothing.
+    if !store::jobs::set_progress(&mut *tx, claim, round).await? {
+        return Err(JobFailure::LostClaim);
+    }
+    tx.commit().await?;
+    Ok(json!({
+        "id": message_id,
+        "author": "character",
+        "character_id": speaker.character_id,
+        "speaker_name": speaker.name,
+        "content": reply,
+        "moderator": decision,
+        "round": round,
+    }))
+}
+
+/// Schedules a group-memory compression for each member whose unabsorbed part of the transcript
+/// grew past the original's trigger (≥ 20 messages holding at least half the session budget).
+async fn schedule_compressions(
+    deps: &Deps,
+    claim: &Claim,
+    group_id: GroupId,
+    session_budget: i64,
+) -> Result<(), sqlx::Error> {
+    for member in store::groups::members(&deps.db, group_id).await? {
+        if !needs_compression(deps, group_id, member.absorbed_upto, session_budget).await? {
+            continue;
+        }
+        if store::jobs::group_compression_queued(&deps.db, group_id, member.character_id).await? {
+            continue;
+        }
+        enqueue_compression(deps, claim, group_id, member.character_id).await?;
+    }
+    Ok(())
+}
+
+/// True when a member's unabsorbed transcript meets the compression trigger.
+pub(crate) async fn needs_compression(
+    deps: &Deps,
+    group_id: GroupId,
+    absorbed_upto: Option<MessageId>,
+    session_budget: i64,
+) -> Result<bool, sqlx::Error> {
+    let pending = store::groups::after(&deps.db, group_id, absorbed_upto, 200).await?;
+    let chars: i64 = pending.iter().map(|m| m.content.chars().count() as i64).sum();
+    Ok(pending.len() >= GROUP_COMPRESSION_MESSAGES && chars * 2 >= session_budget)
+}
+
+async fn enqueue_compression(
+    deps: &Deps,
+    claim: &Claim,
+    group_id: GroupId,
+    character_id: CharacterId,
+) -> Result<(), sqlx::Error> {
+    let job_id = JobId::new();
+    store::jobs::insert(
+        &deps.db,
+        store::jobs::NewJob {
+            job_id,
+            user_id: claim.user_id,
+            kind: JobKind::CompressGroupMemory,
+            character_id: Some(character_id),
+            message_id: None,
+            group_id: Some(group_id),
+            // The same key as the character's single-chat compressions: one memory writer at a time.
+            serial_key: Some(store::jobs::serial::memory(character_id)),
+            progress_total: 0,
+            idempotency: None,
+        },
+    )
+    .await?;
+    fastnpc_shared::dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speaker_prefixes_are_stripped() {
+        assert_eq!(strip_speaker_prefix("李白：举杯邀明月", "李白"), "举杯邀明月");
+        assert_eq!(strip_speaker_prefix("李白: 好", "李白"), "好");
+        assert_eq!(strip_speaker_prefix("好酒！李白：来", "李白"), "好酒！李白：来");
+    }
+}
