@@ -38,6 +38,8 @@ struct Args {
     tokens: u64,
     workers: usize,
     worker_concurrency: u64,
+    group_levels: Vec<usize>,
+    group_rounds: i32,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,6 +51,8 @@ fn parse_args() -> anyhow::Result<Args> {
         tokens: 24,
         workers: 2,
         worker_concurrency: 512,
+        group_levels: vec![1, 10],
+        group_rounds: 5,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -61,6 +65,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--tokens" => args.tokens = value.parse()?,
             "--workers" => args.workers = value.parse()?,
             "--worker-concurrency" => args.worker_concurrency = value.parse()?,
+            "--group-levels" => args.group_levels = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--group-rounds" => args.group_rounds = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -118,6 +124,132 @@ async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("{url} did not come up")
+}
+
+/// The simulator's time for one moderator call (JSON, not streamed).
+async fn simulator_json_baseline(http: &reqwest::Client, sim_url: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    http.post(format!("{sim_url}/chat/completions"))
+        .json(&json!({
+            "model": "sim",
+            "messages": [{"role": "user", "content": "群聊中控 baseline"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "m", "schema": {"type": "object"}}},
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// Group rounds: `level` groups of three at once, each running `--group-rounds` rounds after one
+/// user message. A round's added cost is the time from the previous `message` event (or the POST,
+/// for the first round) to this round's `message` event, minus the simulator's own time for a
+/// moderator call plus a streamed reply.
+async fn group_rounds(
+    http: &reqwest::Client,
+    api: &str,
+    sim_url: &str,
+    token: &str,
+    characters: &[String],
+    args: &Args,
+) -> anyhow::Result<()> {
+    let (_, reply_total) = simulator_baseline(http, sim_url).await?;
+    let moderator = simulator_json_baseline(http, sim_url).await?;
+    let round_baseline = moderator + reply_total;
+    // The moderator always gives the turn (confidence 0.9) to the first member, as a script.
+    // Every clone is named 诸葛亮, so the moderator sees the labels 诸葛亮#1..#3.
+    let template_name = "诸葛亮#1";
+    let rule = json!({
+        "when_contains": "群聊中控",
+        "fault": {"kind": "reply", "content": json!({"next_speaker": template_name, "reason": "bench", "confidence": 0.9}).to_string()},
+        "times": null,
+    });
+    http.post(format!("{}/sim/rules", sim_url.trim_end_matches("/v1"))).json(&rule).send().await?.error_for_status()?;
+    http.patch(format!("{api}/v1/me"))
+        .bearer_auth(token)
+        .json(&json!({"max_group_rounds": args.group_rounds}))
+        .send()
+        .await?
+        .error_for_status()?;
+    println!(
+        "\nGroup rounds: simulator alone takes {} per round ({} moderator + {} reply).\n",
+        ms(round_baseline),
+        ms(moderator),
+        ms(reply_total)
+    );
+    println!("| groups at once | rounds | round time p50 | p99 | added per round p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for &level in &args.group_levels {
+        let mut groups = Vec::new();
+        for index in 0..level {
+            let members: Vec<&String> = characters.iter().skip(index * 3).take(3).collect();
+            let created: Value = http
+                .post(format!("{api}/v1/groups"))
+                .bearer_auth(token)
+                .json(&json!({"name": format!("bench-{index}"), "character_ids": members}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            groups.push(created["group"]["id"].as_str().context("group id")?.to_owned());
+        }
+        let tasks: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let (http, api, token) = (http.clone(), api.to_owned(), token.to_owned());
+                tokio::spawn(async move { run_group(&http, &api, &token, &group).await })
+            })
+            .collect();
+        let mut rounds = Vec::new();
+        for task in tasks {
+            rounds.extend(task.await??);
+        }
+        let added: Vec<Duration> = rounds.iter().map(|r| r.saturating_sub(round_baseline)).collect();
+        println!(
+            "| {level} | {} | {} | {} | {} | {} |",
+            rounds.len(),
+            ms(percentile(rounds.clone(), 0.5)),
+            ms(percentile(rounds, 0.99)),
+            ms(percentile(added.clone(), 0.5)),
+            ms(percentile(added, 0.99)),
+        );
+    }
+    Ok(())
+}
+
+/// One user message to a group; returns each round's duration.
+async fn run_group(http: &reqwest::Client, api: &str, token: &str, group: &str) -> anyhow::Result<Vec<Duration>> {
+    let mut last = Instant::now();
+    let sent: Value = http
+        .post(format!("{api}/v1/groups/{group}/messages"))
+        .bearer_auth(token)
+        .json(&json!({"content": "诸位怎么看？"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let job = sent["job"]["id"].as_str().context("job id")?;
+    let response =
+        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
+    let mut events = sse_client::events(response);
+    let mut rounds = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event?;
+        match event.event.as_str() {
+            "message" => {
+                rounds.push(last.elapsed());
+                last = Instant::now();
+            }
+            "succeeded" => return Ok(rounds),
+            "failed" | "cancelled" => bail!("group turn {job} ended {}", event.event),
+            _ => {}
+        }
+    }
+    bail!("the stream of {job} ended early")
 }
 
 /// The simulator's own timings for one streamed reply: (first token, whole stream).
@@ -215,6 +347,8 @@ async fn main() -> anyhow::Result<()> {
         ("FASTNPC_WORKER_CONCURRENCY", args.worker_concurrency.to_string()),
         ("FASTNPC_DB_POOL_SIZE", "24".into()),
         ("FASTNPC_QUEUE_EXPIRES_SECS", "600".into()),
+        // Back-to-back group rounds: the pause is the user's window, not work to measure.
+        ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
     ];
     let mut processes = Processes(Vec::new());
     let sim_args = [
@@ -263,7 +397,8 @@ async fn main() -> anyhow::Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let needed = args.levels.iter().copied().max().unwrap_or(1);
+    let needed =
+        args.levels.iter().copied().max().unwrap_or(1).max(3 * args.group_levels.iter().copied().max().unwrap_or(0));
     let mut db = PgConnection::connect(&database_url).await?;
     let mut characters = vec![template.clone()];
     for _ in 1..needed {
@@ -325,6 +460,9 @@ async fn main() -> anyhow::Result<()> {
             rss("api"),
             rss("worker"),
         );
+    }
+    if !args.group_levels.is_empty() {
+        group_rounds(&http, &api, &sim_url, &token, &characters, &args).await?;
     }
     drop(processes);
     drop(db);
