@@ -11,6 +11,12 @@
 //! 3. **Long-term trim.** When long-term memory exceeds its budget, 30 % of it is dropped at
 //!    random, weighted towards older entries, then the oldest go until it fits. No LLM call.
 //!
+//! Group memory (`compress_group_memory`) runs the same cascade on one member's unabsorbed part
+//! of a group transcript instead of the session layer: the original's trigger (≥ 20 messages
+//! holding half the session budget), the first two thirds summarised from the member's point of
+//! view, two thirds of short-term memory integrated; the member's cursor moves instead of
+//! messages being marked.
+//!
 //! Safety with many workers: compressions of one character run one at a time (serial key
 //! `memory:<character>`), and the result is written only if the memory version read at the
 //! start is still current (a manual edit in between makes the job start over), in the same
