@@ -3,8 +3,8 @@
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
 };
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{jobs::JobLinks, parse_id};
+use super::{jobs::JobLinks, page_limit, parse_id, with_location};
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
@@ -147,16 +147,11 @@ async fn replay(
 }
 
 fn accepted(character: &CharacterRecord, job_id: JobId, status: JobStatus) -> Response {
-    let location = format!("/v1/characters/{}", character.character_id);
     let body = json!({
         "character": CharacterView::from(character.clone()),
         "job": JobLinks::new(job_id, status),
     });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    with_location(StatusCode::ACCEPTED, body, &format!("/v1/characters/{}", character.character_id))
 }
 
 /// A character as clients see it.
@@ -225,10 +220,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
-    }
+    let limit = page_limit(query.limit)?;
     let items = store::characters::list(&state.db, user_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|c| c.character_id)).flatten();
     let items: Vec<CharacterListItem> = items.into_iter().map(Into::into).collect();

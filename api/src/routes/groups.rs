@@ -4,8 +4,8 @@
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::Response,
 };
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
@@ -20,7 +20,10 @@ use fastnpc_shared::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{characters::enqueue, jobs::JobLinks, messages::MAX_MESSAGE_CHARS, parse_id};
+use super::{
+    characters::enqueue, include_prompt, jobs::JobLinks, messages::MAX_MESSAGE_CHARS, page_limit, parse_id,
+    with_location,
+};
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
@@ -104,11 +107,8 @@ pub async fn create(
     store::groups::add_members(&mut *tx, user_id, group_id, &body.character_ids).await?;
     tx.commit().await?;
     let group = store::groups::get(&state.db, user_id, group_id).await?.ok_or(ApiError::NotFound)?;
-    let mut response = (StatusCode::CREATED, Json(json!({"group": group_view(&state, group).await?}))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/groups/{group_id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let body = json!({"group": group_view(&state, group).await?});
+    Ok(with_location(StatusCode::CREATED, body, &format!("/v1/groups/{group_id}")))
 }
 
 /// `GET /v1/groups` → `{items}`, newest first.
@@ -269,11 +269,7 @@ pub async fn send(
         "message": {"id": message_id, "author": "user", "speaker_name": user.username, "content": content},
         "job": JobLinks::new(job_id, JobStatus::Queued),
     });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{job_id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}")))
 }
 
 #[derive(Serialize)]
@@ -309,15 +305,8 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let include_prompt = match query.include.as_deref() {
-        None => false,
-        Some("prompt") => true,
-        Some(other) => return Err(ApiError::invalid_field(format!("include: unknown value `{other}`; use `prompt`"))),
-    };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
-    }
+    let include_prompt = include_prompt(query.include.as_deref())?;
+    let limit = page_limit(query.limit)?;
     let group = owned_group(&state, user_id, &id).await?;
     let items = store::groups::history(&state.db, group.group_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();

@@ -185,9 +185,5 @@ pub async fn retry(
     tx.commit().await?;
     state.background.spawn(super::characters::enqueue(state.clone(), new_id));
     let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
-    let mut response = (axum::http::StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(location) = axum::http::HeaderValue::from_str(&format!("/v1/jobs/{new_id}")) {
-        response.headers_mut().insert(axum::http::header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))
 }

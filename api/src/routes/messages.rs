@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use fastnpc_shared::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{characters::enqueue, jobs::JobLinks, parse_id};
+use super::{characters::enqueue, include_prompt, jobs::JobLinks, page_limit, parse_id, with_location};
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
@@ -139,11 +139,7 @@ pub async fn send(
 
 fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response {
     let body = json!({"message": message, "job": JobLinks::new(job_id, status)});
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{job_id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}"))
 }
 
 /// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT_SECS`]; other preferences are ignored.
@@ -209,15 +205,8 @@ pub async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let character_id: CharacterId = parse_id(&id)?;
-    let include_prompt = match query.include.as_deref() {
-        None => false,
-        Some("prompt") => true,
-        Some(other) => return Err(ApiError::invalid_field(format!("include: unknown value `{other}`; use `prompt`"))),
-    };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid_field("limit must be between 1 and 200"));
-    }
+    let include_prompt = include_prompt(query.include.as_deref())?;
+    let limit = page_limit(query.limit)?;
     store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let items = store::messages::history(&state.db, user_id, character_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();

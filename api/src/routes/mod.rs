@@ -41,3 +41,37 @@ pub fn router() -> Router<AppState> {
 pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, crate::error::ApiError> {
     raw.parse().map_err(|_| crate::error::ApiError::NotFound)
 }
+
+/// A JSON response with a `Location` header (`201` for a created resource, `202` for a job).
+pub(crate) fn with_location(
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+    location: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(location) = axum::http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
+    response
+}
+
+/// A listing's page size: `limit`, 50 by default, 1 to 200.
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(crate::error::ApiError::invalid_field("limit must be between 1 and 200"));
+    }
+    Ok(limit)
+}
+
+/// `?include=prompt`: whether to show replies' system prompts.
+pub(crate) fn include_prompt(include: Option<&str>) -> Result<bool, crate::error::ApiError> {
+    match include {
+        None => Ok(false),
+        Some("prompt") => Ok(true),
+        Some(other) => {
+            Err(crate::error::ApiError::invalid_field(format!("include: unknown value `{other}`; use `prompt`")))
+        }
+    }
+}

@@ -80,15 +80,7 @@ pub fn chat_system_prompt(p: &ChatPrompt<'_>) -> String {
         .iter()
         .map(|(is_user, text)| format!("{}: {}", if *is_user { user } else { name }, text))
         .collect();
-    let kept = newest_within(&lines, p.session_budget);
-    if kept.is_empty() {
-        prompt.push_str(NONE);
-        prompt.push('\n');
-    }
-    for line in kept {
-        prompt.push_str(line);
-        prompt.push('\n');
-    }
+    push_transcript(&mut prompt, &lines, p.session_budget);
     prompt
 }
 
@@ -150,6 +142,19 @@ fn bullet_list(items: &[String], budget: usize) -> String {
         }
     }
     out
+}
+
+/// Part ⑥'s body: the newest transcript lines within `budget`, or （无）.
+fn push_transcript(prompt: &mut String, lines: &[String], budget: usize) {
+    let kept = newest_within(lines, budget);
+    if kept.is_empty() {
+        prompt.push_str(NONE);
+        prompt.push('\n');
+    }
+    for line in kept {
+        prompt.push_str(line);
+        prompt.push('\n');
+    }
 }
 
 /// The newest lines whose total size fits in `budget` characters, oldest first. The original
@@ -247,15 +252,7 @@ pub fn group_system_prompt(p: &GroupPrompt<'_>) -> String {
         let _ = writeln!(prompt, "角色 {other}，简介：{brief}");
     }
     let _ = writeln!(prompt, "\n⑥ 会话记忆（群聊上下文）\n以下是群聊的最近记录：");
-    let kept = newest_within(p.transcript, GROUP_TRANSCRIPT_BUDGET);
-    if kept.is_empty() {
-        prompt.push_str(NONE);
-        prompt.push('\n');
-    }
-    for line in kept {
-        prompt.push_str(line);
-        prompt.push('\n');
-    }
+    push_transcript(&mut prompt, p.transcript, GROUP_TRANSCRIPT_BUDGET);
     prompt
 }
 

@@ -313,18 +313,6 @@ pub async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result
     Ok(row.map(|r| r.job_id))
 }
 
-/// True when a job of this serial key is queued and not yet started: a new one would find
-/// nothing left to do (used to coalesce memory compressions).
-pub async fn has_queued(db: impl PgExecutor<'_>, serial_key: &str) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"select exists (select 1 from jobs where serial_key = $1 and status = 'queued') as "queued!""#,
-        serial_key,
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(row.queued)
-}
-
 /// True when a job answering `message_id` is queued, running or succeeded (a retry would
 /// answer the message twice).
 pub async fn message_answered_or_pending(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<bool, sqlx::Error> {
@@ -352,17 +340,19 @@ pub async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> R
     Ok(outcome.rows_affected() == 1)
 }
 
-/// True when a `compress_group_memory` job for this member is queued and not yet started.
-pub async fn group_compression_queued(
+/// True when a compression of this character's memory — of its single chat (`group_id` none)
+/// or of one group — is queued and not yet started: a new one would find nothing left to do.
+pub async fn compression_queued(
     db: impl PgExecutor<'_>,
-    group_id: GroupId,
     character_id: CharacterId,
+    group_id: Option<GroupId>,
 ) -> Result<bool, sqlx::Error> {
     let row = sqlx::query!(
-        r#"select exists (select 1 from jobs where kind = 'compress_group_memory' and status = 'queued'
-                          and group_id = $1 and character_id = $2) as "queued!""#,
-        group_id.0,
+        r#"select exists (select 1 from jobs where kind in ('compress_memory', 'compress_group_memory')
+                          and status = 'queued' and character_id = $1
+                          and group_id is not distinct from $2) as "queued!""#,
         character_id.0,
+        group_id.map(|id| id.0),
     )
     .fetch_one(db)
     .await?;

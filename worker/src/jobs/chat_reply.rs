@@ -14,10 +14,9 @@
 use std::time::Duration;
 
 use fastnpc_shared::{
-    dispatch,
     events::EventPayload,
     ids::{CharacterId, JobId, MessageId},
-    jobs::{JobError, JobKind},
+    jobs::JobError,
     llm::{ChatRequest, LlmError, LlmErrorKind, Message},
     prompts::zh,
     store::{self, jobs::Claim},
@@ -190,27 +189,5 @@ async fn schedule_compression(
     if store::messages::uncompressed_chars(&deps.db, character_id).await? <= session_budget {
         return Ok(());
     }
-    let serial_key = store::jobs::serial::memory(character_id);
-    if store::jobs::has_queued(&deps.db, &serial_key).await? {
-        return Ok(());
-    }
-    let job_id = JobId::new();
-    store::jobs::insert(
-        &deps.db,
-        store::jobs::NewJob {
-            job_id,
-            user_id: claim.user_id,
-            kind: JobKind::CompressMemory,
-            character_id: Some(character_id),
-            message_id: None,
-            group_id: None,
-            serial_key: Some(serial_key),
-            progress_total: 0,
-            idempotency: None,
-        },
-    )
-    .await?;
-    tracing::info!(memory_job.id = %job_id, "scheduled memory compression");
-    dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
-    Ok(())
+    super::schedule_compression(deps, claim.user_id, character_id, None).await
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use fastnpc_shared::{
     events::EventPayload,
-    ids::{CharacterId, GroupId, JobId, MessageId},
-    jobs::{JobError, JobKind},
+    ids::{GroupId, JobId, MessageId},
+    jobs::JobError,
     llm::{ChatRequest, JsonSchema, Message},
     prompts::zh,
     store::{
@@ -381,10 +381,7 @@ async fn schedule_compressions(
         if !needs_compression(deps, group_id, member.absorbed_upto, session_budget).await? {
             continue;
         }
-        if store::jobs::group_compression_queued(&deps.db, group_id, member.character_id).await? {
-            continue;
-        }
-        enqueue_compression(deps, claim, group_id, member.character_id).await?;
+        super::schedule_compression(deps, claim.user_id, member.character_id, Some(group_id)).await?;
     }
     Ok(())
 }
@@ -399,33 +396,6 @@ pub(crate) async fn needs_compression(
     let pending = store::groups::after(&deps.db, group_id, absorbed_upto, 200).await?;
     let chars: i64 = pending.iter().map(|m| m.content.chars().count() as i64).sum();
     Ok(pending.len() >= GROUP_COMPRESSION_MESSAGES && chars * 2 >= session_budget)
-}
-
-async fn enqueue_compression(
-    deps: &Deps,
-    claim: &Claim,
-    group_id: GroupId,
-    character_id: CharacterId,
-) -> Result<(), sqlx::Error> {
-    let job_id = JobId::new();
-    store::jobs::insert(
-        &deps.db,
-        store::jobs::NewJob {
-            job_id,
-            user_id: claim.user_id,
-            kind: JobKind::CompressGroupMemory,
-            character_id: Some(character_id),
-            message_id: None,
-            group_id: Some(group_id),
-            // The same key as the character's single-chat compressions: one memory writer at a time.
-            serial_key: Some(store::jobs::serial::memory(character_id)),
-            progress_total: 0,
-            idempotency: None,
-        },
-    )
-    .await?;
-    fastnpc_shared::dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! with the job's `succeeded` state, and returns the result shown to clients.
 
 use fastnpc_shared::{
+    dispatch,
+    ids::{CharacterId, GroupId, JobId, UserId},
     jobs::{JobError, JobKind},
     llm::LlmError,
     store::{self, jobs::Claim},
@@ -71,4 +73,38 @@ pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Res
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Schedules a compression of a character's memory — of its single chat, or of one group with
+/// `group_id` — unless one is already waiting (it will see everything when it runs). It shares
+/// the character's `memory:` serial key, so no two compressions of one memory ever overlap.
+pub(crate) async fn schedule_compression(
+    deps: &Deps,
+    user_id: UserId,
+    character_id: CharacterId,
+    group_id: Option<GroupId>,
+) -> Result<(), sqlx::Error> {
+    if store::jobs::compression_queued(&deps.db, character_id, group_id).await? {
+        return Ok(());
+    }
+    let job_id = JobId::new();
+    let kind = if group_id.is_some() { JobKind::CompressGroupMemory } else { JobKind::CompressMemory };
+    store::jobs::insert(
+        &deps.db,
+        store::jobs::NewJob {
+            job_id,
+            user_id,
+            kind,
+            character_id: Some(character_id),
+            message_id: None,
+            group_id,
+            serial_key: Some(store::jobs::serial::memory(character_id)),
+            progress_total: 0,
+            idempotency: None,
+        },
+    )
+    .await?;
+    tracing::info!(memory_job.id = %job_id, kind = kind.as_str(), "scheduled memory compression");
+    dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
+    Ok(())
 }
