@@ -36,6 +36,11 @@ create index messages_uncompressed_idx on messages (character_id, (coalesce(repl
 
 -- A chat job answers one user message.
 alter table jobs add column message_id uuid references messages (message_id) on delete cascade;
+-- Cascading deletes and the retry check look jobs up by message; without these, deleting a
+-- character with a long history scans jobs and messages once per message.
+create index jobs_message_idx on jobs (message_id);
+-- One reply per user message: a racing retry cannot store a second.
+create unique index messages_reply_to_key on messages (reply_to);
 
 create table memories (
     character_id uuid not null references characters (character_id) on delete cascade,

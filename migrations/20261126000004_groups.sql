@@ -55,3 +55,4 @@ create table group_messages (
 create index group_messages_group_idx on group_messages (group_id, message_id desc);
 
 alter table jobs add column group_id uuid references groups (group_id) on delete cascade;
+create index jobs_group_idx on jobs (group_id);

@@ -16,6 +16,8 @@ use crate::state::AppState;
 const GRACE: Duration = Duration::from_secs(5);
 const INTERVAL: Duration = Duration::from_secs(2);
 const BATCH: i64 = 200;
+/// How long a head-of-line job may sit published but unclaimed before it is sent again.
+const STALE: Duration = Duration::from_secs(10);
 
 pub async fn run(state: AppState, stop: CancellationToken) {
     loop {
@@ -23,7 +25,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(INTERVAL) => {}
         }
-        let jobs = match store::jobs::unpublished(&state.db, GRACE, BATCH).await {
+        let jobs = match store::jobs::unpublished(&state.db, GRACE, STALE, BATCH).await {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(%error, "re-publisher cannot read unpublished jobs");

@@ -8,4 +8,5 @@ mod delivery;
 mod groups;
 mod isolation;
 mod memory;
+mod serial;
 mod streaming;

@@ -150,6 +150,7 @@ pub async fn retry(
     let (serial_key, progress_total) = match job.kind {
         JobKind::ChatReply => {
             let message_id = job.message_id.ok_or(ApiError::NotFound)?;
+            store::jobs::lock_message(&mut *tx, message_id).await?;
             if store::jobs::message_answered_or_pending(&mut *tx, message_id).await? {
                 return Err(conflict("this message already has a reply, or one on its way"));
             }

@@ -55,7 +55,9 @@ pub async fn insert(
 }
 
 /// Adds the user's own characters to the user's group. Returns how many were added (ids that are
-/// not the user's characters, or already members, are skipped: compare with the input).
+/// not the user's characters, or already members, are skipped: compare with the input). A new
+/// member's memory starts at the group's newest message: it does not remember what was said
+/// before it joined (and a member that left and came back does not remember things twice).
 pub async fn add_members(
     db: impl PgExecutor<'_>,
     user_id: UserId,
@@ -64,8 +66,10 @@ pub async fn add_members(
 ) -> Result<u64, sqlx::Error> {
     let ids: Vec<uuid::Uuid> = character_ids.iter().map(|id| id.0).collect();
     let result = sqlx::query!(
-        "insert into group_members (group_id, character_id)
-         select g.group_id, c.character_id
+        "insert into group_members (group_id, character_id, absorbed_upto)
+         select g.group_id, c.character_id,
+                (select gm.message_id from group_messages gm where gm.group_id = g.group_id
+                 order by gm.message_id desc limit 1)
          from groups g join characters c on c.user_id = g.user_id
          where g.group_id = $1 and g.user_id = $2 and c.character_id = any($3)
          on conflict do nothing",
@@ -261,18 +265,22 @@ pub async fn after(
     .await
 }
 
-/// True when the user spoke in the group after `since` (a turn job's id: a newer message
-/// interrupts that job's loop).
-pub async fn user_spoke_since(db: impl PgExecutor<'_>, group_id: GroupId, since: JobId) -> Result<bool, sqlx::Error> {
+/// How many messages, and how many characters, follow `after` (all when `None`): a member's
+/// unabsorbed part of the transcript.
+pub async fn pending_size(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    after: Option<MessageId>,
+) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query!(
-        r#"select exists (select 1 from group_messages where group_id = $1 and author = 'user' and message_id > $2)
-           as "spoke!""#,
+        r#"select count(*) as "count!", coalesce(sum(char_length(content)), 0)::bigint as "chars!"
+           from group_messages where group_id = $1 and ($2::uuid is null or message_id > $2)"#,
         group_id.0,
-        since.0,
+        after.map(|id| id.0),
     )
     .fetch_one(db)
     .await?;
-    Ok(row.spoke)
+    Ok((row.count, row.chars))
 }
 
 /// The rounds a turn job already stored (a redelivered job continues after them).

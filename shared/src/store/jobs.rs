@@ -127,9 +127,8 @@ pub async fn find_by_idempotency_key(
 
 /// The broker confirmed the job's message.
 pub async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
-    sqlx::query!("update jobs set published_at = now() where job_id = $1 and published_at is null", job_id.0)
-        .execute(db)
-        .await?;
+    // Always the latest confirm: the re-publisher's staleness rules compare against it.
+    sqlx::query!("update jobs set published_at = now() where job_id = $1", job_id.0).execute(db).await?;
     Ok(())
 }
 
@@ -137,26 +136,37 @@ pub async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<()
 ///
 /// - queued jobs whose publish was never confirmed (or whose message was dropped while the job
 ///   waited for its turn, see [`mark_unpublished`], or that were handed back) and that are older
-///   than `grace` (so the request that created them has had its chance to publish); jobs still
-///   waiting behind an earlier job of their serial key are left alone: the earlier job
-///   publishes them when it ends;
+///   than `grace` (so the request that created them has had its chance to publish);
+/// - queued jobs at the head of their serial key that were published more than `stale` ago and
+///   are still not claimed: their message may have been dropped while they waited (a race
+///   between the API recording its confirm and a worker refusing the early delivery);
 /// - running jobs whose lease expired more than `grace` ago and that were not published since:
 ///   their worker died, and its delivery may be gone too (acked as a duplicate while the lease
 ///   was live, or lost with a broker connection).
-pub async fn unpublished(db: impl PgExecutor<'_>, grace: Duration, limit: i64) -> Result<Vec<JobId>, sqlx::Error> {
+///
+/// Jobs still waiting behind another job of their serial key are left alone: that job publishes
+/// them when it ends.
+pub async fn unpublished(
+    db: impl PgExecutor<'_>,
+    grace: Duration,
+    stale: Duration,
+    limit: i64,
+) -> Result<Vec<JobId>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select job_id as "job_id: JobId" from jobs
-           where (status = 'queued' and published_at is null
-                  and created_at < now() - make_interval(secs => $1)
+           where (status = 'queued'
+                  and ((published_at is null and created_at < now() - make_interval(secs => $1))
+                       or (serial_key is not null and published_at < now() - make_interval(secs => $2)))
                   and not exists (
-                      select 1 from jobs earlier
-                      where earlier.serial_key = jobs.serial_key and earlier.job_id < jobs.job_id
-                        and earlier.status in ('queued', 'running')))
+                      select 1 from jobs other
+                      where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
+                        and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id))))
               or (status = 'running' and lease_until < now() - make_interval(secs => $1)
                   and (published_at is null or published_at < lease_until))
            order by created_at
-           limit $2"#,
+           limit $3"#,
         grace.as_secs_f64(),
+        stale.as_secs_f64(),
         limit,
     )
     .fetch_all(db)
@@ -165,8 +175,9 @@ pub async fn unpublished(db: impl PgExecutor<'_>, grace: Duration, limit: i64) -
 }
 
 /// Claims a job for `lease`: a queued job, or a running one whose lease expired (its worker
-/// died or stalled). `None` when the job is finished, another worker holds a live lease, or an
-/// earlier job with the same serial key is unfinished (the job must wait its turn).
+/// died or stalled). `None` when the job is finished, another worker holds a live lease, or the
+/// job must wait its turn: another job of its serial key is running (whatever its id: ids are
+/// made before commit, so id order is not commit order), or an earlier one is queued.
 pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
     sqlx::query_as!(
         Claim,
@@ -177,9 +188,9 @@ pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> R
            where job_id = $1
              and (status = 'queued' or (status = 'running' and lease_until < now()))
              and not exists (
-                 select 1 from jobs earlier
-                 where earlier.serial_key = jobs.serial_key and earlier.job_id < jobs.job_id
-                   and earlier.status in ('queued', 'running'))
+                 select 1 from jobs other
+                 where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
+                   and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id)))
            returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                      character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
                      group_id as "group_id: GroupId", serial_key, attempts as attempt"#,
@@ -357,4 +368,26 @@ pub async fn compression_queued(
     .fetch_one(db)
     .await?;
     Ok(row.queued)
+}
+
+/// True when another job of this serial key is waiting: for a group's turn loop, a newer user
+/// message that interrupts it.
+pub async fn successor_waiting(db: impl PgExecutor<'_>, serial_key: &str, job_id: JobId) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where serial_key = $1 and status = 'queued' and job_id <> $2) as "waiting!""#,
+        serial_key,
+        job_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.waiting)
+}
+
+/// Locks the user message a chat retry answers, so two concurrent retries cannot both pass the
+/// "no reply on its way" check.
+pub async fn lock_message(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<(), sqlx::Error> {
+    sqlx::query!("select 1 as locked from messages where message_id = $1 for update", message_id.0)
+        .fetch_optional(db)
+        .await?;
+    Ok(())
 }

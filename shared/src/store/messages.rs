@@ -176,3 +176,25 @@ pub async fn mark_compressed(db: impl PgExecutor<'_>, ids: &[MessageId]) -> Resu
             .await?;
     Ok(result.rows_affected())
 }
+
+/// The oldest uncompressed messages, in conversation order, at most `limit`: what a compression
+/// summarises first.
+pub async fn oldest_uncompressed(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+           from messages
+           where character_id = $1 and not compressed
+           order by coalesce(reply_to, message_id), author = 'character'
+           limit $2"#,
+        character_id.0,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}

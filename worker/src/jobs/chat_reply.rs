@@ -49,8 +49,13 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     let Some(Value::Object(profile)) = character.profile else {
         return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
     };
-    let memories = store::memories::load(&deps.db, character_id).await?;
-    let session = store::messages::uncompressed(&deps.db, character_id, Some(message_id), SESSION_WINDOW).await?;
+    // Memory and session from one snapshot: a compression committing in between would otherwise
+    // drop its messages from this prompt in both forms.
+    let mut snapshot = deps.db.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
+    let memories = store::memories::load(&mut *snapshot, character_id).await?;
+    let session = store::messages::uncompressed(&mut *snapshot, character_id, Some(message_id), SESSION_WINDOW).await?;
+    snapshot.commit().await?;
 
     let contents =
         |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
@@ -72,6 +77,10 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         purpose: "chat_reply",
         ..Default::default()
     };
+    if claim.attempt > 1 {
+        // An earlier attempt may have streamed part of a reply it never stored.
+        emit(deps, claim.job_id, EventPayload::Reset { reason: "the job was taken over".into() }).await;
+    }
     let reply = stream_reply(deps, claim.job_id, request, None).await?;
 
     let reply_id = MessageId::new();

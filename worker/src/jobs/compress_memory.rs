@@ -156,11 +156,12 @@ async fn absorb_chat(
     user: &store::users::UserRecord,
     character_id: CharacterId,
 ) -> Result<(Absorbed, Option<Vec<String>>), JobFailure> {
-    let session = store::messages::uncompressed(&deps.db, character_id, None, WINDOW).await?;
-    let session_chars: usize = session.iter().map(|m| m.content.chars().count()).sum();
-    if session_chars <= user.ctx_max_chat as usize {
+    // The trigger's total (all uncompressed messages), then the oldest window of them: with a
+    // long backlog the oldest part goes first, so memories stay in order.
+    if store::messages::uncompressed_chars(&deps.db, character_id).await? <= i64::from(user.ctx_max_chat) {
         return Ok((Absorbed::Nothing, None));
     }
+    let session = store::messages::oldest_uncompressed(&deps.db, character_id, WINDOW).await?;
     let prefix = &session[..split_point(&session)];
     let line =
         |m: &MessageRecord| format!("{}: {}", if m.author == "user" { &user.username } else { character }, m.content);

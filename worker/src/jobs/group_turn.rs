@@ -69,6 +69,10 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     }
     let labels = labels(&members);
     let max_rounds = user.max_group_rounds;
+    if claim.attempt > 1 {
+        // An earlier attempt may have streamed part of a round it never stored.
+        emit(deps, claim.job_id, EventPayload::Reset { reason: "the job was taken over".into() }).await;
+    }
     let mut round = store::groups::rounds_done(&deps.db, claim.job_id).await?;
     let mut stored = Vec::new();
 
@@ -154,9 +158,10 @@ fn tail(lines: &[String], count: usize) -> &[String] {
     &lines[lines.len().saturating_sub(count)..]
 }
 
-/// Ends the job (cancelled) when the user spoke after it started.
+/// Ends the job (cancelled) when the user spoke again: a newer turn job of the group waits.
 async fn interruption_check(deps: &Deps, group_id: GroupId, job_id: JobId, rounds: i32) -> Result<(), JobFailure> {
-    if store::groups::user_spoke_since(&deps.db, group_id, job_id).await? {
+    let serial_key = store::jobs::serial::group(group_id);
+    if store::jobs::successor_waiting(&deps.db, &serial_key, job_id).await? {
         tracing::info!(rounds, "group turn interrupted by a newer user message");
         return Err(JobFailure::Interrupted(json!({"rounds": rounds, "stopped": "interrupted"})));
     }
@@ -393,9 +398,8 @@ pub(crate) async fn needs_compression(
     absorbed_upto: Option<MessageId>,
     session_budget: i64,
 ) -> Result<bool, sqlx::Error> {
-    let pending = store::groups::after(&deps.db, group_id, absorbed_upto, 200).await?;
-    let chars: i64 = pending.iter().map(|m| m.content.chars().count() as i64).sum();
-    Ok(pending.len() >= GROUP_COMPRESSION_MESSAGES && chars * 2 >= session_budget)
+    let (count, chars) = store::groups::pending_size(&deps.db, group_id, absorbed_upto).await?;
+    Ok(count >= GROUP_COMPRESSION_MESSAGES as i64 && chars * 2 >= session_budget)
 }
 
 #[cfg(test)]
