@@ -72,12 +72,14 @@ impl Api {
         let stop = CancellationToken::new();
         let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
         let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
+        let control = fastnpc_shared::control::ControlSender::connect(&settings.redis_url, &settings.namespace).await?;
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
             db,
             events,
             hub,
             publisher,
+            control,
             config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),

@@ -18,6 +18,8 @@ pub struct AppState {
     /// The process's one live subscription, fanned out to SSE clients.
     pub hub: EventHub,
     pub publisher: Arc<JobPublisher>,
+    /// Cancel signals to the workers.
+    pub control: fastnpc_shared::control::ControlSender,
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,

@@ -16,9 +16,11 @@
 //! - [`events`]: the per-job event log that SSE clients read.
 //! - Ports and adapters: [`store`] (Postgres via sqlx), [`queue`] (RabbitMQ via lapin),
 //!   [`event_bus`] (Redis pub/sub + streams), [`llm`] (any OpenAI-compatible endpoint).
+//! - [`control`]: API → worker signals (cancel a running job).
 //! - [`dispatch`]: handing committed jobs to the queue (event, publish, confirm).
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
 
+pub mod control;
 pub mod dispatch;
 pub mod domain;
 pub mod event_bus;

@@ -16,6 +16,7 @@
 use std::{sync::Arc, time::Duration};
 
 use fastnpc_shared::{
+    control::CancelRegistry,
     event_bus::EventLog,
     llm::{LlmClient, OpenAiClient},
     queue::{JobPublisher, Topology},
@@ -37,6 +38,8 @@ pub struct Deps {
     pub llm: Arc<dyn LlmClient>,
     /// For follow-up jobs (memory compression) and the next job of a series.
     pub publisher: Arc<JobPublisher>,
+    /// The jobs running here, for cancel signals from the API.
+    pub cancels: CancelRegistry,
     pub config: WorkerConfig,
 }
 
@@ -79,7 +82,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(llm.base_url = %settings.llm.base_url, llm.model = %settings.llm.model, concurrency = settings.worker_concurrency, "worker starting");
     let topology = Topology::from_settings(&settings);
     let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), topology.clone()));
-    let deps = Deps { db, events, llm, publisher, config: WorkerConfig::from_settings(&settings) };
+    let cancels = CancelRegistry::default();
+    tokio::spawn(cancels.clone().listen(settings.redis_url.clone(), settings.namespace.clone(), shutdown.clone()));
+    let deps = Deps { db, events, llm, publisher, cancels, config: WorkerConfig::from_settings(&settings) };
     consumer::run(deps, settings.amqp_url.clone(), topology, shutdown).await;
     Ok(())
 }

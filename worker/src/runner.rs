@@ -12,13 +12,17 @@ use fastnpc_shared::{
     events::EventPayload,
     ids::JobId,
     jobs::{JobError, JobStatus, QueueMessage},
-    store::{self, jobs::Claim},
+    store::{
+        self,
+        jobs::{Claim, Heartbeat},
+    },
 };
 use futures::FutureExt;
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -110,52 +114,32 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
     span.record("job.attempt", claim.attempt);
     emit(deps, job_id, EventPayload::Status { status: JobStatus::Running }).await;
 
-    let job_token = abandon.child_token();
-    let heartbeat = tokio::spawn(keep_lease(deps.clone(), claim.clone(), job_token.clone()));
+    // Three ways an attempt stops early, each its own token so the outcome knows which:
+    // the user cancelled (signal or heartbeat), the lease was lost, or shutdown's grace ran out.
+    let cancel_requested = CancellationToken::new();
+    let lease_lost = CancellationToken::new();
+    let _registration = deps.cancels.register(job_id, cancel_requested.clone());
+    if claim.cancel_requested {
+        cancel_requested.cancel();
+    }
+    let heartbeat = tokio::spawn(keep_lease(deps.clone(), claim.clone(), lease_lost.clone(), cancel_requested.clone()));
     let started = std::time::Instant::now();
+    // Dropping the handler future (any branch but the first) drops its in-flight LLM requests.
     let outcome = tokio::select! {
-        outcome = AssertUnwindSafe(jobs::run(deps, &claim, &job_token)).catch_unwind() => Some(outcome),
-        () = job_token.cancelled() => None,
+        biased;
+        () = cancel_requested.cancelled() => Err(Stop::Cancelled),
+        () = lease_lost.cancelled() => Err(Stop::LeaseLost),
+        () = abandon.cancelled() => Err(Stop::Abandoned),
+        outcome = AssertUnwindSafe(jobs::run(deps, &claim, &cancel_requested)).catch_unwind() => Ok(outcome),
     };
     heartbeat.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;
 
     let settle = match outcome {
-        Some(Ok(Ok(result))) => {
-            tracing::info!(elapsed_ms, "job succeeded");
-            emit(deps, job_id, EventPayload::Succeeded { result }).await;
-            Settle::Ack
-        }
-        Some(Ok(Err(JobFailure::Retryable(error)))) if claim.attempt < deps.config.max_job_attempts => {
-            tracing::warn!(elapsed_ms, error.code = %error.code, error.message = %error.message, "job attempt failed, handing it back");
-            // Back off before the requeue so a struggling dependency gets air.
-            tokio::time::sleep(Duration::from_millis(500) * claim.attempt.unsigned_abs()).await;
-            release(deps, &claim).await
-        }
-        Some(Ok(Err(JobFailure::Retryable(error) | JobFailure::Failed(error)))) => fail(deps, &claim, error).await,
-        Some(Ok(Err(JobFailure::Interrupted(result)))) => match store::jobs::cancel(&deps.db, &claim, &result).await {
-            Ok(true) => {
-                tracing::info!(elapsed_ms, "job interrupted");
-                emit(deps, job_id, EventPayload::Cancelled {}).await;
-                Settle::Ack
-            }
-            Ok(false) => Settle::Ack,
-            Err(error) => {
-                tracing::error!(%error, "cannot record the interruption; handing the job back");
-                release(deps, &claim).await
-            }
-        },
-        Some(Ok(Err(JobFailure::LostClaim))) => {
-            tracing::warn!("job claim lost to another worker; dropping this attempt");
-            Settle::Ack
-        }
-        Some(Err(_panic)) => {
-            tracing::error!("job handler panicked");
-            fail(deps, &claim, JobError::new("internal", "the job failed unexpectedly")).await
-        }
-        // The lease was lost (another worker owns the job now) or shutdown's grace ran out.
-        None if abandon.is_cancelled() => release(deps, &claim).await,
-        None => Settle::Ack,
+        Err(Stop::Cancelled) => cancelled(deps, &claim, json!({"stopped": "cancelled"}), elapsed_ms).await,
+        Err(Stop::LeaseLost) => Settle::Ack,
+        Err(Stop::Abandoned) => release(deps, &claim).await,
+        Ok(outcome) => settle_outcome(deps, &claim, outcome, elapsed_ms).await,
     };
     if settle != Settle::Requeue
         && let Some(serial_key) = &claim.serial_key
@@ -163,6 +147,61 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         publish_next_in_series(deps, serial_key).await;
     }
     settle
+}
+
+/// Why an attempt stopped before its handler finished.
+enum Stop {
+    Cancelled,
+    LeaseLost,
+    Abandoned,
+}
+
+/// Ends the job as cancelled, with what that means for its subject.
+async fn cancelled(deps: &Deps, claim: &Claim, result: serde_json::Value, elapsed_ms: u64) -> Settle {
+    match jobs::record_cancellation(deps, claim, &result).await {
+        Ok(true) => {
+            tracing::info!(elapsed_ms, "job cancelled");
+            emit(deps, claim.job_id, EventPayload::Cancelled {}).await;
+            Settle::Ack
+        }
+        Ok(false) => Settle::Ack,
+        Err(error) => {
+            tracing::error!(%error, "cannot record the cancellation; handing the job back");
+            release(deps, claim).await
+        }
+    }
+}
+
+async fn settle_outcome(
+    deps: &Deps,
+    claim: &Claim,
+    outcome: std::thread::Result<Result<serde_json::Value, JobFailure>>,
+    elapsed_ms: u64,
+) -> Settle {
+    let job_id = claim.job_id;
+    match outcome {
+        Ok(Ok(result)) => {
+            tracing::info!(elapsed_ms, "job succeeded");
+            emit(deps, job_id, EventPayload::Succeeded { result }).await;
+            Settle::Ack
+        }
+        Ok(Err(JobFailure::Retryable(error))) if claim.attempt < deps.config.max_job_attempts => {
+            tracing::warn!(elapsed_ms, error.code = %error.code, error.message = %error.message, "job attempt failed, handing it back");
+            // Back off before the requeue so a struggling dependency gets air.
+            tokio::time::sleep(Duration::from_millis(500) * claim.attempt.unsigned_abs()).await;
+            release(deps, claim).await
+        }
+        Ok(Err(JobFailure::Retryable(error) | JobFailure::Failed(error))) => fail(deps, claim, error).await,
+        Ok(Err(JobFailure::Interrupted(result))) => cancelled(deps, claim, result, elapsed_ms).await,
+        Ok(Err(JobFailure::LostClaim)) => {
+            tracing::warn!("job claim lost to another worker; dropping this attempt");
+            Settle::Ack
+        }
+        Err(_panic) => {
+            tracing::error!("job handler panicked");
+            fail(deps, claim, JobError::new("internal", "the job failed unexpectedly")).await
+        }
+    }
 }
 
 /// The job's series may continue: publish the next waiting job. If this fails (or this worker
@@ -210,16 +249,18 @@ async fn release(deps: &Deps, claim: &Claim) -> Settle {
     }
 }
 
-/// Renews the claim's lease until cancelled; cancels the job if the claim is lost.
-async fn keep_lease(deps: Deps, claim: Claim, job_token: CancellationToken) {
+/// Renews the claim's lease until aborted; stops the attempt when the claim is lost, and
+/// relays a cancellation request whose signal this worker missed.
+async fn keep_lease(deps: Deps, claim: Claim, lease_lost: CancellationToken, cancel_requested: CancellationToken) {
     let every = deps.config.lease / 3;
     loop {
         tokio::time::sleep(every).await;
         match store::jobs::renew_lease(&deps.db, &claim, deps.config.lease).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Heartbeat::Renewed) => {}
+            Ok(Heartbeat::CancelRequested) => cancel_requested.cancel(),
+            Ok(Heartbeat::Lost) => {
                 tracing::warn!(job.id = %claim.job_id, "job lease lost; stopping this attempt");
-                job_token.cancel();
+                lease_lost.cancel();
                 return;
             }
             // A blip: the next beat may succeed well before the lease runs out.

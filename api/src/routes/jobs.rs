@@ -188,3 +188,48 @@ pub async fn retry(
     let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
     Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))
 }
+
+/// `POST /v1/jobs/{id}/cancel` → `{job}`. Idempotent. A queued job is cancelled at once (it will
+/// never start) and answers `200`; a running job is asked to stop — its worker drops its
+/// in-flight LLM requests and ends it `cancelled` — and answers `202` with the job as it is now;
+/// a finished job answers `200` unchanged.
+pub async fn cancel(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&id)?;
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let mut tx = state.db.begin().await?;
+    let outcome = store::jobs::request_cancel(&mut tx, job_id).await?;
+    if outcome == store::jobs::CancelOutcome::Cancelled
+        && job.kind == JobKind::GenerateCharacter
+        && let Some(character_id) = job.character_id
+    {
+        store::characters::mark_failed(&mut *tx, character_id).await?;
+    }
+    tx.commit().await?;
+    let status = match outcome {
+        store::jobs::CancelOutcome::Cancelled => {
+            if let Err(error) = state.events.append(job_id, &fastnpc_shared::events::EventPayload::Cancelled {}).await {
+                tracing::warn!(job.id = %job_id, %error, "cannot append the cancelled event");
+            }
+            if let Some(serial_key) = &job.serial_key
+                && let Some(next) = store::jobs::next_in_series(&state.db, serial_key).await?
+            {
+                fastnpc_shared::dispatch::publish(&state.db, &state.publisher, next).await;
+            }
+            axum::http::StatusCode::OK
+        }
+        store::jobs::CancelOutcome::Requested => {
+            // The row already says so; the signal only makes the stop immediate.
+            if let Err(error) = state.control.cancel(job_id).await {
+                tracing::warn!(job.id = %job_id, %error, "cannot signal the cancellation; the worker's heartbeat will see it");
+            }
+            axum::http::StatusCode::ACCEPTED
+        }
+        store::jobs::CancelOutcome::AlreadyFinished => axum::http::StatusCode::OK,
+    };
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
+}

@@ -26,6 +26,7 @@ pub struct JobRecord {
     pub character_id: Option<CharacterId>,
     pub message_id: Option<MessageId>,
     pub group_id: Option<GroupId>,
+    pub serial_key: Option<String>,
     pub progress_done: i32,
     pub progress_total: i32,
     pub result: Option<Value>,
@@ -49,6 +50,8 @@ pub struct Claim {
     pub serial_key: Option<String>,
     /// This claim's number: every write the worker makes is guarded on it.
     pub attempt: i32,
+    /// The user asked to cancel the job (before this claim, e.g. while its last worker died).
+    pub cancel_requested: bool,
 }
 
 /// A new job row.
@@ -98,7 +101,7 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: UserId, job_id: JobId) -> Res
         JobRecord,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
-                  message_id as "message_id: MessageId", group_id as "group_id: GroupId",
+                  message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done, progress_total, result, error, attempts,
                   created_at, started_at, finished_at, updated_at
            from jobs where job_id = $1 and user_id = $2"#,
@@ -193,7 +196,8 @@ pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> R
                    and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id)))
            returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                      character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
-                     group_id as "group_id: GroupId", serial_key, attempts as attempt"#,
+                     group_id as "group_id: GroupId", serial_key, attempts as attempt,
+                     cancel_requested_at is not null as "cancel_requested!""#,
         job_id.0,
         lease.as_secs_f64(),
     )
@@ -209,18 +213,34 @@ pub async fn status(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<Job
     Ok(row.map(|r| r.status))
 }
 
-/// Extends the claim's lease. False when the claim is no longer this worker's.
-pub async fn renew_lease(db: impl PgExecutor<'_>, claim: &Claim, lease: Duration) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query!(
-        "update jobs set lease_until = now() + make_interval(secs => $3)
-         where job_id = $1 and attempts = $2 and status = 'running'",
+/// What a heartbeat learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The lease is extended; carry on.
+    Renewed,
+    /// The lease is extended, and the user asked to cancel the job.
+    CancelRequested,
+    /// The claim is no longer this worker's.
+    Lost,
+}
+
+/// Extends the claim's lease, and reports a pending cancellation request.
+pub async fn renew_lease(db: impl PgExecutor<'_>, claim: &Claim, lease: Duration) -> Result<Heartbeat, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"update jobs set lease_until = now() + make_interval(secs => $3)
+           where job_id = $1 and attempts = $2 and status = 'running'
+           returning cancel_requested_at is not null as "cancel_requested!""#,
         claim.job_id.0,
         claim.attempt,
         lease.as_secs_f64(),
     )
-    .execute(db)
+    .fetch_optional(db)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(match row {
+        None => Heartbeat::Lost,
+        Some(row) if row.cancel_requested => Heartbeat::CancelRequested,
+        Some(_) => Heartbeat::Renewed,
+    })
 }
 
 /// Records progress. Only ever moves forward, so a late write cannot move the bar back.
@@ -390,4 +410,38 @@ pub async fn lock_message(db: impl PgExecutor<'_>, message_id: MessageId) -> Res
         .fetch_optional(db)
         .await?;
     Ok(())
+}
+
+/// How a cancellation request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker was asked to stop.
+    Requested,
+    /// The job had already ended (or does not exist): nothing to do.
+    AlreadyFinished,
+}
+
+/// Cancels a queued job outright, or flags a running one. Idempotent.
+pub async fn request_cancel(db: &mut sqlx::PgConnection, job_id: JobId) -> Result<CancelOutcome, sqlx::Error> {
+    let cancelled = sqlx::query!(
+        "update jobs set status = 'cancelled', result = '{\"stopped\": \"cancelled\"}', cancel_requested_at = now(),
+                finished_at = now(), updated_at = now()
+         where job_id = $1 and status = 'queued'",
+        job_id.0,
+    )
+    .execute(&mut *db)
+    .await?;
+    if cancelled.rows_affected() == 1 {
+        return Ok(CancelOutcome::Cancelled);
+    }
+    let requested = sqlx::query!(
+        "update jobs set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+         where job_id = $1 and status = 'running'",
+        job_id.0,
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(if requested.rows_affected() == 1 { CancelOutcome::Requested } else { CancelOutcome::AlreadyFinished })
 }

@@ -108,3 +108,20 @@ pub(crate) async fn schedule_compression(
     dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
     Ok(())
 }
+
+/// Marks the job cancelled, with what that means for its subject, in one transaction: a
+/// character whose generation was cancelled is marked `failed` (never left half-made). False when
+/// the claim was already lost.
+pub async fn record_cancellation(deps: &Deps, claim: &Claim, result: &serde_json::Value) -> Result<bool, sqlx::Error> {
+    let mut tx = deps.db.begin().await?;
+    if !store::jobs::cancel(&mut *tx, claim, result).await? {
+        return Ok(false);
+    }
+    if claim.kind == JobKind::GenerateCharacter
+        && let Some(character_id) = claim.character_id
+    {
+        store::characters::mark_failed(&mut *tx, character_id).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}

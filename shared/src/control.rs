@@ -1,0 +1,114 @@
+//! Control signals from the API to the workers, over Redis pub/sub: today, "cancel job X".
+//!
+//! The signal makes cancellation prompt (a running job stops within milliseconds, dropping its
+//! in-flight LLM requests); it is not what makes it reliable. The API records the request in the
+//! job row first, and every worker heartbeat reads it back, so a signal lost to a Redis blip or a
+//! worker reconnecting only delays the stop to the next heartbeat.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use redis::{AsyncCommands, Client, aio::ConnectionManager};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ids::JobId, settings::Secret};
+
+fn channel(namespace: &str) -> String {
+    format!("{namespace}:control")
+}
+
+/// Sends control signals (API side).
+#[derive(Clone)]
+pub struct ControlSender {
+    connection: ConnectionManager,
+    channel: String,
+}
+
+impl ControlSender {
+    pub async fn connect(redis_url: &Secret, namespace: &str) -> Result<Self, redis::RedisError> {
+        let connection = ConnectionManager::new(Client::open(redis_url.expose())?).await?;
+        Ok(Self { connection, channel: channel(namespace) })
+    }
+
+    /// Asks whichever worker runs `job_id` to stop it now.
+    pub async fn cancel(&self, job_id: JobId) -> Result<(), redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = connection.publish(&self.channel, format!("cancel:{job_id}")).await?;
+        Ok(())
+    }
+}
+
+/// The jobs running in this worker process, by id, with the token that stops each (worker side).
+#[derive(Clone, Default)]
+pub struct CancelRegistry {
+    running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+}
+
+/// Removes its job from the registry when dropped.
+pub struct Registration {
+    registry: CancelRegistry,
+    job_id: JobId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.running.lock().expect("registry poisoned").remove(&self.job_id);
+    }
+}
+
+impl CancelRegistry {
+    /// Registers a running job; `token` is cancelled when a cancel signal for it arrives.
+    pub fn register(&self, job_id: JobId, token: CancellationToken) -> Registration {
+        self.running.lock().expect("registry poisoned").insert(job_id, token);
+        Registration { registry: self.clone(), job_id }
+    }
+
+    fn cancel(&self, job_id: JobId) {
+        if let Some(token) = self.running.lock().expect("registry poisoned").get(&job_id) {
+            token.cancel();
+        }
+    }
+
+    /// Listens for signals until `shutdown`, reconnecting by itself (redis-rs's `PubSub` does
+    /// not). One connection per worker process.
+    pub async fn listen(self, redis_url: Secret, namespace: String, shutdown: CancellationToken) {
+        let channel = channel(&namespace);
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let subscribed = async {
+                let client = Client::open(redis_url.expose())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::select! { () = shutdown.cancelled() => return, result = subscribed => result } {
+                Ok(pubsub) => {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            message = messages.next() => message,
+                        };
+                        let Some(message) = message else { break };
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        if let Some(job_id) = payload.strip_prefix("cancel:").and_then(|id| id.parse().ok()) {
+                            self.cancel(job_id);
+                        }
+                    }
+                    tracing::warn!("control channel lost, reconnecting");
+                }
+                Err(error) => tracing::warn!(%error, "cannot subscribe to the control channel, retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
