@@ -85,7 +85,11 @@ async fn a_streaming_reply_is_cancelled_and_nothing_is_stored() {
     let user = app.user("hedy").await;
     let character = app.ready_character(&user, "杜甫").await;
     // Now a slow, long reply: a minute of tokens.
-    app.sim.set_config(SimConfig { inter_token_delay: Duration::from_millis(200), reply_tokens: 300, ..SimConfig::default() });
+    app.sim.set_config(SimConfig {
+        inter_token_delay: Duration::from_millis(200),
+        reply_tokens: 300,
+        ..SimConfig::default()
+    });
     let sent: Value = app.send_message(&user, &character, "讲个长故事", None).await.json().await.unwrap();
     let job = sent["job"]["id"].as_str().unwrap();
 

@@ -259,6 +259,26 @@ impl TestApp {
         tokio::time::timeout(HANG_GUARD, collect).await.expect("the stream ends after the terminal event")
     }
 
+    /// Polls until the API recorded the broker's confirm of the job's message (hang-guarded).
+    pub async fn wait_for_job_published(&self, job_id: &str) {
+        let job_id: uuid::Uuid = job_id.parse().expect("a job id");
+        let poll = async {
+            loop {
+                let (published,): (bool,) =
+                    sqlx::query_as("select published_at is not null from jobs where job_id = $1")
+                        .bind(job_id)
+                        .fetch_one(&self.db)
+                        .await
+                        .expect("read the job");
+                if published {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll).await.expect("the job is published");
+    }
+
     /// Polls a job until it is terminal (hang-guarded) and returns it.
     pub async fn wait_for_job(&self, user: &TestUser, job_id: &str) -> Value {
         let poll = async {

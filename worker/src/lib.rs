@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod jobs;
 pub mod runner;
 
@@ -54,6 +55,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Claims of one job before a transient failure becomes final.
     pub max_job_attempts: i32,
+    /// Claims of one job, whatever happened to them, before it is failed as poison (a job whose
+    /// worker keeps dying never finishes nor fails by itself).
+    pub max_claims: i32,
     /// Pause between group-chat rounds (the user's chance to cut in).
     pub group_turn_pause: Duration,
 }
@@ -65,6 +69,7 @@ impl WorkerConfig {
             lease: settings.job_lease,
             shutdown_grace: Duration::from_secs(20),
             max_job_attempts: 3,
+            max_claims: 5,
             group_turn_pause: settings.group_turn_pause,
         }
     }

@@ -52,6 +52,7 @@ pub async fn handle(deps: &Deps, delivery: Delivery, abandon: &CancellationToken
         }
         Err(error) => {
             tracing::error!(%error, bytes = delivery.data.len(), "undecodable queue message, dead-lettering it");
+            fail_poisoned(deps, &delivery.data).await;
             Settle::DeadLetter
         }
     };
@@ -112,6 +113,14 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
     let span = tracing::Span::current();
     span.record("job.kind", claim.kind.as_str());
     span.record("job.attempt", claim.attempt);
+    if claim.attempt > deps.config.max_claims {
+        // Started this often without ever finishing or failing: it takes its workers down with it.
+        let error = JobError::new(
+            "too_many_attempts",
+            format!("the job was started {} times without finishing", claim.attempt - 1),
+        );
+        return fail(deps, &claim, error).await;
+    }
     emit(deps, job_id, EventPayload::Status { status: JobStatus::Running }).await;
 
     // Three ways an attempt stops early, each its own token so the outcome knows which:
@@ -213,6 +222,21 @@ async fn publish_next_in_series(deps: &Deps, serial_key: &str) {
         }
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "cannot look up the next job of the series"),
+    }
+}
+
+/// A message no worker understands (a newer version, or garbage): if it names a job, that job
+/// can never run, so it fails clearly instead of waiting forever.
+async fn fail_poisoned(deps: &Deps, body: &[u8]) {
+    let job_id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("job_id").and_then(|id| id.as_str()).and_then(|id| id.parse::<JobId>().ok()));
+    let Some(job_id) = job_id else { return };
+    let error = JobError::new("poison_message", "the job's queue message could not be understood by the worker");
+    match store::jobs::fail_unclaimed(&deps.db, job_id, &error).await {
+        Ok(true) => emit(deps, job_id, EventPayload::Failed { code: error.code, message: error.message }).await,
+        Ok(false) => {}
+        Err(store_error) => tracing::error!(job.id = %job_id, error = %store_error, "cannot fail the poisoned job"),
     }
 }
 

@@ -445,3 +445,45 @@ pub async fn request_cancel(db: &mut sqlx::PgConnection, job_id: JobId) -> Resul
     .await?;
     Ok(if requested.rows_affected() == 1 { CancelOutcome::Requested } else { CancelOutcome::AlreadyFinished })
 }
+
+/// An operator gives a failed job another chance (requeueing its dead letter): back to
+/// `queued`, its attempts reset; a failed character goes back to `generating`.
+pub async fn reopen(db: &sqlx::PgPool, job_id: JobId) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let reopened = sqlx::query!(
+        r#"update jobs set status = 'queued', error = null, finished_at = null, lease_until = null, attempts = 0,
+                           published_at = null, updated_at = now()
+           where job_id = $1 and status = 'failed'
+           returning character_id as "character_id: CharacterId", kind as "kind: JobKind""#,
+        job_id.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = &reopened
+        && row.kind == JobKind::GenerateCharacter
+        && let Some(character_id) = row.character_id
+    {
+        sqlx::query!(
+            "update characters set status = 'generating' where character_id = $1 and status = 'failed'",
+            character_id.0
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(reopened.is_some())
+}
+
+/// Fails a job without a claim: its queue message could not be decoded, so no worker can run it.
+pub async fn fail_unclaimed(db: impl PgExecutor<'_>, job_id: JobId, error: &JobError) -> Result<bool, sqlx::Error> {
+    let error = serde_json::to_value(error).unwrap_or_default();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'failed', error = $2, lease_until = null, finished_at = now(), updated_at = now()
+         where job_id = $1 and status in ('queued', 'running')",
+        job_id.0,
+        error,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
