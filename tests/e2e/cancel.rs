@@ -62,6 +62,8 @@ async fn a_queued_job_that_is_cancelled_never_starts() {
     let user = app.user("grace").await;
     let created = app.create_character(&user, "李白").await;
     let job = created["job"]["id"].as_str().unwrap();
+    // Its message is in the queue, waiting for a worker.
+    app.wait_for_job_published(job).await;
     let (status, body) = cancel(&app, &user, job).await;
     assert_eq!(status, 200);
     assert_eq!(body["job"]["status"], "cancelled");
