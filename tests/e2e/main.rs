@@ -5,6 +5,7 @@ mod accounts;
 mod cancel;
 mod characters;
 mod chat;
+mod crash;
 mod dead_letters;
 mod delivery;
 mod groups;

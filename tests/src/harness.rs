@@ -93,6 +93,7 @@ impl TestAppBuilder {
         .collect();
         env.extend(self.env);
         let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("test settings are valid");
+        let env_for_children = env.clone();
 
         let stop = CancellationToken::new();
         let api = fastnpc_api::Api::build(settings.clone()).await.expect("the API starts");
@@ -110,7 +111,17 @@ impl TestAppBuilder {
             }));
         }
         let db = PgPool::connect(&database_url).await.expect("test pool");
-        TestApp { api_url, http: reqwest::Client::new(), sim, db, settings, stop, tasks, db_name }
+        TestApp {
+            api_url,
+            http: reqwest::Client::new(),
+            sim,
+            db,
+            settings,
+            env: env_for_children,
+            stop,
+            tasks,
+            db_name,
+        }
     }
 }
 
@@ -122,6 +133,8 @@ pub struct TestApp {
     /// A direct pool on the app's database, for assertions about what was (not) written.
     pub db: PgPool,
     pub settings: Settings,
+    /// The environment the app's settings were read from: a child process given it joins the app.
+    pub env: HashMap<String, String>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     db_name: String,
@@ -293,6 +306,16 @@ impl TestApp {
         tokio::time::timeout(HANG_GUARD, poll).await.expect("the job finishes")
     }
 
+    /// Starts a worker as a child process of this test, joined to the app. Killed when dropped.
+    pub fn spawn_worker_process(&self, binary: &str) -> ChildWorker {
+        let mut command = std::process::Command::new(binary);
+        command.envs(&self.env).stdin(std::process::Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
+        ChildWorker(command.spawn().expect("the test worker binary starts"))
+    }
+
     /// Messages ready (not yet delivered) in the app's jobs queue.
     pub async fn queue_ready_count(&self) -> u32 {
         let connection = fastnpc_shared::queue::connect(&self.settings.amqp_url).await.expect("broker reachable");
@@ -376,4 +399,35 @@ async fn drop_stale_databases() {
             }
         })
         .await;
+}
+
+/// A worker child process; killed (SIGKILL) if still running when dropped.
+pub struct ChildWorker(pub std::process::Child);
+
+impl ChildWorker {
+    /// Sends a signal (`KILL`, `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.0.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} worked");
+    }
+
+    /// Waits for the process to exit (hang-guarded) and returns whether it exited cleanly.
+    pub async fn wait(mut self) -> bool {
+        let poll = async {
+            loop {
+                if let Some(status) = self.0.try_wait().expect("the child can be waited on") {
+                    return status.success();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll).await.expect("the worker exits")
+    }
+}
+
+impl Drop for ChildWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
