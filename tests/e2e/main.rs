@@ -10,6 +10,8 @@ mod dead_letters;
 mod delivery;
 mod groups;
 mod isolation;
+mod llm_faults;
 mod memory;
+mod outages;
 mod serial;
 mod streaming;
