@@ -11,6 +11,7 @@
 //! - [`state`]: the cheap-to-clone handles every handler shares.
 //! - [`error`]: the one error type handlers return, rendered as RFC 9457 problem details.
 //! - [`extract`]: request extractors (bearer auth, JSON with problem-details rejections).
+//! - [`idempotency`]: `Idempotency-Key` on job-creating POSTs.
 //! - [`sse`]: the resumable job event stream.
 //! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
 
@@ -29,6 +30,7 @@ use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod republisher;
 pub mod routes;
 pub mod sse;

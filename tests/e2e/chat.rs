@@ -237,3 +237,30 @@ async fn a_stream_that_breaks_midway_is_reset_and_restarted() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_sending_safe_to_repeat() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("hedy").await;
+    let character = app.ready_character(&user, "孟浩然").await;
+    let path = format!("/v1/characters/{character}/messages");
+    let send = |content: &'static str| {
+        app.request(Method::POST, &path, Some(&user))
+            .header("Idempotency-Key", "msg-1")
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+    };
+    // The same request three times, two of them racing: one message, one job.
+    let (a, b) = tokio::join!(send("春眠不觉晓"), send("春眠不觉晓"));
+    let (a, b): (Value, Value) = (a.unwrap().json().await.unwrap(), b.unwrap().json().await.unwrap());
+    let c: Value = send("春眠不觉晓").await.unwrap().json().await.unwrap();
+    assert_eq!(a["job"]["id"], b["job"]["id"]);
+    assert_eq!(a["job"]["id"], c["job"]["id"]);
+    assert_eq!(a["message"]["id"], c["message"]["id"]);
+    assert_eq!(send("处处闻啼鸟").await.unwrap().status(), 422, "the same key with another message");
+
+    app.wait_for_job(&user, a["job"]["id"].as_str().unwrap()).await;
+    let (messages,): (i64,) = sqlx::query_as("select count(*) from messages").fetch_one(&app.db).await.unwrap();
+    assert_eq!(messages, 2, "one user message and one reply");
+    app.stop().await;
+}

@@ -299,3 +299,27 @@ async fn groups_are_private_and_hold_only_their_owners_characters() {
     assert_eq!(left, ["王维"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_repeated_group_message_with_an_idempotency_key_starts_one_loop() {
+    let app = group_app(50).await;
+    let user = app.user("linus").await;
+    let (group, _) = three_member_group(&app, &user).await;
+    set_rounds(&app, &user, 1).await;
+    app.sim.add_rule(moderator_says("李白", 0.9, None));
+    let send = || {
+        app.request(Method::POST, &format!("/v1/groups/{group}/messages"), Some(&user))
+            .header("Idempotency-Key", "g-1")
+            .json(&json!({"content": "大家好"}))
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let second: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["job"]["id"], second["job"]["id"]);
+    assert_eq!(first["message"]["id"], second["message"]["id"]);
+    app.wait_for_job(&user, first["job"]["id"].as_str().unwrap()).await;
+    let (user_messages,): (i64,) =
+        sqlx::query_as("select count(*) from group_messages where author = 'user'").fetch_one(&app.db).await.unwrap();
+    assert_eq!(user_messages, 1);
+    app.stop().await;
+}

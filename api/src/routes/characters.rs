@@ -20,12 +20,12 @@ use fastnpc_shared::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{jobs::JobLinks, page_limit, parse_id, with_location};
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
+    idempotency::Idempotency,
     state::AppState,
 };
 
@@ -67,12 +67,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = body.validate()?;
     let source = serde_json::to_value(&body.source).map_err(|e| ApiError::Internal(e.into()))?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let fingerprint = Sha256::digest(json!({"name": name, "source": source}).to_string().as_bytes()).to_vec();
-    if let Some(key) = idempotency_key
-        && let Some(response) = replay(&state, user_id, key, &fingerprint).await?
+    let idempotency =
+        Idempotency::from_request(&headers, &json!({"create_character": {"name": name, "source": source}}))?;
+    if let Some(idempotency) = &idempotency
+        && let Some(job) = idempotency.original(&state, user_id).await?
     {
-        return Ok(response);
+        return replay(&state, user_id, job).await;
     }
 
     let character_id = CharacterId::new();
@@ -90,20 +90,16 @@ pub async fn create(
             group_id: None,
             serial_key: None,
             progress_total: CATEGORY_COUNT as i32,
-            idempotency: idempotency_key.map(|key| (key, fingerprint.as_slice())),
+            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
         },
     )
     .await;
-    match inserted {
-        Ok(()) => tx.commit().await?,
-        // Two concurrent requests with one key: the loser answers with the winner's job.
-        Err(error) if store::is_unique_violation(&error, store::jobs::IDEMPOTENCY_KEY) => {
-            drop(tx);
-            let key = idempotency_key.unwrap_or_default();
-            return replay(&state, user_id, key, &fingerprint).await?.ok_or(ApiError::NotFound);
-        }
-        Err(error) => return Err(error.into()),
+    if let Err(error) = inserted {
+        drop(tx);
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+        return replay(&state, user_id, winner).await;
     }
+    tx.commit().await?;
 
     let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     // The job is durable from the commit on; publishing it is not the client's wait.
@@ -116,34 +112,11 @@ pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
     dispatch::enqueue_new(&state.db, &state.events, &state.publisher, job_id).await;
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.trim();
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
-    }
-    Ok(Some(key))
-}
-
-/// The original answer for a repeated `Idempotency-Key`, or `None` when the key is new.
-async fn replay(
-    state: &AppState,
-    user_id: UserId,
-    key: &str,
-    fingerprint: &[u8],
-) -> Result<Option<Response>, ApiError> {
-    let Some((job_id, original)) = store::jobs::find_by_idempotency_key(&state.db, user_id, key).await? else {
-        return Ok(None);
-    };
-    if original != fingerprint {
-        return Err(ApiError::invalid_field("this Idempotency-Key was used with a different request body"));
-    }
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+/// The original answer for a repeated request.
+async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
     let character_id = job.character_id.ok_or(ApiError::NotFound)?;
     let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Some(accepted(&character, job_id, job.status)))
+    Ok(accepted(&character, job.job_id, job.status))
 }
 
 fn accepted(character: &CharacterRecord, job_id: JobId, status: JobStatus) -> Response {

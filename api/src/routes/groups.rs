@@ -27,6 +27,7 @@ use super::{
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
+    idempotency::Idempotency,
     state::AppState,
 };
 
@@ -222,6 +223,7 @@ pub async fn send(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SendGroupMessage>,
 ) -> Result<Response, ApiError> {
     let content = body.content.trim();
@@ -229,6 +231,15 @@ pub async fn send(
         return Err(ApiError::invalid_field(format!("content must be 1 to {MAX_MESSAGE_CHARS} characters")));
     }
     let group = owned_group(&state, user_id, &id).await?;
+    let idempotency = Idempotency::from_request(
+        &headers,
+        &json!({"group_message": {"group_id": group.group_id, "content": content}}),
+    )?;
+    if let Some(idempotency) = &idempotency
+        && let Some(job) = idempotency.original(&state, user_id).await?
+    {
+        return replay(&state, group.group_id, job).await;
+    }
     let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
     let message_id = MessageId::new();
     let job_id = JobId::new();
@@ -248,7 +259,7 @@ pub async fn send(
         },
     )
     .await?;
-    store::jobs::insert(
+    let inserted = store::jobs::insert(
         &mut *tx,
         NewJob {
             job_id,
@@ -259,17 +270,31 @@ pub async fn send(
             group_id: Some(group.group_id),
             serial_key: Some(store::jobs::serial::group(group.group_id)),
             progress_total: user.max_group_rounds,
-            idempotency: None,
+            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
         },
     )
-    .await?;
+    .await;
+    if let Err(error) = inserted {
+        drop(tx);
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+        return replay(&state, group.group_id, winner).await;
+    }
     tx.commit().await?;
     state.background.spawn(enqueue(state.clone(), job_id));
-    let body = json!({
-        "message": {"id": message_id, "author": "user", "speaker_name": user.username, "content": content},
-        "job": JobLinks::new(job_id, JobStatus::Queued),
-    });
-    Ok(with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}")))
+    let message = json!({"id": message_id, "author": "user", "speaker_name": user.username, "content": content});
+    Ok(accepted(message, job_id, JobStatus::Queued))
+}
+
+fn accepted(message: Value, job_id: JobId, status: JobStatus) -> Response {
+    let body = json!({"message": message, "job": JobLinks::new(job_id, status)});
+    with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}"))
+}
+
+/// The original answer for a repeated request.
+async fn replay(state: &AppState, group_id: GroupId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
+    let message = store::groups::message_of_turn(&state.db, group_id, job.job_id).await?.ok_or(ApiError::NotFound)?;
+    let message = json!({"id": message.message_id, "author": "user", "speaker_name": message.speaker_name, "content": message.content});
+    Ok(accepted(message, job.job_id, job.status))
 }
 
 #[derive(Serialize)]

@@ -10,7 +10,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
-    ids::{CharacterId, JobId, MessageId},
+    ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobKind, JobStatus},
     store::{self, jobs::NewJob, messages::MessageRecord},
 };
@@ -21,6 +21,7 @@ use super::{characters::enqueue, include_prompt, jobs::JobLinks, page_limit, par
 use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
+    idempotency::Idempotency,
     state::AppState,
 };
 
@@ -87,6 +88,15 @@ pub async fn send(
     }
     let wait = prefer_wait(&headers);
     let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let idempotency = Idempotency::from_request(
+        &headers,
+        &json!({"send_message": {"character_id": character_id, "content": content}}),
+    )?;
+    if let Some(idempotency) = &idempotency
+        && let Some(job) = idempotency.original(&state, user_id).await?
+    {
+        return replay(&state, user_id, job).await;
+    }
     if character.status != "ready" {
         return Err(ApiError::Conflict {
             code: "character-not-ready",
@@ -98,7 +108,7 @@ pub async fn send(
     let job_id = JobId::new();
     let mut tx = state.db.begin().await?;
     store::messages::insert_user_message(&mut *tx, message_id, user_id, character_id, content).await?;
-    store::jobs::insert(
+    let inserted = store::jobs::insert(
         &mut *tx,
         NewJob {
             job_id,
@@ -109,10 +119,15 @@ pub async fn send(
             group_id: None,
             serial_key: Some(store::jobs::serial::chat(character_id)),
             progress_total: 0,
-            idempotency: None,
+            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
         },
     )
-    .await?;
+    .await;
+    if let Err(error) = inserted {
+        drop(tx);
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+        return replay(&state, user_id, winner).await;
+    }
     tx.commit().await?;
 
     // Listen before the job can possibly finish, so a fast reply is not missed.
@@ -135,6 +150,13 @@ pub async fn send(
         return Ok(accepted(message, job_id, status));
     }
     Ok(accepted(message, job_id, JobStatus::Queued))
+}
+
+/// The original answer for a repeated request: the message and its job as they are now.
+async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
+    let message_id = job.message_id.ok_or(ApiError::NotFound)?;
+    let message = store::messages::get(&state.db, user_id, message_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(accepted(MessageView::new(message, false), job.job_id, job.status))
 }
 
 fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response {
@@ -161,7 +183,7 @@ fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
 async fn wait_for_terminal(
     state: &AppState,
     mut subscription: fastnpc_shared::event_bus::Subscription,
-    user_id: fastnpc_shared::ids::UserId,
+    user_id: UserId,
     job_id: JobId,
     wait: Duration,
 ) -> Result<JobStatus, ApiError> {

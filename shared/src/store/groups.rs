@@ -312,3 +312,25 @@ pub async fn advance_absorbed(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// The user message that started a turn job: created in the same transaction, just before the
+/// job's id (UUIDv7s of one process increase).
+pub async fn message_of_turn(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    job_id: JobId,
+) -> Result<Option<GroupMessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        GroupMessageRecord,
+        r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+           from group_messages
+           where group_id = $1 and author = 'user' and message_id < $2
+           order by message_id desc
+           limit 1"#,
+        group_id.0,
+        job_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
