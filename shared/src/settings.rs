@@ -28,6 +28,8 @@ pub struct Settings {
     pub worker_concurrency: u16,
     /// How long a claimed job stays owned without a heartbeat before another worker may take it.
     pub job_lease: Duration,
+    /// The longest one attempt of a job may run before it is failed (`deadline_exceeded`).
+    pub job_deadline: Duration,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
     /// Pause between group-chat rounds, during which a user message interrupts the loop.
@@ -141,6 +143,7 @@ impl Settings {
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
             job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
+            job_deadline: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_DEADLINE_SECS", "600")?),
             session_ttl: Duration::from_secs(parse::<u64>(&lookup, "FASTNPC_SESSION_TTL_HOURS", "720")? * 3600),
             group_turn_pause: Duration::from_millis(parse(&lookup, "FASTNPC_GROUP_TURN_PAUSE_MS", "3000")?),
             queue_expires: lookup("FASTNPC_QUEUE_EXPIRES_SECS")

@@ -91,3 +91,23 @@ async fn faults_beyond_the_retries_fail_cleanly() {
     assert!(history["items"].as_array().unwrap().iter().all(|m| m["author"] == "user"), "no reply was stored");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_past_its_deadline_fails_clearly() {
+    let app = TestApp::builder().setting("FASTNPC_JOB_DEADLINE_SECS", "1").spawn().await;
+    let user = app.user("linus").await;
+    // Generation calls that take far longer than the deadline.
+    app.sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(30), ..SimConfig::default() });
+    let created = app.create_character(&user, "王勃").await;
+    let job = app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "deadline_exceeded");
+    let character: Value = app
+        .get(&format!("/v1/characters/{}", created["character"]["id"].as_str().unwrap()), &user)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(character["character"]["status"], "failed");
+    app.stop().await;
+}

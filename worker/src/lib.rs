@@ -60,6 +60,8 @@ pub struct WorkerConfig {
     pub max_claims: i32,
     /// Pause between group-chat rounds (the user's chance to cut in).
     pub group_turn_pause: Duration,
+    /// The longest one attempt may run.
+    pub job_deadline: Duration,
 }
 
 impl WorkerConfig {
@@ -71,6 +73,7 @@ impl WorkerConfig {
             max_job_attempts: 3,
             max_claims: 5,
             group_turn_pause: settings.group_turn_pause,
+            job_deadline: settings.job_deadline,
         }
     }
 }

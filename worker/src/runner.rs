@@ -139,6 +139,7 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         () = cancel_requested.cancelled() => Err(Stop::Cancelled),
         () = lease_lost.cancelled() => Err(Stop::LeaseLost),
         () = abandon.cancelled() => Err(Stop::Abandoned),
+        () = tokio::time::sleep(deps.config.job_deadline) => Err(Stop::Deadline),
         outcome = AssertUnwindSafe(jobs::run(deps, &claim, &cancel_requested)).catch_unwind() => Ok(outcome),
     };
     heartbeat.abort();
@@ -148,6 +149,10 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         Err(Stop::Cancelled) => cancelled(deps, &claim, json!({"stopped": "cancelled"}), elapsed_ms).await,
         Err(Stop::LeaseLost) => Settle::Ack,
         Err(Stop::Abandoned) => release(deps, &claim).await,
+        Err(Stop::Deadline) => {
+            let limit = deps.config.job_deadline.as_secs();
+            fail(deps, &claim, JobError::new("deadline_exceeded", format!("the job ran longer than {limit} s"))).await
+        }
         Ok(outcome) => settle_outcome(deps, &claim, outcome, elapsed_ms).await,
     };
     if settle != Settle::Requeue
@@ -163,6 +168,7 @@ enum Stop {
     Cancelled,
     LeaseLost,
     Abandoned,
+    Deadline,
 }
 
 /// Ends the job as cancelled, with what that means for its subject.
