@@ -52,6 +52,8 @@ pub struct LlmSettings {
     pub max_retries: u32,
     /// LLM calls in flight per process, across all jobs.
     pub max_concurrency: usize,
+    /// LLM requests per second per process (every attempt counts); `None` for no limit.
+    pub rate_per_sec: Option<f64>,
 }
 
 impl LlmSettings {
@@ -139,6 +141,9 @@ impl Settings {
                 timeout: Duration::from_secs(parse(&lookup, "FASTNPC_LLM_TIMEOUT_SECS", "120")?),
                 max_retries: parse(&lookup, "FASTNPC_LLM_MAX_RETRIES", "4")?,
                 max_concurrency: parse(&lookup, "FASTNPC_LLM_CONCURRENCY", "640")?,
+                rate_per_sec: lookup("FASTNPC_LLM_RATE_PER_SEC")
+                    .map(|_| parse(&lookup, "FASTNPC_LLM_RATE_PER_SEC", "0"))
+                    .transpose()?,
             },
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,

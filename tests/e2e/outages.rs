@@ -108,3 +108,62 @@ async fn streams_survive_dropped_redis_connections_without_gaps_or_duplicates() 
     assert_eq!(streamed, last.data["result"]["message"]["content"].as_str().unwrap());
     app.stop().await;
 }
+
+/// Starts PostgreSQL again when dropped.
+struct DatabaseDown;
+
+impl DatabaseDown {
+    fn stop() -> Self {
+        run(
+            "bash",
+            &[
+                "-c",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -1) main stop -m fast",
+            ],
+        );
+        Self
+    }
+}
+
+impl Drop for DatabaseDown {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .args([
+                "-c",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -1) main start",
+            ])
+            .status();
+        let _ = Command::new("bash")
+            .args(["-c", "for i in $(seq 60); do pg_isready -q -h 127.0.0.1 && exit 0; sleep 0.5; done; exit 1"])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn with_postgres_down_the_api_answers_503_and_recovers() {
+    let app = TestApp::spawn().await;
+    let user = app.user("hedy").await;
+
+    let outage = DatabaseDown::stop();
+    let response = app.get("/v1/me", &user).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 503);
+    let ready = app.request(reqwest::Method::GET, "/readyz", None).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["postgres"], "down");
+    assert_eq!(app.request(reqwest::Method::GET, "/healthz", None).send().await.unwrap().status(), 200, "still alive");
+    drop(outage);
+
+    // Back: the pool reconnects and work resumes; nothing was half-written.
+    let character = app.ready_character(&user, "诸葛亮").await;
+    let me = app.get("/v1/me", &user).await;
+    assert_eq!(me.status(), 200);
+    let ready = app.request(reqwest::Method::GET, "/readyz", None).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(!character.is_empty());
+    app.stop().await;
+}

@@ -55,3 +55,34 @@ async fn a_job_waits_while_another_of_its_key_runs_whatever_their_ids() {
     assert!(store::jobs::claim(&app.db, first, lease).await.unwrap().is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_claim_is_taken_over_and_its_late_writes_are_refused() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    app.user("grace").await;
+    let (user_id,): (uuid::Uuid,) = sqlx::query_as("select user_id from users").fetch_one(&app.db).await.unwrap();
+    let job_id = JobId::new();
+    store::jobs::insert(&app.db, job(job_id, UserId(user_id), "memory:stall")).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let stalled = store::jobs::claim(&app.db, job_id, lease).await.unwrap().unwrap();
+    assert!(store::jobs::claim(&app.db, job_id, lease).await.unwrap().is_none(), "a live lease is respected");
+
+    // The first worker stalls past its lease (its heartbeat stopped): another takes over.
+    sqlx::query("update jobs set lease_until = now() - interval '1 second' where job_id = $1")
+        .bind(job_id.0)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let successor = store::jobs::claim(&app.db, job_id, lease).await.unwrap().expect("taken over");
+    assert_eq!(successor.attempt, stalled.attempt + 1);
+
+    // The stalled worker wakes up: none of its writes land.
+    assert_eq!(store::jobs::renew_lease(&app.db, &stalled, lease).await.unwrap(), store::jobs::Heartbeat::Lost);
+    assert!(!store::jobs::set_progress(&app.db, &stalled, 1).await.unwrap());
+    assert!(!store::jobs::succeed(&app.db, &stalled, &serde_json::json!({"by": "stalled"})).await.unwrap());
+    assert!(store::jobs::succeed(&app.db, &successor, &serde_json::json!({"by": "successor"})).await.unwrap());
+    let (result,): (serde_json::Value,) =
+        sqlx::query_as("select result from jobs where job_id = $1").bind(job_id.0).fetch_one(&app.db).await.unwrap();
+    assert_eq!(result["by"], "successor", "only one of them finished it");
+    app.stop().await;
+}

@@ -13,9 +13,11 @@ use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
 
 mod openai;
+mod pacing;
 mod retry;
 
 pub use openai::OpenAiClient;
+pub use pacing::Pacer;
 pub use retry::RetryPolicy;
 
 /// One chat message.

@@ -32,6 +32,7 @@ pub struct OpenAiClient {
     model: String,
     limits: CallLimits,
     permits: Arc<Semaphore>,
+    pacer: Option<super::Pacer>,
 }
 
 impl OpenAiClient {
@@ -54,6 +55,7 @@ impl OpenAiClient {
                 max_concurrency: settings.max_concurrency,
             },
             permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
+            pacer: super::Pacer::per_second(settings.rate_per_sec),
         }
     }
 
@@ -84,6 +86,9 @@ impl OpenAiClient {
         let body = serde_json::to_value(self.wire(request, stream)).expect("requests serialise");
         let mut retry = 0;
         loop {
+            if let Some(pacer) = &self.pacer {
+                pacer.wait().await;
+            }
             let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closes");
             let failure = match attempt(Attempt {
                 client: self.client.clone(),

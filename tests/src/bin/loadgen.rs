@@ -146,6 +146,32 @@ async fn main() -> anyhow::Result<()> {
         polls.push(started.elapsed());
     }
 
+    // Cancellation: with calls that would take a minute, how long from `POST …/cancel` until
+    // the stream says `cancelled` (the worker drops its in-flight calls).
+    app.sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(60), ..SimConfig::default() });
+    let mut cancels = Vec::new();
+    for run in 0..5 {
+        let created = app.create_character(&user, &format!("cancel-{run}")).await;
+        let job_id = created["job"]["id"].as_str().context("job id")?.to_owned();
+        let mut events = app.open_events(&user, &job_id, None).await;
+        while let Some(event) = events.next().await {
+            if event?.event == "status" {
+                let running: serde_json::Value = app.get(&format!("/v1/jobs/{job_id}"), &user).await.json().await?;
+                if running["job"]["status"] == "running" {
+                    break;
+                }
+            }
+        }
+        let started = Instant::now();
+        app.request(reqwest::Method::POST, &format!("/v1/jobs/{job_id}/cancel"), Some(&user)).send().await?;
+        while let Some(event) = events.next().await {
+            if event?.event == "cancelled" {
+                break;
+            }
+        }
+        cancels.push(started.elapsed());
+    }
+
     let latency = args.latency;
     println!("Simulator: every call takes {} (time to first token; no per-token delay).", ms(latency));
     println!("Workers: {} in-process, 64 jobs in flight each.\n", args.workers);
@@ -175,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         summary("`POST /v1/characters` → `202` (under the burst)", burst.iter().map(|t| t.accept).collect())
     );
     println!("{}", summary("`GET /v1/jobs/{id}` (idle system)", polls));
+    println!("{}", summary("`POST …/cancel` of a running job → `cancelled` on SSE", cancels));
     println!();
     println!(
         "Burst of {}: all finished {} after the first POST; the simulator served {} calls with {} in flight at the peak.",
