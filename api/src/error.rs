@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// A rate limit: retry after the given time.
+    #[error("{detail}")]
+    TooManyRequests { retry_after: std::time::Duration, detail: String },
     /// A dependency is down; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -63,6 +66,9 @@ impl IntoResponse for ApiError {
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".to_owned()),
             Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, "Conflict", detail.clone()),
+            Self::TooManyRequests { detail, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests", detail.clone())
+            }
             Self::Unavailable(cause) => {
                 tracing::error!(%cause, "dependency unavailable");
                 (
@@ -96,6 +102,10 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            Self::TooManyRequests { retry_after, .. } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }

@@ -53,20 +53,32 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token =
             bearer_token(parts).ok_or(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>`" })?;
-        let user = store::users::session_user(&state.db, &token_hash(token)).await?;
+        let user = if token.starts_with(API_KEY_PREFIX) {
+            store::api_keys::user_of(&state.db, &token_hash(token)).await?
+        } else {
+            store::users::session_user(&state.db, &token_hash(token)).await?
+        };
         user.map(AuthUser).ok_or(ApiError::Unauthorized { detail: "the token is invalid, expired or revoked" })
     }
 }
 
 /// The bearer token of a request, if it has one.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token_of(&parts.headers)
+}
+
+/// The bearer token in a header map, if there is one.
+pub fn bearer_token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// What the sessions table stores in place of the token.
+/// API keys start with this, so the server (and a secret scanner) can tell them from sessions.
+pub const API_KEY_PREFIX: &str = "fnpk_";
+
+/// What the sessions and API key tables store in place of the secret.
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }

@@ -72,9 +72,11 @@ impl Api {
         let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
         store::migrate(&db).await?;
         let stop = CancellationToken::new();
-        let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
+        let redis = fastnpc_shared::event_bus::connect(&settings.redis_url).await?;
+        let events = EventLog::new(redis.clone(), &settings.namespace);
         let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
-        let control = fastnpc_shared::control::ControlSender::connect(&settings.redis_url, &settings.namespace).await?;
+        let control = fastnpc_shared::control::ControlSender::new(redis.clone(), &settings.namespace);
+        let login_limiter = fastnpc_shared::rate_limit::LoginLimiter::new(redis, &settings.namespace);
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
             db,
@@ -82,6 +84,7 @@ impl Api {
             hub,
             publisher,
             control,
+            login_limiter,
             config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
@@ -103,6 +106,7 @@ impl Api {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { listener, state, stop } = self;
         tokio::spawn(republisher::run(state.clone(), stop.clone()));
+        tokio::spawn(republisher::purge_sessions(state.clone(), stop.clone()));
         tracing::info!(addr = %listener.local_addr()?, "API listening");
         let stopping = stop.clone();
         let pending = state.background.clone();

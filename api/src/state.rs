@@ -20,6 +20,8 @@ pub struct AppState {
     pub publisher: Arc<JobPublisher>,
     /// Cancel signals to the workers.
     pub control: fastnpc_shared::control::ControlSender,
+    /// Failed-login backoff per username.
+    pub login_limiter: fastnpc_shared::rate_limit::LoginLimiter,
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,

@@ -29,9 +29,9 @@ pub struct ControlSender {
 }
 
 impl ControlSender {
-    pub async fn connect(redis_url: &Secret, namespace: &str) -> Result<Self, redis::RedisError> {
-        let connection = ConnectionManager::new(Client::open(redis_url.expose())?).await?;
-        Ok(Self { connection, channel: channel(namespace) })
+    /// Over the process's shared connection (`event_bus::connect`).
+    pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
+        Self { connection, channel: channel(namespace) }
     }
 
     /// Asks whichever worker runs `job_id` to stop it now.

@@ -75,7 +75,21 @@ pub enum EventBusError {
     Malformed(String),
 }
 
-/// Appends to and reads job event logs over one multiplexed, self-reconnecting connection.
+/// The process's one multiplexed, self-reconnecting Redis connection for commands (pub/sub
+/// subscriptions need connections of their own). Shared by the event log, control signals and
+/// rate limits.
+pub async fn connect(redis_url: &Secret) -> Result<ConnectionManager, EventBusError> {
+    let client = Client::open(redis_url.expose())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        // The default 500 ms is tight for a loaded server; commands here are tiny, so a slow
+        // answer means trouble, and callers retry.
+        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(3);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// Appends to and reads job event logs.
 #[derive(Clone)]
 pub struct EventLog {
     connection: ConnectionManager,
@@ -84,21 +98,18 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Connects (the manager reconnects by itself after a drop).
-    pub async fn connect(redis_url: &Secret, namespace: &str) -> Result<Self, EventBusError> {
-        let client = Client::open(redis_url.expose())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            // The default 500 ms is tight for a loaded server; appends are tiny, so a slow answer
-            // means trouble, and the caller retries.
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(3);
-        let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self {
+    /// Over the process's shared connection (see [`connect`]).
+    pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
+        Self {
             connection,
             keys: Keys { namespace: namespace.to_owned() },
             append: Arc::new(redis::Script::new(APPEND_SCRIPT)),
-        })
+        }
+    }
+
+    /// The connection this log uses, to share with the process's other Redis users.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
     }
 
     /// Appends an event and returns its `seq`. Terminal events shorten the log's lifetime.

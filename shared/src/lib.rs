@@ -18,6 +18,7 @@
 //!   [`event_bus`] (Redis pub/sub + streams), [`llm`] (any OpenAI-compatible endpoint).
 //! - [`control`]: API → worker signals (cancel a running job).
 //! - [`dispatch`]: handing committed jobs to the queue (event, publish, confirm).
+//! - [`rate_limit`]: login backoff shared by all API replicas.
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
 
 pub mod control;
@@ -30,6 +31,7 @@ pub mod jobs;
 pub mod llm;
 pub mod prompts;
 pub mod queue;
+pub mod rate_limit;
 pub mod settings;
 pub mod shutdown;
 pub mod store;

@@ -13,5 +13,6 @@ mod isolation;
 mod llm_faults;
 mod memory;
 mod outages;
+mod security;
 mod serial;
 mod streaming;

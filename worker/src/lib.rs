@@ -82,7 +82,7 @@ impl WorkerConfig {
 /// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
-    let events = EventLog::connect(&settings.redis_url, &settings.namespace).await?;
+    let events = EventLog::new(fastnpc_shared::event_bus::connect(&settings.redis_url).await?, &settings.namespace);
     let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
     if settings.llm.api_key.is_none() {
         tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");

@@ -97,15 +97,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password)?;
-    let password = body.password;
-    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let hash = tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing failed: {e}")))?;
+    let hash = hash_password(&state, body.password).await?;
     let user_id = UserId::new();
     match store::users::insert(&state.db, user_id, &body.username, &hash).await {
         Ok(()) => {}
@@ -132,26 +124,27 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginView>, ApiError> {
     let invalid = ApiError::Unauthorized { detail: "wrong username or password" };
+    // Redis being down must not lock everyone out: the limiter fails open, loudly.
+    match state.login_limiter.locked_for(&body.username).await {
+        Ok(Some(wait)) => return Err(too_many_attempts(wait)),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
+    }
     let stored = store::users::credentials(&state.db, &body.username).await?;
-    // Verify against a dummy hash when the user does not exist, so timing does not reveal which
-    // usernames exist.
     let (user_id, hash) = match stored {
         Some((user_id, hash)) => (Some(user_id), Some(hash)),
         None => (None, None),
     };
-    let password = body.password;
-    let permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let verified = tokio::task::spawn_blocking(move || {
-        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
-        PasswordHash::new(hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    drop(permit);
+    let verified = verify_password(&state, hash, body.password).await?;
     let Some(user_id) = user_id.filter(|_| verified) else {
+        if let Err(error) = state.login_limiter.failed(&body.username).await {
+            tracing::warn!(%error, "login limiter unavailable; not counting");
+        }
         return Err(invalid);
     };
+    if let Err(error) = state.login_limiter.succeeded(&body.username).await {
+        tracing::warn!(%error, "login limiter unavailable");
+    }
 
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
@@ -160,6 +153,94 @@ pub async fn login(
     store::users::insert_session(&state.db, &token_hash(&token), user_id, expires_at).await?;
     let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(LoginView { token, token_type: "Bearer", expires_at, user: user.into() }))
+}
+
+fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after: wait,
+        detail: "too many failed logins for this username; wait before trying again".into(),
+    }
+}
+
+/// Hashes a password with argon2id on the blocking pool, within the hashing bound.
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing failed: {e}")))
+}
+
+/// Checks a password against a stored hash. Without a hash (no such user) it checks against a
+/// dummy hash, so timing does not reveal which usernames exist.
+async fn verify_password(state: &AppState, hash: Option<String>, password: String) -> Result<bool, ApiError> {
+    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+        PasswordHash::new(hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /v1/auth/password` with `{current_password, new_password}` → `204`. Every other session
+/// is revoked (a stolen session dies with the old password); API keys stay.
+pub async fn change_password(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    headers: axum::http::HeaderMap,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    validate_password(&body.new_password)?;
+    let stored = store::users::password_hash(&state.db, user_id).await?;
+    if !verify_password(&state, stored, body.current_password).await? {
+        return Err(ApiError::Invalid {
+            status: StatusCode::FORBIDDEN,
+            code: "wrong-password",
+            detail: "current_password is wrong".into(),
+        });
+    }
+    let hash = hash_password(&state, body.new_password).await?;
+    let current = crate::extract::bearer_token_of(&headers).map(token_hash);
+    store::users::change_password(&state.db, user_id, &hash, current.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccount {
+    password: String,
+}
+
+/// `DELETE /v1/me` with `{password}` → `204`: the account and everything it owns (characters,
+/// messages, memories, groups, jobs, sessions, API keys) are deleted; nobody else's data is
+/// touched (every row is owned through the user).
+pub async fn delete_me(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiJson(body): ApiJson<DeleteAccount>,
+) -> Result<StatusCode, ApiError> {
+    let stored = store::users::password_hash(&state.db, user_id).await?;
+    if !verify_password(&state, stored, body.password).await? {
+        return Err(ApiError::Invalid {
+            status: StatusCode::FORBIDDEN,
+            code: "wrong-password",
+            detail: "password is wrong".into(),
+        });
+    }
+    store::users::delete(&state.db, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// An argon2id hash of a random password, verified against when the username is unknown.

@@ -7,6 +7,7 @@ use axum::{
 
 use crate::state::AppState;
 
+pub mod api_keys;
 pub mod auth;
 pub mod characters;
 pub mod groups;
@@ -20,7 +21,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/me", get(auth::me).patch(auth::update_me))
+        .route("/v1/me", get(auth::me).patch(auth::update_me).delete(auth::delete_me))
+        .route("/v1/auth/password", post(auth::change_password))
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route("/v1/characters", post(characters::create).get(characters::list))
         .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
         .route("/v1/characters/{id}/messages", post(messages::send).get(messages::history))

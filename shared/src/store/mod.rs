@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub mod api_keys;
 pub mod characters;
 pub mod groups;
 pub mod jobs;

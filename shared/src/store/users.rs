@@ -128,3 +128,51 @@ pub async fn update_settings(
     .await?;
     Ok(())
 }
+
+/// The stored password hash of a user (to re-check the password before sensitive changes).
+pub async fn password_hash(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query!("select password_hash from users where user_id = $1", user_id.0).fetch_optional(db).await?;
+    Ok(row.map(|r| r.password_hash))
+}
+
+/// Sets a new password hash and revokes every session but `keep` (the one making the change).
+pub async fn change_password(
+    db: &sqlx::PgPool,
+    user_id: UserId,
+    password_hash: &str,
+    keep: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query!(
+        "update users set password_hash = $2, updated_at = now() where user_id = $1",
+        user_id.0,
+        password_hash
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update sessions set revoked_at = now()
+         where user_id = $1 and revoked_at is null and ($2::bytea is null or token_hash <> $2)",
+        user_id.0,
+        keep,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Deletes a user and, by cascade, everything they own.
+pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!("delete from users where user_id = $1", user_id.0).execute(db).await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Forgets sessions that expired or were revoked more than a day ago.
+pub async fn purge_sessions(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query!(
+        "delete from sessions where expires_at < now() - interval '1 day' or revoked_at < now() - interval '1 day'"
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

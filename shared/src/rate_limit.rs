@@ -1,0 +1,68 @@
+//! Login attempt limiting with lockout backoff, kept in Redis so every API replica sees the
+//! same counts.
+//!
+//! Per username (case-insensitive): the first [`FREE_FAILURES`] failures in a window cost
+//! nothing; each further failure locks the name for twice as long as the last (1 s, 2 s, 4 s,
+//! … up to 15 min), and attempts during a lock are refused with `Retry-After` without checking
+//! the password. A successful login clears the count. Counting by name, not by address, protects
+//! an account from password guessing through many addresses; the lock is short at first so an
+//! attacker cannot lock a user out for long.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+/// Failures allowed before the backoff starts.
+pub const FREE_FAILURES: u32 = 5;
+/// The longest lock.
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// Failures are forgotten this long after the last one.
+const WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// Login backoff per username.
+#[derive(Clone)]
+pub struct LoginLimiter {
+    connection: ConnectionManager,
+    namespace: String,
+}
+
+impl LoginLimiter {
+    pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
+        Self { connection, namespace: namespace.to_owned() }
+    }
+
+    fn keys(&self, username: &str) -> (String, String) {
+        let name = username.to_lowercase();
+        (format!("{}:login:failures:{name}", self.namespace), format!("{}:login:lock:{name}", self.namespace))
+    }
+
+    /// `Some(wait)` while the name is locked.
+    pub async fn locked_for(&self, username: &str) -> Result<Option<Duration>, redis::RedisError> {
+        let (_, lock) = self.keys(username);
+        let mut connection = self.connection.clone();
+        let ttl_ms: i64 = connection.pttl(&lock).await?;
+        Ok((ttl_ms > 0).then(|| Duration::from_millis(ttl_ms as u64)))
+    }
+
+    /// Records a failed attempt; returns the lock it caused, if any.
+    pub async fn failed(&self, username: &str) -> Result<Option<Duration>, redis::RedisError> {
+        let (failures_key, lock_key) = self.keys(username);
+        let mut connection = self.connection.clone();
+        let failures: u32 = connection.incr(&failures_key, 1).await?;
+        let _: bool = connection.expire(&failures_key, WINDOW.as_secs() as i64).await?;
+        if failures <= FREE_FAILURES {
+            return Ok(None);
+        }
+        let lock = Duration::from_secs(1u64 << (failures - FREE_FAILURES - 1).min(20)).min(MAX_LOCK);
+        let _: () = connection.pset_ex(&lock_key, 1, lock.as_millis() as u64).await?;
+        Ok(Some(lock))
+    }
+
+    /// A successful login forgets the failures.
+    pub async fn succeeded(&self, username: &str) -> Result<(), redis::RedisError> {
+        let (failures_key, lock_key) = self.keys(username);
+        let mut connection = self.connection.clone();
+        let _: i64 = connection.del(&[failures_key, lock_key]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! API keys: long-lived bearer credentials for scripts.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::ids::UserId;
+
+/// A key as its owner sees it in a listing (never the key itself).
+#[derive(Clone, Debug)]
+pub struct ApiKeyRecord {
+    pub key_id: uuid::Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    key_id: uuid::Uuid,
+    user_id: UserId,
+    name: &str,
+    prefix: &str,
+    key_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into api_keys (key_id, user_id, name, prefix, key_hash) values ($1, $2, $3, $4, $5)",
+        key_id,
+        user_id.0,
+        name,
+        prefix,
+        key_hash,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRecord,
+        "select key_id, name, prefix, created_at, last_used_at, revoked_at from api_keys
+         where user_id = $1 order by key_id desc",
+        user_id.0,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes one of the user's keys; revoking twice is harmless. False when the user has no such key.
+pub async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "update api_keys set revoked_at = coalesce(revoked_at, now()) where key_id = $1 and user_id = $2",
+        key_id,
+        user_id.0,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The user of a live key, recording its use.
+pub async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"update api_keys set last_used_at = now() where key_hash = $1 and revoked_at is null
+           returning user_id as "user_id: UserId""#,
+        key_hash,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| r.user_id))
+}

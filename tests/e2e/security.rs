@@ -1,0 +1,152 @@
+//! Sessions, API keys, account deletion and login limits.
+
+use fastnpc_tests::harness::{TestApp, TestUser};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token(app: &TestApp, username: &str, password: &str) -> TestUser {
+    let response = login(app, username, password).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    TestUser { username: username.into(), token: body["token"].as_str().unwrap().into() }
+}
+
+#[tokio::test]
+async fn changing_the_password_revokes_every_other_session() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let laptop = app.user("ada").await;
+    let phone = token(&app, "ada", PASSWORD).await;
+
+    let wrong = json!({"current_password": "not it at all", "new_password": "a brand new secret"});
+    let response = app.request(Method::POST, "/v1/auth/password", Some(&laptop)).json(&wrong).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new secret"});
+    let response = app.request(Method::POST, "/v1/auth/password", Some(&laptop)).json(&change).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+
+    assert_eq!(app.get("/v1/me", &laptop).await.status(), 200, "the session that changed it stays");
+    assert_eq!(app.get("/v1/me", &phone).await.status(), 401, "every other session is revoked");
+    assert_eq!(login(&app, "ada", PASSWORD).await.status(), 401);
+    assert_eq!(login(&app, "ada", "a brand new secret").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_an_account_deletes_all_its_data_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let leaving = app.user("leaving").await;
+    let staying = app.user("staying").await;
+    for user in [&leaving, &staying] {
+        let character = app.ready_character(user, "诸葛亮").await;
+        assert_eq!(app.send_message(user, &character, "你好", Some(20)).await.status(), 200);
+        let group = json!({"name": "g", "character_ids": [character]});
+        assert_eq!(app.post_json("/v1/groups", user, &group).await.status(), 201);
+        let key = json!({"name": "script"});
+        assert_eq!(app.post_json("/v1/api-keys", user, &key).await.status(), 201);
+    }
+    let counts = async |username: &str| -> Vec<i64> {
+        let mut counts = Vec::new();
+        for table in ["characters", "messages", "jobs", "groups", "sessions", "api_keys"] {
+            let query = format!("select count(*) from {table} t join users u using (user_id) where u.username = $1");
+            let (count,): (i64,) = sqlx::query_as(&query).bind(username).fetch_one(&app.db).await.unwrap();
+            counts.push(count);
+        }
+        counts
+    };
+    let before = counts("staying").await;
+    assert!(before.iter().all(|&c| c > 0), "{before:?}");
+
+    let wrong = app
+        .request(Method::DELETE, "/v1/me", Some(&leaving))
+        .json(&json!({"password": "nope nope nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let deleted = app
+        .request(Method::DELETE, "/v1/me", Some(&leaving))
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    assert_eq!(app.get("/v1/me", &leaving).await.status(), 401);
+    let (users,): (i64,) =
+        sqlx::query_as("select count(*) from users where username = 'leaving'").fetch_one(&app.db).await.unwrap();
+    assert_eq!(users, 0);
+    for table in ["characters", "messages", "jobs", "groups", "sessions", "api_keys", "group_messages", "memories"] {
+        let orphaned = format!(
+            "select count(*) from {table} where {}",
+            match table {
+                "memories" => "character_id not in (select character_id from characters)".to_owned(),
+                _ => "user_id not in (select user_id from users)".to_owned(),
+            }
+        );
+        let (count,): (i64,) = sqlx::query_as(&orphaned).fetch_one(&app.db).await.unwrap();
+        assert_eq!(count, 0, "{table} keeps nothing of the deleted user");
+    }
+    assert_eq!(counts("staying").await, before, "nobody else's data was touched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_work_as_bearer_tokens_and_can_be_revoked() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let user = app.user("grace").await;
+    let other = app.user("other").await;
+    let created = app.post_json("/v1/api-keys", &user, &json!({"name": "nightly script"})).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("fnpk_"));
+    let key_id = created["api_key"]["id"].as_str().unwrap().to_owned();
+
+    let listed: Value = app.get("/v1/api-keys", &user).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(&key), "the key is never shown again");
+    assert!(key.starts_with(listed["items"][0]["prefix"].as_str().unwrap()));
+
+    let script = TestUser { username: "grace".into(), token: key.clone() };
+    let me: Value = app.get("/v1/me", &script).await.json().await.unwrap();
+    assert_eq!(me["user"]["username"], "grace");
+
+    let foreign = app.request(Method::DELETE, &format!("/v1/api-keys/{key_id}"), Some(&other)).send().await.unwrap();
+    assert_eq!(foreign.status(), 404);
+    assert_eq!(app.get("/v1/me", &script).await.status(), 200, "someone else cannot revoke it");
+    let revoked = app.request(Method::DELETE, &format!("/v1/api-keys/{key_id}"), Some(&user)).send().await.unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(app.get("/v1/me", &script).await.status(), 401);
+    let listed: Value = app.get("/v1/api-keys", &user).await.json().await.unwrap();
+    assert!(listed["items"][0]["revoked_at"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_lock_the_username_with_backoff() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    app.user("hedy").await;
+    app.user("katherine").await;
+    for _ in 0..6 {
+        assert_eq!(login(&app, "hedy", "guess guess guess").await.status(), 401);
+    }
+    // Locked now: even the right password waits, and the answer says for how long.
+    let locked = login(&app, "hedy", PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(locked.headers()["content-type"], "application/problem+json");
+    // Another account is not affected.
+    assert_eq!(login(&app, "katherine", PASSWORD).await.status(), 200);
+    app.stop().await;
+}
