@@ -76,7 +76,8 @@ impl Api {
         let events = EventLog::new(redis.clone(), &settings.namespace);
         let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
         let control = fastnpc_shared::control::ControlSender::new(redis.clone(), &settings.namespace);
-        let login_limiter = fastnpc_shared::rate_limit::LoginLimiter::new(redis, &settings.namespace);
+        let login_limiter = fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), &settings.namespace);
+        let stream_tokens = fastnpc_shared::rate_limit::StreamTokens::new(redis, &settings.namespace);
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
             db,
@@ -85,6 +86,7 @@ impl Api {
             publisher,
             control,
             login_limiter,
+            stream_tokens,
             config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),

@@ -22,6 +22,8 @@ pub struct AppState {
     pub control: fastnpc_shared::control::ControlSender,
     /// Failed-login backoff per username.
     pub login_limiter: fastnpc_shared::rate_limit::LoginLimiter,
+    /// Short-lived single-job tokens for browser `EventSource`s.
+    pub stream_tokens: fastnpc_shared::rate_limit::StreamTokens,
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,

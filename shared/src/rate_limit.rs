@@ -66,3 +66,52 @@ impl LoginLimiter {
         Ok(())
     }
 }
+
+/// Short-lived tokens that let a browser's `EventSource` (which cannot send headers) read one
+/// job's event stream: `?stream_token=…` instead of a long-lived bearer token in a URL. Stored in
+/// Redis (hashed) with a TTL, bound to one user and one job.
+#[derive(Clone)]
+pub struct StreamTokens {
+    connection: ConnectionManager,
+    namespace: String,
+}
+
+/// How long a stream token works (long enough for `EventSource` reconnects during one job).
+pub const STREAM_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
+
+impl StreamTokens {
+    pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
+        Self { connection, namespace: namespace.to_owned() }
+    }
+
+    fn key(&self, token_hash: &str) -> String {
+        format!("{}:stream-token:{token_hash}", self.namespace)
+    }
+
+    /// Stores a token (by its hash) for `user_id` reading `job_id`.
+    pub async fn issue(
+        &self,
+        token_hash: &str,
+        user_id: crate::ids::UserId,
+        job_id: crate::ids::JobId,
+    ) -> Result<(), redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let _: () =
+            connection.set_ex(self.key(token_hash), format!("{user_id}:{job_id}"), STREAM_TOKEN_TTL.as_secs()).await?;
+        Ok(())
+    }
+
+    /// The user a live token was issued to, if it was issued for `job_id`.
+    pub async fn user_for(
+        &self,
+        token_hash: &str,
+        job_id: crate::ids::JobId,
+    ) -> Result<Option<crate::ids::UserId>, redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let value: Option<String> = connection.get(self.key(token_hash)).await?;
+        Ok(value.and_then(|v| {
+            let (user, job) = v.split_once(':')?;
+            (job.parse::<crate::ids::JobId>().ok()? == job_id).then(|| user.parse().ok()).flatten()
+        }))
+    }
+}

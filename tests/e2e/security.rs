@@ -150,3 +150,37 @@ async fn repeated_failed_logins_lock_the_username_with_backoff() {
     assert_eq!(login(&app, "katherine", PASSWORD).await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_token_opens_one_jobs_stream_without_a_bearer_header() {
+    let app = TestApp::spawn().await;
+    let user = app.user("linus").await;
+    let other = app.user("other").await;
+    let first = app.create_character(&user, "李白").await;
+    let second = app.create_character(&user, "杜甫").await;
+    let job = first["job"]["id"].as_str().unwrap();
+    app.wait_for_job(&user, job).await;
+
+    let issued = app.request(Method::POST, &format!("/v1/jobs/{job}/stream-token"), Some(&user)).send().await.unwrap();
+    assert_eq!(issued.status(), 200);
+    let issued: Value = issued.json().await.unwrap();
+    let url = issued["events_url"].as_str().unwrap();
+    // What a browser's EventSource does: a plain GET, no headers.
+    let response = app.http.get(app.url(url)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let events: Vec<_> = futures::StreamExt::collect::<Vec<_>>(fastnpc_tests::sse_client::events(response)).await;
+    assert_eq!(events.last().unwrap().as_ref().unwrap().event, "succeeded");
+
+    // Bound to that job, and only issued to its owner.
+    let token = issued["stream_token"].as_str().unwrap();
+    let second_job = second["job"]["id"].as_str().unwrap();
+    let wrong_job =
+        app.http.get(app.url(&format!("/v1/jobs/{second_job}/events?stream_token={token}"))).send().await.unwrap();
+    assert_eq!(wrong_job.status(), 401);
+    let forged = app.http.get(app.url(&format!("/v1/jobs/{job}/events?stream_token=forged"))).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let foreign =
+        app.request(Method::POST, &format!("/v1/jobs/{job}/stream-token"), Some(&other)).send().await.unwrap();
+    assert_eq!(foreign.status(), 404);
+    app.stop().await;
+}

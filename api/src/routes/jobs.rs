@@ -97,19 +97,33 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     after: Option<String>,
+    /// A short-lived single-job token (`POST /v1/jobs/{id}/stream-token`), for `EventSource`.
+    stream_token: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}/events` (SSE). Resumes after `Last-Event-ID` (what browsers send on
 /// reconnect) or `?after=N` (for a first connection); the header wins when both are present.
 pub async fn events(
     State(state): State<AppState>,
-    AuthUser(user_id): AuthUser,
+    user: Option<AuthUser>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let job_id: JobId = parse_id(&id)?;
+    let user_id = match (user, &query.stream_token) {
+        (Some(AuthUser(user_id)), _) => user_id,
+        (None, Some(token)) => {
+            let hash = hex_hash(token);
+            let user =
+                state.stream_tokens.user_for(&hash, job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            user.ok_or(ApiError::Unauthorized { detail: "the stream token is invalid, expired, or for another job" })?
+        }
+        (None, None) => {
+            return Err(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>` or `?stream_token=`" });
+        }
+    };
     let header_cursor = headers
         .get("last-event-id")
         .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or("Last-Event-ID"))
@@ -232,4 +246,36 @@ pub async fn cancel(
     };
     let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
+}
+
+fn hex_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST /v1/jobs/{id}/stream-token` → `{stream_token, expires_in, events_url}`: a token that
+/// lets a browser's `EventSource` (which cannot send headers) read this one job's events for
+/// ten minutes — instead of putting a long-lived credential in a URL.
+pub async fn stream_token(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use base64::Engine;
+    use rand::RngCore;
+    let job_id: JobId = parse_id(&id)?;
+    store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let mut raw = [0u8; 24];
+    rand::rng().fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    state
+        .stream_tokens
+        .issue(&hex_hash(&token), user_id, job_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "stream_token": token,
+        "expires_in": fastnpc_shared::rate_limit::STREAM_TOKEN_TTL.as_secs(),
+        "events_url": format!("/v1/jobs/{job_id}/events?stream_token={token}"),
+    })))
 }

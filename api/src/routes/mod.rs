@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/stream-token", post(jobs::stream_token))
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
