@@ -12,6 +12,7 @@
 //! - [`error`]: the one error type handlers return, rendered as RFC 9457 problem details.
 //! - [`extract`]: request extractors (bearer auth, JSON with problem-details rejections).
 //! - [`idempotency`]: `Idempotency-Key` on job-creating POSTs.
+//! - [`limits`]: per-user abuse limits (429).
 //! - [`sse`]: the resumable job event stream.
 //! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
 
@@ -31,6 +32,7 @@ use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod limits;
 pub mod republisher;
 pub mod routes;
 pub mod sse;
@@ -77,7 +79,12 @@ impl Api {
         let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
         let control = fastnpc_shared::control::ControlSender::new(redis.clone(), &settings.namespace);
         let login_limiter = fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), &settings.namespace);
-        let stream_tokens = fastnpc_shared::rate_limit::StreamTokens::new(redis, &settings.namespace);
+        let stream_tokens = fastnpc_shared::rate_limit::StreamTokens::new(redis.clone(), &settings.namespace);
+        let submissions = fastnpc_shared::rate_limit::SubmissionLimiter::new(
+            redis,
+            &settings.namespace,
+            settings.limits.submissions_per_minute,
+        );
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
             db,
@@ -87,7 +94,8 @@ impl Api {
             control,
             login_limiter,
             stream_tokens,
-            config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl }),
+            submissions,
+            config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl, limits: settings.limits.clone() }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
             password_hashing: Arc::new(tokio::sync::Semaphore::new(

@@ -24,6 +24,8 @@ pub struct AppState {
     pub login_limiter: fastnpc_shared::rate_limit::LoginLimiter,
     /// Short-lived single-job tokens for browser `EventSource`s.
     pub stream_tokens: fastnpc_shared::rate_limit::StreamTokens,
+    /// Job submissions per user per minute.
+    pub submissions: fastnpc_shared::rate_limit::SubmissionLimiter,
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,
@@ -39,4 +41,5 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct ApiConfig {
     pub session_ttl: Duration,
+    pub limits: fastnpc_shared::settings::UserLimits,
 }

@@ -115,3 +115,32 @@ impl StreamTokens {
         }))
     }
 }
+
+/// Job submissions per user per minute, counted in Redis so every replica shares the count
+/// (a fixed one-minute window: simple, and at most twice the rate across a window boundary).
+#[derive(Clone)]
+pub struct SubmissionLimiter {
+    connection: ConnectionManager,
+    namespace: String,
+    per_minute: u32,
+}
+
+impl SubmissionLimiter {
+    pub fn new(connection: ConnectionManager, namespace: &str, per_minute: u32) -> Self {
+        Self { connection, namespace: namespace.to_owned(), per_minute }
+    }
+
+    /// Counts one submission; `Some(wait)` when the user is over the limit this minute.
+    pub async fn admit(&self, user_id: crate::ids::UserId) -> Result<Option<Duration>, redis::RedisError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let minute = now.as_secs() / 60;
+        let key = format!("{}:submissions:{user_id}:{minute}", self.namespace);
+        let mut connection = self.connection.clone();
+        let count: u32 = connection.incr(&key, 1).await?;
+        let _: bool = connection.expire(&key, 120).await?;
+        if count <= self.per_minute {
+            return Ok(None);
+        }
+        Ok(Some(Duration::from_secs(60 - now.as_secs() % 60)))
+    }
+}

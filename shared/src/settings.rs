@@ -32,6 +32,8 @@ pub struct Settings {
     pub job_deadline: Duration,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
+    /// Abuse limits per user.
+    pub limits: UserLimits,
     /// Pause between group-chat rounds, during which a user message interrupts the loop.
     pub group_turn_pause: Duration,
     /// When set, RabbitMQ deletes this namespace's queues after they go unused this long. For
@@ -62,6 +64,17 @@ impl LlmSettings {
     pub fn is_configured(&self) -> bool {
         self.api_key.is_some() || self.base_url != DEFAULT_LLM_BASE_URL
     }
+}
+
+/// What one user may use at most. Past a limit the API answers `429` with `Retry-After`.
+#[derive(Clone, Debug)]
+pub struct UserLimits {
+    /// Job-creating requests per minute.
+    pub submissions_per_minute: u32,
+    /// Jobs queued or running at once.
+    pub active_jobs: i64,
+    pub characters: i64,
+    pub groups: i64,
 }
 
 /// Log output format.
@@ -149,6 +162,12 @@ impl Settings {
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
             job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
             job_deadline: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_DEADLINE_SECS", "600")?),
+            limits: UserLimits {
+                submissions_per_minute: parse(&lookup, "FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "120")?,
+                active_jobs: parse(&lookup, "FASTNPC_LIMIT_ACTIVE_JOBS", "50")?,
+                characters: parse(&lookup, "FASTNPC_LIMIT_CHARACTERS", "500")?,
+                groups: parse(&lookup, "FASTNPC_LIMIT_GROUPS", "100")?,
+            },
             session_ttl: Duration::from_secs(parse::<u64>(&lookup, "FASTNPC_SESSION_TTL_HOURS", "720")? * 3600),
             group_turn_pause: Duration::from_millis(parse(&lookup, "FASTNPC_GROUP_TURN_PAUSE_MS", "3000")?),
             queue_expires: lookup("FASTNPC_QUEUE_EXPIRES_SECS")

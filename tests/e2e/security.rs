@@ -184,3 +184,56 @@ async fn a_stream_token_opens_one_jobs_stream_without_a_bearer_header() {
     assert_eq!(foreign.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn per_user_limits_answer_429_and_create_nothing() {
+    let app = TestApp::builder()
+        .workers(0)
+        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "3")
+        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", "1000")
+        .setting("FASTNPC_LIMIT_CHARACTERS", "3")
+        .setting("FASTNPC_LIMIT_GROUPS", "1")
+        .spawn()
+        .await;
+    let user = app.user("barbara").await;
+    let other = app.user("margaret").await;
+    let body = |name: &str| json!({"name": name, "source": {"kind": "text", "text": fastnpc_tests::harness::sample_source(name)}});
+    let jobs = async || -> i64 {
+        sqlx::query_as::<_, (i64,)>("select count(*) from jobs").fetch_one(&app.db).await.unwrap().0
+    };
+    // The submission window is a calendar minute: start well inside one.
+    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - second)).await;
+    }
+
+    let mut ids = Vec::new();
+    for name in ["甲", "乙", "丙"] {
+        let created = app.post_json("/v1/characters", &user, &body(name)).await;
+        assert_eq!(created.status(), 202);
+        let created: Value = created.json().await.unwrap();
+        ids.push(created["character"]["id"].as_str().unwrap().to_owned());
+    }
+    let capped = app.post_json("/v1/characters", &user, &body("丁")).await;
+    assert_eq!(capped.status(), 429, "the character cap");
+    assert!(capped.headers().contains_key("retry-after"));
+    let problem: Value = capped.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("characters"), "{problem}");
+
+    // Under the cap again, but over three submissions this minute.
+    let deleted = app.request(Method::DELETE, &format!("/v1/characters/{}", ids[0]), Some(&user)).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let before = jobs().await;
+    let rate = app.post_json("/v1/characters", &user, &body("戊")).await;
+    assert_eq!(rate.status(), 429, "the submission rate");
+    let problem: Value = rate.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("per minute"), "{problem}");
+    assert_eq!(jobs().await, before, "nothing was created");
+
+    let group = json!({"name": "g", "character_ids": [ids[1], ids[2]]});
+    assert_eq!(app.post_json("/v1/groups", &user, &group).await.status(), 201);
+    assert_eq!(app.post_json("/v1/groups", &user, &group).await.status(), 429, "the group cap");
+    // Limits are per user.
+    assert_eq!(app.post_json("/v1/characters", &other, &body("甲")).await.status(), 202);
+    app.stop().await;
+}

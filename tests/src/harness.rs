@@ -85,6 +85,9 @@ impl TestAppBuilder {
             ("FASTNPC_WORKER_CONCURRENCY", self.worker_concurrency.to_string()),
             ("FASTNPC_DB_POOL_SIZE", "8".to_owned()),
             ("FASTNPC_QUEUE_EXPIRES_SECS", "600".to_owned()),
+            // Tests drive many jobs quickly from one user; the limits have their own test.
+            ("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "100000".to_owned()),
+            ("FASTNPC_LIMIT_ACTIVE_JOBS", "10000".to_owned()),
             ("FASTNPC_AMQP_URL", service_url("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
             ("FASTNPC_REDIS_URL", service_url("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
         ]

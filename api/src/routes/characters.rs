@@ -74,6 +74,8 @@ pub async fn create(
     {
         return replay(&state, user_id, job).await;
     }
+    crate::limits::admit_character(&state, user_id).await?;
+    crate::limits::admit_job(&state, user_id).await?;
 
     let character_id = CharacterId::new();
     let job_id = JobId::new();

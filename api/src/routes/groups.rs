@@ -102,6 +102,7 @@ pub async fn create(
         return Err(ApiError::invalid_field(format!("character_ids: 1 to {MAX_MEMBERS} characters")));
     }
     check_owned(&state, user_id, &body.character_ids).await?;
+    crate::limits::admit_group(&state, user_id).await?;
     let group_id = GroupId::new();
     let mut tx = state.db.begin().await?;
     store::groups::insert(&mut *tx, group_id, user_id, &name).await?;
@@ -240,6 +241,7 @@ pub async fn send(
     {
         return replay(&state, group.group_id, job).await;
     }
+    crate::limits::admit_job(&state, user_id).await?;
     let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
     let message_id = MessageId::new();
     let job_id = JobId::new();

@@ -158,6 +158,7 @@ pub async fn retry(
             detail: format!("the job is {}; only failed or cancelled jobs can be retried", job.status),
         });
     }
+    crate::limits::admit_job(&state, user_id).await?;
     let conflict = |detail: &str| ApiError::Conflict { code: "job-not-retryable", detail: detail.to_owned() };
     let new_id = JobId::new();
     let mut tx = state.db.begin().await?;

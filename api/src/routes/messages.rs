@@ -97,6 +97,7 @@ pub async fn send(
     {
         return replay(&state, user_id, job).await;
     }
+    crate::limits::admit_job(&state, user_id).await?;
     if character.status != "ready" {
         return Err(ApiError::Conflict {
             code: "character-not-ready",

@@ -163,3 +163,11 @@ pub async fn mark_generating(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// How many characters the user has.
+pub async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(r#"select count(*) as "count!" from characters where user_id = $1"#, user_id.0)
+        .fetch_one(db)
+        .await?;
+    Ok(row.count)
+}

@@ -334,3 +334,10 @@ pub async fn message_of_turn(
     .fetch_optional(db)
     .await
 }
+
+/// How many groups the user has.
+pub async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+    let row =
+        sqlx::query!(r#"select count(*) as "count!" from groups where user_id = $1"#, user_id.0).fetch_one(db).await?;
+    Ok(row.count)
+}

@@ -487,3 +487,14 @@ pub async fn fail_unclaimed(db: impl PgExecutor<'_>, job_id: JobId, error: &JobE
     .await?;
     Ok(outcome.rows_affected() == 1)
 }
+
+/// The user's jobs that are queued or running.
+pub async fn active_count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select count(*) as "count!" from jobs where user_id = $1 and status in ('queued', 'running')"#,
+        user_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.count)
+}

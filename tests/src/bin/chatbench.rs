@@ -349,6 +349,10 @@ async fn main() -> anyhow::Result<()> {
         ("FASTNPC_QUEUE_EXPIRES_SECS", "600".into()),
         // Back-to-back group rounds: the pause is the user's window, not work to measure.
         ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
+        // One benchmark user drives thousands of conversations.
+        ("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000000".into()),
+        ("FASTNPC_LIMIT_ACTIVE_JOBS", "1000000".into()),
+        ("FASTNPC_LIMIT_CHARACTERS", "1000000".into()),
     ];
     let mut processes = Processes(Vec::new());
     let sim_args = [
