@@ -117,3 +117,35 @@ async fn invalid_character_submissions_get_problem_details_and_create_nothing() 
     assert_eq!(app.sim.stats().requests_received, 0, "no LLM call was made");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn names_are_normalised_and_weak_passwords_refused() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let user = app.user("ada").await;
+    let register = |username: &str, password: &str| {
+        app.http.post(app.url("/v1/auth/register")).json(&json!({"username": username, "password": password})).send()
+    };
+    // Full-width letters are the same username (NFKC), not a look-alike second account.
+    assert_problem(register("ａｄａ", "another good password").await.unwrap(), 409).await;
+    assert_problem(register("bob", "aaaaaaaaaaaa").await.unwrap(), 422).await;
+    assert_problem(register("barbara", "barbara-is-me").await.unwrap(), 422).await;
+    assert_eq!(register("barbara", "lovelace engine").await.unwrap().status(), 201);
+    // Login normalises the same way.
+    let login = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"username": "ＡＤＡ", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+
+    // Display names are NFC: a combining accent and the precomposed letter are one name.
+    let text = fastnpc_tests::harness::sample_source("Zoé");
+    let created = app
+        .post_json("/v1/characters", &user, &json!({"name": "Zoe\u{301}", "source": {"kind": "text", "text": text}}))
+        .await;
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["character"]["name"], "Zo\u{e9}");
+    app.stop().await;
+}

@@ -11,6 +11,7 @@ mod delivery;
 mod groups;
 mod isolation;
 mod llm_faults;
+mod matrix;
 mod memory;
 mod outages;
 mod security;

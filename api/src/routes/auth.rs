@@ -68,6 +68,13 @@ impl From<UserRecord> for UserView {
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_PASSWORD_CHARS: usize = 256;
 
+/// Usernames are identifiers: NFKC-normalised, so look-alike compatibility forms (full-width
+/// letters, ligatures) name the same account instead of a second one.
+fn normalize_username(username: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    username.trim().nfkc().collect()
+}
+
 fn validate_username(username: &str) -> Result<(), ApiError> {
     let chars = username.chars().count();
     if !(3..=32).contains(&chars) {
@@ -79,8 +86,17 @@ fn validate_username(username: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_password(password: &str) -> Result<(), ApiError> {
+fn validate_password(password: &str, username: &str) -> Result<(), ApiError> {
     let chars = password.chars().count();
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return Err(ApiError::invalid_field("password is too simple: use at least 4 different characters"));
+    }
+    if password.to_lowercase().contains(&username.to_lowercase()) {
+        return Err(ApiError::invalid_field("password must not contain the username"));
+    }
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid_field(format!("password must have at least {MIN_PASSWORD_CHARS} characters")));
     }
@@ -95,11 +111,12 @@ pub async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    validate_username(&body.username)?;
-    validate_password(&body.password)?;
+    let username = normalize_username(&body.username);
+    validate_username(&username)?;
+    validate_password(&body.password, &username)?;
     let hash = hash_password(&state, body.password).await?;
     let user_id = UserId::new();
-    match store::users::insert(&state.db, user_id, &body.username, &hash).await {
+    match store::users::insert(&state.db, user_id, &username, &hash).await {
         Ok(()) => {}
         Err(error) if store::is_unique_violation(&error, store::users::USERNAME_KEY) => {
             return Err(ApiError::Conflict { code: "username-taken", detail: "that username is taken".into() });
@@ -124,6 +141,7 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginView>, ApiError> {
     let invalid = ApiError::Unauthorized { detail: "wrong username or password" };
+    let body = Credentials { username: normalize_username(&body.username), password: body.password };
     // Redis being down must not lock everyone out: the limiter fails open, loudly.
     match state.login_limiter.locked_for(&body.username).await {
         Ok(Some(wait)) => return Err(too_many_attempts(wait)),
@@ -202,7 +220,8 @@ pub async fn change_password(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    validate_password(&body.new_password)?;
+    let username = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?.username;
+    validate_password(&body.new_password, &username)?;
     let stored = store::users::password_hash(&state.db, user_id).await?;
     if !verify_password(&state, stored, body.current_password).await? {
         return Err(ApiError::Invalid {

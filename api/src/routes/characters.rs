@@ -42,7 +42,9 @@ pub struct CreateCharacter {
 impl CreateCharacter {
     /// The validated name (trimmed).
     fn validate(&self) -> Result<String, ApiError> {
-        let name = self.name.trim();
+        // NFC: the same name typed with combining marks or precomposed is one name.
+        let name: String = unicode_normalization::UnicodeNormalization::nfc(self.name.trim()).collect();
+        let name = name.as_str();
         if name.is_empty() {
             return Err(ApiError::invalid_field("name is empty"));
         }

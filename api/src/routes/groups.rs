@@ -36,7 +36,8 @@ const MAX_NAME_CHARS: usize = 64;
 const MAX_MEMBERS: usize = 12;
 
 fn validate_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
+    let name: String = unicode_normalization::UnicodeNormalization::nfc(name.trim()).collect();
+    let name = name.as_str();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(format!(
             "name must be 1 to {MAX_NAME_CHARS} characters, without control characters"

@@ -377,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
 
     // One user; one generated character, cloned in the database for the other conversations
     // (generation is not what this benchmark measures).
-    let credentials = json!({"username": "bench", "password": "benchmark password"});
+    let credentials = json!({"username": "bench", "password": "load test secret"});
     http.post(format!("{api}/v1/auth/register")).json(&credentials).send().await?.error_for_status()?;
     let login: Value = http.post(format!("{api}/v1/auth/login")).json(&credentials).send().await?.json().await?;
     let token = login["token"].as_str().context("token")?.to_owned();
