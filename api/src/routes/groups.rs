@@ -316,21 +316,13 @@ struct GroupMessageView {
     prompt: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    before: Option<MessageId>,
-    limit: Option<i64>,
-    include: Option<String>,
-}
-
 /// `GET /v1/groups/{id}/messages?before=&limit=&include=prompt` → `{items, next_before}`, newest
 /// first.
 pub async fn history(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<super::HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let include_prompt = include_prompt(query.include.as_deref())?;

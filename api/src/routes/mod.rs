@@ -81,3 +81,12 @@ pub(crate) fn include_prompt(include: Option<&str>) -> Result<bool, crate::error
         }
     }
 }
+
+/// `?before=<message id>&limit=&include=prompt`: a page of a conversation's history.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub before: Option<fastnpc_shared::ids::MessageId>,
+    pub limit: Option<i64>,
+    pub include: Option<String>,
+}
