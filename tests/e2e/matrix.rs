@@ -1,7 +1,7 @@
 //! The isolation matrix: every resource route, called as another user, anonymously, with a
 //! revoked token and with an expired token, answers 404 or 401 — and changes nothing.
 
-use fastnpc_tests::harness::{TestApp, TestUser};
+use fastnpc_tests::harness::{PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -45,40 +45,16 @@ async fn every_route_refuses_other_users_and_bad_credentials() {
     let theirs = app.ready_character(&other, "曹操").await;
 
     // A revoked and an expired session of the owner.
-    let revoked = {
-        let body: Value = app
-            .http
-            .post(app.url("/v1/auth/login"))
-            .json(&json!({"username": "owner", "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let user = TestUser { username: "owner".into(), token: body["token"].as_str().unwrap().into() };
-        assert_eq!(app.request(Method::POST, "/v1/auth/logout", Some(&user)).send().await.unwrap().status(), 204);
-        user
-    };
-    let expired = {
-        let body: Value = app
-            .http
-            .post(app.url("/v1/auth/login"))
-            .json(&json!({"username": "owner", "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let user = TestUser { username: "owner".into(), token: body["token"].as_str().unwrap().into() };
-        // Every session of the owner issued in the last moment but the test's own expires now.
-        sqlx::query("update sessions set expires_at = now() - interval '1 second' where created_at = (select max(created_at) from sessions)")
-            .execute(&app.db)
-            .await
-            .unwrap();
-        user
-    };
+    let revoked = app.login("owner", PASSWORD).await;
+    assert_eq!(app.request(Method::POST, "/v1/auth/logout", Some(&revoked)).send().await.unwrap().status(), 204);
+    let expired = app.login("owner", PASSWORD).await;
+    // The newest session (just issued) expires now.
+    sqlx::query(
+        "update sessions set expires_at = now() - interval '1 second' where created_at = (select max(created_at) from sessions)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
     assert_eq!(app.get("/v1/me", &expired).await.status(), 401);
     assert_eq!(app.get("/v1/me", &owner).await.status(), 200, "only that session expired");
 

@@ -1,10 +1,8 @@
 //! Sessions, API keys, account deletion and login limits.
 
-use fastnpc_tests::harness::{TestApp, TestUser};
+use fastnpc_tests::harness::{PASSWORD, TestApp, TestUser};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
     app.http
@@ -15,18 +13,11 @@ async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Respon
         .unwrap()
 }
 
-async fn token(app: &TestApp, username: &str, password: &str) -> TestUser {
-    let response = login(app, username, password).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    TestUser { username: username.into(), token: body["token"].as_str().unwrap().into() }
-}
-
 #[tokio::test]
 async fn changing_the_password_revokes_every_other_session() {
     let app = TestApp::builder().workers(0).spawn().await;
     let laptop = app.user("ada").await;
-    let phone = token(&app, "ada", PASSWORD).await;
+    let phone = app.login("ada", PASSWORD).await;
 
     let wrong = json!({"current_password": "not it at all", "new_password": "a brand new secret"});
     let response = app.request(Method::POST, "/v1/auth/password", Some(&laptop)).json(&wrong).send().await.unwrap();

@@ -181,13 +181,19 @@ impl TestApp {
         self.request(Method::POST, path, Some(user)).json(body).send().await.expect("request sent")
     }
 
-    /// Registers `username` (password `correct horse battery`) and logs in.
+    /// Registers `username` (password [`PASSWORD`]) and logs in.
     pub async fn user(&self, username: &str) -> TestUser {
-        let credentials = serde_json::json!({"username": username, "password": "correct horse battery"});
+        let credentials = serde_json::json!({"username": username, "password": PASSWORD});
         let registered = self.http.post(self.url("/v1/auth/register")).json(&credentials).send().await.unwrap();
         assert_eq!(registered.status(), 201, "register {username}: {}", registered.text().await.unwrap_or_default());
+        self.login(username, PASSWORD).await
+    }
+
+    /// Logs in (a new session) and returns it.
+    pub async fn login(&self, username: &str, password: &str) -> TestUser {
+        let credentials = serde_json::json!({"username": username, "password": password});
         let login = self.http.post(self.url("/v1/auth/login")).json(&credentials).send().await.unwrap();
-        assert_eq!(login.status(), 200);
+        assert_eq!(login.status(), 200, "login {username}");
         let body: Value = login.json().await.unwrap();
         TestUser { username: username.to_owned(), token: body["token"].as_str().expect("a token").to_owned() }
     }
@@ -359,6 +365,9 @@ impl TestApp {
         self.sim
     }
 }
+
+/// The password [`TestApp::user`] registers with.
+pub const PASSWORD: &str = "correct horse battery";
 
 /// Upper bound on any single wait in a test: a hang becomes a failure instead of a stuck CI run.
 /// Not a performance assertion; benchmarks measure speed.
