@@ -96,3 +96,17 @@ pub const API_KEY_PREFIX: &str = "fnpk_";
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
+
+/// An authenticated, enabled admin. Anyone else gets the 404 an unknown route gets, so the admin
+/// routes do not advertise themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminUser(pub UserId);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthUser(user_id) = AuthUser::from_request_parts(parts, state).await?;
+        if store::users::is_admin(&state.db, user_id).await? { Ok(Self(user_id)) } else { Err(ApiError::NotFound) }
+    }
+}

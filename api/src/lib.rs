@@ -102,6 +102,7 @@ impl Api {
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
         };
+        routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self { listener, state, stop })
     }

@@ -40,6 +40,15 @@ pub struct Settings {
     /// throwaway namespaces (tests, previews) only: an expired queue takes its messages with it.
     pub queue_expires: Option<Duration>,
     pub log_format: LogFormat,
+    /// The one admin account, created or promoted by the API at start-up.
+    pub admin: Option<AdminAccount>,
+}
+
+/// `FASTNPC_ADMIN_USERNAME` and `FASTNPC_ADMIN_PASSWORD`: who administers this deployment.
+#[derive(Clone, Debug)]
+pub struct AdminAccount {
+    pub username: String,
+    pub password: Secret,
 }
 
 /// The LLM endpoint and how hard to lean on it.
@@ -141,6 +150,22 @@ impl Settings {
                 reason: "use ASCII letters, digits, `-` and `_` only".into(),
             });
         }
+        let admin = match (lookup("FASTNPC_ADMIN_USERNAME"), lookup("FASTNPC_ADMIN_PASSWORD")) {
+            (Some(username), Some(password)) => Some(AdminAccount { username, password: Secret::new(password) }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(SettingsError {
+                    variable: "FASTNPC_ADMIN_PASSWORD",
+                    reason: "required when FASTNPC_ADMIN_USERNAME is set".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(SettingsError {
+                    variable: "FASTNPC_ADMIN_USERNAME",
+                    reason: "required when FASTNPC_ADMIN_PASSWORD is set".into(),
+                });
+            }
+        };
         Ok(Self {
             database_url: Secret::new(get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fastnpc")),
             amqp_url: Secret::new(get("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
@@ -174,6 +199,7 @@ impl Settings {
                 .map(|_| parse(&lookup, "FASTNPC_QUEUE_EXPIRES_SECS", "0").map(Duration::from_secs))
                 .transpose()?,
             log_format,
+            admin,
         })
     }
 }
@@ -213,5 +239,20 @@ mod tests {
         let error = Settings::from_lookup(|name| (name == "FASTNPC_WORKER_CONCURRENCY").then(|| "many".to_owned()))
             .unwrap_err();
         assert_eq!(error.variable, "FASTNPC_WORKER_CONCURRENCY");
+    }
+
+    #[test]
+    fn admin_needs_both_name_and_password_and_hides_the_password() {
+        let error =
+            Settings::from_lookup(|name| (name == "FASTNPC_ADMIN_USERNAME").then(|| "root".to_owned())).unwrap_err();
+        assert_eq!(error.variable, "FASTNPC_ADMIN_PASSWORD");
+        let settings = Settings::from_lookup(|name| match name {
+            "FASTNPC_ADMIN_USERNAME" => Some("root".to_owned()),
+            "FASTNPC_ADMIN_PASSWORD" => Some("hunter2-but-longer".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(settings.admin.as_ref().unwrap().username, "root");
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 }

@@ -2,6 +2,7 @@
 //! in for the paid model. One test binary, so the workspace links it once.
 
 mod accounts;
+mod admin;
 mod cancel;
 mod characters;
 mod chat;

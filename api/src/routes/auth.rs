@@ -37,6 +37,8 @@ pub struct UserView {
     bio: String,
     memory_budgets: MemoryBudgets,
     max_group_rounds: i32,
+    /// Whether this account is the deployment's admin (`/v1/admin/...`).
+    admin: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -60,6 +62,7 @@ impl From<UserRecord> for UserView {
                 long_term: user.ctx_max_ltm,
             },
             max_group_rounds: user.max_group_rounds,
+            admin: user.is_admin,
             created_at: user.created_at,
         }
     }
@@ -70,12 +73,12 @@ const MAX_PASSWORD_CHARS: usize = 256;
 
 /// Usernames are identifiers: NFKC-normalised, so look-alike compatibility forms (full-width
 /// letters, ligatures) name the same account instead of a second one.
-fn normalize_username(username: &str) -> String {
+pub(crate) fn normalize_username(username: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     username.trim().nfkc().collect()
 }
 
-fn validate_username(username: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_username(username: &str) -> Result<(), ApiError> {
     let chars = username.chars().count();
     if !(3..=32).contains(&chars) {
         return Err(ApiError::invalid_field("username must be 3 to 32 characters"));
@@ -86,7 +89,7 @@ fn validate_username(username: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_password(password: &str, username: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_password(password: &str, username: &str) -> Result<(), ApiError> {
     let chars = password.chars().count();
     let mut distinct: Vec<char> = password.chars().collect();
     distinct.sort_unstable();
@@ -149,17 +152,25 @@ pub async fn login(
         Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
     }
     let stored = store::users::credentials(&state.db, &body.username).await?;
-    let (user_id, hash) = match stored {
-        Some((user_id, hash)) => (Some(user_id), Some(hash)),
+    let (account, hash) = match stored {
+        Some(credentials) => (Some((credentials.user_id, credentials.disabled)), Some(credentials.password_hash)),
         None => (None, None),
     };
     let verified = verify_password(&state, hash, body.password).await?;
-    let Some(user_id) = user_id.filter(|_| verified) else {
+    let Some((user_id, disabled)) = account.filter(|_| verified) else {
         if let Err(error) = state.login_limiter.failed(&body.username).await {
             tracing::warn!(%error, "login limiter unavailable; not counting");
         }
         return Err(invalid);
     };
+    // Said only after the password checked out, so it tells a guesser nothing.
+    if disabled {
+        return Err(ApiError::Invalid {
+            status: StatusCode::FORBIDDEN,
+            code: "account-disabled",
+            detail: "this account has been disabled by an administrator".into(),
+        });
+    }
     if let Err(error) = state.login_limiter.succeeded(&body.username).await {
         tracing::warn!(%error, "login limiter unavailable");
     }
@@ -181,7 +192,7 @@ fn too_many_attempts(wait: std::time::Duration) -> ApiError {
 }
 
 /// Hashes a password with argon2id on the blocking pool, within the hashing bound.
-async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
@@ -194,7 +205,11 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
 
 /// Checks a password against a stored hash. Without a hash (no such user) it checks against a
 /// dummy hash, so timing does not reveal which usernames exist.
-async fn verify_password(state: &AppState, hash: Option<String>, password: String) -> Result<bool, ApiError> {
+pub(crate) async fn verify_password(
+    state: &AppState,
+    hash: Option<String>,
+    password: String,
+) -> Result<bool, ApiError> {
     let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());

@@ -118,7 +118,15 @@ pub async fn events(
             let hash = hex_hash(token);
             let user =
                 state.stream_tokens.user_for(&hash, job_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            user.ok_or(ApiError::Unauthorized { detail: "the stream token is invalid, expired, or for another job" })?
+            let user = user
+                .ok_or(ApiError::Unauthorized { detail: "the stream token is invalid, expired, or for another job" })?;
+            // A token issued before its account was disabled dies with the account.
+            if !store::users::is_enabled(&state.db, user).await? {
+                return Err(ApiError::Unauthorized {
+                    detail: "the stream token is invalid, expired, or for another job",
+                });
+            }
+            user
         }
         (None, None) => {
             return Err(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>` or `?stream_token=`" });
@@ -215,6 +223,20 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&id)?;
     let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let status = match stop_job(&state, &job).await? {
+        store::jobs::CancelOutcome::Requested => axum::http::StatusCode::ACCEPTED,
+        store::jobs::CancelOutcome::Cancelled | store::jobs::CancelOutcome::AlreadyFinished => {
+            axum::http::StatusCode::OK
+        }
+    };
+    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
+}
+
+/// Cancels a queued job in place (its character, if it was being generated, fails; the next job
+/// of its series is published) or asks the worker running it to stop. Idempotent.
+pub(crate) async fn stop_job(state: &AppState, job: &JobRecord) -> Result<store::jobs::CancelOutcome, ApiError> {
+    let job_id = job.job_id;
     let mut tx = state.db.begin().await?;
     let outcome = store::jobs::request_cancel(&mut tx, job_id).await?;
     if outcome == store::jobs::CancelOutcome::Cancelled
@@ -224,7 +246,7 @@ pub async fn cancel(
         store::characters::mark_failed(&mut *tx, character_id).await?;
     }
     tx.commit().await?;
-    let status = match outcome {
+    match outcome {
         store::jobs::CancelOutcome::Cancelled => {
             if let Err(error) = state.events.append(job_id, &fastnpc_shared::events::EventPayload::Cancelled {}).await {
                 tracing::warn!(job.id = %job_id, %error, "cannot append the cancelled event");
@@ -234,19 +256,16 @@ pub async fn cancel(
             {
                 fastnpc_shared::dispatch::publish(&state.db, &state.publisher, next).await;
             }
-            axum::http::StatusCode::OK
         }
         store::jobs::CancelOutcome::Requested => {
             // The row already says so; the signal only makes the stop immediate.
             if let Err(error) = state.control.cancel(job_id).await {
                 tracing::warn!(job.id = %job_id, %error, "cannot signal the cancellation; the worker's heartbeat will see it");
             }
-            axum::http::StatusCode::ACCEPTED
         }
-        store::jobs::CancelOutcome::AlreadyFinished => axum::http::StatusCode::OK,
-    };
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
-    Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
+        store::jobs::CancelOutcome::AlreadyFinished => {}
+    }
+    Ok(outcome)
 }
 
 fn hex_hash(token: &str) -> String {

@@ -7,6 +7,7 @@ use axum::{
 
 use crate::state::AppState;
 
+pub mod admin;
 pub mod api_keys;
 pub mod auth;
 pub mod characters;
@@ -39,6 +40,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/stream-token", post(jobs::stream_token))
         .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/admin/users", get(admin::list_users))
+        .route("/v1/admin/users/{id}/disable", post(admin::disable_user))
+        .route("/v1/admin/users/{id}/enable", post(admin::enable_user))
+        .route("/v1/admin/stats", get(admin::stats))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
 }

@@ -63,7 +63,9 @@ pub async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uuid::Uuid
 /// The user of a live key, recording its use.
 pub async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"update api_keys set last_used_at = now() where key_hash = $1 and revoked_at is null
+        r#"update api_keys set last_used_at = now()
+           where key_hash = $1 and revoked_at is null
+             and user_id in (select user_id from users where disabled_at is null)
            returning user_id as "user_id: UserId""#,
         key_hash,
     )

@@ -498,3 +498,15 @@ pub async fn active_count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i6
     .await?;
     Ok(row.count)
 }
+
+/// The user's jobs that are queued or running, oldest first (to cancel them all).
+pub async fn active_of(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<JobId>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select job_id as "job_id: JobId" from jobs
+           where user_id = $1 and status in ('queued', 'running') order by job_id"#,
+        user_id.0,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.job_id).collect())
+}

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod stats;
 pub mod users;
 
 /// The schema, from the workspace's `migrations/` folder (its one source).

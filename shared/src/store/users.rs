@@ -15,7 +15,16 @@ pub struct UserRecord {
     pub ctx_max_stm: i32,
     pub ctx_max_ltm: i32,
     pub max_group_rounds: i32,
+    pub is_admin: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// What login needs to know about a username.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub password_hash: String,
+    pub disabled: bool,
 }
 
 /// The name of the case-insensitive username uniqueness index.
@@ -38,22 +47,23 @@ pub async fn insert(
     Ok(())
 }
 
-/// The id and password hash of `username` (case-insensitive), for login.
-pub async fn credentials(db: impl PgExecutor<'_>, username: &str) -> Result<Option<(UserId, String)>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"select user_id as "user_id: UserId", password_hash from users where lower(username) = lower($1)"#,
+/// The id, password hash and state of `username` (case-insensitive), for login.
+pub async fn credentials(db: impl PgExecutor<'_>, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as!(
+        Credentials,
+        r#"select user_id as "user_id: UserId", password_hash, disabled_at is not null as "disabled!"
+           from users where lower(username) = lower($1)"#,
         username,
     )
     .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| (r.user_id, r.password_hash)))
+    .await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<UserRecord>, sqlx::Error> {
     sqlx::query_as!(
         UserRecord,
         r#"select user_id as "user_id: UserId", username, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                  max_group_rounds, created_at
+                  max_group_rounds, is_admin, created_at
            from users where user_id = $1"#,
         user_id.0,
     )
@@ -78,11 +88,11 @@ pub async fn insert_session(
     Ok(())
 }
 
-/// The user of a live session: not revoked, not expired.
+/// The user of a live session: not revoked, not expired, the account not disabled.
 pub async fn session_user(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"select user_id as "user_id: UserId" from sessions
-           where token_hash = $1 and revoked_at is null and expires_at > now()"#,
+        r#"select s.user_id as "user_id: UserId" from sessions s join users u using (user_id)
+           where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now() and u.disabled_at is null"#,
         token_hash,
     )
     .fetch_optional(db)
@@ -175,4 +185,126 @@ pub async fn purge_sessions(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error>
     .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Whether a user is an enabled admin.
+pub async fn is_admin(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from users where user_id = $1 and is_admin and disabled_at is null) as "admin!""#,
+        user_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.admin)
+}
+
+/// Whether a user exists and is not disabled.
+pub async fn is_enabled(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from users where user_id = $1 and disabled_at is null) as "enabled!""#,
+        user_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.enabled)
+}
+
+/// Makes `user_id` the one admin: sets its flag (and enables it) and clears every other's.
+pub async fn make_sole_admin(db: &sqlx::PgPool, user_id: UserId) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query!("update users set is_admin = false where is_admin and user_id <> $1", user_id.0)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "update users set is_admin = true, disabled_at = null, updated_at = now() where user_id = $1",
+        user_id.0
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Clears every admin flag (no admin is configured).
+pub async fn clear_admins(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query!("update users set is_admin = false where is_admin").execute(db).await?;
+    Ok(result.rows_affected())
+}
+
+/// A user as the admin listing shows it.
+#[derive(Clone, Debug)]
+pub struct AccountSummary {
+    pub user_id: UserId,
+    pub username: String,
+    pub is_admin: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub characters: i64,
+    pub active_jobs: i64,
+}
+
+/// Users in id (creation) order after `after`, with what they own and run.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    after: Option<UserId>,
+    limit: i64,
+) -> Result<Vec<AccountSummary>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountSummary,
+        r#"select u.user_id as "user_id: UserId", u.username, u.is_admin, u.disabled_at, u.created_at,
+                  (select count(*) from characters c where c.user_id = u.user_id) as "characters!",
+                  (select count(*) from jobs j where j.user_id = u.user_id and j.status in ('queued', 'running'))
+                      as "active_jobs!"
+           from users u
+           where $1::uuid is null or u.user_id > $1
+           order by u.user_id
+           limit $2"#,
+        after.map(|id| id.0),
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// One user as the admin listing shows it.
+pub async fn summary(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<AccountSummary>, sqlx::Error> {
+    sqlx::query_as!(
+        AccountSummary,
+        r#"select u.user_id as "user_id: UserId", u.username, u.is_admin, u.disabled_at, u.created_at,
+                  (select count(*) from characters c where c.user_id = u.user_id) as "characters!",
+                  (select count(*) from jobs j where j.user_id = u.user_id and j.status in ('queued', 'running'))
+                      as "active_jobs!"
+           from users u where u.user_id = $1"#,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Disables an account and revokes all its sessions, in one transaction. Returns the number of
+/// sessions revoked, or `None` when there is no such user.
+pub async fn disable(db: &sqlx::PgPool, user_id: UserId) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let found = sqlx::query!(
+        "update users set disabled_at = coalesce(disabled_at, now()), updated_at = now() where user_id = $1",
+        user_id.0
+    )
+    .execute(&mut *tx)
+    .await?;
+    if found.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let revoked =
+        sqlx::query!("update sessions set revoked_at = now() where user_id = $1 and revoked_at is null", user_id.0)
+            .execute(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(Some(revoked.rows_affected()))
+}
+
+/// Enables an account again; its API keys work again, its old sessions stay revoked.
+pub async fn enable(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!("update users set disabled_at = null, updated_at = now() where user_id = $1", user_id.0)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() == 1)
 }
