@@ -112,3 +112,34 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Turns the plain-text or empty 4xx answers of the layers below the handlers (the body limit's
+/// 413, the router's 405, axum's path and query rejections) into problem details, so a client
+/// parses one error format. The original text, when there is one, becomes the detail.
+pub async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !status.is_client_error() || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let (code, fallback) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "the request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this route does not accept this method"),
+        StatusCode::NOT_FOUND => ("not-found", "no such resource"),
+        _ => ("bad-request", "the request is malformed"),
+    };
+    let detail = match text {
+        Ok(text) if !text.trim().is_empty() => text,
+        _ => fallback.to_owned(),
+    };
+    let mut problem = ApiError::Invalid { status, code, detail }.into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
+}

@@ -23,6 +23,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Buffered first (within the body limit) to refuse NUL before it reaches Postgres, which
+        // cannot store it in text or jsonb; the JSON extractor then parses the same bytes.
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return Err(ApiError::Invalid {
+                    status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    code: "body-unreadable",
+                    detail: format!("the request body could not be read: {error}"),
+                });
+            }
+        };
+        if has_escaped_nul(&bytes) {
+            return Err(ApiError::invalid_field("text must not contain the NUL character (\\u0000)"));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(match &rejection {
@@ -41,6 +58,15 @@ where
             }),
         }
     }
+}
+
+/// Whether JSON text holds a `\u0000` escape (the only way JSON can carry NUL): one whose
+/// backslash is not itself escaped.
+fn has_escaped_nul(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window.eq_ignore_ascii_case(b"\\u0000")
+            && json[..at].iter().rev().take_while(|&&byte| byte == b'\\').count() % 2 == 0
+    })
 }
 
 /// The authenticated user, from `Authorization: Bearer <token>`.
@@ -108,5 +134,18 @@ impl FromRequestParts<AppState> for AdminUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let AuthUser(user_id) = AuthUser::from_request_parts(parts, state).await?;
         if store::users::is_admin(&state.db, user_id).await? { Ok(Self(user_id)) } else { Err(ApiError::NotFound) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_escaped_nul;
+
+    #[test]
+    fn finds_nul_escapes_but_not_escaped_backslashes() {
+        assert!(has_escaped_nul(br#"{"content": "a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"content": "\\\u0000"}"#), "an escaped backslash, then NUL");
+        assert!(!has_escaped_nul(br#"{"content": "\\u0000"}"#), "a backslash, then the text u0000");
+        assert!(!has_escaped_nul(br#"{"content": "plain"}"#));
     }
 }

@@ -48,7 +48,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::router())
+        .fallback(|| async { error::ApiError::NotFound })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(error::problem_for_bare_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let route = request
                 .extensions()

@@ -15,6 +15,7 @@ mod llm_faults;
 mod matrix;
 mod memory;
 mod outages;
+mod parsers;
 mod security;
 mod serial;
 mod streaming;
