@@ -5,7 +5,7 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
     http::{header, request::Parts},
 };
-use fastnpc_shared::{ids::UserId, store};
+use fastnpc_shared::ids::UserId;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -80,9 +80,9 @@ impl FromRequestParts<AppState> for AuthUser {
         let token =
             bearer_token(parts).ok_or(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>`" })?;
         let user = if token.starts_with(API_KEY_PREFIX) {
-            store::api_keys::user_of(&state.db, &token_hash(token)).await?
+            state.store.api_key_user(&token_hash(token)).await?
         } else {
-            store::users::session_user(&state.db, &token_hash(token)).await?
+            state.store.session_user(&token_hash(token)).await?
         };
         user.map(AuthUser).ok_or(ApiError::Unauthorized { detail: "the token is invalid, expired or revoked" })
     }
@@ -133,7 +133,7 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let AuthUser(user_id) = AuthUser::from_request_parts(parts, state).await?;
-        if store::users::is_admin(&state.db, user_id).await? { Ok(Self(user_id)) } else { Err(ApiError::NotFound) }
+        if state.store.is_admin(user_id).await? { Ok(Self(user_id)) } else { Err(ApiError::NotFound) }
     }
 }
 

@@ -7,10 +7,7 @@
 //! on the index and it answers with the winner's job.
 
 use axum::http::HeaderMap;
-use fastnpc_shared::{
-    ids::UserId,
-    store::{self, jobs::JobRecord},
-};
+use fastnpc_shared::{ids::UserId, store::jobs::JobRecord};
 use sha2::{Digest, Sha256};
 
 use crate::{error::ApiError, state::AppState};
@@ -46,29 +43,18 @@ impl Idempotency {
 
     /// The job this key created before, if any; 422 when it came with a different request.
     pub async fn original(&self, state: &AppState, user_id: UserId) -> Result<Option<JobRecord>, ApiError> {
-        let Some((job_id, fingerprint)) = store::jobs::find_by_idempotency_key(&state.db, user_id, &self.key).await?
-        else {
+        let Some((job_id, fingerprint)) = state.store.job_by_idempotency_key(user_id, &self.key).await? else {
             return Ok(None);
         };
         if fingerprint != self.fingerprint {
             return Err(ApiError::invalid_field("this Idempotency-Key was used with a different request"));
         }
-        Ok(store::jobs::get(&state.db, user_id, job_id).await?)
+        Ok(state.store.job(user_id, job_id).await?)
     }
 
-    /// After a failed insert: the job of the request that won the race (the insert failed on
-    /// the idempotency index), or the original error.
-    pub async fn winner(
-        this: Option<&Self>,
-        state: &AppState,
-        user_id: UserId,
-        error: sqlx::Error,
-    ) -> Result<JobRecord, ApiError> {
-        match this {
-            Some(this) if store::is_unique_violation(&error, store::jobs::IDEMPOTENCY_KEY) => {
-                this.original(state, user_id).await?.ok_or(ApiError::NotFound)
-            }
-            _ => Err(error.into()),
-        }
+    /// After a submission lost the race for its key: the job of the request that won it.
+    pub async fn winner(this: Option<&Self>, state: &AppState, user_id: UserId) -> Result<JobRecord, ApiError> {
+        let this = this.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an idempotency conflict without a key")))?;
+        this.original(state, user_id).await?.ok_or(ApiError::NotFound)
     }
 }

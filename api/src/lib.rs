@@ -73,8 +73,8 @@ pub struct Api {
 impl Api {
     /// Connects to Postgres (and migrates), Redis and the broker, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
-        store::migrate(&db).await?;
+        let db = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
+        db.migrate().await?;
         let stop = CancellationToken::new();
         let redis = fastnpc_shared::event_bus::connect(&settings.redis_url).await?;
         let events = EventLog::new(redis.clone(), &settings.namespace);
@@ -89,7 +89,7 @@ impl Api {
         );
         let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
         let state = AppState {
-            db,
+            store: Arc::new(db),
             events,
             hub,
             publisher,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fastnpc_shared::{ids::UserId, store};
+use fastnpc_shared::ids::UserId;
 
 use crate::{error::ApiError, state::AppState};
 
@@ -22,7 +22,7 @@ pub async fn admit_job(state: &AppState, user_id: UserId) -> Result<(), ApiError
         // Like login limiting, this fails open: Redis trouble must not stop all work.
         Err(error) => tracing::warn!(%error, "submission limiter unavailable; not limiting"),
     }
-    if store::jobs::active_count(&state.db, user_id).await? >= limits.active_jobs {
+    if state.store.active_job_count(user_id).await? >= limits.active_jobs {
         return Err(limited(
             format!("at most {} jobs may be queued or running at once; wait for some to finish", limits.active_jobs),
             Duration::from_secs(5),
@@ -34,7 +34,7 @@ pub async fn admit_job(state: &AppState, user_id: UserId) -> Result<(), ApiError
 /// Before creating a character.
 pub async fn admit_character(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
     let cap = state.config.limits.characters;
-    if store::characters::count(&state.db, user_id).await? >= cap {
+    if state.store.count_characters(user_id).await? >= cap {
         return Err(limited(format!("at most {cap} characters per user; delete some first"), Duration::from_secs(60)));
     }
     Ok(())
@@ -43,7 +43,7 @@ pub async fn admit_character(state: &AppState, user_id: UserId) -> Result<(), Ap
 /// Before creating a group.
 pub async fn admit_group(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
     let cap = state.config.limits.groups;
-    if store::groups::count(&state.db, user_id).await? >= cap {
+    if state.store.count_groups(user_id).await? >= cap {
         return Err(limited(format!("at most {cap} groups per user; delete some first"), Duration::from_secs(60)));
     }
     Ok(())

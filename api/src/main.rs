@@ -12,8 +12,7 @@ async fn main() -> anyhow::Result<()> {
             api.run_until(shutdown::signal()).await
         }
         Some("migrate") => {
-            let db = store::connect(settings.database_url.expose(), 1).await?;
-            store::migrate(&db).await?;
+            store::PgStore::connect(settings.database_url.expose(), 1).await?.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fastnpc_shared::{dispatch, store};
+use fastnpc_shared::dispatch;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(INTERVAL) => {}
         }
-        let jobs = match store::jobs::unpublished(&state.db, GRACE, STALE, BATCH).await {
+        let jobs = match state.store.unpublished_jobs(GRACE, STALE, BATCH).await {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(%error, "re-publisher cannot read unpublished jobs");
@@ -33,7 +33,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             }
         };
         for job_id in jobs {
-            if !dispatch::publish(&state.db, &state.publisher, job_id).await {
+            if !dispatch::publish(state.store.as_ref(), &state.publisher, job_id).await {
                 break; // the broker is unreachable; the next sweep retries
             }
             tracing::info!(job.id = %job_id, "re-published job");
@@ -44,7 +44,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
 /// Forgets expired and revoked sessions once an hour (any replica may; the delete is idempotent).
 pub async fn purge_sessions(state: AppState, stop: CancellationToken) {
     loop {
-        match store::users::purge_sessions(&state.db).await {
+        match state.store.purge_sessions().await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "cannot purge old sessions"),

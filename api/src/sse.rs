@@ -21,7 +21,7 @@ use fastnpc_shared::{
     events::{EventPayload, JobEvent},
     ids::{JobId, UserId},
     jobs::JobStatus,
-    store::{self, jobs::JobRecord},
+    store::jobs::JobRecord,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -133,7 +133,7 @@ impl Cursor {
     /// The terminal event the row implies, once the row has been terminal long enough that the
     /// log's silence means the event is lost.
     async fn terminal_from_row(&self, quiet_checks: u32) -> RowCheck {
-        let job = match store::jobs::get(&self.state.db, self.user_id, self.job_id).await {
+        let job = match self.state.store.job(self.user_id, self.job_id).await {
             Ok(Some(job)) => job,
             // Deleted with its subject: nothing more will happen.
             Ok(None) => return RowCheck::Gone,

@@ -7,12 +7,12 @@ use fastnpc_shared::{
     event_bus::{EventHub, EventLog},
     queue::JobPublisher,
 };
-use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub db: PgPool,
+    /// The database, through its port: Postgres or SQLite, chosen at start-up.
+    pub store: Arc<dyn fastnpc_shared::store::Store>,
     /// Appends (the `queued` event) and backfills for SSE.
     pub events: EventLog,
     /// The process's one live subscription, fanned out to SSE clients.

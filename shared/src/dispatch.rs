@@ -8,23 +8,23 @@ use crate::{
     ids::JobId,
     jobs::{JobStatus, QueueMessage},
     queue::JobPublisher,
-    store,
+    store::Store,
 };
 
 /// Announces a job just committed as `queued` and publishes it. Never fails: a job that could
 /// not be published stays unconfirmed and the re-publisher sends it.
-pub async fn enqueue_new(db: &sqlx::PgPool, events: &EventLog, publisher: &JobPublisher, job_id: JobId) {
+pub async fn enqueue_new(store: &dyn Store, events: &EventLog, publisher: &JobPublisher, job_id: JobId) {
     if let Err(error) = events.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await {
         tracing::warn!(job.id = %job_id, %error, "cannot append the queued event");
     }
-    publish(db, publisher, job_id).await;
+    publish(store, publisher, job_id).await;
 }
 
 /// Publishes a job's message and records the broker's confirm. Returns whether it was confirmed.
-pub async fn publish(db: &sqlx::PgPool, publisher: &JobPublisher, job_id: JobId) -> bool {
+pub async fn publish(store: &dyn Store, publisher: &JobPublisher, job_id: JobId) -> bool {
     match publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
         Ok(()) => {
-            if let Err(error) = store::jobs::mark_published(db, job_id).await {
+            if let Err(error) = store.mark_published(job_id).await {
                 // Harmless: the re-publisher sends it again and the claim skips the duplicate.
                 tracing::warn!(job.id = %job_id, %error, "cannot record the publish");
             }

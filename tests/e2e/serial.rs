@@ -37,22 +37,22 @@ async fn a_job_waits_while_another_of_its_key_runs_whatever_their_ids() {
     // when two requests race: id order is not commit order.
     let earlier = JobId::new();
     let later = JobId::new();
-    store::jobs::insert(&app.db, job(later, user_id, key)).await.unwrap();
-    let running = store::jobs::claim(&app.db, later, lease).await.unwrap().expect("the only job of its key runs");
-    store::jobs::insert(&app.db, job(earlier, user_id, key)).await.unwrap();
-    assert!(store::jobs::claim(&app.db, earlier, lease).await.unwrap().is_none(), "one job of a key at a time");
-    assert_eq!(store::jobs::next_in_series(&app.db, key).await.unwrap(), Some(earlier));
+    app.store.insert_job(job(later, user_id, key)).await.unwrap();
+    let running = app.store.claim_job(later, lease).await.unwrap().expect("the only job of its key runs");
+    app.store.insert_job(job(earlier, user_id, key)).await.unwrap();
+    assert!(app.store.claim_job(earlier, lease).await.unwrap().is_none(), "one job of a key at a time");
+    assert_eq!(app.store.next_in_series(key).await.unwrap(), Some(earlier));
 
-    store::jobs::succeed(&app.db, &running, &serde_json::json!({})).await.unwrap();
-    assert!(store::jobs::claim(&app.db, earlier, lease).await.unwrap().is_some(), "its turn came");
+    app.store.succeed_job(&running, &serde_json::json!({})).await.unwrap();
+    assert!(app.store.claim_job(earlier, lease).await.unwrap().is_some(), "its turn came");
 
     // Queued jobs wait for earlier queued ones too.
     let (first, second) = (JobId::new(), JobId::new());
     let other_key = "memory:other";
-    store::jobs::insert(&app.db, job(first, user_id, other_key)).await.unwrap();
-    store::jobs::insert(&app.db, job(second, user_id, other_key)).await.unwrap();
-    assert!(store::jobs::claim(&app.db, second, lease).await.unwrap().is_none());
-    assert!(store::jobs::claim(&app.db, first, lease).await.unwrap().is_some());
+    app.store.insert_job(job(first, user_id, other_key)).await.unwrap();
+    app.store.insert_job(job(second, user_id, other_key)).await.unwrap();
+    assert!(app.store.claim_job(second, lease).await.unwrap().is_none());
+    assert!(app.store.claim_job(first, lease).await.unwrap().is_some());
     app.stop().await;
 }
 
@@ -62,10 +62,10 @@ async fn a_stalled_claim_is_taken_over_and_its_late_writes_are_refused() {
     app.user("grace").await;
     let (user_id,): (uuid::Uuid,) = sqlx::query_as("select user_id from users").fetch_one(&app.db).await.unwrap();
     let job_id = JobId::new();
-    store::jobs::insert(&app.db, job(job_id, UserId(user_id), "memory:stall")).await.unwrap();
+    app.store.insert_job(job(job_id, UserId(user_id), "memory:stall")).await.unwrap();
     let lease = Duration::from_secs(30);
-    let stalled = store::jobs::claim(&app.db, job_id, lease).await.unwrap().unwrap();
-    assert!(store::jobs::claim(&app.db, job_id, lease).await.unwrap().is_none(), "a live lease is respected");
+    let stalled = app.store.claim_job(job_id, lease).await.unwrap().unwrap();
+    assert!(app.store.claim_job(job_id, lease).await.unwrap().is_none(), "a live lease is respected");
 
     // The first worker stalls past its lease (its heartbeat stopped): another takes over.
     sqlx::query("update jobs set lease_until = now() - interval '1 second' where job_id = $1")
@@ -73,14 +73,14 @@ async fn a_stalled_claim_is_taken_over_and_its_late_writes_are_refused() {
         .execute(&app.db)
         .await
         .unwrap();
-    let successor = store::jobs::claim(&app.db, job_id, lease).await.unwrap().expect("taken over");
+    let successor = app.store.claim_job(job_id, lease).await.unwrap().expect("taken over");
     assert_eq!(successor.attempt, stalled.attempt + 1);
 
     // The stalled worker wakes up: none of its writes land.
-    assert_eq!(store::jobs::renew_lease(&app.db, &stalled, lease).await.unwrap(), store::jobs::Heartbeat::Lost);
-    assert!(!store::jobs::set_progress(&app.db, &stalled, 1).await.unwrap());
-    assert!(!store::jobs::succeed(&app.db, &stalled, &serde_json::json!({"by": "stalled"})).await.unwrap());
-    assert!(store::jobs::succeed(&app.db, &successor, &serde_json::json!({"by": "successor"})).await.unwrap());
+    assert_eq!(app.store.renew_lease(&stalled, lease).await.unwrap(), store::jobs::Heartbeat::Lost);
+    assert!(!app.store.set_progress(&stalled, 1).await.unwrap());
+    assert!(!app.store.succeed_job(&stalled, &serde_json::json!({"by": "stalled"})).await.unwrap());
+    assert!(app.store.succeed_job(&successor, &serde_json::json!({"by": "successor"})).await.unwrap());
     let (result,): (serde_json::Value,) =
         sqlx::query_as("select result from jobs where job_id = $1").bind(job_id.0).fetch_one(&app.db).await.unwrap();
     assert_eq!(result["by"], "successor", "only one of them finished it");

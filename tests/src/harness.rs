@@ -7,7 +7,7 @@
 //! and databases of dead test processes are dropped at the next start, so crashed runs leave
 //! nothing behind for long.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use fastnpc_shared::{queue::Topology, settings::Settings};
 use reqwest::{Method, RequestBuilder, Response};
@@ -118,6 +118,7 @@ impl TestAppBuilder {
             api_url,
             http: reqwest::Client::new(),
             sim,
+            store: Arc::new(fastnpc_shared::store::PgStore::from_pool(db.clone())),
             db,
             settings,
             env: env_for_children,
@@ -135,6 +136,8 @@ pub struct TestApp {
     pub sim: LlmSimulator,
     /// A direct pool on the app's database, for assertions about what was (not) written.
     pub db: PgPool,
+    /// The app's store, through the same port the API and workers use.
+    pub store: Arc<dyn fastnpc_shared::store::Store>,
     pub settings: Settings,
     /// The environment the app's settings were read from: a child process given it joins the app.
     pub env: HashMap<String, String>,

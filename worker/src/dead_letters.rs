@@ -46,12 +46,12 @@ pub async fn requeue(settings: &Settings, selection: &Selection) -> anyhow::Resu
         _ => false,
     };
     let (_, taken) = walk(settings, selected).await?;
-    let db = store::connect(settings.database_url.expose(), 2).await?;
+    let db = store::PgStore::connect(settings.database_url.expose(), 2).await?;
     let topology = Topology::from_settings(settings);
     let publisher = queue::JobPublisher::new(settings.amqp_url.clone(), topology);
     let mut requeued = Vec::new();
     for job_id in taken {
-        store::jobs::reopen(&db, job_id).await?;
+        store::Store::reopen_job(&db, job_id).await?;
         publisher.publish(&fastnpc_shared::jobs::QueueMessage::RunJobV1 { job_id }).await?;
         requeued.push(job_id);
     }

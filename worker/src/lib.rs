@@ -23,7 +23,6 @@ use fastnpc_shared::{
     settings::Settings,
     store,
 };
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub mod consumer;
@@ -34,7 +33,8 @@ pub mod runner;
 /// What every job needs, shared by all jobs of the process.
 #[derive(Clone)]
 pub struct Deps {
-    pub db: PgPool,
+    /// The database, through its port (Postgres or SQLite).
+    pub store: Arc<dyn store::Store>,
     pub events: EventLog,
     pub llm: Arc<dyn LlmClient>,
     /// For follow-up jobs (memory compression) and the next job of a series.
@@ -81,7 +81,7 @@ impl WorkerConfig {
 /// Runs a worker until `shutdown` is cancelled, then drains: no new jobs are taken, in-flight
 /// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let db = store::connect(settings.database_url.expose(), settings.db_pool_size).await?;
+    let store = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
     let events = EventLog::new(fastnpc_shared::event_bus::connect(&settings.redis_url).await?, &settings.namespace);
     let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
     if settings.llm.api_key.is_none() {
@@ -92,7 +92,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), topology.clone()));
     let cancels = CancelRegistry::default();
     tokio::spawn(cancels.clone().listen(settings.redis_url.clone(), settings.namespace.clone(), shutdown.clone()));
-    let deps = Deps { db, events, llm, publisher, cancels, config: WorkerConfig::from_settings(&settings) };
+    let deps = Deps {
+        store: Arc::new(store),
+        events,
+        llm,
+        publisher,
+        cancels,
+        config: WorkerConfig::from_settings(&settings),
+    };
     consumer::run(deps, settings.amqp_url.clone(), topology, shutdown).await;
     Ok(())
 }

@@ -12,10 +12,7 @@ use fastnpc_shared::{
     events::EventPayload,
     ids::JobId,
     jobs::{JobError, JobStatus, QueueMessage},
-    store::{
-        self,
-        jobs::{Claim, Heartbeat},
-    },
+    store::jobs::{Claim, Heartbeat},
 };
 use futures::FutureExt;
 use lapin::{
@@ -73,7 +70,7 @@ async fn claim_patiently(deps: &Deps, job_id: JobId) -> Result<Option<Claim>, sq
     let mut delay = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     loop {
-        match store::jobs::claim(&deps.db, job_id, deps.config.lease).await {
+        match deps.store.claim_job(job_id, deps.config.lease).await {
             Err(error) if waited < CLAIM_PATIENCE => {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot claim the job; retrying");
                 tokio::time::sleep(delay).await;
@@ -92,11 +89,11 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
     let claim = match claim_patiently(deps, job_id).await {
         Ok(Some(claim)) => claim,
         Ok(None) => {
-            if let Ok(Some(JobStatus::Queued)) = store::jobs::status(&deps.db, job_id).await {
+            if let Ok(Some(JobStatus::Queued)) = deps.store.job_status(job_id).await {
                 // Waiting behind an earlier job of its series: drop this message; the earlier
                 // job publishes this one when it ends (or the re-publisher does, if it died).
                 tracing::debug!("job waits for an earlier job of its series");
-                if let Err(error) = store::jobs::mark_unpublished(&deps.db, job_id).await {
+                if let Err(error) = deps.store.mark_unpublished(job_id).await {
                     tracing::warn!(%error, "cannot mark the waiting job unpublished; requeueing");
                     return Settle::Requeue;
                 }
@@ -222,9 +219,9 @@ async fn settle_outcome(
 /// The job's series may continue: publish the next waiting job. If this fails (or this worker
 /// dies first), the re-publisher sends it once it sees the series free.
 async fn publish_next_in_series(deps: &Deps, serial_key: &str) {
-    match store::jobs::next_in_series(&deps.db, serial_key).await {
+    match deps.store.next_in_series(serial_key).await {
         Ok(Some(next)) => {
-            dispatch::publish(&deps.db, &deps.publisher, next).await;
+            dispatch::publish(deps.store.as_ref(), &deps.publisher, next).await;
         }
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "cannot look up the next job of the series"),
@@ -239,7 +236,7 @@ async fn fail_poisoned(deps: &Deps, body: &[u8]) {
         .and_then(|v| v.get("job_id").and_then(|id| id.as_str()).and_then(|id| id.parse::<JobId>().ok()));
     let Some(job_id) = job_id else { return };
     let error = JobError::new("poison_message", "the job's queue message could not be understood by the worker");
-    match store::jobs::fail_unclaimed(&deps.db, job_id, &error).await {
+    match deps.store.fail_unclaimed_job(job_id, &error).await {
         Ok(true) => emit(deps, job_id, EventPayload::Failed { code: error.code, message: error.message }).await,
         Ok(false) => {}
         Err(store_error) => tracing::error!(job.id = %job_id, error = %store_error, "cannot fail the poisoned job"),
@@ -265,9 +262,9 @@ async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
 /// count against the broker's delivery limit. If the publish fails, the job is unpublished and
 /// the re-publisher sends it.
 async fn release(deps: &Deps, claim: &Claim) -> Settle {
-    match store::jobs::release(&deps.db, claim).await {
+    match deps.store.release_job(claim).await {
         Ok(true) => {
-            dispatch::publish(&deps.db, &deps.publisher, claim.job_id).await;
+            dispatch::publish(deps.store.as_ref(), &deps.publisher, claim.job_id).await;
             Settle::Ack
         }
         Ok(false) => Settle::Ack,
@@ -285,7 +282,7 @@ async fn keep_lease(deps: Deps, claim: Claim, lease_lost: CancellationToken, can
     let every = deps.config.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        match store::jobs::renew_lease(&deps.db, &claim, deps.config.lease).await {
+        match deps.store.renew_lease(&claim, deps.config.lease).await {
             Ok(Heartbeat::Renewed) => {}
             Ok(Heartbeat::CancelRequested) => cancel_requested.cancel(),
             Ok(Heartbeat::Lost) => {

@@ -63,7 +63,7 @@ pub async fn list_users(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
-    let accounts = store::users::list(&state.db, query.after, limit).await?;
+    let accounts = state.store.list_accounts(query.after, limit).await?;
     let next_after = (accounts.len() as i64 == limit).then(|| accounts.last().map(|a| a.user_id)).flatten();
     let items: Vec<AccountView> = accounts.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "items": items, "next_after": next_after })))
@@ -83,19 +83,19 @@ pub async fn disable_user(
             detail: "the admin cannot disable their own account".into(),
         });
     }
-    let revoked_sessions = store::users::disable(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let revoked_sessions = state.store.disable_user(user_id).await?.ok_or(ApiError::NotFound)?;
     // After the commit no new job can be submitted (every credential of the user is dead), so
     // this sweep sees all of them.
     let mut stopped_jobs = 0;
-    for job_id in store::jobs::active_of(&state.db, user_id).await? {
-        if let Some(job) = store::jobs::get(&state.db, user_id, job_id).await?
+    for job_id in state.store.active_jobs_of(user_id).await? {
+        if let Some(job) = state.store.job(user_id, job_id).await?
             && super::jobs::stop_job(&state, &job).await? != store::jobs::CancelOutcome::AlreadyFinished
         {
             stopped_jobs += 1;
         }
     }
     tracing::info!(admin.id = %admin_id, user.id = %user_id, revoked_sessions, stopped_jobs, "account disabled");
-    let account = store::users::summary(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let account = state.store.account(user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!({
         "user": AccountView::from(account),
         "revoked_sessions": revoked_sessions,
@@ -110,20 +110,19 @@ pub async fn enable_user(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user_id: UserId = parse_id(&id)?;
-    if !store::users::enable(&state.db, user_id).await? {
+    if !state.store.enable_user(user_id).await? {
         return Err(ApiError::NotFound);
     }
     tracing::info!(admin.id = %admin_id, user.id = %user_id, "account enabled");
-    let account = store::users::summary(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let account = state.store.account(user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!({ "user": AccountView::from(account) })))
 }
 
 /// `GET /v1/admin/stats` → counts of users, characters, conversations and jobs, and whether the
 /// broker is connected.
 pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<Value>, ApiError> {
-    let totals = store::stats::totals(&state.db).await?;
-    let characters = store::stats::characters_by_status(&state.db).await?;
-    let jobs = store::stats::jobs_by_kind_and_status(&state.db).await?;
+    let store::SystemStats { totals, characters_by_status: characters, jobs_by_kind_and_status: jobs } =
+        state.store.system_stats().await?;
     Ok(Json(json!({
         "users": { "total": totals.users, "disabled": totals.disabled_users, "admins": totals.admins },
         "characters": characters,
@@ -140,7 +139,7 @@ pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<J
 /// password: otherwise whoever registered that username first would inherit the role.
 pub async fn bootstrap(state: &AppState, admin: Option<&AdminAccount>) -> anyhow::Result<()> {
     let Some(admin) = admin else {
-        let demoted = store::users::clear_admins(&state.db).await?;
+        let demoted = state.store.clear_admins().await?;
         if demoted > 0 {
             tracing::warn!(demoted, "no admin configured; cleared the admin role");
         }
@@ -151,7 +150,7 @@ pub async fn bootstrap(state: &AppState, admin: Option<&AdminAccount>) -> anyhow
     let refuse = |error: ApiError| anyhow::anyhow!("FASTNPC_ADMIN_USERNAME/PASSWORD: {error}");
     auth::validate_username(&username).map_err(refuse)?;
     auth::validate_password(password, &username).map_err(refuse)?;
-    let user_id = match store::users::credentials(&state.db, &username).await? {
+    let user_id = match state.store.credentials(&username).await? {
         Some(existing) => {
             let same_password = auth::verify_password(state, Some(existing.password_hash), password.to_owned())
                 .await
@@ -166,20 +165,20 @@ pub async fn bootstrap(state: &AppState, admin: Option<&AdminAccount>) -> anyhow
         None => {
             let hash = auth::hash_password(state, password.to_owned()).await.map_err(refuse)?;
             let user_id = UserId::new();
-            match store::users::insert(&state.db, user_id, &username, &hash).await {
-                Ok(()) => user_id,
+            if state.store.insert_user(user_id, &username, &hash).await? {
+                user_id
+            } else {
                 // Another replica created it at the same moment: take theirs.
-                Err(error) if store::is_unique_violation(&error, store::users::USERNAME_KEY) => {
-                    store::users::credentials(&state.db, &username)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("the admin account vanished while being created"))?
-                        .user_id
-                }
-                Err(error) => return Err(error.into()),
+                state
+                    .store
+                    .credentials(&username)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the admin account vanished while being created"))?
+                    .user_id
             }
         }
     };
-    store::users::make_sole_admin(&state.db, user_id).await?;
+    state.store.make_sole_admin(user_id).await?;
     tracing::info!(user.id = %user_id, "admin account ready");
     Ok(())
 }

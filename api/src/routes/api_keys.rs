@@ -54,8 +54,8 @@ pub async fn create(
     let key = format!("{API_KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
     let prefix: String = key.chars().take(API_KEY_PREFIX.len() + 6).collect();
     let key_id = uuid::Uuid::now_v7();
-    store::api_keys::insert(&state.db, key_id, user_id, name, &prefix, &token_hash(&key)).await?;
-    let record = store::api_keys::list(&state.db, user_id).await?.into_iter().find(|k| k.key_id == key_id);
+    state.store.insert_api_key(key_id, user_id, name, &prefix, &token_hash(&key)).await?;
+    let record = state.store.list_api_keys(user_id).await?.into_iter().find(|k| k.key_id == key_id);
     let record = record.ok_or(ApiError::NotFound)?;
     let body = json!({"api_key": view(record), "key": key});
     Ok(with_location(StatusCode::CREATED, body, &format!("/v1/api-keys/{key_id}")))
@@ -74,7 +74,7 @@ fn view(record: store::api_keys::ApiKeyRecord) -> KeyView {
 
 /// `GET /v1/api-keys` → `{items}` (no secrets).
 pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
-    let items: Vec<KeyView> = store::api_keys::list(&state.db, user_id).await?.into_iter().map(view).collect();
+    let items: Vec<KeyView> = state.store.list_api_keys(user_id).await?.into_iter().map(view).collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -85,7 +85,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let key_id: uuid::Uuid = parse_id(&id)?;
-    if store::api_keys::revoke(&state.db, user_id, key_id).await? {
+    if state.store.revoke_api_key(user_id, key_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

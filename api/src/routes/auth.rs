@@ -119,14 +119,10 @@ pub async fn register(
     validate_password(&body.password, &username)?;
     let hash = hash_password(&state, body.password).await?;
     let user_id = UserId::new();
-    match store::users::insert(&state.db, user_id, &username, &hash).await {
-        Ok(()) => {}
-        Err(error) if store::is_unique_violation(&error, store::users::USERNAME_KEY) => {
-            return Err(ApiError::Conflict { code: "username-taken", detail: "that username is taken".into() });
-        }
-        Err(error) => return Err(error.into()),
+    if !state.store.insert_user(user_id, &username, &hash).await? {
+        return Err(ApiError::Conflict { code: "username-taken", detail: "that username is taken".into() });
     }
-    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": UserView::from(user) }))))
 }
 
@@ -151,7 +147,7 @@ pub async fn login(
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
     }
-    let stored = store::users::credentials(&state.db, &body.username).await?;
+    let stored = state.store.credentials(&body.username).await?;
     let (account, hash) = match stored {
         Some(credentials) => (Some((credentials.user_id, credentials.disabled)), Some(credentials.password_hash)),
         None => (None, None),
@@ -179,8 +175,8 @@ pub async fn login(
     rand::rng().fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let expires_at = Utc::now() + state.config.session_ttl;
-    store::users::insert_session(&state.db, &token_hash(&token), user_id, expires_at).await?;
-    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    state.store.insert_session(&token_hash(&token), user_id, expires_at).await?;
+    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(LoginView { token, token_type: "Bearer", expires_at, user: user.into() }))
 }
 
@@ -235,9 +231,9 @@ pub async fn change_password(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    let username = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?.username;
+    let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
     validate_password(&body.new_password, &username)?;
-    let stored = store::users::password_hash(&state.db, user_id).await?;
+    let stored = state.store.password_hash(user_id).await?;
     if !verify_password(&state, stored, body.current_password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
@@ -247,7 +243,7 @@ pub async fn change_password(
     }
     let hash = hash_password(&state, body.new_password).await?;
     let current = crate::extract::bearer_token_of(&headers).map(token_hash);
-    store::users::change_password(&state.db, user_id, &hash, current.as_deref()).await?;
+    state.store.change_password(user_id, &hash, current.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,7 +261,7 @@ pub async fn delete_me(
     AuthUser(user_id): AuthUser,
     ApiJson(body): ApiJson<DeleteAccount>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = store::users::password_hash(&state.db, user_id).await?;
+    let stored = state.store.password_hash(user_id).await?;
     if !verify_password(&state, stored, body.password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
@@ -273,7 +269,7 @@ pub async fn delete_me(
             detail: "password is wrong".into(),
         });
     }
-    store::users::delete(&state.db, user_id).await?;
+    state.store.delete_user(user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -289,7 +285,7 @@ fn dummy_hash() -> &'static str {
 /// `POST /v1/auth/logout` → `204`: revokes the presented token.
 pub async fn logout(State(state): State<AppState>, _user: AuthUser, parts: Parts) -> Result<StatusCode, ApiError> {
     if let Some(token) = bearer_token(&parts) {
-        store::users::revoke_session(&state.db, &token_hash(token)).await?;
+        state.store.revoke_session(&token_hash(token)).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -299,7 +295,7 @@ pub async fn me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(serde_json::json!({ "user": UserView::from(user) })))
 }
 
@@ -351,17 +347,18 @@ pub async fn update_me(
     if body.max_group_rounds.is_some_and(|r| !(1..=10).contains(&r)) {
         return Err(ApiError::invalid_field("max_group_rounds must be between 1 and 10"));
     }
-    store::users::update_settings(
-        &state.db,
-        user_id,
-        store::users::SettingsPatch {
-            bio: bio.as_deref(),
-            ctx_max_chat: budgets.session,
-            ctx_max_stm: budgets.short_term,
-            ctx_max_ltm: budgets.long_term,
-            max_group_rounds: body.max_group_rounds,
-        },
-    )
-    .await?;
+    state
+        .store
+        .update_user_settings(
+            user_id,
+            store::users::SettingsPatch {
+                bio: bio.as_deref(),
+                ctx_max_chat: budgets.session,
+                ctx_max_stm: budgets.short_term,
+                ctx_max_ltm: budgets.long_term,
+                max_group_rounds: body.max_group_rounds,
+            },
+        )
+        .await?;
     me(State(state), AuthUser(user_id)).await
 }

@@ -17,6 +17,7 @@ use fastnpc_shared::{
         characters::{CharacterRecord, CharacterSummary},
         jobs::NewJob,
     },
+    store::{NewCharacter, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -81,31 +82,24 @@ pub async fn create(
 
     let character_id = CharacterId::new();
     let job_id = JobId::new();
-    let mut tx = state.db.begin().await?;
-    store::characters::insert(&mut *tx, character_id, user_id, &name, &source).await?;
-    let inserted = store::jobs::insert(
-        &mut *tx,
-        NewJob {
-            job_id,
-            user_id,
-            kind: JobKind::GenerateCharacter,
-            character_id: Some(character_id),
-            message_id: None,
-            group_id: None,
-            serial_key: None,
-            progress_total: CATEGORY_COUNT as i32,
-            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
-        },
-    )
-    .await;
-    if let Err(error) = inserted {
-        drop(tx);
-        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+    let job = NewJob {
+        job_id,
+        user_id,
+        kind: JobKind::GenerateCharacter,
+        character_id: Some(character_id),
+        message_id: None,
+        group_id: None,
+        serial_key: None,
+        progress_total: CATEGORY_COUNT as i32,
+        idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+    };
+    let character = NewCharacter { character_id, user_id, name: &name, source: &source };
+    if state.store.submit_character(character, job).await? == Submitted::IdempotencyKeyTaken {
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
     }
-    tx.commit().await?;
 
-    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     // The job is durable from the commit on; publishing it is not the client's wait.
     state.background.spawn(enqueue(state.clone(), job_id));
     Ok(accepted(&character, job_id, JobStatus::Queued))
@@ -113,13 +107,13 @@ pub async fn create(
 
 /// After the commit: announce the job and hand it to the broker (see `fastnpc_shared::dispatch`).
 pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
-    dispatch::enqueue_new(&state.db, &state.events, &state.publisher, job_id).await;
+    dispatch::enqueue_new(state.store.as_ref(), &state.events, &state.publisher, job_id).await;
 }
 
 /// The original answer for a repeated request.
 async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
     let character_id = job.character_id.ok_or(ApiError::NotFound)?;
-    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     Ok(accepted(&character, job.job_id, job.status))
 }
 
@@ -198,7 +192,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
-    let items = store::characters::list(&state.db, user_id, query.before, limit).await?;
+    let items = state.store.list_characters(user_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|c| c.character_id)).flatten();
     let items: Vec<CharacterListItem> = items.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "items": items, "next_before": next_before })))
@@ -211,7 +205,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
-    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!({ "character": CharacterView::from(character) })))
 }
 
@@ -223,7 +217,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
-    if store::characters::delete(&state.db, user_id, character_id).await? {
+    if state.store.delete_character(user_id, character_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, JobId, MessageId},
     jobs::{JobKind, JobStatus},
+    store::Submitted,
     store::{
         self,
         groups::{GroupMessageRecord, GroupRecord, NewGroupMessage},
@@ -55,7 +56,9 @@ struct MemberView {
 }
 
 async fn group_view(state: &AppState, group: GroupRecord) -> Result<Value, ApiError> {
-    let members: Vec<MemberView> = store::groups::members(&state.db, group.group_id)
+    let members: Vec<MemberView> = state
+        .store
+        .group_members(group.group_id)
         .await?
         .into_iter()
         .map(|m| MemberView { character_id: m.character_id, name: m.name, brief: m.brief, status: m.status })
@@ -86,7 +89,7 @@ async fn check_owned(
     let mut unique = ids.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    if store::groups::count_owned_characters(&state.db, user_id, &unique).await? != unique.len() as i64 {
+    if state.store.count_owned_characters(user_id, &unique).await? != unique.len() as i64 {
         return Err(ApiError::invalid_field("character_ids: every member must be one of your characters"));
     }
     Ok(())
@@ -105,11 +108,8 @@ pub async fn create(
     check_owned(&state, user_id, &body.character_ids).await?;
     crate::limits::admit_group(&state, user_id).await?;
     let group_id = GroupId::new();
-    let mut tx = state.db.begin().await?;
-    store::groups::insert(&mut *tx, group_id, user_id, &name).await?;
-    store::groups::add_members(&mut *tx, user_id, group_id, &body.character_ids).await?;
-    tx.commit().await?;
-    let group = store::groups::get(&state.db, user_id, group_id).await?.ok_or(ApiError::NotFound)?;
+    state.store.create_group(group_id, user_id, &name, &body.character_ids).await?;
+    let group = state.store.group(user_id, group_id).await?.ok_or(ApiError::NotFound)?;
     let body = json!({"group": group_view(&state, group).await?});
     Ok(with_location(StatusCode::CREATED, body, &format!("/v1/groups/{group_id}")))
 }
@@ -117,7 +117,7 @@ pub async fn create(
 /// `GET /v1/groups` → `{items}`, newest first.
 pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
     let mut items = Vec::new();
-    for group in store::groups::list(&state.db, user_id).await? {
+    for group in state.store.list_groups(user_id).await? {
         items.push(group_view(&state, group).await?);
     }
     Ok(Json(json!({ "items": items })))
@@ -129,7 +129,7 @@ async fn owned_group(
     id: &str,
 ) -> Result<GroupRecord, ApiError> {
     let group_id: GroupId = parse_id(id)?;
-    store::groups::get(&state.db, user_id, group_id).await?.ok_or(ApiError::NotFound)
+    state.store.group(user_id, group_id).await?.ok_or(ApiError::NotFound)
 }
 
 /// `GET /v1/groups/{id}` → `{group}` with its members.
@@ -157,7 +157,7 @@ pub async fn patch(
 ) -> Result<Json<Value>, ApiError> {
     let name = validate_name(&body.name)?;
     let group = owned_group(&state, user_id, &id).await?;
-    store::groups::rename(&state.db, user_id, group.group_id, &name).await?;
+    state.store.rename_group(user_id, group.group_id, &name).await?;
     get(State(state), AuthUser(user_id), Path(id)).await
 }
 
@@ -168,7 +168,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let group = owned_group(&state, user_id, &id).await?;
-    store::groups::delete(&state.db, user_id, group.group_id).await?;
+    state.store.delete_group(user_id, group.group_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -187,13 +187,13 @@ pub async fn add_member(
 ) -> Result<Json<Value>, ApiError> {
     let group = owned_group(&state, user_id, &id).await?;
     check_owned(&state, user_id, &[body.character_id]).await?;
-    if store::groups::members(&state.db, group.group_id).await?.len() >= MAX_MEMBERS {
+    if state.store.group_members(group.group_id).await?.len() >= MAX_MEMBERS {
         return Err(ApiError::Conflict {
             code: "group-full",
             detail: format!("a group has at most {MAX_MEMBERS} members"),
         });
     }
-    store::groups::add_members(&state.db, user_id, group.group_id, &[body.character_id]).await?;
+    state.store.add_group_members(user_id, group.group_id, &[body.character_id]).await?;
     get(State(state), AuthUser(user_id), Path(id)).await
 }
 
@@ -205,7 +205,7 @@ pub async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let group = owned_group(&state, user_id, &id).await?;
     let character_id: CharacterId = parse_id(&character)?;
-    if store::groups::remove_member(&state.db, user_id, group.group_id, character_id).await? {
+    if state.store.remove_group_member(user_id, group.group_id, character_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
@@ -243,46 +243,35 @@ pub async fn send(
         return replay(&state, group.group_id, job).await;
     }
     crate::limits::admit_job(&state, user_id).await?;
-    let user = store::users::get(&state.db, user_id).await?.ok_or(ApiError::NotFound)?;
+    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
     let message_id = MessageId::new();
     let job_id = JobId::new();
-    let mut tx = state.db.begin().await?;
-    store::groups::insert_message(
-        &mut *tx,
-        NewGroupMessage {
-            message_id,
-            group_id: group.group_id,
-            user_id,
-            character_id: None,
-            speaker_name: &user.username,
-            content,
-            moderator: None,
-            prompt_snapshot: None,
-            job_round: None,
-        },
-    )
-    .await?;
-    let inserted = store::jobs::insert(
-        &mut *tx,
-        NewJob {
-            job_id,
-            user_id,
-            kind: JobKind::GroupTurn,
-            character_id: None,
-            message_id: None,
-            group_id: Some(group.group_id),
-            serial_key: Some(store::jobs::serial::group(group.group_id)),
-            progress_total: user.max_group_rounds,
-            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
-        },
-    )
-    .await;
-    if let Err(error) = inserted {
-        drop(tx);
-        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+    let message = NewGroupMessage {
+        message_id,
+        group_id: group.group_id,
+        user_id,
+        character_id: None,
+        speaker_name: &user.username,
+        content,
+        moderator: None,
+        prompt_snapshot: None,
+        job_round: None,
+    };
+    let job = NewJob {
+        job_id,
+        user_id,
+        kind: JobKind::GroupTurn,
+        character_id: None,
+        message_id: None,
+        group_id: Some(group.group_id),
+        serial_key: Some(store::jobs::serial::group(group.group_id)),
+        progress_total: user.max_group_rounds,
+        idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+    };
+    if state.store.submit_group_message(message, job).await? == Submitted::IdempotencyKeyTaken {
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, group.group_id, winner).await;
     }
-    tx.commit().await?;
     state.background.spawn(enqueue(state.clone(), job_id));
     let message = json!({"id": message_id, "author": "user", "speaker_name": user.username, "content": content});
     Ok(accepted(message, job_id, JobStatus::Queued))
@@ -295,7 +284,7 @@ fn accepted(message: Value, job_id: JobId, status: JobStatus) -> Response {
 
 /// The original answer for a repeated request.
 async fn replay(state: &AppState, group_id: GroupId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
-    let message = store::groups::message_of_turn(&state.db, group_id, job.job_id).await?.ok_or(ApiError::NotFound)?;
+    let message = state.store.group_message_of_turn(group_id, job.job_id).await?.ok_or(ApiError::NotFound)?;
     let message = json!({"id": message.message_id, "author": "user", "speaker_name": message.speaker_name, "content": message.content});
     Ok(accepted(message, job.job_id, job.status))
 }
@@ -328,7 +317,7 @@ pub async fn history(
     let include_prompt = include_prompt(query.include.as_deref())?;
     let limit = page_limit(query.limit)?;
     let group = owned_group(&state, user_id, &id).await?;
-    let items = store::groups::history(&state.db, group.group_id, query.before, limit).await?;
+    let items = state.store.group_history(group.group_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
     let items: Vec<GroupMessageView> = items
         .into_iter()

@@ -14,7 +14,7 @@ pub async fn live() -> Json<Value> {
 /// broker is reported but does not gate readiness: jobs are accepted while it is down (they wait
 /// in Postgres for the re-publisher).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = sqlx::query("select 1").execute(&state.db).await.is_ok();
+    let database = state.store.ping().await.is_ok();
     let redis = state.events.ping().await.is_ok();
     let live_events = state.hub.is_connected();
     let broker = state.publisher.is_connected();

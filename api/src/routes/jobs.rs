@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, JobId},
     jobs::{JobKind, JobStatus},
+    store::RetryGuard,
     store::{self, jobs::JobRecord},
 };
 use serde::{Deserialize, Serialize};
@@ -89,7 +90,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job_id: JobId = parse_id(&id)?;
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(serde_json::json!({ "job": JobView::from(job) })))
 }
 
@@ -121,7 +122,7 @@ pub async fn events(
             let user = user
                 .ok_or(ApiError::Unauthorized { detail: "the stream token is invalid, expired, or for another job" })?;
             // A token issued before its account was disabled dies with the account.
-            if !store::users::is_enabled(&state.db, user).await? {
+            if !state.store.is_enabled(user).await? {
                 return Err(ApiError::Unauthorized {
                     detail: "the stream token is invalid, expired, or for another job",
                 });
@@ -143,7 +144,7 @@ pub async fn events(
         }
         (Ok(header), Ok(query)) => header.or(query).unwrap_or(0),
     };
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     let stream = sse::job_events(state, job, after).await;
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response();
     response.headers_mut().insert(X_ACCEL_BUFFERING.clone(), axum::http::HeaderValue::from_static("no"));
@@ -159,7 +160,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&id)?;
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
         return Err(ApiError::Conflict {
             code: "job-not-retryable",
@@ -169,44 +170,44 @@ pub async fn retry(
     crate::limits::admit_job(&state, user_id).await?;
     let conflict = |detail: &str| ApiError::Conflict { code: "job-not-retryable", detail: detail.to_owned() };
     let new_id = JobId::new();
-    let mut tx = state.db.begin().await?;
-    let (serial_key, progress_total) = match job.kind {
+    let (serial_key, progress_total, guard, refusal) = match job.kind {
         JobKind::ChatReply => {
             let message_id = job.message_id.ok_or(ApiError::NotFound)?;
-            store::jobs::lock_message(&mut *tx, message_id).await?;
-            if store::jobs::message_answered_or_pending(&mut *tx, message_id).await? {
-                return Err(conflict("this message already has a reply, or one on its way"));
-            }
-            (job.character_id.map(store::jobs::serial::chat), 0)
+            (
+                job.character_id.map(store::jobs::serial::chat),
+                0,
+                RetryGuard::MessageUnanswered(message_id),
+                "this message already has a reply, or one on its way",
+            )
         }
         JobKind::GenerateCharacter => {
             let character_id = job.character_id.ok_or(ApiError::NotFound)?;
-            if !store::characters::mark_generating(&mut *tx, user_id, character_id).await? {
-                return Err(conflict("the character is not in a failed state"));
-            }
-            (None, job.progress_total)
+            (
+                None,
+                job.progress_total,
+                RetryGuard::CharacterFailed { user_id, character_id },
+                "the character is not in a failed state",
+            )
         }
         JobKind::CompressMemory | JobKind::CompressGroupMemory => {
-            (job.character_id.map(store::jobs::serial::memory), 0)
+            (job.character_id.map(store::jobs::serial::memory), 0, RetryGuard::None, "")
         }
-        JobKind::GroupTurn => (job.group_id.map(store::jobs::serial::group), 0),
+        JobKind::GroupTurn => (job.group_id.map(store::jobs::serial::group), 0, RetryGuard::None, ""),
     };
-    store::jobs::insert(
-        &mut *tx,
-        store::jobs::NewJob {
-            job_id: new_id,
-            user_id,
-            kind: job.kind,
-            character_id: job.character_id,
-            message_id: job.message_id,
-            group_id: job.group_id,
-            serial_key,
-            progress_total,
-            idempotency: None,
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    let retry = store::jobs::NewJob {
+        job_id: new_id,
+        user_id,
+        kind: job.kind,
+        character_id: job.character_id,
+        message_id: job.message_id,
+        group_id: job.group_id,
+        serial_key,
+        progress_total,
+        idempotency: None,
+    };
+    if !state.store.submit_retry(retry, guard).await? {
+        return Err(conflict(refusal));
+    }
     state.background.spawn(super::characters::enqueue(state.clone(), new_id));
     let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
     Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))
@@ -222,14 +223,14 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&id)?;
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     let status = match stop_job(&state, &job).await? {
         store::jobs::CancelOutcome::Requested => axum::http::StatusCode::ACCEPTED,
         store::jobs::CancelOutcome::Cancelled | store::jobs::CancelOutcome::AlreadyFinished => {
             axum::http::StatusCode::OK
         }
     };
-    let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
 }
 
@@ -237,24 +238,17 @@ pub async fn cancel(
 /// of its series is published) or asks the worker running it to stop. Idempotent.
 pub(crate) async fn stop_job(state: &AppState, job: &JobRecord) -> Result<store::jobs::CancelOutcome, ApiError> {
     let job_id = job.job_id;
-    let mut tx = state.db.begin().await?;
-    let outcome = store::jobs::request_cancel(&mut tx, job_id).await?;
-    if outcome == store::jobs::CancelOutcome::Cancelled
-        && job.kind == JobKind::GenerateCharacter
-        && let Some(character_id) = job.character_id
-    {
-        store::characters::mark_failed(&mut *tx, character_id).await?;
-    }
-    tx.commit().await?;
+    let generating = (job.kind == JobKind::GenerateCharacter).then_some(job.character_id).flatten();
+    let outcome = state.store.cancel_job(job_id, generating).await?;
     match outcome {
         store::jobs::CancelOutcome::Cancelled => {
             if let Err(error) = state.events.append(job_id, &fastnpc_shared::events::EventPayload::Cancelled {}).await {
                 tracing::warn!(job.id = %job_id, %error, "cannot append the cancelled event");
             }
             if let Some(serial_key) = &job.serial_key
-                && let Some(next) = store::jobs::next_in_series(&state.db, serial_key).await?
+                && let Some(next) = state.store.next_in_series(serial_key).await?
             {
-                fastnpc_shared::dispatch::publish(&state.db, &state.publisher, next).await;
+                fastnpc_shared::dispatch::publish(state.store.as_ref(), &state.publisher, next).await;
             }
         }
         store::jobs::CancelOutcome::Requested => {
@@ -284,7 +278,7 @@ pub async fn stream_token(
     use base64::Engine;
     use rand::RngCore;
     let job_id: JobId = parse_id(&id)?;
-    store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+    state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);

@@ -4,10 +4,7 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use fastnpc_shared::{
-    ids::CharacterId,
-    store::{self, memories::MemoryEntry},
-};
+use fastnpc_shared::{ids::CharacterId, store::memories::MemoryEntry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,8 +25,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
-    store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let memories = store::memories::load(&state.db, character_id).await?;
+    state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let memories = state.store.memories(character_id).await?;
     Ok(Json(json!({
         "short_term": memories.short_term,
         "long_term": memories.long_term,
@@ -88,9 +85,7 @@ pub async fn replace(
     let character_id: CharacterId = parse_id(&id)?;
     let short_term = validate("short_term", body.short_term)?;
     let long_term = validate("long_term", body.long_term)?;
-    store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let mut tx = state.db.begin().await?;
-    store::memories::replace(&mut tx, character_id, None, &short_term, &long_term).await?;
-    tx.commit().await?;
+    state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    state.store.replace_memories(character_id, &short_term, &long_term).await?;
     get(State(state), AuthUser(user_id), Path(id)).await
 }

@@ -13,6 +13,7 @@ use fastnpc_shared::{
     ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobKind, JobStatus},
     store::{self, jobs::NewJob, messages::MessageRecord},
+    store::{NewUserMessage, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -87,7 +88,7 @@ pub async fn send(
         return Err(ApiError::invalid_field(format!("content is longer than {MAX_MESSAGE_CHARS} characters")));
     }
     let wait = prefer_wait(&headers);
-    let character = store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let idempotency = Idempotency::from_request(
         &headers,
         &json!({"send_message": {"character_id": character_id, "content": content}}),
@@ -107,40 +108,33 @@ pub async fn send(
 
     let message_id = MessageId::new();
     let job_id = JobId::new();
-    let mut tx = state.db.begin().await?;
-    store::messages::insert_user_message(&mut *tx, message_id, user_id, character_id, content).await?;
-    let inserted = store::jobs::insert(
-        &mut *tx,
-        NewJob {
-            job_id,
-            user_id,
-            kind: JobKind::ChatReply,
-            character_id: Some(character_id),
-            message_id: Some(message_id),
-            group_id: None,
-            serial_key: Some(store::jobs::serial::chat(character_id)),
-            progress_total: 0,
-            idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
-        },
-    )
-    .await;
-    if let Err(error) = inserted {
-        drop(tx);
-        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id, error).await?;
+    let job = NewJob {
+        job_id,
+        user_id,
+        kind: JobKind::ChatReply,
+        character_id: Some(character_id),
+        message_id: Some(message_id),
+        group_id: None,
+        serial_key: Some(store::jobs::serial::chat(character_id)),
+        progress_total: 0,
+        idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+    };
+    let message = NewUserMessage { message_id, user_id, character_id, content };
+    if state.store.submit_message(message, job).await? == Submitted::IdempotencyKeyTaken {
+        let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
     }
-    tx.commit().await?;
 
     // Listen before the job can possibly finish, so a fast reply is not missed.
     let subscription = wait.map(|_| state.hub.subscribe(job_id));
     state.background.spawn(enqueue(state.clone(), job_id));
-    let message = store::messages::get(&state.db, user_id, message_id).await?.ok_or(ApiError::NotFound)?;
+    let message = state.store.message(user_id, message_id).await?.ok_or(ApiError::NotFound)?;
     let message = MessageView::new(message, false);
 
     if let (Some(wait), Some(subscription)) = (wait, subscription) {
         let status = wait_for_terminal(&state, subscription, user_id, job_id, wait).await?;
         if status == JobStatus::Succeeded
-            && let Some(reply) = store::messages::reply_of_job(&state.db, job_id).await?
+            && let Some(reply) = state.store.reply_of_job(job_id).await?
         {
             let body = json!({"message": message, "reply": MessageView::new(reply, false), "job": JobLinks::new(job_id, status)});
             let mut response = (StatusCode::OK, Json(body)).into_response();
@@ -156,7 +150,7 @@ pub async fn send(
 /// The original answer for a repeated request: the message and its job as they are now.
 async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
     let message_id = job.message_id.ok_or(ApiError::NotFound)?;
-    let message = store::messages::get(&state.db, user_id, message_id).await?.ok_or(ApiError::NotFound)?;
+    let message = state.store.message(user_id, message_id).await?.ok_or(ApiError::NotFound)?;
     Ok(accepted(MessageView::new(message, false), job.job_id, job.status))
 }
 
@@ -190,7 +184,7 @@ async fn wait_for_terminal(
 ) -> Result<JobStatus, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let status = || async {
-        let job = store::jobs::get(&state.db, user_id, job_id).await?.ok_or(ApiError::NotFound)?;
+        let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
         Ok::<_, ApiError>(job.status)
     };
     loop {
@@ -222,8 +216,8 @@ pub async fn history(
     let character_id: CharacterId = parse_id(&id)?;
     let include_prompt = include_prompt(query.include.as_deref())?;
     let limit = page_limit(query.limit)?;
-    store::characters::get(&state.db, user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let items = store::messages::history(&state.db, user_id, character_id, query.before, limit).await?;
+    state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+    let items = state.store.message_history(user_id, character_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
     let items: Vec<MessageView> = items.into_iter().map(|m| MessageView::new(m, include_prompt)).collect();
     Ok(Json(json!({"items": items, "next_before": next_before})))

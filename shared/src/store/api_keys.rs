@@ -16,7 +16,7 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-pub async fn insert(
+pub(crate) async fn insert(
     db: impl PgExecutor<'_>,
     key_id: uuid::Uuid,
     user_id: UserId,
@@ -37,7 +37,7 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+pub(crate) async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
     sqlx::query_as!(
         ApiKeyRecord,
         "select key_id, name, prefix, created_at, last_used_at, revoked_at from api_keys
@@ -49,7 +49,7 @@ pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<ApiKey
 }
 
 /// Revokes one of the user's keys; revoking twice is harmless. False when the user has no such key.
-pub async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uuid::Uuid) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!(
         "update api_keys set revoked_at = coalesce(revoked_at, now()) where key_id = $1 and user_id = $2",
         key_id,
@@ -61,7 +61,7 @@ pub async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uuid::Uuid
 }
 
 /// The user of a live key, recording its use.
-pub async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+pub(crate) async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let row = sqlx::query!(
         r#"update api_keys set last_used_at = now()
            where key_hash = $1 and revoked_at is null

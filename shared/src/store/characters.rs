@@ -32,7 +32,7 @@ pub struct CharacterSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-pub async fn insert(
+pub(crate) async fn insert(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     user_id: UserId,
@@ -51,7 +51,7 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn get(
+pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     character_id: CharacterId,
@@ -69,7 +69,7 @@ pub async fn get(
 }
 
 /// The worker's read: the job already proved ownership, so no owner filter.
-pub async fn get_by_id(
+pub(crate) async fn get_by_id(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
 ) -> Result<Option<CharacterRecord>, sqlx::Error> {
@@ -85,7 +85,7 @@ pub async fn get_by_id(
 }
 
 /// The user's characters, newest first; `before` is the last id of the previous page.
-pub async fn list(
+pub(crate) async fn list(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     before: Option<CharacterId>,
@@ -108,7 +108,11 @@ pub async fn list(
 }
 
 /// Deletes a character (its jobs go with it). False when the user has no such character.
-pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, character_id: CharacterId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
     let result =
         sqlx::query!("delete from characters where character_id = $1 and user_id = $2", character_id.0, user_id.0,)
             .execute(db)
@@ -117,7 +121,7 @@ pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, character_id: Char
 }
 
 /// Stores a generated profile and marks the character ready.
-pub async fn mark_ready(
+pub(crate) async fn mark_ready(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     profile: &Value,
@@ -136,7 +140,7 @@ pub async fn mark_ready(
 }
 
 /// Marks a character whose generation failed for good.
-pub async fn mark_failed(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<(), sqlx::Error> {
+pub(crate) async fn mark_failed(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update characters set status = 'failed', updated_at = now() where character_id = $1 and status = 'generating'",
         character_id.0,
@@ -148,7 +152,7 @@ pub async fn mark_failed(db: impl PgExecutor<'_>, character_id: CharacterId) -> 
 
 /// Puts a failed character back to `generating` for a retried generation. False when it is not
 /// failed (or not the user's).
-pub async fn mark_generating(
+pub(crate) async fn mark_generating(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     character_id: CharacterId,
@@ -165,7 +169,7 @@ pub async fn mark_generating(
 }
 
 /// How many characters the user has.
-pub async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
     let row = sqlx::query!(r#"select count(*) as "count!" from characters where user_id = $1"#, user_id.0)
         .fetch_one(db)
         .await?;

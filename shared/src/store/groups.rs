@@ -42,7 +42,7 @@ pub struct GroupMessageRecord {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn insert(
+pub(crate) async fn insert(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     user_id: UserId,
@@ -58,7 +58,7 @@ pub async fn insert(
 /// not the user's characters, or already members, are skipped: compare with the input). A new
 /// member's memory starts at the group's newest message: it does not remember what was said
 /// before it joined (and a member that left and came back does not remember things twice).
-pub async fn add_members(
+pub(crate) async fn add_members(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     group_id: GroupId,
@@ -83,7 +83,7 @@ pub async fn add_members(
 }
 
 /// How many of `character_ids` are characters of the user's.
-pub async fn count_owned_characters(
+pub(crate) async fn count_owned_characters(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     character_ids: &[CharacterId],
@@ -99,7 +99,7 @@ pub async fn count_owned_characters(
     Ok(row.count)
 }
 
-pub async fn remove_member(
+pub(crate) async fn remove_member(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     group_id: GroupId,
@@ -117,7 +117,7 @@ pub async fn remove_member(
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn get(
+pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     group_id: GroupId,
@@ -133,7 +133,7 @@ pub async fn get(
     .await
 }
 
-pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<GroupRecord>, sqlx::Error> {
+pub(crate) async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<GroupRecord>, sqlx::Error> {
     sqlx::query_as!(
         GroupRecord,
         r#"select group_id as "group_id: GroupId", name, created_at, updated_at from groups
@@ -144,7 +144,7 @@ pub async fn list(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<GroupR
     .await
 }
 
-pub async fn rename(
+pub(crate) async fn rename(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     group_id: GroupId,
@@ -161,7 +161,7 @@ pub async fn rename(
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, group_id: GroupId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete(db: impl PgExecutor<'_>, user_id: UserId, group_id: GroupId) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!("delete from groups where group_id = $1 and user_id = $2", group_id.0, user_id.0)
         .execute(db)
         .await?;
@@ -169,7 +169,7 @@ pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId, group_id: GroupId)
 }
 
 /// The group's members, in the order they joined.
-pub async fn members(db: impl PgExecutor<'_>, group_id: GroupId) -> Result<Vec<Member>, sqlx::Error> {
+pub(crate) async fn members(db: impl PgExecutor<'_>, group_id: GroupId) -> Result<Vec<Member>, sqlx::Error> {
     sqlx::query_as!(
         Member,
         r#"select c.character_id as "character_id: CharacterId", c.name, c.brief, c.profile, c.status,
@@ -197,7 +197,7 @@ pub struct NewGroupMessage<'a> {
     pub job_round: Option<(JobId, i32)>,
 }
 
-pub async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMessage<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMessage<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
                                      moderator, prompt_snapshot, job_id, round)
@@ -220,7 +220,7 @@ pub async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMessage<'_
 }
 
 /// A page of the transcript, newest first.
-pub async fn history(
+pub(crate) async fn history(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     before: Option<MessageId>,
@@ -243,7 +243,7 @@ pub async fn history(
 }
 
 /// Messages after `after` (all when `None`), oldest first, at most `limit`.
-pub async fn after(
+pub(crate) async fn after(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     after: Option<MessageId>,
@@ -267,7 +267,7 @@ pub async fn after(
 
 /// How many messages, and how many characters, follow `after` (all when `None`): a member's
 /// unabsorbed part of the transcript.
-pub async fn pending_size(
+pub(crate) async fn pending_size(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     after: Option<MessageId>,
@@ -284,7 +284,7 @@ pub async fn pending_size(
 }
 
 /// The rounds a turn job already stored (a redelivered job continues after them).
-pub async fn rounds_done(db: impl PgExecutor<'_>, job_id: JobId) -> Result<i32, sqlx::Error> {
+pub(crate) async fn rounds_done(db: impl PgExecutor<'_>, job_id: JobId) -> Result<i32, sqlx::Error> {
     let row =
         sqlx::query!(r#"select coalesce(max(round), 0) as "rounds!" from group_messages where job_id = $1"#, job_id.0)
             .fetch_one(db)
@@ -293,7 +293,7 @@ pub async fn rounds_done(db: impl PgExecutor<'_>, job_id: JobId) -> Result<i32, 
 }
 
 /// Moves a member's memory cursor, if it is still where the caller read it.
-pub async fn advance_absorbed(
+pub(crate) async fn advance_absorbed(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     character_id: CharacterId,
@@ -315,7 +315,7 @@ pub async fn advance_absorbed(
 
 /// The user message that started a turn job: created in the same transaction, just before the
 /// job's id (UUIDv7s of one process increase).
-pub async fn message_of_turn(
+pub(crate) async fn message_of_turn(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     job_id: JobId,
@@ -336,7 +336,7 @@ pub async fn message_of_turn(
 }
 
 /// How many groups the user has.
-pub async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
     let row =
         sqlx::query!(r#"select count(*) as "count!" from groups where user_id = $1"#, user_id.0).fetch_one(db).await?;
     Ok(row.count)

@@ -74,7 +74,7 @@ pub struct NewJob<'a> {
 /// The name of the per-user idempotency-key index.
 pub const IDEMPOTENCY_KEY: &str = "jobs_idempotency_key";
 
-pub async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
                            idempotency_key, request_fingerprint)
@@ -96,7 +96,11 @@ pub async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx
 }
 
 /// A user's job; `None` for another user's job, exactly as for a missing one.
-pub async fn get(db: impl PgExecutor<'_>, user_id: UserId, job_id: JobId) -> Result<Option<JobRecord>, sqlx::Error> {
+pub(crate) async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    job_id: JobId,
+) -> Result<Option<JobRecord>, sqlx::Error> {
     sqlx::query_as!(
         JobRecord,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
@@ -113,7 +117,7 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: UserId, job_id: JobId) -> Res
 }
 
 /// The job a user created with `key`, with the fingerprint of the request that created it.
-pub async fn find_by_idempotency_key(
+pub(crate) async fn find_by_idempotency_key(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     key: &str,
@@ -129,7 +133,7 @@ pub async fn find_by_idempotency_key(
 }
 
 /// The broker confirmed the job's message.
-pub async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+pub(crate) async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
     // Always the latest confirm: the re-publisher's staleness rules compare against it.
     sqlx::query!("update jobs set published_at = now() where job_id = $1", job_id.0).execute(db).await?;
     Ok(())
@@ -149,7 +153,7 @@ pub async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<()
 ///
 /// Jobs still waiting behind another job of their serial key are left alone: that job publishes
 /// them when it ends.
-pub async fn unpublished(
+pub(crate) async fn unpublished(
     db: impl PgExecutor<'_>,
     grace: Duration,
     stale: Duration,
@@ -181,7 +185,11 @@ pub async fn unpublished(
 /// died or stalled). `None` when the job is finished, another worker holds a live lease, or the
 /// job must wait its turn: another job of its serial key is running (whatever its id: ids are
 /// made before commit, so id order is not commit order), or an earlier one is queued.
-pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
+pub(crate) async fn claim(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    lease: Duration,
+) -> Result<Option<Claim>, sqlx::Error> {
     sqlx::query_as!(
         Claim,
         r#"update jobs
@@ -206,7 +214,7 @@ pub async fn claim(db: impl PgExecutor<'_>, job_id: JobId, lease: Duration) -> R
 }
 
 /// The current status of a job, without owner check (worker side).
-pub async fn status(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<JobStatus>, sqlx::Error> {
+pub(crate) async fn status(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<JobStatus>, sqlx::Error> {
     let row = sqlx::query!(r#"select status as "status: JobStatus" from jobs where job_id = $1"#, job_id.0)
         .fetch_optional(db)
         .await?;
@@ -225,7 +233,11 @@ pub enum Heartbeat {
 }
 
 /// Extends the claim's lease, and reports a pending cancellation request.
-pub async fn renew_lease(db: impl PgExecutor<'_>, claim: &Claim, lease: Duration) -> Result<Heartbeat, sqlx::Error> {
+pub(crate) async fn renew_lease(
+    db: impl PgExecutor<'_>,
+    claim: &Claim,
+    lease: Duration,
+) -> Result<Heartbeat, sqlx::Error> {
     let row = sqlx::query!(
         r#"update jobs set lease_until = now() + make_interval(secs => $3)
            where job_id = $1 and attempts = $2 and status = 'running'
@@ -244,7 +256,7 @@ pub async fn renew_lease(db: impl PgExecutor<'_>, claim: &Claim, lease: Duration
 }
 
 /// Records progress. Only ever moves forward, so a late write cannot move the bar back.
-pub async fn set_progress(db: impl PgExecutor<'_>, claim: &Claim, done: i32) -> Result<bool, sqlx::Error> {
+pub(crate) async fn set_progress(db: impl PgExecutor<'_>, claim: &Claim, done: i32) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!(
         "update jobs set progress_done = greatest(progress_done, $3), updated_at = now()
          where job_id = $1 and attempts = $2 and status = 'running'",
@@ -259,7 +271,7 @@ pub async fn set_progress(db: impl PgExecutor<'_>, claim: &Claim, done: i32) -> 
 
 /// Ends the claimed job as succeeded. False when the claim was lost (then the caller must roll
 /// back whatever else it wrote in the same transaction).
-pub async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+pub(crate) async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
     let outcome = sqlx::query!(
         "update jobs set status = 'succeeded', result = $3, progress_done = progress_total,
                 lease_until = null, finished_at = now(), updated_at = now()
@@ -274,7 +286,7 @@ pub async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> 
 }
 
 /// Ends the claimed job as failed.
-pub async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
+pub(crate) async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
     let error = serde_json::to_value(error).unwrap_or_default();
     let outcome = sqlx::query!(
         "update jobs set status = 'failed', error = $3, lease_until = null, finished_at = now(), updated_at = now()
@@ -291,7 +303,7 @@ pub async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobError) -> R
 /// Hands a claimed job back (graceful shutdown, transient failure): another worker can claim it
 /// at once instead of waiting for the lease to expire. The job counts as unpublished until the
 /// caller publishes it again, so the re-publisher sends it if that publish never happens.
-pub async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
+pub(crate) async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
     let outcome = sqlx::query!(
         "update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = now()
          where job_id = $1 and attempts = $2 and status = 'running'",
@@ -325,7 +337,7 @@ pub mod serial {
 
 /// The job's message was dropped because the job must wait for an earlier one of its serial
 /// key; the earlier job (or the re-publisher, once the job's turn comes) publishes it again.
-pub async fn mark_unpublished(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+pub(crate) async fn mark_unpublished(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
     sqlx::query!("update jobs set published_at = null where job_id = $1 and status = 'queued'", job_id.0)
         .execute(db)
         .await?;
@@ -333,7 +345,7 @@ pub async fn mark_unpublished(db: impl PgExecutor<'_>, job_id: JobId) -> Result<
 }
 
 /// The next job waiting in a serial key, if any.
-pub async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result<Option<JobId>, sqlx::Error> {
+pub(crate) async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result<Option<JobId>, sqlx::Error> {
     let row = sqlx::query!(
         r#"select job_id as "job_id: JobId" from jobs
            where serial_key = $1 and status = 'queued' order by job_id limit 1"#,
@@ -346,7 +358,10 @@ pub async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result
 
 /// True when a job answering `message_id` is queued, running or succeeded (a retry would
 /// answer the message twice).
-pub async fn message_answered_or_pending(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn message_answered_or_pending(
+    db: impl PgExecutor<'_>,
+    message_id: MessageId,
+) -> Result<bool, sqlx::Error> {
     let row = sqlx::query!(
         r#"select exists (select 1 from jobs where message_id = $1 and status in ('queued', 'running', 'succeeded'))
            as "busy!""#,
@@ -358,7 +373,7 @@ pub async fn message_answered_or_pending(db: impl PgExecutor<'_>, message_id: Me
 }
 
 /// Ends the claimed job as cancelled (a group loop interrupted by a newer user message).
-pub async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+pub(crate) async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
     let outcome = sqlx::query!(
         "update jobs set status = 'cancelled', result = $3, lease_until = null, finished_at = now(), updated_at = now()
          where job_id = $1 and attempts = $2 and status = 'running'",
@@ -373,7 +388,7 @@ pub async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> R
 
 /// True when a compression of this character's memory — of its single chat (`group_id` none)
 /// or of one group — is queued and not yet started: a new one would find nothing left to do.
-pub async fn compression_queued(
+pub(crate) async fn compression_queued(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     group_id: Option<GroupId>,
@@ -392,7 +407,11 @@ pub async fn compression_queued(
 
 /// True when another job of this serial key is waiting: for a group's turn loop, a newer user
 /// message that interrupts it.
-pub async fn successor_waiting(db: impl PgExecutor<'_>, serial_key: &str, job_id: JobId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn successor_waiting(
+    db: impl PgExecutor<'_>,
+    serial_key: &str,
+    job_id: JobId,
+) -> Result<bool, sqlx::Error> {
     let row = sqlx::query!(
         r#"select exists (select 1 from jobs where serial_key = $1 and status = 'queued' and job_id <> $2) as "waiting!""#,
         serial_key,
@@ -405,7 +424,7 @@ pub async fn successor_waiting(db: impl PgExecutor<'_>, serial_key: &str, job_id
 
 /// Locks the user message a chat retry answers, so two concurrent retries cannot both pass the
 /// "no reply on its way" check.
-pub async fn lock_message(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<(), sqlx::Error> {
+pub(crate) async fn lock_message(db: impl PgExecutor<'_>, message_id: MessageId) -> Result<(), sqlx::Error> {
     sqlx::query!("select 1 as locked from messages where message_id = $1 for update", message_id.0)
         .fetch_optional(db)
         .await?;
@@ -424,7 +443,7 @@ pub enum CancelOutcome {
 }
 
 /// Cancels a queued job outright, or flags a running one. Idempotent.
-pub async fn request_cancel(db: &mut sqlx::PgConnection, job_id: JobId) -> Result<CancelOutcome, sqlx::Error> {
+pub(crate) async fn request_cancel(db: &mut sqlx::PgConnection, job_id: JobId) -> Result<CancelOutcome, sqlx::Error> {
     let cancelled = sqlx::query!(
         "update jobs set status = 'cancelled', result = '{\"stopped\": \"cancelled\"}', cancel_requested_at = now(),
                 finished_at = now(), updated_at = now()
@@ -448,7 +467,7 @@ pub async fn request_cancel(db: &mut sqlx::PgConnection, job_id: JobId) -> Resul
 
 /// An operator gives a failed job another chance (requeueing its dead letter): back to
 /// `queued`, its attempts reset; a failed character goes back to `generating`.
-pub async fn reopen(db: &sqlx::PgPool, job_id: JobId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn reopen(db: &sqlx::PgPool, job_id: JobId) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
     let reopened = sqlx::query!(
         r#"update jobs set status = 'queued', error = null, finished_at = null, lease_until = null, attempts = 0,
@@ -475,7 +494,11 @@ pub async fn reopen(db: &sqlx::PgPool, job_id: JobId) -> Result<bool, sqlx::Erro
 }
 
 /// Fails a job without a claim: its queue message could not be decoded, so no worker can run it.
-pub async fn fail_unclaimed(db: impl PgExecutor<'_>, job_id: JobId, error: &JobError) -> Result<bool, sqlx::Error> {
+pub(crate) async fn fail_unclaimed(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    error: &JobError,
+) -> Result<bool, sqlx::Error> {
     let error = serde_json::to_value(error).unwrap_or_default();
     let outcome = sqlx::query!(
         "update jobs set status = 'failed', error = $2, lease_until = null, finished_at = now(), updated_at = now()
@@ -489,7 +512,7 @@ pub async fn fail_unclaimed(db: impl PgExecutor<'_>, job_id: JobId, error: &JobE
 }
 
 /// The user's jobs that are queued or running.
-pub async fn active_count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+pub(crate) async fn active_count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
     let row = sqlx::query!(
         r#"select count(*) as "count!" from jobs where user_id = $1 and status in ('queued', 'running')"#,
         user_id.0,
@@ -500,7 +523,7 @@ pub async fn active_count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i6
 }
 
 /// The user's jobs that are queued or running, oldest first (to cancel them all).
-pub async fn active_of(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<JobId>, sqlx::Error> {
+pub(crate) async fn active_of(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Vec<JobId>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select job_id as "job_id: JobId" from jobs
            where user_id = $1 and status in ('queued', 'running') order by job_id"#,

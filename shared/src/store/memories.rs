@@ -37,7 +37,7 @@ pub fn chars(entries: &[MemoryEntry]) -> usize {
 }
 
 /// Reads both layers and their version in one statement (one consistent snapshot).
-pub async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
+pub(crate) async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select c.memory_version, m.layer as "layer?", m.content as "content?", m.importance
            from characters c
@@ -62,7 +62,7 @@ pub async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<
 
 /// Replaces both layers, if the stored version is still `expected` (`None`: unconditionally,
 /// for a user's own edit). False when someone else wrote in between.
-pub async fn replace(
+pub(crate) async fn replace(
     tx: &mut PgConnection,
     character_id: CharacterId,
     expected: Option<i64>,

@@ -22,7 +22,7 @@ pub struct MessageRecord {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn insert_user_message(
+pub(crate) async fn insert_user_message(
     db: impl PgExecutor<'_>,
     message_id: MessageId,
     user_id: UserId,
@@ -53,7 +53,7 @@ pub struct NewReply<'a> {
 }
 
 /// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
-pub async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot)
          values ($1, $2, $3, 'character', $4, $5, $6, $7)",
@@ -71,7 +71,7 @@ pub async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Resul
 }
 
 /// One message of the user's.
-pub async fn get(
+pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     message_id: MessageId,
@@ -89,7 +89,7 @@ pub async fn get(
 }
 
 /// The reply a job stored, if any.
-pub async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<MessageRecord>, sqlx::Error> {
+pub(crate) async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Option<MessageRecord>, sqlx::Error> {
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
@@ -103,7 +103,7 @@ pub async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Opti
 
 /// A page of the conversation, newest first; `before` is the last id of the previous page.
 /// Ids are UUIDv7, so the id alone is a stable cursor: new messages never shift older pages.
-pub async fn history(
+pub(crate) async fn history(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     character_id: CharacterId,
@@ -130,7 +130,7 @@ pub async fn history(
 /// The session layer in conversation order (each reply right after the message it answers),
 /// at most the `limit` newest. With `answering`, the context of that message's reply: the message
 /// itself and user messages sent after it are left out.
-pub async fn uncompressed(
+pub(crate) async fn uncompressed(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     answering: Option<MessageId>,
@@ -156,7 +156,7 @@ pub async fn uncompressed(
 }
 
 /// Total characters of the session layer (the original's budget unit).
-pub async fn uncompressed_chars(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<i64, sqlx::Error> {
+pub(crate) async fn uncompressed_chars(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<i64, sqlx::Error> {
     let row = sqlx::query!(
         r#"select coalesce(sum(char_length(content)), 0)::bigint as "chars!" from messages
            where character_id = $1 and not compressed"#,
@@ -168,7 +168,7 @@ pub async fn uncompressed_chars(db: impl PgExecutor<'_>, character_id: Character
 }
 
 /// Marks messages as absorbed by memory. Returns how many were still uncompressed.
-pub async fn mark_compressed(db: impl PgExecutor<'_>, ids: &[MessageId]) -> Result<u64, sqlx::Error> {
+pub(crate) async fn mark_compressed(db: impl PgExecutor<'_>, ids: &[MessageId]) -> Result<u64, sqlx::Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
     let result =
         sqlx::query!("update messages set compressed = true where message_id = any($1) and not compressed", &ids,)
@@ -179,7 +179,7 @@ pub async fn mark_compressed(db: impl PgExecutor<'_>, ids: &[MessageId]) -> Resu
 
 /// The oldest uncompressed messages, in conversation order, at most `limit`: what a compression
 /// summarises first.
-pub async fn oldest_uncompressed(
+pub(crate) async fn oldest_uncompressed(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     limit: i64,

@@ -20,7 +20,7 @@ pub struct Totals {
     pub jobs_failed_last_hour: i64,
 }
 
-pub async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, sqlx::Error> {
+pub(crate) async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, sqlx::Error> {
     sqlx::query_as!(
         Totals,
         r#"select (select count(*) from users) as "users!",
@@ -38,14 +38,14 @@ pub async fn totals(db: impl PgExecutor<'_>) -> Result<Totals, sqlx::Error> {
 }
 
 /// Characters per status (`generating`, `ready`, `failed`).
-pub async fn characters_by_status(db: impl PgExecutor<'_>) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+pub(crate) async fn characters_by_status(db: impl PgExecutor<'_>) -> Result<BTreeMap<String, i64>, sqlx::Error> {
     let rows =
         sqlx::query!(r#"select status, count(*) as "count!" from characters group by status"#).fetch_all(db).await?;
     Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
 }
 
 /// Jobs per kind and status: `{"chat_reply": {"succeeded": 10, ...}, ...}`.
-pub async fn jobs_by_kind_and_status(
+pub(crate) async fn jobs_by_kind_and_status(
     db: impl PgExecutor<'_>,
 ) -> Result<BTreeMap<String, BTreeMap<String, i64>>, sqlx::Error> {
     let rows = sqlx::query!(r#"select kind, status, count(*) as "count!" from jobs group by kind, status"#)

@@ -30,7 +30,7 @@ pub struct Credentials {
 /// The name of the case-insensitive username uniqueness index.
 pub const USERNAME_KEY: &str = "users_username_lower_key";
 
-pub async fn insert(
+pub(crate) async fn insert(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     username: &str,
@@ -48,7 +48,7 @@ pub async fn insert(
 }
 
 /// The id, password hash and state of `username` (case-insensitive), for login.
-pub async fn credentials(db: impl PgExecutor<'_>, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
+pub(crate) async fn credentials(db: impl PgExecutor<'_>, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as!(
         Credentials,
         r#"select user_id as "user_id: UserId", password_hash, disabled_at is not null as "disabled!"
@@ -59,7 +59,7 @@ pub async fn credentials(db: impl PgExecutor<'_>, username: &str) -> Result<Opti
     .await
 }
 
-pub async fn get(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<UserRecord>, sqlx::Error> {
+pub(crate) async fn get(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<UserRecord>, sqlx::Error> {
     sqlx::query_as!(
         UserRecord,
         r#"select user_id as "user_id: UserId", username, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
@@ -71,7 +71,7 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<User
     .await
 }
 
-pub async fn insert_session(
+pub(crate) async fn insert_session(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
     user_id: UserId,
@@ -89,7 +89,7 @@ pub async fn insert_session(
 }
 
 /// The user of a live session: not revoked, not expired, the account not disabled.
-pub async fn session_user(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+pub(crate) async fn session_user(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let row = sqlx::query!(
         r#"select s.user_id as "user_id: UserId" from sessions s join users u using (user_id)
            where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now() and u.disabled_at is null"#,
@@ -101,7 +101,7 @@ pub async fn session_user(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<
 }
 
 /// Revokes one session; revoking twice is harmless.
-pub async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<(), sqlx::Error> {
+pub(crate) async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<(), sqlx::Error> {
     sqlx::query!("update sessions set revoked_at = now() where token_hash = $1 and revoked_at is null", token_hash,)
         .execute(db)
         .await?;
@@ -117,7 +117,7 @@ pub struct SettingsPatch<'a> {
     pub max_group_rounds: Option<i32>,
 }
 
-pub async fn update_settings(
+pub(crate) async fn update_settings(
     db: impl PgExecutor<'_>,
     user_id: UserId,
     patch: SettingsPatch<'_>,
@@ -140,13 +140,13 @@ pub async fn update_settings(
 }
 
 /// The stored password hash of a user (to re-check the password before sensitive changes).
-pub async fn password_hash(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn password_hash(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<String>, sqlx::Error> {
     let row = sqlx::query!("select password_hash from users where user_id = $1", user_id.0).fetch_optional(db).await?;
     Ok(row.map(|r| r.password_hash))
 }
 
 /// Sets a new password hash and revokes every session but `keep` (the one making the change).
-pub async fn change_password(
+pub(crate) async fn change_password(
     db: &sqlx::PgPool,
     user_id: UserId,
     password_hash: &str,
@@ -172,13 +172,13 @@ pub async fn change_password(
 }
 
 /// Deletes a user and, by cascade, everything they own.
-pub async fn delete(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!("delete from users where user_id = $1", user_id.0).execute(db).await?;
     Ok(result.rows_affected() == 1)
 }
 
 /// Forgets sessions that expired or were revoked more than a day ago.
-pub async fn purge_sessions(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+pub(crate) async fn purge_sessions(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let result = sqlx::query!(
         "delete from sessions where expires_at < now() - interval '1 day' or revoked_at < now() - interval '1 day'"
     )
@@ -188,7 +188,7 @@ pub async fn purge_sessions(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error>
 }
 
 /// Whether a user is an enabled admin.
-pub async fn is_admin(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn is_admin(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
     let row = sqlx::query!(
         r#"select exists (select 1 from users where user_id = $1 and is_admin and disabled_at is null) as "admin!""#,
         user_id.0,
@@ -199,7 +199,7 @@ pub async fn is_admin(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, 
 }
 
 /// Whether a user exists and is not disabled.
-pub async fn is_enabled(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn is_enabled(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
     let row = sqlx::query!(
         r#"select exists (select 1 from users where user_id = $1 and disabled_at is null) as "enabled!""#,
         user_id.0,
@@ -210,7 +210,7 @@ pub async fn is_enabled(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool
 }
 
 /// Makes `user_id` the one admin: sets its flag (and enables it) and clears every other's.
-pub async fn make_sole_admin(db: &sqlx::PgPool, user_id: UserId) -> Result<(), sqlx::Error> {
+pub(crate) async fn make_sole_admin(db: &sqlx::PgPool, user_id: UserId) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query!("update users set is_admin = false where is_admin and user_id <> $1", user_id.0)
         .execute(&mut *tx)
@@ -225,7 +225,7 @@ pub async fn make_sole_admin(db: &sqlx::PgPool, user_id: UserId) -> Result<(), s
 }
 
 /// Clears every admin flag (no admin is configured).
-pub async fn clear_admins(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+pub(crate) async fn clear_admins(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let result = sqlx::query!("update users set is_admin = false where is_admin").execute(db).await?;
     Ok(result.rows_affected())
 }
@@ -243,7 +243,7 @@ pub struct AccountSummary {
 }
 
 /// Users in id (creation) order after `after`, with what they own and run.
-pub async fn list(
+pub(crate) async fn list(
     db: impl PgExecutor<'_>,
     after: Option<UserId>,
     limit: i64,
@@ -266,7 +266,7 @@ pub async fn list(
 }
 
 /// One user as the admin listing shows it.
-pub async fn summary(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<AccountSummary>, sqlx::Error> {
+pub(crate) async fn summary(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<AccountSummary>, sqlx::Error> {
     sqlx::query_as!(
         AccountSummary,
         r#"select u.user_id as "user_id: UserId", u.username, u.is_admin, u.disabled_at, u.created_at,
@@ -282,7 +282,7 @@ pub async fn summary(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Option<
 
 /// Disables an account and revokes all its sessions, in one transaction. Returns the number of
 /// sessions revoked, or `None` when there is no such user.
-pub async fn disable(db: &sqlx::PgPool, user_id: UserId) -> Result<Option<u64>, sqlx::Error> {
+pub(crate) async fn disable(db: &sqlx::PgPool, user_id: UserId) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let found = sqlx::query!(
         "update users set disabled_at = coalesce(disabled_at, now()), updated_at = now() where user_id = $1",
@@ -302,7 +302,7 @@ pub async fn disable(db: &sqlx::PgPool, user_id: UserId) -> Result<Option<u64>, 
 }
 
 /// Enables an account again; its API keys work again, its old sessions stay revoked.
-pub async fn enable(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn enable(db: impl PgExecutor<'_>, user_id: UserId) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!("update users set disabled_at = null, updated_at = now() where user_id = $1", user_id.0)
         .execute(db)
         .await?;

@@ -43,19 +43,15 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no message to answer")));
     };
     let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or message was deleted"));
-    let character = store::characters::get_by_id(&deps.db, character_id).await?.ok_or_else(gone)?;
-    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
-    let message = store::messages::get(&deps.db, claim.user_id, message_id).await?.ok_or_else(gone)?;
+    let character = deps.store.character_by_id(character_id).await?.ok_or_else(gone)?;
+    let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
+    let message = deps.store.message(claim.user_id, message_id).await?.ok_or_else(gone)?;
     let Some(Value::Object(profile)) = character.profile else {
         return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
     };
     // Memory and session from one snapshot: a compression committing in between would otherwise
     // drop its messages from this prompt in both forms.
-    let mut snapshot = deps.db.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
-    let memories = store::memories::load(&mut *snapshot, character_id).await?;
-    let session = store::messages::uncompressed(&mut *snapshot, character_id, Some(message_id), SESSION_WINDOW).await?;
-    snapshot.commit().await?;
+    let (memories, session) = deps.store.memory_and_session(character_id, Some(message_id), SESSION_WINDOW).await?;
 
     let contents =
         |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
@@ -83,42 +79,36 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     }
     let reply = stream_reply(deps, claim.job_id, request, None).await?;
 
-    let reply_id = MessageId::new();
-    let mut tx = deps.db.begin().await?;
-    store::messages::insert_reply(
-        &mut *tx,
-        store::messages::NewReply {
-            message_id: reply_id,
-            user_id: claim.user_id,
-            character_id,
-            reply_to: message_id,
-            content: &reply,
-            job_id: claim.job_id,
-            prompt_snapshot: &system,
-        },
-    )
-    .await?;
-    let stored = store::messages::reply_of_job(&mut *tx, claim.job_id).await?.ok_or(JobFailure::LostClaim)?;
-    let result = json!({
-        "message": {
-            "id": stored.message_id,
-            "author": stored.author,
-            "content": stored.content,
-            "created_at": stored.created_at,
-            "job_id": claim.job_id,
-            "reply_to": message_id,
-        }
-    });
-    if !store::jobs::succeed(&mut *tx, claim, &result).await? {
+    let stored = store::messages::NewReply {
+        message_id: MessageId::new(),
+        user_id: claim.user_id,
+        character_id,
+        reply_to: message_id,
+        content: &reply,
+        job_id: claim.job_id,
+        prompt_snapshot: &system,
+    };
+    let job_result = |stored: &store::messages::MessageRecord| {
+        json!({
+            "message": {
+                "id": stored.message_id,
+                "author": stored.author,
+                "content": stored.content,
+                "created_at": stored.created_at,
+                "job_id": claim.job_id,
+                "reply_to": message_id,
+            }
+        })
+    };
+    let Some(stored) = deps.store.finish_reply(claim, stored, &job_result).await? else {
         return Err(JobFailure::LostClaim);
-    }
-    tx.commit().await?;
+    };
 
     if let Err(error) = schedule_compression(deps, claim, character_id, i64::from(user.ctx_max_chat)).await {
         // The next reply schedules it again; memory is late, not lost.
         tracing::warn!(%error, "cannot schedule memory compression");
     }
-    Ok(result)
+    Ok(job_result(&stored))
 }
 
 /// Streams the reply, emitting coalesced `token` events (tagged with `speaker` in a group);
@@ -195,7 +185,7 @@ async fn schedule_compression(
     character_id: CharacterId,
     session_budget: i64,
 ) -> Result<(), sqlx::Error> {
-    if store::messages::uncompressed_chars(&deps.db, character_id).await? <= session_budget {
+    if deps.store.uncompressed_chars(character_id).await? <= session_budget {
         return Ok(());
     }
     super::schedule_compression(deps, claim.user_id, character_id, None).await

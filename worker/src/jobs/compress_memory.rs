@@ -73,12 +73,12 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no character")));
     };
     let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or group was deleted"));
-    let character = store::characters::get_by_id(&deps.db, character_id).await?.ok_or_else(gone)?;
-    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
+    let character = deps.store.character_by_id(character_id).await?.ok_or_else(gone)?;
+    let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
     let brief = character.brief.clone().unwrap_or_default();
 
     for _ in 0..VERSION_RETRIES {
-        let memory = memories::load(&deps.db, character_id).await?;
+        let memory = deps.store.memories(character_id).await?;
         let mut short_term = memory.short_term.clone();
         let mut long_term = memory.long_term.clone();
         let mut added = 0;
@@ -121,29 +121,29 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
             "long_term_entries": long_term.len(),
         });
         let changed = !matches!(absorbed, Absorbed::Nothing) || integrated > 0 || trimmed > 0;
-        let mut tx = deps.db.begin().await?;
-        if changed {
-            if !memories::replace(&mut tx, character_id, Some(memory.version), &short_term, &long_term).await? {
+        let recorded = match &absorbed {
+            Absorbed::Nothing => store::Absorbed::Nothing,
+            Absorbed::Messages(ids) => store::Absorbed::Messages(ids.clone()),
+            Absorbed::GroupCursor { group_id, from, to, .. } => {
+                store::Absorbed::GroupCursor { group_id: *group_id, from: *from, to: *to }
+            }
+        };
+        let write = changed.then_some(store::MemoryWrite {
+            expected_version: memory.version,
+            short_term: &short_term,
+            long_term: &long_term,
+            absorbed: &recorded,
+        });
+        match deps.store.commit_compression(claim, character_id, write, &result).await? {
+            store::CompressionCommit::Committed => return Ok(result),
+            store::CompressionCommit::MemoryChanged => {
                 tracing::info!("memory changed during compression; starting over");
-                continue;
             }
-            let recorded = match &absorbed {
-                Absorbed::Nothing => true,
-                Absorbed::Messages(ids) => store::messages::mark_compressed(&mut *tx, ids).await? == ids.len() as u64,
-                Absorbed::GroupCursor { group_id, from, to, .. } => {
-                    store::groups::advance_absorbed(&mut *tx, *group_id, character_id, *from, *to).await?
-                }
-            };
-            if !recorded {
+            store::CompressionCommit::AlreadyAbsorbed => {
                 tracing::warn!("the session was absorbed by someone else; starting over");
-                continue;
             }
+            store::CompressionCommit::LostClaim => return Err(JobFailure::LostClaim),
         }
-        if !store::jobs::succeed(&mut *tx, claim, &result).await? {
-            return Err(JobFailure::LostClaim);
-        }
-        tx.commit().await?;
-        return Ok(result);
     }
     Err(JobFailure::Retryable(JobError::new("memory_contended", "memory kept changing during compression")))
 }
@@ -158,10 +158,10 @@ async fn absorb_chat(
 ) -> Result<(Absorbed, Option<Vec<String>>), JobFailure> {
     // The trigger's total (all uncompressed messages), then the oldest window of them: with a
     // long backlog the oldest part goes first, so memories stay in order.
-    if store::messages::uncompressed_chars(&deps.db, character_id).await? <= i64::from(user.ctx_max_chat) {
+    if deps.store.uncompressed_chars(character_id).await? <= i64::from(user.ctx_max_chat) {
         return Ok((Absorbed::Nothing, None));
     }
-    let session = store::messages::oldest_uncompressed(&deps.db, character_id, WINDOW).await?;
+    let session = deps.store.oldest_uncompressed(character_id, WINDOW).await?;
     let prefix = &session[..split_point(&session)];
     let line =
         |m: &MessageRecord| format!("{}: {}", if m.author == "user" { &user.username } else { character }, m.content);
@@ -183,11 +183,11 @@ async fn absorb_group(
     group_id: GroupId,
     character_id: CharacterId,
 ) -> Result<(Absorbed, Option<Vec<String>>), JobFailure> {
-    let members = store::groups::members(&deps.db, group_id).await?;
+    let members = deps.store.group_members(group_id).await?;
     let Some(member) = members.iter().find(|m| m.character_id == character_id) else {
         return Ok((Absorbed::Nothing, None)); // left the group meanwhile
     };
-    let pending = store::groups::after(&deps.db, group_id, member.absorbed_upto, WINDOW).await?;
+    let pending = deps.store.group_messages_after(group_id, member.absorbed_upto, WINDOW).await?;
     let chars: usize = pending.iter().map(|m| m.content.chars().count()).sum();
     if pending.len() < GROUP_COMPRESSION_MESSAGES || chars * 2 < user.ctx_max_chat as usize {
         return Ok((Absorbed::Nothing, None));

@@ -16,7 +16,7 @@ use fastnpc_shared::{
     jobs::JobError,
     llm::{ChatRequest, JsonSchema, LlmErrorKind, Message},
     prompts::zh,
-    store::{self, jobs::Claim},
+    store::jobs::Claim,
 };
 use futures::{StreamExt, TryFutureExt, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
@@ -33,7 +33,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     let Some(character_id) = claim.character_id else {
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no character")));
     };
-    let Some(character) = store::characters::get_by_id(&deps.db, character_id).await? else {
+    let Some(character) = deps.store.character_by_id(character_id).await? else {
         return Err(JobFailure::Failed(JobError::new("character_deleted", "the character was deleted")));
     };
     let source: CharacterSource = serde_json::from_value(character.source)
@@ -50,7 +50,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
             let (category, fields) = finished?;
             profile.insert(category.key.to_owned(), Value::Object(fields));
             let done = profile.len() as u32;
-            if !store::jobs::set_progress(&deps.db, claim, done as i32).await? {
+            if !deps.store.set_progress(claim, done as i32).await? {
                 return Err(JobFailure::LostClaim);
             }
             emit(deps, claim.job_id, EventPayload::Progress { done, total, step: category.key.to_owned() }).await;
@@ -66,13 +66,9 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
 
     let profile = Value::Object(profile);
     let result = json!({"character_id": character_id, "name": character.name, "status": "ready"});
-    let mut tx = deps.db.begin().await?;
-    store::characters::mark_ready(&mut *tx, character_id, &profile, brief.trim()).await?;
-    if !store::jobs::succeed(&mut *tx, claim, &result).await? {
-        // Rolled back on drop: the character stays as the job's new owner will leave it.
+    if !deps.store.finish_generation(claim, character_id, &profile, brief.trim(), &result).await? {
         return Err(JobFailure::LostClaim);
     }
-    tx.commit().await?;
     Ok(result)
 }
 

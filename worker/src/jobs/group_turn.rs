@@ -58,8 +58,10 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no group")));
     };
     let gone = || JobFailure::Failed(JobError::new("group_deleted", "the group was deleted"));
-    let user = store::users::get(&deps.db, claim.user_id).await?.ok_or_else(gone)?;
-    let members: Vec<Member> = store::groups::members(&deps.db, group_id)
+    let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
+    let members: Vec<Member> = deps
+        .store
+        .group_members(group_id)
         .await?
         .into_iter()
         .filter(|m| m.status == "ready" && m.profile.is_some())
@@ -73,7 +75,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         // An earlier attempt may have streamed part of a round it never stored.
         emit(deps, claim.job_id, EventPayload::Reset { reason: "the job was taken over".into() }).await;
     }
-    let mut round = store::groups::rounds_done(&deps.db, claim.job_id).await?;
+    let mut round = deps.store.group_rounds_done(claim.job_id).await?;
     let mut stored = Vec::new();
 
     let stopped = loop {
@@ -120,7 +122,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         emit(deps, claim.job_id, EventPayload::Waiting { reason: "max_rounds".into() }).await;
     }
     let result = json!({"rounds": round, "stopped": stopped, "messages": stored});
-    if !store::jobs::succeed(&deps.db, claim, &result).await? {
+    if !deps.store.succeed_job(claim, &result).await? {
         return Err(JobFailure::LostClaim);
     }
     Ok(result)
@@ -139,7 +141,7 @@ fn labels(members: &[Member]) -> Vec<String> {
 }
 
 async fn recent(deps: &Deps, group_id: GroupId) -> Result<Vec<GroupMessageRecord>, sqlx::Error> {
-    let mut newest = store::groups::history(&deps.db, group_id, None, PROMPT_TRANSCRIPT).await?;
+    let mut newest = deps.store.group_history(group_id, None, PROMPT_TRANSCRIPT).await?;
     newest.reverse();
     Ok(newest)
 }
@@ -161,7 +163,7 @@ fn tail(lines: &[String], count: usize) -> &[String] {
 /// Ends the job (cancelled) when the user spoke again: a newer turn job of the group waits.
 async fn interruption_check(deps: &Deps, group_id: GroupId, job_id: JobId, rounds: i32) -> Result<(), JobFailure> {
     let serial_key = store::jobs::serial::group(group_id);
-    if store::jobs::successor_waiting(&deps.db, &serial_key, job_id).await? {
+    if deps.store.successor_waiting(&serial_key, job_id).await? {
         tracing::info!(rounds, "group turn interrupted by a newer user message");
         return Err(JobFailure::Interrupted(json!({"rounds": rounds, "stopped": "interrupted"})));
     }
@@ -288,7 +290,7 @@ async fn reply_request(
     members: &[Member],
     transcript: &[String],
 ) -> Result<(String, ChatRequest), JobFailure> {
-    let memories = store::memories::load(&deps.db, speaker.character_id).await?;
+    let memories = deps.store.memories(speaker.character_id).await?;
     let contents =
         |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
     let others: Vec<(String, String)> = members
@@ -342,27 +344,20 @@ async fn store_reply(
     round: i32,
 ) -> Result<Value, JobFailure> {
     let message_id = MessageId::new();
-    let mut tx = deps.db.begin().await?;
-    store::groups::insert_message(
-        &mut *tx,
-        NewGroupMessage {
-            message_id,
-            group_id,
-            user_id: claim.user_id,
-            character_id: Some(speaker.character_id),
-            speaker_name: &speaker.name,
-            content: reply,
-            moderator: Some(decision),
-            prompt_snapshot: Some(system),
-            job_round: Some((claim.job_id, round)),
-        },
-    )
-    .await?;
-    // Also proves the claim is still ours: a worker that lost it stores nothing.
-    if !store::jobs::set_progress(&mut *tx, claim, round).await? {
+    let message = NewGroupMessage {
+        message_id,
+        group_id,
+        user_id: claim.user_id,
+        character_id: Some(speaker.character_id),
+        speaker_name: &speaker.name,
+        content: reply,
+        moderator: Some(decision),
+        prompt_snapshot: Some(system),
+        job_round: Some((claim.job_id, round)),
+    };
+    if !deps.store.store_group_reply(claim, message, round).await? {
         return Err(JobFailure::LostClaim);
     }
-    tx.commit().await?;
     Ok(json!({
         "id": message_id,
         "author": "character",
@@ -382,7 +377,7 @@ async fn schedule_compressions(
     group_id: GroupId,
     session_budget: i64,
 ) -> Result<(), sqlx::Error> {
-    for member in store::groups::members(&deps.db, group_id).await? {
+    for member in deps.store.group_members(group_id).await? {
         if !needs_compression(deps, group_id, member.absorbed_upto, session_budget).await? {
             continue;
         }
@@ -398,7 +393,7 @@ pub(crate) async fn needs_compression(
     absorbed_upto: Option<MessageId>,
     session_budget: i64,
 ) -> Result<bool, sqlx::Error> {
-    let (count, chars) = store::groups::pending_size(&deps.db, group_id, absorbed_upto).await?;
+    let (count, chars) = deps.store.group_pending_size(group_id, absorbed_upto).await?;
     Ok(count >= GROUP_COMPRESSION_MESSAGES as i64 && chars * 2 >= session_budget)
 }
 

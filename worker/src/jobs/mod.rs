@@ -58,21 +58,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
 /// Marks the job failed, with what failure means for its subject, in one transaction. False
 /// when the claim was already lost.
 pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
-    let mut tx = deps.db.begin().await?;
-    if !store::jobs::fail(&mut *tx, claim, error).await? {
-        return Ok(false);
-    }
-    match claim.kind {
-        JobKind::GenerateCharacter => {
-            if let Some(character_id) = claim.character_id {
-                store::characters::mark_failed(&mut *tx, character_id).await?;
-            }
-        }
-        // The user's message stays; no reply is stored, and the client may retry.
-        JobKind::ChatReply | JobKind::CompressMemory | JobKind::GroupTurn | JobKind::CompressGroupMemory => {}
-    }
-    tx.commit().await?;
-    Ok(true)
+    deps.store.fail_job(claim, error).await
 }
 
 /// Schedules a compression of a character's memory — of its single chat, or of one group with
@@ -84,14 +70,13 @@ pub(crate) async fn schedule_compression(
     character_id: CharacterId,
     group_id: Option<GroupId>,
 ) -> Result<(), sqlx::Error> {
-    if store::jobs::compression_queued(&deps.db, character_id, group_id).await? {
+    if deps.store.compression_queued(character_id, group_id).await? {
         return Ok(());
     }
     let job_id = JobId::new();
     let kind = if group_id.is_some() { JobKind::CompressGroupMemory } else { JobKind::CompressMemory };
-    store::jobs::insert(
-        &deps.db,
-        store::jobs::NewJob {
+    deps.store
+        .insert_job(store::jobs::NewJob {
             job_id,
             user_id,
             kind,
@@ -101,11 +86,10 @@ pub(crate) async fn schedule_compression(
             serial_key: Some(store::jobs::serial::memory(character_id)),
             progress_total: 0,
             idempotency: None,
-        },
-    )
-    .await?;
+        })
+        .await?;
     tracing::info!(memory_job.id = %job_id, kind = kind.as_str(), "scheduled memory compression");
-    dispatch::enqueue_new(&deps.db, &deps.events, &deps.publisher, job_id).await;
+    dispatch::enqueue_new(deps.store.as_ref(), &deps.events, &deps.publisher, job_id).await;
     Ok(())
 }
 
@@ -113,15 +97,5 @@ pub(crate) async fn schedule_compression(
 /// character whose generation was cancelled is marked `failed` (never left half-made). False when
 /// the claim was already lost.
 pub async fn record_cancellation(deps: &Deps, claim: &Claim, result: &serde_json::Value) -> Result<bool, sqlx::Error> {
-    let mut tx = deps.db.begin().await?;
-    if !store::jobs::cancel(&mut *tx, claim, result).await? {
-        return Ok(false);
-    }
-    if claim.kind == JobKind::GenerateCharacter
-        && let Some(character_id) = claim.character_id
-    {
-        store::characters::mark_failed(&mut *tx, character_id).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
+    deps.store.cancel_claimed_job(claim, result).await
 }
