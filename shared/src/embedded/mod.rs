@@ -18,5 +18,7 @@
 //!
 //! - [`queue`]: [`InProcessQueue`](queue::InProcessQueue), for `queue::JobPublisher` and the
 //!   worker's consumer and dead-letter tools.
+//! - [`control`]: [`LocalControl`](control::LocalControl), for `control::ControlSender`.
 
+pub mod control;
 pub mod queue;
