@@ -12,13 +12,18 @@
 //! That is acceptable because Postgres stays the source of truth:
 //!
 //! - the job queue is rebuilt by the re-publisher, which re-sends queued jobs that were never
-//!   published and running jobs whose lease expired (see [`queue`] for the one case it misses).
+//!   published and running jobs whose lease expired (see [`queue`] for the one case it misses);
+//! - lost login backoff only restarts an attacker's free attempts;
+//! - lost stream tokens make `EventSource` clients fetch a new one, as they do when one expires;
+//! - lost submission counts give each user one fresh minute.
 //!
 //! # Layout
 //!
 //! - [`queue`]: [`InProcessQueue`](queue::InProcessQueue), for `queue::JobPublisher` and the
 //!   worker's consumer and dead-letter tools.
 //! - [`control`]: [`LocalControl`](control::LocalControl), for `control::ControlSender`.
+//! - [`limits`]: the in-memory twins of `rate_limit`'s limiters and stream tokens.
 
 pub mod control;
+pub mod limits;
 pub mod queue;
