@@ -23,7 +23,59 @@
 //!   worker's consumer and dead-letter tools.
 //! - [`control`]: [`LocalControl`](control::LocalControl), for `control::ControlSender`.
 //! - [`limits`]: the in-memory twins of `rate_limit`'s limiters and stream tokens.
+//! - The event bus's live fan-out is `event_bus::EventHub::in_process`.
 
 pub mod control;
 pub mod limits;
 pub mod queue;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use crate::{
+        event_bus::EventHub,
+        events::{EventPayload, JobEvent},
+        ids::JobId,
+        jobs::JobStatus,
+    };
+
+    fn running(job_id: JobId, seq: u64) -> JobEvent {
+        JobEvent { job_id, seq, payload: EventPayload::Status { status: JobStatus::Running } }
+    }
+
+    #[tokio::test]
+    async fn the_in_process_hub_delivers_to_the_jobs_listeners_only() {
+        let hub = EventHub::in_process();
+        let (job, other_job) = (JobId::new(), JobId::new());
+        let mut listener = hub.subscribe(job);
+        let mut second_listener = hub.subscribe(job);
+        let mut other_listener = hub.subscribe(other_job);
+
+        hub.publish_local(running(job, 1));
+
+        for events in [&mut listener.events, &mut second_listener.events] {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+            assert_eq!(*event, running(job, 1));
+        }
+        assert!(matches!(other_listener.events.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    #[tokio::test]
+    async fn the_in_process_hub_is_connected_and_never_asks_for_a_backfill() {
+        let hub = EventHub::in_process();
+        let job = JobId::new();
+        let listener = hub.subscribe(job);
+
+        hub.publish_local(running(JobId::new(), 1));
+
+        assert!(hub.is_connected());
+        assert_eq!(*listener.generation.borrow(), 0);
+        assert!(!listener.generation.has_changed().unwrap());
+        assert_eq!(hub.listened_jobs(), 1, "publishing to a job nobody listens to registers nothing");
+        drop(listener);
+        assert_eq!(hub.listened_jobs(), 0);
+    }
+}
