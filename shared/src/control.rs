@@ -67,7 +67,7 @@ impl CancelRegistry {
         Registration { registry: self.clone(), job_id }
     }
 
-    fn cancel(&self, job_id: JobId) {
+    pub(crate) fn cancel(&self, job_id: JobId) {
         if let Some(token) = self.running.lock().expect("registry poisoned").get(&job_id) {
             token.cancel();
         }

@@ -270,6 +270,23 @@ impl EventHub {
         Ok(hub)
     }
 
+    /// A hub fed by [`publish_local`](Self::publish_local) instead of Redis, for the embedded
+    /// mode where the events' producers share the process: always connected, and its generation
+    /// never changes because there is no subscription to lose.
+    pub fn in_process() -> Self {
+        let inner = Arc::new(HubInner {
+            listeners: StdMutex::new(HashMap::new()),
+            generation: watch::channel(0).0,
+            connected: watch::channel(true).0,
+        });
+        Self { inner }
+    }
+
+    /// Hands an event to this process's listeners of its job (the in-process hub's feed).
+    pub fn publish_local(&self, event: JobEvent) {
+        dispatch(&self.inner, event);
+    }
+
     /// Registers interest in a job's live events. Call this *before* backfilling from the log.
     pub fn subscribe(&self, job_id: JobId) -> Subscription {
         let events = {

@@ -19,11 +19,14 @@
 //! - [`control`]: API → worker signals (cancel a running job).
 //! - [`dispatch`]: handing committed jobs to the queue (event, publish, confirm).
 //! - [`rate_limit`]: login backoff shared by all API replicas.
+//! - [`embedded`]: in-process stand-ins for RabbitMQ and Redis, for running the API and the
+//!   workers as one process with Postgres alone.
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
 
 pub mod control;
 pub mod dispatch;
 pub mod domain;
+pub mod embedded;
 pub mod event_bus;
 pub mod events;
 pub mod ids;

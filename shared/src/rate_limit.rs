@@ -17,7 +17,14 @@ pub const FREE_FAILURES: u32 = 5;
 /// The longest lock.
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 /// Failures are forgotten this long after the last one.
-const WINDOW: Duration = Duration::from_secs(60 * 60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// The lock that the `failures`-th failure in a window causes. Shared with the in-process
+/// limiter so both backoffs are the same by construction.
+pub(crate) fn lock_after(failures: u32) -> Option<Duration> {
+    (failures > FREE_FAILURES)
+        .then(|| Duration::from_secs(1u64 << (failures - FREE_FAILURES - 1).min(20)).min(MAX_LOCK))
+}
 
 /// Login backoff per username.
 #[derive(Clone)]
@@ -50,10 +57,9 @@ impl LoginLimiter {
         let mut connection = self.connection.clone();
         let failures: u32 = connection.incr(&failures_key, 1).await?;
         let _: bool = connection.expire(&failures_key, WINDOW.as_secs() as i64).await?;
-        if failures <= FREE_FAILURES {
+        let Some(lock) = lock_after(failures) else {
             return Ok(None);
-        }
-        let lock = Duration::from_secs(1u64 << (failures - FREE_FAILURES - 1).min(20)).min(MAX_LOCK);
+        };
         let _: () = connection.pset_ex(&lock_key, 1, lock.as_millis() as u64).await?;
         Ok(Some(lock))
     }
@@ -133,7 +139,7 @@ impl SubmissionLimiter {
     /// Counts one submission; `Some(wait)` when the user is over the limit this minute.
     pub async fn admit(&self, user_id: crate::ids::UserId) -> Result<Option<Duration>, redis::RedisError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let minute = now.as_secs() / 60;
+        let (minute, wait) = submission_window(now);
         let key = format!("{}:submissions:{user_id}:{minute}", self.namespace);
         let mut connection = self.connection.clone();
         let count: u32 = connection.incr(&key, 1).await?;
@@ -141,6 +147,12 @@ impl SubmissionLimiter {
         if count <= self.per_minute {
             return Ok(None);
         }
-        Ok(Some(Duration::from_secs(60 - now.as_secs() % 60)))
+        Ok(Some(wait))
     }
+}
+
+/// The fixed one-minute window `since_epoch` falls in, and the wait until the next one in whole
+/// seconds (what `Retry-After` carries). Shared with the in-process limiter.
+pub(crate) fn submission_window(since_epoch: Duration) -> (u64, Duration) {
+    (since_epoch.as_secs() / 60, Duration::from_secs(60 - since_epoch.as_secs() % 60))
 }
