@@ -20,7 +20,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, http::HeaderName};
 use fastnpc_shared::{
-    event_bus::{EventHub, EventLog},
+    event_bus::{EventHub, EventLog, RedisEventLog},
     queue::{JobPublisher, Topology},
     settings::Settings,
     store,
@@ -70,26 +70,55 @@ pub struct Api {
     stop: CancellationToken,
 }
 
+/// The ports an API process runs on: Postgres, Redis and RabbitMQ in the distributed mode
+/// ([`Api::build`]), SQLite and in-process stand-ins in the embedded one.
+pub struct Backends {
+    pub store: Arc<dyn fastnpc_shared::store::Store>,
+    pub events: Arc<dyn EventLog>,
+    pub hub: EventHub,
+    pub publisher: Arc<dyn fastnpc_shared::queue::JobQueue>,
+    pub control: Arc<dyn fastnpc_shared::control::CancelSignal>,
+    pub login_limiter: Arc<dyn fastnpc_shared::rate_limit::LoginAttempts>,
+    pub stream_tokens: Arc<dyn fastnpc_shared::rate_limit::StreamTokenStore>,
+    pub submissions: Arc<dyn fastnpc_shared::rate_limit::SubmissionRate>,
+}
+
 impl Api {
-    /// Connects to Postgres (and migrates), Redis and the broker, and binds the listener.
+    /// The distributed API: connects to Postgres (and migrates), Redis and the broker, and binds
+    /// the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
         db.migrate().await?;
         let stop = CancellationToken::new();
         let redis = fastnpc_shared::event_bus::connect(&settings.redis_url).await?;
-        let events = EventLog::new(redis.clone(), &settings.namespace);
-        let hub = EventHub::start(&settings.redis_url, &settings.namespace, stop.clone()).await?;
-        let control = fastnpc_shared::control::ControlSender::new(redis.clone(), &settings.namespace);
-        let login_limiter = fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), &settings.namespace);
-        let stream_tokens = fastnpc_shared::rate_limit::StreamTokens::new(redis.clone(), &settings.namespace);
-        let submissions = fastnpc_shared::rate_limit::SubmissionLimiter::new(
-            redis,
-            &settings.namespace,
-            settings.limits.submissions_per_minute,
-        );
-        let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings)));
-        let state = AppState {
+        let namespace = &settings.namespace;
+        let backends = Backends {
             store: Arc::new(db),
+            events: Arc::new(RedisEventLog::new(redis.clone(), namespace)),
+            hub: EventHub::start(&settings.redis_url, namespace, stop.clone()).await?,
+            publisher: Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings))),
+            control: Arc::new(fastnpc_shared::control::ControlSender::new(redis.clone(), namespace)),
+            login_limiter: Arc::new(fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), namespace)),
+            stream_tokens: Arc::new(fastnpc_shared::rate_limit::StreamTokens::new(redis.clone(), namespace)),
+            submissions: Arc::new(fastnpc_shared::rate_limit::SubmissionLimiter::new(
+                redis,
+                namespace,
+                settings.limits.submissions_per_minute,
+            )),
+        };
+        Self::with_backends(&settings, backends, stop).await
+    }
+
+    /// An API over the given backends: bootstraps the admin and binds the listener. `stop` is
+    /// cancelled when the API stops (the backends' own loops may watch it).
+    pub async fn with_backends(
+        settings: &Settings,
+        backends: Backends,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let Backends { store, events, hub, publisher, control, login_limiter, stream_tokens, submissions } = backends;
+        let state = AppState {
+            store,
             events,
             hub,
             publisher,

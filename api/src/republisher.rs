@@ -33,7 +33,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             }
         };
         for job_id in jobs {
-            if !dispatch::publish(state.store.as_ref(), &state.publisher, job_id).await {
+            if !dispatch::publish(state.store.as_ref(), state.publisher.as_ref(), job_id).await {
                 break; // the broker is unreachable; the next sweep retries
             }
             tracing::info!(job.id = %job_id, "re-published job");

@@ -4,8 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use fastnpc_shared::{
+    control::CancelSignal,
     event_bus::{EventHub, EventLog},
-    queue::JobPublisher,
+    queue::JobQueue,
+    rate_limit::{LoginAttempts, StreamTokenStore, SubmissionRate},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -14,18 +16,18 @@ pub struct AppState {
     /// The database, through its port: Postgres or SQLite, chosen at start-up.
     pub store: Arc<dyn fastnpc_shared::store::Store>,
     /// Appends (the `queued` event) and backfills for SSE.
-    pub events: EventLog,
+    pub events: Arc<dyn EventLog>,
     /// The process's one live subscription, fanned out to SSE clients.
     pub hub: EventHub,
-    pub publisher: Arc<JobPublisher>,
+    pub publisher: Arc<dyn JobQueue>,
     /// Cancel signals to the workers.
-    pub control: fastnpc_shared::control::ControlSender,
+    pub control: Arc<dyn CancelSignal>,
     /// Failed-login backoff per username.
-    pub login_limiter: fastnpc_shared::rate_limit::LoginLimiter,
+    pub login_limiter: Arc<dyn LoginAttempts>,
     /// Short-lived single-job tokens for browser `EventSource`s.
-    pub stream_tokens: fastnpc_shared::rate_limit::StreamTokens,
+    pub stream_tokens: Arc<dyn StreamTokenStore>,
     /// Job submissions per user per minute.
-    pub submissions: fastnpc_shared::rate_limit::SubmissionLimiter,
+    pub submissions: Arc<dyn SubmissionRate>,
     pub config: Arc<ApiConfig>,
     /// Cancelled when the API shuts down: long-lived responses (SSE) end so the drain can finish.
     pub shutdown: CancellationToken,

@@ -21,6 +21,31 @@ fn channel(namespace: &str) -> String {
     format!("{namespace}:control")
 }
 
+/// Why a signal could not be sent.
+pub type SignalError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The control port, API side: "stop job X now". Redis pub/sub ([`ControlSender`]) reaches every
+/// worker process; in the embedded mode `embedded::control::LocalControl` reaches the jobs of
+/// its own process.
+#[async_trait::async_trait]
+pub trait CancelSignal: Send + Sync + 'static {
+    async fn cancel(&self, job_id: JobId) -> Result<(), SignalError>;
+}
+
+#[async_trait::async_trait]
+impl CancelSignal for ControlSender {
+    async fn cancel(&self, job_id: JobId) -> Result<(), SignalError> {
+        Ok(ControlSender::cancel(self, job_id).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl CancelSignal for crate::embedded::control::LocalControl {
+    async fn cancel(&self, job_id: JobId) -> Result<(), SignalError> {
+        Ok(crate::embedded::control::LocalControl::cancel(self, job_id).await?)
+    }
+}
+
 /// Sends control signals (API side).
 #[derive(Clone)]
 pub struct ControlSender {

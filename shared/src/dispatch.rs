@@ -7,13 +7,13 @@ use crate::{
     events::EventPayload,
     ids::JobId,
     jobs::{JobStatus, QueueMessage},
-    queue::JobPublisher,
+    queue::JobQueue,
     store::Store,
 };
 
 /// Announces a job just committed as `queued` and publishes it. Never fails: a job that could
 /// not be published stays unconfirmed and the re-publisher sends it.
-pub async fn enqueue_new(store: &dyn Store, events: &EventLog, publisher: &JobPublisher, job_id: JobId) {
+pub async fn enqueue_new(store: &dyn Store, events: &dyn EventLog, publisher: &dyn JobQueue, job_id: JobId) {
     if let Err(error) = events.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await {
         tracing::warn!(job.id = %job_id, %error, "cannot append the queued event");
     }
@@ -21,7 +21,7 @@ pub async fn enqueue_new(store: &dyn Store, events: &EventLog, publisher: &JobPu
 }
 
 /// Publishes a job's message and records the broker's confirm. Returns whether it was confirmed.
-pub async fn publish(store: &dyn Store, publisher: &JobPublisher, job_id: JobId) -> bool {
+pub async fn publish(store: &dyn Store, publisher: &dyn JobQueue, job_id: JobId) -> bool {
     match publisher.publish(&QueueMessage::RunJobV1 { job_id }).await {
         Ok(()) => {
             if let Err(error) = store.mark_published(job_id).await {

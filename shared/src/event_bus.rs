@@ -73,6 +73,42 @@ pub enum EventBusError {
     Redis(#[from] redis::RedisError),
     #[error("malformed event in the log: {0}")]
     Malformed(String),
+    /// The embedded mode keeps the log in its database.
+    #[error("event store: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// The job event log port: append (which also reaches live listeners) and read back. Redis in
+/// the distributed mode ([`RedisEventLog`]); the embedded mode's database otherwise.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends an event and returns its `seq` (1, 2, … per job).
+    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError>;
+
+    /// Every event of the job with `seq > after`, in order.
+    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Vec<JobEvent>, EventBusError>;
+
+    /// Liveness probe for readiness checks.
+    async fn ping(&self) -> Result<(), EventBusError>;
+
+    /// Appends with a few retries: an event lost to a blip would leave SSE clients without it,
+    /// so it is worth a short wait.
+    async fn append_with_retry(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            match self.append(job_id, payload).await {
+                Ok(seq) => return Ok(seq),
+                Err(error) if attempt < 5 => {
+                    tracing::warn!(job.id = %job_id, %error, attempt, "event append failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
 }
 
 /// The process's one multiplexed, self-reconnecting Redis connection for commands (pub/sub
@@ -89,15 +125,15 @@ pub async fn connect(redis_url: &Secret) -> Result<ConnectionManager, EventBusEr
     Ok(ConnectionManager::new_with_config(client, config).await?)
 }
 
-/// Appends to and reads job event logs.
+/// Job event logs in Redis: a capped stream per job, appended and published by one script.
 #[derive(Clone)]
-pub struct EventLog {
+pub struct RedisEventLog {
     connection: ConnectionManager,
     keys: Keys,
     append: Arc<redis::Script>,
 }
 
-impl EventLog {
+impl RedisEventLog {
     /// Over the process's shared connection (see [`connect`]).
     pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
         Self {
@@ -111,9 +147,12 @@ impl EventLog {
     pub fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+}
 
-    /// Appends an event and returns its `seq`. Terminal events shorten the log's lifetime.
-    pub async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+#[async_trait::async_trait]
+impl EventLog for RedisEventLog {
+    /// Terminal events shorten the log's lifetime.
+    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
         let ttl = if payload.is_terminal() { FINISHED_TTL } else { LIVE_TTL };
         let mut connection = self.connection.clone();
         let seq: u64 = self
@@ -131,27 +170,7 @@ impl EventLog {
         Ok(seq)
     }
 
-    /// Appends with a few retries: an event lost to a Redis blip would leave SSE clients
-    /// without it, so it is worth a short wait.
-    pub async fn append_with_retry(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 0;
-        loop {
-            match self.append(job_id, payload).await {
-                Ok(seq) => return Ok(seq),
-                Err(error) if attempt < 5 => {
-                    tracing::warn!(job.id = %job_id, %error, attempt, "event append failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
-    /// Every event of the job with `seq > after`, in order.
-    pub async fn read_after(&self, job_id: JobId, after: u64) -> Result<Vec<JobEvent>, EventBusError> {
+    async fn read_after(&self, job_id: JobId, after: u64) -> Result<Vec<JobEvent>, EventBusError> {
         let mut connection = self.connection.clone();
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
             .arg(self.keys.stream(job_id))
@@ -162,8 +181,7 @@ impl EventLog {
         entries.into_iter().map(|(id, fields)| parse_entry(job_id, &id, fields)).collect()
     }
 
-    /// Liveness probe for readiness checks.
-    pub async fn ping(&self) -> Result<(), EventBusError> {
+    async fn ping(&self) -> Result<(), EventBusError> {
         let mut connection = self.connection.clone();
         let _: String = connection.ping().await?;
         Ok(())

@@ -134,6 +134,39 @@ pub enum QueueError {
     Unroutable,
 }
 
+/// The job queue port, publishing side: RabbitMQ ([`JobPublisher`]) in the distributed mode,
+/// `embedded::queue::InProcessQueue` in the embedded one. Either way the job row is the truth:
+/// a message is only a wake-up call for a worker, and a lost one is re-sent by the re-publisher.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Hands the message to the queue; `Ok` once it is safely there (confirmed).
+    async fn publish(&self, message: &QueueMessage) -> Result<(), QueueError>;
+    /// Whether the queue is reachable right now (readiness reports it).
+    fn is_connected(&self) -> bool;
+}
+
+#[async_trait::async_trait]
+impl JobQueue for JobPublisher {
+    async fn publish(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        JobPublisher::publish(self, message).await
+    }
+
+    fn is_connected(&self) -> bool {
+        JobPublisher::is_connected(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for crate::embedded::queue::InProcessQueue {
+    async fn publish(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        crate::embedded::queue::InProcessQueue::publish(self, message).await
+    }
+
+    fn is_connected(&self) -> bool {
+        crate::embedded::queue::InProcessQueue::is_connected(self)
+    }
+}
+
 /// Publishes job messages with confirms over one connection per process.
 ///
 /// Many requests publish concurrently on one confirm-mode channel (lapin matches confirms to

@@ -156,3 +156,94 @@ impl SubmissionLimiter {
 pub(crate) fn submission_window(since_epoch: Duration) -> (u64, Duration) {
     (since_epoch.as_secs() / 60, Duration::from_secs(60 - since_epoch.as_secs() % 60))
 }
+
+/// Why a limiter could not answer (its store is unreachable); callers fail open or 503.
+pub type LimiterError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Failed-login backoff per username: Redis ([`LoginLimiter`]) or in memory
+/// (`embedded::limits::LocalLoginLimiter`).
+#[async_trait::async_trait]
+pub trait LoginAttempts: Send + Sync + 'static {
+    /// `Some(wait)` while the name is locked.
+    async fn locked_for(&self, username: &str) -> Result<Option<Duration>, LimiterError>;
+    /// Records a failed attempt; returns the lock it caused, if any.
+    async fn failed(&self, username: &str) -> Result<Option<Duration>, LimiterError>;
+    /// A successful login forgets the failures.
+    async fn succeeded(&self, username: &str) -> Result<(), LimiterError>;
+}
+
+/// Single-job stream tokens for `EventSource`: Redis ([`StreamTokens`]) or in memory.
+#[async_trait::async_trait]
+pub trait StreamTokenStore: Send + Sync + 'static {
+    async fn issue(
+        &self,
+        token_hash: &str,
+        user_id: crate::ids::UserId,
+        job_id: crate::ids::JobId,
+    ) -> Result<(), LimiterError>;
+    async fn user_for(
+        &self,
+        token_hash: &str,
+        job_id: crate::ids::JobId,
+    ) -> Result<Option<crate::ids::UserId>, LimiterError>;
+}
+
+/// Job submissions per user per minute: Redis ([`SubmissionLimiter`]) or in memory.
+#[async_trait::async_trait]
+pub trait SubmissionRate: Send + Sync + 'static {
+    /// Counts one submission; `Some(wait)` when the user is over the limit this minute.
+    async fn admit(&self, user_id: crate::ids::UserId) -> Result<Option<Duration>, LimiterError>;
+}
+
+/// Implements a limiter port for a type whose inherent methods have the port's signatures.
+macro_rules! limiter_port {
+    ($ty:ty: LoginAttempts) => {
+        #[async_trait::async_trait]
+        impl LoginAttempts for $ty {
+            async fn locked_for(&self, username: &str) -> Result<Option<Duration>, LimiterError> {
+                Ok(<$ty>::locked_for(self, username).await?)
+            }
+            async fn failed(&self, username: &str) -> Result<Option<Duration>, LimiterError> {
+                Ok(<$ty>::failed(self, username).await?)
+            }
+            async fn succeeded(&self, username: &str) -> Result<(), LimiterError> {
+                Ok(<$ty>::succeeded(self, username).await?)
+            }
+        }
+    };
+    ($ty:ty: StreamTokenStore) => {
+        #[async_trait::async_trait]
+        impl StreamTokenStore for $ty {
+            async fn issue(
+                &self,
+                token_hash: &str,
+                user_id: crate::ids::UserId,
+                job_id: crate::ids::JobId,
+            ) -> Result<(), LimiterError> {
+                Ok(<$ty>::issue(self, token_hash, user_id, job_id).await?)
+            }
+            async fn user_for(
+                &self,
+                token_hash: &str,
+                job_id: crate::ids::JobId,
+            ) -> Result<Option<crate::ids::UserId>, LimiterError> {
+                Ok(<$ty>::user_for(self, token_hash, job_id).await?)
+            }
+        }
+    };
+    ($ty:ty: SubmissionRate) => {
+        #[async_trait::async_trait]
+        impl SubmissionRate for $ty {
+            async fn admit(&self, user_id: crate::ids::UserId) -> Result<Option<Duration>, LimiterError> {
+                Ok(<$ty>::admit(self, user_id).await?)
+            }
+        }
+    };
+}
+
+limiter_port!(LoginLimiter: LoginAttempts);
+limiter_port!(crate::embedded::limits::LocalLoginLimiter: LoginAttempts);
+limiter_port!(StreamTokens: StreamTokenStore);
+limiter_port!(crate::embedded::limits::LocalStreamTokens: StreamTokenStore);
+limiter_port!(SubmissionLimiter: SubmissionRate);
+limiter_port!(crate::embedded::limits::LocalSubmissionLimiter: SubmissionRate);

@@ -92,6 +92,37 @@ pub async fn run(deps: Deps, amqp_url: Secret, topology: Topology, shutdown: Can
     drain(&in_flight, &abandon, deps.config.shutdown_grace).await;
 }
 
+/// The embedded mode's consumer: the same budget and drain, over the in-process queue (which
+/// cannot disconnect, so there is nothing to supervise).
+pub async fn run_in_process(
+    deps: Deps,
+    queue: fastnpc_shared::embedded::queue::InProcessQueue,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(usize::from(deps.config.concurrency)));
+    let in_flight = TaskTracker::new();
+    let abandon = CancellationToken::new();
+    tracing::info!(concurrency = deps.config.concurrency, "consuming jobs in process");
+    loop {
+        // A slot first, then a message: a message taken without a slot would wait unsettled.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
+        };
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break,
+            delivery = queue.next() => delivery,
+        };
+        let deps = deps.clone();
+        let abandon = abandon.clone();
+        in_flight.spawn(async move {
+            runner::handle(&deps, delivery, &abandon).await;
+            drop(slot);
+        });
+    }
+    drain(&in_flight, &abandon, deps.config.shutdown_grace).await;
+}
+
 async fn drain(in_flight: &TaskTracker, abandon: &CancellationToken, grace: Duration) {
     in_flight.close();
     if !in_flight.is_empty() {

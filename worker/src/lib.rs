@@ -17,9 +17,9 @@ use std::{sync::Arc, time::Duration};
 
 use fastnpc_shared::{
     control::CancelRegistry,
-    event_bus::EventLog,
+    event_bus::{EventLog, RedisEventLog},
     llm::{LlmClient, OpenAiClient},
-    queue::{JobPublisher, Topology},
+    queue::{JobPublisher, JobQueue, Topology},
     settings::Settings,
     store,
 };
@@ -35,10 +35,10 @@ pub mod runner;
 pub struct Deps {
     /// The database, through its port (Postgres or SQLite).
     pub store: Arc<dyn store::Store>,
-    pub events: EventLog,
+    pub events: Arc<dyn EventLog>,
     pub llm: Arc<dyn LlmClient>,
     /// For follow-up jobs (memory compression) and the next job of a series.
-    pub publisher: Arc<JobPublisher>,
+    pub publisher: Arc<dyn JobQueue>,
     /// The jobs running here, for cancel signals from the API.
     pub cancels: CancelRegistry,
     pub config: WorkerConfig,
@@ -82,7 +82,10 @@ impl WorkerConfig {
 /// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
-    let events = EventLog::new(fastnpc_shared::event_bus::connect(&settings.redis_url).await?, &settings.namespace);
+    let events = Arc::new(RedisEventLog::new(
+        fastnpc_shared::event_bus::connect(&settings.redis_url).await?,
+        &settings.namespace,
+    ));
     let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
     if settings.llm.api_key.is_none() {
         tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");

@@ -15,10 +15,7 @@ use fastnpc_shared::{
     store::jobs::{Claim, Heartbeat},
 };
 use futures::FutureExt;
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
-};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,9 +25,9 @@ use crate::{
     jobs::{self, JobFailure},
 };
 
-/// What to tell the broker about a delivery.
-#[derive(Debug, PartialEq, Eq)]
-enum Settle {
+/// What to tell the queue about a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
     /// Done with it (finished, or nothing to do).
     Ack,
     /// Hand it back for another attempt.
@@ -39,26 +36,59 @@ enum Settle {
     DeadLetter,
 }
 
+/// A queue message being handled, from whichever queue delivered it.
+pub trait Delivery: Send + 'static {
+    fn data(&self) -> &[u8];
+    /// Tells the queue the outcome. An error means the delivery could not be settled (its
+    /// channel died): the queue redelivers it, and the claim makes that harmless.
+    fn settle(self, settle: Settle) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Delivery for lapin::message::Delivery {
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    async fn settle(self, settle: Settle) -> Result<(), String> {
+        let settled = match settle {
+            Settle::Ack => self.acker.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => self.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+            Settle::DeadLetter => self.acker.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        settled.map(|_| ()).map_err(|error| error.to_string())
+    }
+}
+
+impl Delivery for fastnpc_shared::embedded::queue::InProcessDelivery {
+    fn data(&self) -> &[u8] {
+        fastnpc_shared::embedded::queue::InProcessDelivery::data(self)
+    }
+
+    async fn settle(self, settle: Settle) -> Result<(), String> {
+        match settle {
+            Settle::Ack => self.ack(),
+            Settle::Requeue => self.requeue(),
+            Settle::DeadLetter => self.dead_letter(),
+        }
+        Ok(())
+    }
+}
+
 /// Handles one delivery. Never panics and never returns an error: every outcome ends in an ack,
 /// a requeue or a dead letter.
-pub async fn handle(deps: &Deps, delivery: Delivery, abandon: &CancellationToken) {
-    let settle = match serde_json::from_slice::<QueueMessage>(&delivery.data) {
+pub async fn handle(deps: &Deps, delivery: impl Delivery, abandon: &CancellationToken) {
+    let settle = match serde_json::from_slice::<QueueMessage>(delivery.data()) {
         Ok(QueueMessage::RunJobV1 { job_id }) => {
             let span = tracing::info_span!("job", job.id = %job_id, job.kind = tracing::field::Empty, job.attempt = tracing::field::Empty);
             process(deps, job_id, abandon).instrument(span).await
         }
         Err(error) => {
-            tracing::error!(%error, bytes = delivery.data.len(), "undecodable queue message, dead-lettering it");
-            fail_poisoned(deps, &delivery.data).await;
+            tracing::error!(%error, bytes = delivery.data().len(), "undecodable queue message, dead-lettering it");
+            fail_poisoned(deps, delivery.data()).await;
             Settle::DeadLetter
         }
     };
-    let acked = match settle {
-        Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
-        Settle::DeadLetter => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
-    };
-    if let Err(error) = acked {
+    if let Err(error) = delivery.settle(settle).await {
         // The channel died under us: the broker redelivers, and the claim makes that harmless.
         tracing::warn!(%error, ?settle, "could not settle the delivery");
     }
@@ -221,7 +251,7 @@ async fn settle_outcome(
 async fn publish_next_in_series(deps: &Deps, serial_key: &str) {
     match deps.store.next_in_series(serial_key).await {
         Ok(Some(next)) => {
-            dispatch::publish(deps.store.as_ref(), &deps.publisher, next).await;
+            dispatch::publish(deps.store.as_ref(), deps.publisher.as_ref(), next).await;
         }
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "cannot look up the next job of the series"),
@@ -264,7 +294,7 @@ async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
 async fn release(deps: &Deps, claim: &Claim) -> Settle {
     match deps.store.release_job(claim).await {
         Ok(true) => {
-            dispatch::publish(deps.store.as_ref(), &deps.publisher, claim.job_id).await;
+            dispatch::publish(deps.store.as_ref(), deps.publisher.as_ref(), claim.job_id).await;
             Settle::Ack
         }
         Ok(false) => Settle::Ack,

@@ -107,7 +107,7 @@ pub async fn create(
 
 /// After the commit: announce the job and hand it to the broker (see `fastnpc_shared::dispatch`).
 pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
-    dispatch::enqueue_new(state.store.as_ref(), &state.events, &state.publisher, job_id).await;
+    dispatch::enqueue_new(state.store.as_ref(), state.events.as_ref(), state.publisher.as_ref(), job_id).await;
 }
 
 /// The original answer for a repeated request.

@@ -248,7 +248,7 @@ pub(crate) async fn stop_job(state: &AppState, job: &JobRecord) -> Result<store:
             if let Some(serial_key) = &job.serial_key
                 && let Some(next) = state.store.next_in_series(serial_key).await?
             {
-                fastnpc_shared::dispatch::publish(state.store.as_ref(), &state.publisher, next).await;
+                fastnpc_shared::dispatch::publish(state.store.as_ref(), state.publisher.as_ref(), next).await;
             }
         }
         store::jobs::CancelOutcome::Requested => {

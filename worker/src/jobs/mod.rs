@@ -89,7 +89,7 @@ pub(crate) async fn schedule_compression(
         })
         .await?;
     tracing::info!(memory_job.id = %job_id, kind = kind.as_str(), "scheduled memory compression");
-    dispatch::enqueue_new(deps.store.as_ref(), &deps.events, &deps.publisher, job_id).await;
+    dispatch::enqueue_new(deps.store.as_ref(), deps.events.as_ref(), deps.publisher.as_ref(), job_id).await;
     Ok(())
 }
 
