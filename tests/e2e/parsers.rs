@@ -302,12 +302,23 @@ async fn no_input_makes_the_api_fail_or_answer_without_a_problem_document() {
     let json_routes = json_routes(&ids);
     let query_routes = query_routes(&ids);
     let runtime = tokio::runtime::Handle::current();
+    // A connection per request: a refusal sent before the body was read (a 401, a 413) may close
+    // a kept-alive connection, and a pooled client racing that close would report the race as a
+    // failed request. Fresh connections make a send error mean the server really failed.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let request = |method: Method, path: &str, user: Option<&TestUser>| {
+        let request = client.request(method, app.url(path));
+        match user {
+            Some(user) => request.bearer_auth(&user.token),
+            None => request,
+        }
+    };
 
     tokio::task::block_in_place(|| {
         // 1. Valid bodies with one mutation, under fuzzed headers.
         run(600, (prop::sample::select(json_routes.clone()), mutation(), headers()), |((method, path, body), m, h)| {
             let body = apply(body, m);
-            let request = with_headers(app.request(method.clone(), &path, None).json(&body), &h, &user);
+            let request = with_headers(request(method.clone(), &path, None).json(&body), &h, &user);
             runtime.block_on(check(request, &format!("{method} {path} {body}")))
         });
 
@@ -326,7 +337,7 @@ async fn no_input_makes_the_api_fail_or_answer_without_a_problem_document() {
             300,
             (prop::sample::select(json_routes.clone()), raw_body, content_type),
             |((method, path, _), bytes, ct)| {
-                let mut request = app.request(method.clone(), &path, Some(&user)).body(bytes.clone());
+                let mut request = request(method.clone(), &path, Some(&user)).body(bytes.clone());
                 if let Ok(value) = HeaderValue::from_str(&ct) {
                     request = request.header("content-type", value);
                 }
@@ -337,7 +348,7 @@ async fn no_input_makes_the_api_fail_or_answer_without_a_problem_document() {
         // 3. Query strings and resume cursors, including on the event stream.
         run(400, (prop::sample::select(query_routes.clone()), query(), headers()), |((method, path), q, h)| {
             let url = format!("{path}?{q}");
-            let request = with_headers(app.request(method.clone(), &url, None), &h, &user);
+            let request = with_headers(request(method.clone(), &url, None), &h, &user);
             runtime.block_on(check(request, &format!("{method} {url} {h:?}")))
         });
 
@@ -358,7 +369,7 @@ async fn no_input_makes_the_api_fail_or_answer_without_a_problem_document() {
             let segment: String =
                 segment.chars().filter(|c| !matches!(c, '/' | '?' | '#')).collect::<String>().replace(' ', "%20");
             let path = template.replace("{}", if segment.is_empty() { "x" } else { &segment });
-            let request = app.request(method.clone(), &path, Some(&user));
+            let request = request(method.clone(), &path, Some(&user));
             runtime.block_on(check(request, &format!("{method} {path}")))
         });
     });
