@@ -372,7 +372,9 @@ pub async fn lock_message(db: impl SqliteExecutor<'_>, message_id: MessageId) ->
     Ok(())
 }
 
-/// Cancels a queued job outright, or flags a running one. Idempotent.
+/// Cancels a queued job outright, or flags a running one. Idempotent. Each update is atomic on
+/// its own, so `db` may be a plain connection or a transaction (from [`crate::begin_immediate`]
+/// when the caller writes more in it).
 pub async fn request_cancel(db: &mut SqliteConnection, job_id: JobId) -> Result<CancelOutcome, sqlx::Error> {
     let now = now();
     let cancelled = sqlx::query!(

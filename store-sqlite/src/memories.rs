@@ -41,6 +41,10 @@ pub async fn load(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Res
 
 /// Replaces both layers, if the stored version is still `expected` (`None`: unconditionally,
 /// for a user's own edit). False when someone else wrote in between.
+///
+/// `tx` should be a transaction from [`crate::begin_immediate`]: the version check and the
+/// writes then see no other writer in between, and a compression that loaded the memories in
+/// the same transaction cannot fail with `SQLITE_BUSY` on its first write.
 pub async fn replace(
     tx: &mut SqliteConnection,
     character_id: CharacterId,

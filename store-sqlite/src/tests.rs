@@ -997,3 +997,29 @@ async fn concurrent_writers_queue_for_the_lock_instead_of_failing() {
     assert_eq!(claims, 1, "exactly one worker wins a job");
     assert_eq!(memories::load(&db.pool, character_id).await.unwrap().version, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_message_holds_off_other_writers_until_the_transaction_ends() {
+    let db = test_db().await;
+    let ada = user(&db.pool, "ada").await;
+    let character_id = character(&db.pool, ada, "c").await;
+    let message_id = MessageId::new();
+    messages::insert_user_message(&db.pool, message_id, ada, character_id, "retry me").await.unwrap();
+
+    // Even in a deferred transaction (as `pool.begin()` makes), the lock is taken at once.
+    let mut tx = db.pool.begin().await.unwrap();
+    jobs::lock_message(&mut *tx, message_id).await.unwrap();
+    let pool = db.pool.clone();
+    let other = tokio::spawn(async move {
+        let retry = NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
+        jobs::insert(&pool, retry).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!other.is_finished(), "a second writer waits for the lock holder");
+    assert!(!jobs::message_answered_or_pending(&mut *tx, message_id).await.unwrap());
+    let first = NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
+    jobs::insert(&mut *tx, first).await.unwrap();
+    tx.commit().await.unwrap();
+    other.await.unwrap().unwrap();
+    assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 2);
+}
