@@ -5,13 +5,16 @@
 -- text sqlx writes for `DateTime<Utc>`), jsonb -> text holding JSON, bytea -> blob,
 -- boolean -> integer 0/1.
 --
+-- Primary keys are declared `not null`: unlike Postgres, SQLite lets a non-integer primary key
+-- hold nulls unless told otherwise.
+--
 -- Timestamp columns have no SQL default on purpose: SQLite's own clock functions write another
 -- text format than sqlx does, and timestamps are compared as text, so every one is bound from
 -- Rust (`crate::now()`); an insert that forgets one fails on `not null` instead of silently
 -- storing a value that sorts wrong.
 
 create table users (
-    user_id       blob primary key,
+    user_id       blob not null primary key,
     username      text not null,
     -- Usernames are unique case-insensitively so "Ada" and "ada" cannot both exist. Postgres
     -- indexes lower(username), folding by the database's (UTF-8) locale; SQLite's lower() folds
@@ -32,7 +35,7 @@ create unique index users_username_lower_key on users (username_lower);
 
 -- Only a SHA-256 of the token is stored.
 create table sessions (
-    token_hash  blob primary key,
+    token_hash  blob not null primary key,
     user_id     blob not null references users (user_id) on delete cascade,
     created_at  text not null,
     expires_at  text not null,

@@ -2,7 +2,7 @@
 -- migrations/20261126000002_characters_and_jobs.sql; see 20261126000001 for the type mapping).
 
 create table characters (
-    character_id blob primary key,
+    character_id blob not null primary key,
     user_id      blob not null references users (user_id) on delete cascade,
     name         text not null,
     status       text not null default 'generating' check (status in ('generating', 'ready', 'failed')),
@@ -16,7 +16,7 @@ create table characters (
 create index characters_user_created_idx on characters (user_id, created_at desc, character_id desc);
 
 create table jobs (
-    job_id        blob primary key,
+    job_id        blob not null primary key,
     user_id       blob not null references users (user_id) on delete cascade,
     -- Postgres widens this check in its migrations 3 and 4. SQLite cannot alter a check without
     -- rebuilding the table, and no SQLite database predates those kinds, so all five are

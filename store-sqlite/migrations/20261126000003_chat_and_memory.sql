@@ -6,7 +6,7 @@ alter table jobs add column serial_key text;
 create index jobs_serial_pending_idx on jobs (serial_key, job_id) where status in ('queued', 'running');
 
 create table messages (
-    message_id   blob primary key,
+    message_id   blob not null primary key,
     user_id      blob not null references users (user_id) on delete cascade,
     character_id blob not null references characters (character_id) on delete cascade,
     author       text not null check (author in ('user', 'character')),

@@ -2,7 +2,7 @@
 -- `jobs.kind` check is already in 20261126000002.
 
 create table groups (
-    group_id   blob primary key,
+    group_id   blob not null primary key,
     user_id    blob not null references users (user_id) on delete cascade,
     name       text not null,
     created_at text not null,
@@ -22,7 +22,7 @@ create table group_members (
 create index group_members_character_idx on group_members (character_id);
 
 create table group_messages (
-    message_id   blob primary key,
+    message_id   blob not null primary key,
     group_id     blob not null references groups (group_id) on delete cascade,
     user_id      blob not null references users (user_id) on delete cascade,
     author       text not null check (author in ('user', 'character')),

@@ -1,6 +1,6 @@
 -- API keys (SQLite translation of migrations/20261126000006_api_keys.sql).
 create table api_keys (
-    key_id       blob primary key,
+    key_id       blob not null primary key,
     user_id      blob not null references users (user_id) on delete cascade,
     name         text not null,
     prefix       text not null,
