@@ -5,6 +5,9 @@
 -- text sqlx writes for `DateTime<Utc>`), jsonb -> text holding JSON, bytea -> blob,
 -- boolean -> integer 0/1.
 --
+-- Tables are STRICT: a value of the wrong storage class (a text id, a numeric timestamp) is an
+-- error rather than a row that silently never matches or sorts out of place.
+--
 -- Primary keys are declared `not null`: unlike Postgres, SQLite lets a non-integer primary key
 -- hold nulls unless told otherwise.
 --
@@ -29,7 +32,7 @@ create table users (
     max_group_rounds integer not null default 3 check (max_group_rounds between 1 and 10),
     created_at    text not null,
     updated_at    text not null
-);
+) strict;
 
 create unique index users_username_lower_key on users (username_lower);
 
@@ -40,6 +43,6 @@ create table sessions (
     created_at  text not null,
     expires_at  text not null,
     revoked_at  text
-);
+) strict;
 
 create index sessions_user_id_idx on sessions (user_id);

@@ -11,7 +11,7 @@ create table characters (
     brief        text,
     created_at   text not null,
     updated_at   text not null
-);
+) strict;
 
 create index characters_user_created_idx on characters (user_id, created_at desc, character_id desc);
 
@@ -40,7 +40,7 @@ create table jobs (
     started_at    text,
     finished_at   text,
     updated_at    text not null
-);
+) strict;
 
 create index jobs_user_created_idx on jobs (user_id, created_at desc);
 create index jobs_character_idx on jobs (character_id);

@@ -16,7 +16,7 @@ create table messages (
     reply_to     blob references messages (message_id) on delete cascade,
     prompt_snapshot text,
     created_at   text not null
-);
+) strict;
 
 create index messages_character_idx on messages (character_id, message_id desc);
 create index messages_uncompressed_idx on messages (character_id, coalesce(reply_to, message_id)) where not compressed;
@@ -35,6 +35,6 @@ create table memories (
     importance   integer check (importance between -32768 and 32767),
     created_at   text not null,
     primary key (character_id, layer, position)
-);
+) strict;
 
 alter table characters add column memory_version integer not null default 0;

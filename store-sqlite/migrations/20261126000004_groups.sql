@@ -7,7 +7,7 @@ create table groups (
     name       text not null,
     created_at text not null,
     updated_at text not null
-);
+) strict;
 
 create index groups_user_idx on groups (user_id, group_id desc);
 
@@ -17,7 +17,7 @@ create table group_members (
     joined_at    text not null,
     absorbed_upto blob,
     primary key (group_id, character_id)
-);
+) strict;
 
 create index group_members_character_idx on group_members (character_id);
 
@@ -35,7 +35,7 @@ create table group_messages (
     round        integer,
     created_at   text not null,
     unique (job_id, round)
-);
+) strict;
 
 create index group_messages_group_idx on group_messages (group_id, message_id desc);
 

@@ -8,6 +8,6 @@ create table api_keys (
     created_at   text not null,
     last_used_at text,
     revoked_at   text
-);
+) strict;
 
 create index api_keys_user_idx on api_keys (user_id, key_id desc);

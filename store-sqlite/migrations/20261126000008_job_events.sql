@@ -8,4 +8,4 @@ create table job_events (
     data       text not null check (json_valid(data)),
     created_at text not null,
     primary key (job_id, seq)
-) without rowid;
+) strict, without rowid;
