@@ -72,6 +72,22 @@ macro_rules! text_enum {
                 Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
             }
         }
+        // The same text column in the embedded (SQLite) store.
+        #[cfg(feature = "sqlite")]
+        impl sqlx::Type<sqlx::Sqlite> for $ty {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <&str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+            fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+            }
+        }
+        #[cfg(feature = "sqlite")]
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $ty {
+            fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?.parse()?)
+            }
+        }
         impl FromStr for $ty {
             type Err = UnknownValue;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -1,0 +1,77 @@
+//! API keys: long-lived bearer credentials for scripts (mirrors `fastnpc_shared::store::api_keys`).
+//!
+//! Nothing SQLite-specific beyond the crate-wide rules: times are bound from Rust, and
+//! [`user_of`]'s `update ... returning` is one statement, so recording the use and reading the
+//! owner cannot interleave with a revocation.
+
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{ids::UserId, store::api_keys::ApiKeyRecord};
+use sqlx::SqliteExecutor;
+
+use crate::now;
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    key_id: uuid::Uuid,
+    user_id: UserId,
+    name: &str,
+    prefix: &str,
+    key_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!(
+        "insert into api_keys (key_id, user_id, name, prefix, key_hash, created_at) values (?1, ?2, ?3, ?4, ?5, ?6)",
+        key_id,
+        user_id.0,
+        name,
+        prefix,
+        key_hash,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKeyRecord,
+        r#"select key_id as "key_id!: uuid::Uuid", name, prefix, created_at as "created_at: DateTime<Utc>",
+                  last_used_at as "last_used_at: DateTime<Utc>", revoked_at as "revoked_at: DateTime<Utc>"
+           from api_keys
+           where user_id = ?1 order by key_id desc"#,
+        user_id.0,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes one of the user's keys; revoking twice is harmless. False when the user has no such key.
+pub async fn revoke(db: impl SqliteExecutor<'_>, user_id: UserId, key_id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let result = sqlx::query!(
+        "update api_keys set revoked_at = coalesce(revoked_at, ?3) where key_id = ?1 and user_id = ?2",
+        key_id,
+        user_id.0,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The user of a live key, recording its use.
+pub async fn user_of(db: impl SqliteExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+    let now = now();
+    let row = sqlx::query!(
+        r#"update api_keys set last_used_at = ?2
+           where key_hash = ?1 and revoked_at is null
+             and user_id in (select user_id from users where disabled_at is null)
+           returning user_id as "user_id!: UserId""#,
+        key_hash,
+        now,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| r.user_id))
+}

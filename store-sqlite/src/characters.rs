@@ -1,0 +1,173 @@
+//! Characters (mirrors `fastnpc_shared::store::characters`). Every read and delete is scoped by
+//! owner: a character of another user is indistinguishable from one that does not exist.
+//!
+//! JSON documents (`source`, `profile`) are text here; sqlx encodes and decodes
+//! `serde_json::Value` as JSON text for SQLite, and the schema checks `json_valid`.
+
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, UserId},
+    store::characters::{CharacterRecord, CharacterSummary},
+};
+use serde_json::Value;
+use sqlx::SqliteExecutor;
+
+use crate::now;
+
+pub async fn insert(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    user_id: UserId,
+    name: &str,
+    source: &Value,
+) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!(
+        "insert into characters (character_id, user_id, name, source, created_at, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?5)",
+        character_id.0,
+        user_id.0,
+        name,
+        source,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<Option<CharacterRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        CharacterRecord,
+        r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
+                  source as "source: Value", profile as "profile: Value", brief,
+                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+           from characters where character_id = ?1 and user_id = ?2"#,
+        character_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The worker's read: the job already proved ownership, so no owner filter.
+pub async fn get_by_id(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+) -> Result<Option<CharacterRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        CharacterRecord,
+        r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
+                  source as "source: Value", profile as "profile: Value", brief,
+                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+           from characters where character_id = ?1"#,
+        character_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The user's characters, newest first; `before` is the last id of the previous page.
+pub async fn list(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    before: Option<CharacterId>,
+    limit: i64,
+) -> Result<Vec<CharacterSummary>, sqlx::Error> {
+    // UUIDv7 ids are creation-ordered and stored big-endian, so blob order is id order and the
+    // id alone is a stable cursor.
+    let before = before.map(|id| id.0);
+    sqlx::query_as!(
+        CharacterSummary,
+        r#"select character_id as "character_id!: CharacterId", name, status, brief,
+                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+           from characters
+           where user_id = ?1 and (?2 is null or character_id < ?2)
+           order by character_id desc
+           limit ?3"#,
+        user_id.0,
+        before,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a character (its jobs go with it). False when the user has no such character.
+pub async fn delete(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let result =
+        sqlx::query!("delete from characters where character_id = ?1 and user_id = ?2", character_id.0, user_id.0)
+            .execute(db)
+            .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Stores a generated profile and marks the character ready.
+pub async fn mark_ready(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    profile: &Value,
+    brief: &str,
+) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let result = sqlx::query!(
+        "update characters set status = 'ready', profile = ?2, brief = ?3, updated_at = ?4
+         where character_id = ?1",
+        character_id.0,
+        profile,
+        brief,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Marks a character whose generation failed for good.
+pub async fn mark_failed(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!(
+        "update characters set status = 'failed', updated_at = ?2 where character_id = ?1 and status = 'generating'",
+        character_id.0,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Puts a failed character back to `generating` for a retried generation. False when it is not
+/// failed (or not the user's).
+pub async fn mark_generating(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let result = sqlx::query!(
+        "update characters set status = 'generating', updated_at = ?3
+         where character_id = ?1 and user_id = ?2 and status = 'failed'",
+        character_id.0,
+        user_id.0,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// How many characters the user has.
+pub async fn count(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(r#"select count(*) as "count!: i64" from characters where user_id = ?1"#, user_id.0)
+        .fetch_one(db)
+        .await?;
+    Ok(row.count)
+}

@@ -1,0 +1,73 @@
+//! The per-job event log of embedded mode (no Postgres counterpart: with Postgres the log is a
+//! Redis stream per job, see `fastnpc_shared::event_bus`).
+//!
+//! In one process with SQLite there is no Redis, and an in-memory log would lose every stream on
+//! restart, so a client resuming with `Last-Event-ID` would miss events. Here the log is the
+//! `job_events` table: `seq` = 1, 2, 3, ... per job, the `id:` SSE sends and a client sends
+//! back. Rows go with their job (`on delete cascade`), and [`prune`] drops the logs of jobs that
+//! ended long ago.
+
+use chrono::{DateTime, Utc};
+use fastnpc_shared::ids::JobId;
+use serde_json::Value;
+use sqlx::{SqliteExecutor, SqlitePool};
+
+use crate::now;
+
+/// Appends an event to a job's log and returns its `seq` (1 for the first event of a job).
+///
+/// The next `seq` is read and written by one `insert ... select`: SQLite takes the write lock
+/// before the statement reads `max(seq)`, and the statement is its own write transaction, so
+/// concurrent appends to one job get distinct, gapless numbers without a retry loop. (A
+/// separate read then insert would need [`crate::begin_immediate`] for the same guarantee.)
+/// Fails with a foreign-key error when the job does not exist.
+pub async fn append(pool: &SqlitePool, job_id: JobId, event_type: &str, data: &Value) -> Result<u64, sqlx::Error> {
+    let now = now();
+    let seq = sqlx::query_scalar!(
+        r#"insert into job_events (job_id, seq, type, data, created_at)
+           select ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4 from job_events where job_id = ?1
+           returning seq as "seq!: i64""#,
+        job_id.0,
+        event_type,
+        data,
+        now,
+    )
+    .fetch_one(pool)
+    .await?;
+    // `seq` starts at 1 and only grows (a `check` in the schema), so it is never negative.
+    Ok(seq.unsigned_abs())
+}
+
+/// Events of a job with `seq > after`, oldest first, at most `limit`: `(seq, type, data)`.
+pub async fn read_after(
+    db: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    after: u64,
+    limit: i64,
+) -> Result<Vec<(u64, String, Value)>, sqlx::Error> {
+    // A `seq` past i64::MAX cannot exist, so clamping asks for "nothing after the end".
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows = sqlx::query!(
+        r#"select seq as "seq!: i64", type as "event_type!: String", data as "data!: Value"
+           from job_events where job_id = ?1 and seq > ?2 order by seq limit ?3"#,
+        job_id.0,
+        after,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq.unsigned_abs(), r.event_type, r.data)).collect())
+}
+
+/// Deletes the logs of jobs that finished before `older_than` (a finished job's log only serves
+/// late resumes and replays). Returns how many events were deleted. Jobs still queued or running
+/// have no `finished_at` and keep their logs whatever their age.
+pub async fn prune(db: impl SqliteExecutor<'_>, older_than: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query!(
+        "delete from job_events where job_id in (select job_id from jobs where finished_at < ?1)",
+        older_than,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,471 @@
+//! Job rows: creation, claims with leases, progress and terminal states (mirrors
+//! `fastnpc_shared::store::jobs`).
+//!
+//! The fencing is the same as in Postgres: a claim bumps `attempts`, and every later write of
+//! that worker is guarded on `attempts` still being its own and the job still `running`.
+//!
+//! What differs:
+//!
+//! - Postgres' `now() + make_interval(...)` become times computed in Rust and bound, compared
+//!   with the stored text (see the crate docs).
+//! - [`claim`] relies on SQLite's single writer where Postgres relies on row locks: the
+//!   statement holds the database's write lock from before it evaluates the serial-key
+//!   `not exists`, so two claims of jobs of one key cannot both pass it.
+//! - [`lock_message`] has no `for update`: it takes the database's write lock instead (see there).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, GroupId, JobId, MessageId, UserId},
+    jobs::{JobError, JobKind, JobStatus},
+    store::jobs::{CancelOutcome, Claim, Heartbeat, JobRecord, NewJob},
+};
+use serde_json::Value;
+use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
+
+use crate::{begin_immediate, minus, now, plus};
+
+pub async fn insert(db: impl SqliteExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
+    let now = now();
+    // The SQLite arguments borrow what they bind, so no temporaries in the macro call.
+    let kind = job.kind.as_str();
+    let character_id = job.character_id.map(|id| id.0);
+    let message_id = job.message_id.map(|id| id.0);
+    let group_id = job.group_id.map(|id| id.0);
+    let (key, fingerprint) = job.idempotency.unzip();
+    sqlx::query!(
+        "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
+                           idempotency_key, request_fingerprint, created_at, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        job.job_id.0,
+        job.user_id.0,
+        kind,
+        character_id,
+        message_id,
+        group_id,
+        job.serial_key,
+        job.progress_total,
+        key,
+        fingerprint,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A user's job; `None` for another user's job, exactly as for a missing one.
+pub async fn get(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    job_id: JobId,
+) -> Result<Option<JobRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        JobRecord,
+        r#"select job_id as "job_id!: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
+                  status as "status: JobStatus", character_id as "character_id: CharacterId",
+                  message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
+                  progress_done as "progress_done: i32", progress_total as "progress_total: i32",
+                  result as "result: Value", error as "error: Value", attempts as "attempts: i32",
+                  created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
+                  finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+           from jobs where job_id = ?1 and user_id = ?2"#,
+        job_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The job a user created with `key`, with the fingerprint of the request that created it.
+pub async fn find_by_idempotency_key(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    key: &str,
+) -> Result<Option<(JobId, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select job_id as "job_id!: JobId", request_fingerprint from jobs where user_id = ?1 and idempotency_key = ?2"#,
+        user_id.0,
+        key,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.job_id, r.request_fingerprint.unwrap_or_default())))
+}
+
+/// The broker confirmed the job's message.
+pub async fn mark_published(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!("update jobs set published_at = ?2 where job_id = ?1", job_id.0, now).execute(db).await?;
+    Ok(())
+}
+
+/// Jobs that need a message and may have none; the same three cases as the Postgres function
+/// (never-confirmed queued jobs older than `grace`, serial-key heads published more than `stale`
+/// ago and still queued, running jobs whose lease expired more than `grace` ago and that were not
+/// published since), leaving alone jobs that wait behind another job of their serial key.
+pub async fn unpublished(
+    db: impl SqliteExecutor<'_>,
+    grace: Duration,
+    stale: Duration,
+    limit: i64,
+) -> Result<Vec<JobId>, sqlx::Error> {
+    let now = now();
+    let grace_cutoff = minus(now, grace);
+    let stale_cutoff = minus(now, stale);
+    let rows = sqlx::query!(
+        r#"select job_id as "job_id!: JobId" from jobs
+           where (status = 'queued'
+                  and ((published_at is null and created_at < ?1)
+                       or (serial_key is not null and published_at < ?2))
+                  and not exists (
+                      select 1 from jobs other
+                      where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
+                        and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id))))
+              or (status = 'running' and lease_until < ?1
+                  and (published_at is null or published_at < lease_until))
+           order by created_at
+           limit ?3"#,
+        grace_cutoff,
+        stale_cutoff,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.job_id).collect())
+}
+
+/// Claims a job for `lease`: a queued job, or a running one whose lease expired (its worker
+/// died or stalled). `None` when the job is finished, another worker holds a live lease, or the
+/// job must wait its turn: another job of its serial key is running (whatever its id), or an
+/// earlier one is queued.
+pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
+    let now = now();
+    let lease_until = plus(now, lease);
+    sqlx::query_as!(
+        Claim,
+        r#"update jobs
+           set status = 'running', attempts = attempts + 1, lease_until = ?2,
+               started_at = coalesce(started_at, ?3), updated_at = ?3
+           where job_id = ?1
+             and (status = 'queued' or (status = 'running' and lease_until < ?3))
+             and not exists (
+                 select 1 from jobs other
+                 where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
+                   and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id)))
+           returning job_id as "job_id!: JobId", user_id as "user_id!: UserId", kind as "kind!: JobKind",
+                     character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
+                     group_id as "group_id: GroupId", serial_key, attempts as "attempt!: i32",
+                     cancel_requested_at is not null as "cancel_requested!: bool""#,
+        job_id.0,
+        lease_until,
+        now,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The current status of a job, without owner check (worker side).
+pub async fn status(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<Option<JobStatus>, sqlx::Error> {
+    let row = sqlx::query!(r#"select status as "status: JobStatus" from jobs where job_id = ?1"#, job_id.0)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.status))
+}
+
+/// Extends the claim's lease, and reports a pending cancellation request.
+pub async fn renew_lease(
+    db: impl SqliteExecutor<'_>,
+    claim: &Claim,
+    lease: Duration,
+) -> Result<Heartbeat, sqlx::Error> {
+    let lease_until = plus(now(), lease);
+    let row = sqlx::query!(
+        r#"update jobs set lease_until = ?3
+           where job_id = ?1 and attempts = ?2 and status = 'running'
+           returning cancel_requested_at is not null as "cancel_requested!: bool""#,
+        claim.job_id.0,
+        claim.attempt,
+        lease_until,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Heartbeat::Lost,
+        Some(row) if row.cancel_requested => Heartbeat::CancelRequested,
+        Some(_) => Heartbeat::Renewed,
+    })
+}
+
+/// Records progress. Only ever moves forward, so a late write cannot move the bar back.
+pub async fn set_progress(db: impl SqliteExecutor<'_>, claim: &Claim, done: i32) -> Result<bool, sqlx::Error> {
+    let now = now();
+    // SQLite's two-argument max() is Postgres' greatest().
+    let result = sqlx::query!(
+        "update jobs set progress_done = max(progress_done, ?3), updated_at = ?4
+         where job_id = ?1 and attempts = ?2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        done,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Ends the claimed job as succeeded. False when the claim was lost (then the caller must roll
+/// back whatever else it wrote in the same transaction).
+pub async fn succeed(db: impl SqliteExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'succeeded', result = ?3, progress_done = progress_total,
+                lease_until = null, finished_at = ?4, updated_at = ?4
+         where job_id = ?1 and attempts = ?2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        result,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// Ends the claimed job as failed.
+pub async fn fail(db: impl SqliteExecutor<'_>, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let error = serde_json::to_value(error).unwrap_or_default();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'failed', error = ?3, lease_until = null, finished_at = ?4, updated_at = ?4
+         where job_id = ?1 and attempts = ?2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        error,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// Hands a claimed job back (graceful shutdown, transient failure): another worker can claim it
+/// at once. The job counts as unpublished until the caller publishes it again.
+pub async fn release(db: impl SqliteExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = ?3
+         where job_id = ?1 and attempts = ?2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// The job's message was dropped because the job must wait for an earlier one of its serial
+/// key; the earlier job (or the re-publisher, once the job's turn comes) publishes it again.
+pub async fn mark_unpublished(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+    sqlx::query!("update jobs set published_at = null where job_id = ?1 and status = 'queued'", job_id.0)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The next job waiting in a serial key, if any.
+pub async fn next_in_series(db: impl SqliteExecutor<'_>, serial_key: &str) -> Result<Option<JobId>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select job_id as "job_id!: JobId" from jobs
+           where serial_key = ?1 and status = 'queued' order by job_id limit 1"#,
+        serial_key,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| r.job_id))
+}
+
+/// True when a job answering `message_id` is queued, running or succeeded (a retry would
+/// answer the message twice).
+pub async fn message_answered_or_pending(
+    db: impl SqliteExecutor<'_>,
+    message_id: MessageId,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where message_id = ?1 and status in ('queued', 'running', 'succeeded'))
+           as "busy!: bool""#,
+        message_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.busy)
+}
+
+/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message).
+pub async fn cancel(db: impl SqliteExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'cancelled', result = ?3, lease_until = null, finished_at = ?4, updated_at = ?4
+         where job_id = ?1 and attempts = ?2 and status = 'running'",
+        claim.job_id.0,
+        claim.attempt,
+        result,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// True when a compression of this character's memory — of its single chat (`group_id` none)
+/// or of one group — is queued and not yet started.
+pub async fn compression_queued(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    group_id: Option<GroupId>,
+) -> Result<bool, sqlx::Error> {
+    let group_id = group_id.map(|id| id.0);
+    // `is` is SQLite's `is not distinct from`.
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where kind in ('compress_memory', 'compress_group_memory')
+                          and status = 'queued' and character_id = ?1
+                          and group_id is ?2) as "queued!: bool""#,
+        character_id.0,
+        group_id,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.queued)
+}
+
+/// True when another job of this serial key is waiting: for a group's turn loop, a newer user
+/// message that interrupts it.
+pub async fn successor_waiting(
+    db: impl SqliteExecutor<'_>,
+    serial_key: &str,
+    job_id: JobId,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select exists (select 1 from jobs where serial_key = ?1 and status = 'queued' and job_id <> ?2)
+           as "waiting!: bool""#,
+        serial_key,
+        job_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.waiting)
+}
+
+/// Serialises chat retries of one message, as Postgres' `select ... for update` does.
+///
+/// SQLite has no row locks, so this takes the database's write lock with a write that changes
+/// nothing: from here to the end of the caller's transaction no other connection can write,
+/// so two retries cannot both pass the "no reply on its way" check. Inside a transaction begun
+/// with [`crate::begin_immediate`] (which every write transaction should be) the lock is already
+/// held and this costs one no-op update; as the first statement of a deferred transaction it
+/// takes the lock itself. After a read in a deferred transaction it may fail with
+/// `SQLITE_BUSY` instead, which is why callers should begin immediate.
+pub async fn lock_message(db: impl SqliteExecutor<'_>, message_id: MessageId) -> Result<(), sqlx::Error> {
+    sqlx::query!("update messages set compressed = compressed where message_id = ?1", message_id.0).execute(db).await?;
+    Ok(())
+}
+
+/// Cancels a queued job outright, or flags a running one. Idempotent. Each update is atomic on
+/// its own, so `db` may be a plain connection or a transaction (from [`crate::begin_immediate`]
+/// when the caller writes more in it).
+pub async fn request_cancel(db: &mut SqliteConnection, job_id: JobId) -> Result<CancelOutcome, sqlx::Error> {
+    let now = now();
+    let cancelled = sqlx::query!(
+        "update jobs set status = 'cancelled', result = '{\"stopped\": \"cancelled\"}', cancel_requested_at = ?2,
+                finished_at = ?2, updated_at = ?2
+         where job_id = ?1 and status = 'queued'",
+        job_id.0,
+        now,
+    )
+    .execute(&mut *db)
+    .await?;
+    if cancelled.rows_affected() == 1 {
+        return Ok(CancelOutcome::Cancelled);
+    }
+    let requested = sqlx::query!(
+        "update jobs set cancel_requested_at = coalesce(cancel_requested_at, ?2), updated_at = ?2
+         where job_id = ?1 and status = 'running'",
+        job_id.0,
+        now,
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(if requested.rows_affected() == 1 { CancelOutcome::Requested } else { CancelOutcome::AlreadyFinished })
+}
+
+/// An operator gives a failed job another chance (requeueing its dead letter): back to
+/// `queued`, its attempts reset; a failed character goes back to `generating`.
+pub async fn reopen(db: &SqlitePool, job_id: JobId) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let mut tx = begin_immediate(db).await?;
+    let reopened = sqlx::query!(
+        r#"update jobs set status = 'queued', error = null, finished_at = null, lease_until = null, attempts = 0,
+                           published_at = null, updated_at = ?2
+           where job_id = ?1 and status = 'failed'
+           returning character_id as "character_id: CharacterId", kind as "kind!: JobKind""#,
+        job_id.0,
+        now,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = &reopened
+        && row.kind == JobKind::GenerateCharacter
+        && let Some(character_id) = row.character_id
+    {
+        // Like the Postgres function, this leaves the character's `updated_at` alone.
+        sqlx::query!(
+            "update characters set status = 'generating' where character_id = ?1 and status = 'failed'",
+            character_id.0
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(reopened.is_some())
+}
+
+/// Fails a job without a claim: its queue message could not be decoded, so no worker can run it.
+pub async fn fail_unclaimed(db: impl SqliteExecutor<'_>, job_id: JobId, error: &JobError) -> Result<bool, sqlx::Error> {
+    let now = now();
+    let error = serde_json::to_value(error).unwrap_or_default();
+    let outcome = sqlx::query!(
+        "update jobs set status = 'failed', error = ?2, lease_until = null, finished_at = ?3, updated_at = ?3
+         where job_id = ?1 and status in ('queued', 'running')",
+        job_id.0,
+        error,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(outcome.rows_affected() == 1)
+}
+
+/// The user's jobs that are queued or running.
+pub async fn active_count(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select count(*) as "count!: i64" from jobs where user_id = ?1 and status in ('queued', 'running')"#,
+        user_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.count)
+}
+
+/// The user's jobs that are queued or running, oldest first (to cancel them all).
+pub async fn active_of(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<Vec<JobId>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select job_id as "job_id!: JobId" from jobs
+           where user_id = ?1 and status in ('queued', 'running') order by job_id"#,
+        user_id.0,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.job_id).collect())
+}

@@ -1,0 +1,86 @@
+//! A character's short- and long-term memory: two ordered lists, written whole (mirrors
+//! `fastnpc_shared::store::memories`).
+//!
+//! The version check is the same as in Postgres: every write bumps `characters.memory_version`,
+//! and a writer that read an older version is refused. Postgres inserts the entries with one
+//! `unnest` of arrays; SQLite has no array parameters, and [`replace`] runs inside the caller's
+//! transaction anyway, so it inserts them one statement per entry.
+
+use fastnpc_shared::{
+    ids::CharacterId,
+    store::memories::{Memories, MemoryEntry},
+};
+use sqlx::{SqliteConnection, SqliteExecutor};
+
+use crate::now;
+
+/// Reads both layers and their version in one statement (one consistent snapshot).
+pub async fn load(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select c.memory_version as "memory_version!: i64", m.layer as "layer?: String",
+                  m.content as "content?: String", m.importance as "importance?: i16"
+           from characters c
+           left join memories m on m.character_id = c.character_id
+           where c.character_id = ?1
+           order by m.layer, m.position"#,
+        character_id.0,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut memories = Memories { version: rows.first().map_or(0, |r| r.memory_version), ..Default::default() };
+    for row in rows {
+        let (Some(layer), Some(content)) = (row.layer, row.content) else { continue };
+        let entry = MemoryEntry { content, importance: row.importance };
+        match layer.as_str() {
+            "short_term" => memories.short_term.push(entry),
+            _ => memories.long_term.push(entry),
+        }
+    }
+    Ok(memories)
+}
+
+/// Replaces both layers, if the stored version is still `expected` (`None`: unconditionally,
+/// for a user's own edit). False when someone else wrote in between.
+///
+/// `tx` should be a transaction from [`crate::begin_immediate`]: the version check and the
+/// writes then see no other writer in between, and a compression that loaded the memories in
+/// the same transaction cannot fail with `SQLITE_BUSY` on its first write.
+pub async fn replace(
+    tx: &mut SqliteConnection,
+    character_id: CharacterId,
+    expected: Option<i64>,
+    short_term: &[MemoryEntry],
+    long_term: &[MemoryEntry],
+) -> Result<bool, sqlx::Error> {
+    let bumped = sqlx::query!(
+        "update characters set memory_version = memory_version + 1
+         where character_id = ?1 and (?2 is null or memory_version = ?2)",
+        character_id.0,
+        expected,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if bumped.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query!("delete from memories where character_id = ?1", character_id.0).execute(&mut *tx).await?;
+    let now = now();
+    for (layer, entries) in [("short_term", short_term), ("long_term", long_term)] {
+        for (position, entry) in entries.iter().enumerate() {
+            let position = position as i64;
+            sqlx::query!(
+                "insert into memories (character_id, layer, position, content, importance, created_at)
+                 values (?1, ?2, ?3, ?4, ?5, ?6)",
+                character_id.0,
+                layer,
+                position,
+                entry.content,
+                entry.importance,
+                now,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(true)
+}

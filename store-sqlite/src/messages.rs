@@ -1,0 +1,197 @@
+//! Chat messages of one character's conversation (mirrors `fastnpc_shared::store::messages`).
+//! Scoped by owner wherever the API reads.
+//!
+//! Ids are 16-byte blobs compared bytewise, which for UUIDv7 is creation order, so the id
+//! cursors and the `coalesce(reply_to, message_id)` conversation order are those of Postgres.
+//! SQLite's `length()` counts characters of text, as Postgres' `char_length()` does, and
+//! [`mark_compressed`] passes its ids as a JSON array (SQLite has no array parameters).
+
+use chrono::{DateTime, Utc};
+use fastnpc_shared::{
+    ids::{CharacterId, JobId, MessageId, UserId},
+    store::messages::{MessageRecord, NewReply},
+};
+use sqlx::SqliteExecutor;
+
+use crate::{id_list, now};
+
+pub async fn insert_user_message(
+    db: impl SqliteExecutor<'_>,
+    message_id: MessageId,
+    user_id: UserId,
+    character_id: CharacterId,
+    content: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content, created_at)
+         values (?1, ?2, ?3, 'user', ?4, ?5)",
+        message_id.0,
+        user_id.0,
+        character_id.0,
+        content,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
+pub async fn insert_reply(db: impl SqliteExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
+    let now = now();
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
+                               created_at)
+         values (?1, ?2, ?3, 'character', ?4, ?5, ?6, ?7, ?8)",
+        reply.message_id.0,
+        reply.user_id.0,
+        reply.character_id.0,
+        reply.content,
+        reply.job_id.0,
+        reply.reply_to.0,
+        reply.prompt_snapshot,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One message of the user's.
+pub async fn get(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    message_id: MessageId,
+) -> Result<Option<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
+                  content, compressed as "compressed: bool", job_id as "job_id: JobId",
+                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+           from messages where message_id = ?1 and user_id = ?2"#,
+        message_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The reply a job stored, if any.
+pub async fn reply_of_job(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<Option<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
+                  content, compressed as "compressed: bool", job_id as "job_id: JobId",
+                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+           from messages where job_id = ?1"#,
+        job_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of the conversation, newest first; `before` is the last id of the previous page.
+pub async fn history(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    let before = before.map(|id| id.0);
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
+                  content, compressed as "compressed: bool", job_id as "job_id: JobId",
+                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+           from messages
+           where character_id = ?1 and user_id = ?2 and (?3 is null or message_id < ?3)
+           order by message_id desc
+           limit ?4"#,
+        character_id.0,
+        user_id.0,
+        before,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The session layer in conversation order (each reply right after the message it answers),
+/// at most the `limit` newest. With `answering`, the context of that message's reply: the message
+/// itself and user messages sent after it are left out.
+pub async fn uncompressed(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    answering: Option<MessageId>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    let answering = answering.map(|id| id.0);
+    let mut newest_first = sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
+                  content, compressed as "compressed: bool", job_id as "job_id: JobId",
+                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+           from messages
+           where character_id = ?1 and not compressed
+             and (?2 is null or (message_id <> ?2 and not (author = 'user' and message_id > ?2)))
+           order by coalesce(reply_to, message_id) desc, author = 'character' desc
+           limit ?3"#,
+        character_id.0,
+        answering,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// Total characters of the session layer (the original's budget unit).
+pub async fn uncompressed_chars(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select coalesce(sum(length(content)), 0) as "chars!: i64" from messages
+           where character_id = ?1 and not compressed"#,
+        character_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(row.chars)
+}
+
+/// Marks messages as absorbed by memory. Returns how many were still uncompressed.
+pub async fn mark_compressed(db: impl SqliteExecutor<'_>, ids: &[MessageId]) -> Result<u64, sqlx::Error> {
+    let ids = id_list(ids.iter().map(|id| id.0));
+    let result = sqlx::query!(
+        "update messages set compressed = 1
+         where message_id in (select unhex(value) from json_each(?1)) and not compressed",
+        ids,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// The oldest uncompressed messages, in conversation order, at most `limit`: what a compression
+/// summarises first.
+pub async fn oldest_uncompressed(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
+                  content, compressed as "compressed: bool", job_id as "job_id: JobId",
+                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+           from messages
+           where character_id = ?1 and not compressed
+           order by coalesce(reply_to, message_id), author = 'character'
+           limit ?2"#,
+        character_id.0,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
