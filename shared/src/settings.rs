@@ -5,7 +5,7 @@
 //! services, and a bad value fails start-up naming the variable, instead of surfacing later as a
 //! confusing runtime error.
 
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 /// Where the default LLM endpoint points when nothing is configured.
 pub const DEFAULT_LLM_BASE_URL: &str = "https://openrouter.ai/api/v1";
@@ -42,6 +42,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The one admin account, created or promoted by the API at start-up.
     pub admin: Option<AdminAccount>,
+    /// Where the embedded mode (`fastnpc serve`) keeps its database.
+    pub data_dir: PathBuf,
 }
 
 /// `FASTNPC_ADMIN_USERNAME` and `FASTNPC_ADMIN_PASSWORD`: who administers this deployment.
@@ -200,6 +202,7 @@ impl Settings {
                 .transpose()?,
             log_format,
             admin,
+            data_dir: PathBuf::from(get("FASTNPC_DATA_DIR", "./data")),
         })
     }
 }

@@ -469,3 +469,20 @@ pub async fn active_of(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<V
     .await?;
     Ok(rows.into_iter().map(|r| r.job_id).collect())
 }
+
+/// See `Store::reset_deliveries`: queued jobs become unpublished, running jobs' leases expire.
+pub async fn reset_deliveries(db: impl SqliteExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let now = now();
+    let expired = minus(now, Duration::from_secs(1));
+    let result = sqlx::query!(
+        "update jobs set published_at = null,
+                lease_until = case when status = 'running' then ?1 end,
+                updated_at = ?2
+         where status in ('queued', 'running')",
+        expired,
+        now,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -31,13 +31,18 @@ use sqlx::{
 
 pub mod api_keys;
 pub mod characters;
+mod event_log;
 pub mod events;
 pub mod groups;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
 pub mod stats;
+mod store;
 pub mod users;
+
+pub use event_log::SqliteEventLog;
+pub use store::SqliteStore;
 
 #[cfg(test)]
 mod tests;

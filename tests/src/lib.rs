@@ -2,5 +2,5 @@
 //! load generator.
 
 pub mod harness;
-pub mod sim;
+pub use fastnpc_llm_sim as sim;
 pub mod sse_client;

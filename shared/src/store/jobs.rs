@@ -533,3 +533,16 @@ pub(crate) async fn active_of(db: impl PgExecutor<'_>, user_id: UserId) -> Resul
     .await?;
     Ok(rows.into_iter().map(|r| r.job_id).collect())
 }
+
+/// See `Store::reset_deliveries`.
+pub(crate) async fn reset_deliveries(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query!(
+        "update jobs set published_at = null,
+                lease_until = case when status = 'running' then now() - interval '1 second' end,
+                updated_at = now()
+         where status in ('queued', 'running')"
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -332,6 +332,11 @@ pub trait Store: Send + Sync + 'static {
     async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>>;
     async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool>;
     async fn compression_queued(&self, character_id: CharacterId, group_id: Option<GroupId>) -> StoreResult<bool>;
+    /// For a process that owns every delivery and lost them all (the embedded mode, restarting
+    /// with an empty in-memory queue): every queued job counts as unpublished and every running
+    /// job's lease as expired, so the re-publisher sends them all again and their claims take
+    /// over. Returns how many jobs that concerns. Never call it while other workers run.
+    async fn reset_deliveries(&self) -> StoreResult<u64>;
 
     // The worker's side of a job: claim, heartbeat, progress, end.
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>>;

@@ -581,6 +581,10 @@ impl Store for PgStore {
         jobs::compression_queued(&self.pool, character_id, group_id).await
     }
 
+    async fn reset_deliveries(&self) -> StoreResult<u64> {
+        jobs::reset_deliveries(&self.pool).await
+    }
+
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
         jobs::claim(&self.pool, job_id, lease).await
     }

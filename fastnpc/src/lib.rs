@@ -1,0 +1,152 @@
+//! FastNPC in one process: the embedded mode.
+//!
+//! The same API and the same workers as the distributed mode, wired to other adapters of the
+//! same ports: SQLite for the store and the job event log (`fastnpc-store-sqlite`), and
+//! in-process stand-ins for RabbitMQ (the job queue), Redis pub/sub (live events, cancel
+//! signals) and Redis counters (limits) from `fastnpc_shared::embedded`. Nothing here is a
+//! different code path for the product: handlers and jobs only see the ports.
+//!
+//! What the embedded mode gives up is scale-out: one process owns every delivery. That is also
+//! what makes restarts simple — at start-up every job the last run left queued or running is
+//! handed to this run's queue ([`Store::reset_deliveries`]), and its claim takes the job over
+//! as a worker would take over a dead worker's job.
+//!
+//! Without a configured LLM it starts the LLM simulator (placeholder replies, no network) and
+//! says so, so that trying FastNPC needs nothing at all.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use fastnpc_api::{Api, Backends};
+use fastnpc_llm_sim::{LlmSimulator, SimConfig};
+use fastnpc_shared::{
+    control::CancelRegistry,
+    dispatch,
+    embedded::{
+        control::LocalControl,
+        limits::{LocalLoginLimiter, LocalStreamTokens, LocalSubmissionLimiter},
+        queue::InProcessQueue,
+    },
+    event_bus::{EventHub, EventLog},
+    llm::{LlmClient, OpenAiClient},
+    queue::{DELIVERY_LIMIT, JobQueue},
+    settings::{Secret, Settings},
+    store::Store,
+};
+use fastnpc_store_sqlite::{SqliteEventLog, SqliteStore};
+use fastnpc_worker::{Deps, WorkerConfig, consumer};
+use tokio_util::sync::CancellationToken;
+
+/// The database file inside `FASTNPC_DATA_DIR`.
+pub const DATABASE_FILE: &str = "fastnpc.db";
+
+/// SQLite serves one writer at a time, so a few connections are all that helps (readers run
+/// beside the writer in WAL mode).
+const MAX_DB_CONNECTIONS: u32 = 8;
+
+/// A built embedded system: database opened and migrated, listener bound, not yet serving.
+pub struct Embedded {
+    api: Api,
+    deps: Deps,
+    queue: InProcessQueue,
+    store: Arc<dyn Store>,
+    /// Runs while the system runs when no LLM is configured.
+    simulator: Option<LlmSimulator>,
+}
+
+impl Embedded {
+    /// Opens `FASTNPC_DATA_DIR/fastnpc.db` (creating it), starts the simulator when no LLM is
+    /// configured, and binds `FASTNPC_HTTP_ADDR`.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        tokio::fs::create_dir_all(&settings.data_dir)
+            .await
+            .with_context(|| format!("cannot create FASTNPC_DATA_DIR {}", settings.data_dir.display()))?;
+        let path = settings.data_dir.join(DATABASE_FILE);
+        let sqlite = SqliteStore::open(&path, MAX_DB_CONNECTIONS)
+            .await
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        tracing::info!(database = %path.display(), "embedded store ready");
+
+        let simulator = if settings.llm.is_configured() {
+            None
+        } else {
+            let simulator = LlmSimulator::start(SimConfig::default()).await?;
+            tracing::warn!(
+                simulator = %simulator.base_url(),
+                "no LLM configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY / FASTNPC_LLM_BASE_URL): \
+                 using the built-in LLM simulator, whose replies are placeholders"
+            );
+            settings.llm.base_url = simulator.base_url();
+            settings.llm.api_key = Some(Secret::new("simulator"));
+            Some(simulator)
+        };
+        let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
+
+        let hub = EventHub::in_process();
+        let events: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(sqlite.pool().clone(), hub.clone()));
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let queue = InProcessQueue::new(DELIVERY_LIMIT.unsigned_abs());
+        let publisher: Arc<dyn JobQueue> = Arc::new(queue.clone());
+        let cancels = CancelRegistry::default();
+        let backends = Backends {
+            store: store.clone(),
+            events: events.clone(),
+            hub,
+            publisher: publisher.clone(),
+            control: Arc::new(LocalControl::new(cancels.clone())),
+            login_limiter: Arc::new(LocalLoginLimiter::new()),
+            stream_tokens: Arc::new(LocalStreamTokens::new()),
+            submissions: Arc::new(LocalSubmissionLimiter::new(settings.limits.submissions_per_minute)),
+        };
+        let api = Api::with_backends(&settings, backends, CancellationToken::new()).await?;
+        let deps = Deps {
+            store: store.clone(),
+            events,
+            llm,
+            publisher,
+            cancels,
+            config: WorkerConfig::from_settings(&settings),
+        };
+        Ok(Self { api, deps, queue, store, simulator })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.api.local_addr()
+    }
+
+    /// The simulator's address, when it stands in for the LLM.
+    pub fn simulator(&self) -> Option<&LlmSimulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Resumes what the last run left, then serves until `shutdown`: the API stops accepting
+    /// and finishes its requests, then the workers finish (or hand back) their jobs.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { api, deps, queue, store, simulator } = self;
+        let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
+        }
+        let worker_stop = CancellationToken::new();
+        let worker = tokio::spawn(consumer::run_in_process(deps, queue, worker_stop.clone()));
+        let served = api.run_until(shutdown).await;
+        worker_stop.cancel();
+        worker.await.context("the worker task panicked")?;
+        if let Some(simulator) = simulator {
+            simulator.shutdown().await;
+        }
+        tracing::info!("FastNPC stopped");
+        served
+    }
+}
+
+/// Hands every job the last run left queued or running to this run's queue.
+async fn resume(store: &dyn Store, queue: &dyn JobQueue) -> anyhow::Result<usize> {
+    store.reset_deliveries().await?;
+    let jobs = store.unpublished_jobs(Duration::ZERO, Duration::ZERO, i64::MAX).await?;
+    for &job_id in &jobs {
+        dispatch::publish(store, queue, job_id).await;
+    }
+    Ok(jobs.len())
+}
