@@ -50,6 +50,9 @@ pub struct Embedded {
     deps: Deps,
     queue: InProcessQueue,
     store: Arc<dyn Store>,
+    /// In-process consumers of the queue (one is enough: each runs `FASTNPC_WORKER_CONCURRENCY`
+    /// jobs at once; tests use more, or none).
+    workers: usize,
     /// Runs while the system runs when no LLM is configured.
     simulator: Option<LlmSimulator>,
 }
@@ -57,7 +60,12 @@ pub struct Embedded {
 impl Embedded {
     /// Opens `FASTNPC_DATA_DIR/fastnpc.db` (creating it), starts the simulator when no LLM is
     /// configured, and binds `FASTNPC_HTTP_ADDR`.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_workers(settings, 1).await
+    }
+
+    /// [`Embedded::build`] with `workers` in-process consumers.
+    pub async fn build_with_workers(mut settings: Settings, workers: usize) -> anyhow::Result<Self> {
         tokio::fs::create_dir_all(&settings.data_dir)
             .await
             .with_context(|| format!("cannot create FASTNPC_DATA_DIR {}", settings.data_dir.display()))?;
@@ -107,7 +115,7 @@ impl Embedded {
             cancels,
             config: WorkerConfig::from_settings(&settings),
         };
-        Ok(Self { api, deps, queue, store, simulator })
+        Ok(Self { api, deps, queue, store, workers, simulator })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -123,16 +131,20 @@ impl Embedded {
     /// Resumes what the last run left, then serves until `shutdown`: the API stops accepting
     /// and finishes its requests, then the workers finish (or hand back) their jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { api, deps, queue, store, simulator } = self;
+        let Self { api, deps, queue, store, workers, simulator } = self;
         let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
         if resumed > 0 {
             tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
         }
         let worker_stop = CancellationToken::new();
-        let worker = tokio::spawn(consumer::run_in_process(deps, queue, worker_stop.clone()));
+        let consumers: Vec<_> = (0..workers)
+            .map(|_| tokio::spawn(consumer::run_in_process(deps.clone(), queue.clone(), worker_stop.clone())))
+            .collect();
         let served = api.run_until(shutdown).await;
         worker_stop.cancel();
-        worker.await.context("the worker task panicked")?;
+        for consumer in consumers {
+            consumer.await.context("a worker task panicked")?;
+        }
         if let Some(simulator) = simulator {
             simulator.shutdown().await;
         }

@@ -111,8 +111,8 @@ async fn invalid_character_submissions_get_problem_details_and_create_nothing() 
     )
     .await;
 
-    let (characters,): (i64,) = sqlx::query_as("select count(*) from characters").fetch_one(&app.db).await.unwrap();
-    let (jobs,): (i64,) = sqlx::query_as("select count(*) from jobs").fetch_one(&app.db).await.unwrap();
+    let characters = app.db.count("select count(*) from characters").await;
+    let jobs = app.db.count("select count(*) from jobs").await;
     assert_eq!((characters, jobs), (0, 0), "nothing was created");
     assert_eq!(app.sim.stats().requests_received, 0, "no LLM call was made");
     app.stop().await;

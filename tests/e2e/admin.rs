@@ -26,9 +26,8 @@ async fn post(app: &TestApp, path: &str, user: Option<&TestUser>) -> (u16, Value
 }
 
 async fn job_status(app: &TestApp, job: &str) -> String {
-    let (status,): (String,) =
-        sqlx::query_as("select status from jobs where job_id = $1::uuid").bind(job).fetch_one(&app.db).await.unwrap();
-    status
+    let job_id = job.parse().expect("a job id");
+    app.store.job_status(job_id).await.unwrap().expect("the job exists").to_string()
 }
 
 #[tokio::test]
@@ -166,12 +165,6 @@ async fn disabling_a_user_ends_their_sessions_keys_and_jobs_but_keeps_their_data
     app.stop().await;
 }
 
-/// Runs the start-up of an API process (where the admin is bootstrapped), then stops it.
-async fn start_and_stop(settings: fastnpc_shared::settings::Settings) {
-    let api = fastnpc_api::Api::build(settings).await.expect("starts");
-    api.run_until(std::future::ready(())).await.expect("stops");
-}
-
 #[tokio::test]
 async fn an_existing_account_becomes_admin_only_with_the_configured_password() {
     let app = TestApp::spawn().await;
@@ -180,7 +173,7 @@ async fn an_existing_account_becomes_admin_only_with_the_configured_password() {
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
 
     settings.admin = Some(AdminAccount { username: ADMIN.into(), password: Secret::new(ADMIN_PASSWORD) });
-    let refused = fastnpc_api::Api::build(settings.clone()).await.err().expect("start-up refuses");
+    let refused = app.start_another(settings.clone()).await.expect_err("start-up refuses");
     assert!(refused.to_string().contains("refusing"), "{refused}");
     let me: Value = app.get("/v1/me", &squatter).await.json().await.unwrap();
     assert_eq!(me["user"]["admin"], false, "whoever registered the name first is not promoted");
@@ -188,17 +181,17 @@ async fn an_existing_account_becomes_admin_only_with_the_configured_password() {
     // With the account's own password it is promoted, and a later configuration naming
     // someone else demotes it: the configuration is the one source of truth.
     settings.admin = Some(AdminAccount { username: ADMIN.into(), password: Secret::new(PASSWORD) });
-    start_and_stop(settings.clone()).await;
+    app.start_another(settings.clone()).await.expect("starts");
     let me: Value = app.get("/v1/me", &squatter).await.json().await.unwrap();
     assert_eq!(me["user"]["admin"], true);
     settings.admin = Some(AdminAccount { username: "operator".into(), password: Secret::new(ADMIN_PASSWORD) });
-    start_and_stop(settings.clone()).await;
+    app.start_another(settings.clone()).await.expect("starts");
     let me: Value = app.get("/v1/me", &squatter).await.json().await.unwrap();
     assert_eq!(me["user"]["admin"], false);
     let operator = app.login("operator", ADMIN_PASSWORD).await;
     assert_eq!(app.get("/v1/admin/stats", &operator).await.status(), 200, "the configured account was created");
     settings.admin = None;
-    start_and_stop(settings).await;
+    app.start_another(settings).await.expect("starts");
     assert_eq!(app.get("/v1/admin/stats", &operator).await.status(), 404, "no admin configured, no admin");
     app.stop().await;
 }

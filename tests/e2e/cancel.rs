@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use fastnpc_tests::{harness::TestApp, sim::SimConfig};
+use fastnpc_tests::{
+    harness::{Backend, TestApp},
+    sim::SimConfig,
+};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
@@ -58,7 +61,8 @@ async fn a_running_generation_is_cancelled_and_its_character_never_left_half_mad
 
 #[tokio::test]
 async fn a_queued_job_that_is_cancelled_never_starts() {
-    let app = TestApp::builder().workers(0).spawn().await;
+    // About a broker message outliving its job's cancellation: the distributed mode's concern.
+    let app = TestApp::builder().backend(Backend::Distributed).workers(0).spawn().await;
     let user = app.user("grace").await;
     let created = app.create_character(&user, "李白").await;
     let job = created["job"]["id"].as_str().unwrap();

@@ -194,7 +194,7 @@ async fn an_idempotency_key_returns_the_original_job() {
     let conflict = send(changed).await.unwrap();
     assert_eq!(conflict.status(), 422);
 
-    let (jobs,): (i64,) = sqlx::query_as("select count(*) from jobs").fetch_one(&app.db).await.unwrap();
+    let jobs = app.db.count("select count(*) from jobs").await;
     assert_eq!(jobs, 1);
     app.stop().await;
 }

@@ -260,7 +260,7 @@ async fn an_idempotency_key_makes_sending_safe_to_repeat() {
     assert_eq!(send("处处闻啼鸟").await.unwrap().status(), 422, "the same key with another message");
 
     app.wait_for_job(&user, a["job"]["id"].as_str().unwrap()).await;
-    let (messages,): (i64,) = sqlx::query_as("select count(*) from messages").fetch_one(&app.db).await.unwrap();
+    let messages = app.db.count("select count(*) from messages").await;
     assert_eq!(messages, 2, "one user message and one reply");
     app.stop().await;
 }

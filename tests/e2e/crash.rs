@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fastnpc_tests::{
-    harness::{HANG_GUARD, TestApp, TestUser},
+    harness::{Backend, HANG_GUARD, TestApp, TestUser},
     sim::SimConfig,
 };
 use serde_json::{Value, json};
@@ -12,7 +12,8 @@ const WORKER: &str = env!("CARGO_BIN_EXE_fastnpc-test-worker");
 
 /// `count` ready characters of the user's, written directly (generation is not under test).
 async fn characters(app: &TestApp, count: usize) -> Vec<uuid::Uuid> {
-    let (user_id,): (uuid::Uuid,) = sqlx::query_as("select user_id from users").fetch_one(&app.db).await.unwrap();
+    let (user_id,): (uuid::Uuid,) =
+        sqlx::query_as("select user_id from users").fetch_one(app.db.postgres()).await.unwrap();
     let mut ids = Vec::new();
     for index in 0..count {
         let id = uuid::Uuid::now_v7();
@@ -24,7 +25,7 @@ async fn characters(app: &TestApp, count: usize) -> Vec<uuid::Uuid> {
         .bind(user_id)
         .bind(format!("角色{index}"))
         .bind(json!({"kind": "text", "text": "一位诗人，生于唐代，以诗闻名，游历四方。"}))
-        .execute(&app.db)
+        .execute(app.db.postgres())
         .await
         .unwrap();
         ids.push(id);
@@ -54,6 +55,7 @@ async fn send_all(app: &TestApp, user: &TestUser, characters: &[uuid::Uuid]) -> 
 #[tokio::test]
 async fn killing_a_worker_during_50_replies_loses_and_duplicates_nothing() {
     let app = TestApp::builder()
+        .backend(Backend::Distributed)
         .workers(0)
         .worker_concurrency(64)
         .setting("FASTNPC_JOB_LEASE_SECS", "2")
@@ -78,7 +80,7 @@ async fn killing_a_worker_during_50_replies_loses_and_duplicates_nothing() {
     }
     let (replies, answered): (i64, i64) =
         sqlx::query_as("select count(*), count(distinct reply_to) from messages where author = 'character'")
-            .fetch_one(&app.db)
+            .fetch_one(app.db.postgres())
             .await
             .unwrap();
     assert_eq!((replies, answered), (50, 50), "each reply stored exactly once");
@@ -97,6 +99,7 @@ async fn killing_a_worker_during_50_replies_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn a_worker_stopped_with_sigterm_finishes_what_it_holds() {
     let app = TestApp::builder()
+        .backend(Backend::Distributed)
         .workers(0)
         .sim(SimConfig { time_to_first_token: Duration::from_secs(2), ..SimConfig::default() })
         .spawn()
@@ -114,8 +117,7 @@ async fn a_worker_stopped_with_sigterm_finishes_what_it_holds() {
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["attempts"], 1, "finished by the worker that was stopping");
     }
-    let (replies,): (i64,) =
-        sqlx::query_as("select count(*) from messages where author = 'character'").fetch_one(&app.db).await.unwrap();
+    let replies = app.db.count("select count(*) from messages where author = 'character'").await;
     assert_eq!(replies, 3);
     app.stop().await;
 }

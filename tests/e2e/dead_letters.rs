@@ -3,7 +3,7 @@
 
 use fastnpc_shared::queue::{self, Topology};
 use fastnpc_tests::{
-    harness::TestApp,
+    harness::{Backend, TestApp},
     sim::{Fault, Rule},
 };
 use fastnpc_worker::dead_letters::{self, Selection};
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn a_failed_job_is_dead_lettered_and_can_be_requeued() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).spawn().await;
     let user = app.user("ada").await;
     app.sim.add_rule(Rule { when_contains: "背景故事".into(), fault: Fault::InvalidJson, times: None });
     let created = app.create_character(&user, "诸葛亮").await;
@@ -56,7 +56,7 @@ async fn a_failed_job_is_dead_lettered_and_can_be_requeued() {
 
 #[tokio::test]
 async fn a_poison_message_fails_its_job_and_is_dead_lettered() {
-    let app = TestApp::builder().workers(0).spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).workers(0).spawn().await;
     let user = app.user("grace").await;
     let created = app.create_character(&user, "李白").await;
     let job_id = created["job"]["id"].as_str().unwrap().to_owned();

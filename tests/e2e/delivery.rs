@@ -6,22 +6,22 @@ use fastnpc_shared::{
     jobs::QueueMessage,
     queue::{JobPublisher, Topology},
 };
-use fastnpc_tests::harness::{TestApp, sample_source};
+use fastnpc_tests::harness::{Backend, TestApp, sample_source};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_job_committed_but_never_published_is_sent_by_the_republisher() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).spawn().await;
     let user = app.user("ada").await;
     let (user_id,): (uuid::Uuid,) =
-        sqlx::query_as("select user_id from users where username = 'ada'").fetch_one(&app.db).await.unwrap();
+        sqlx::query_as("select user_id from users where username = 'ada'").fetch_one(app.db.postgres()).await.unwrap();
     // What the API leaves behind when it crashes between its commit and its publish.
     let (character_id, job_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     sqlx::query("insert into characters (character_id, user_id, name, source) values ($1, $2, '王维', $3)")
         .bind(character_id)
         .bind(user_id)
         .bind(json!({"kind": "text", "text": sample_source("王维")}))
-        .execute(&app.db)
+        .execute(app.db.postgres())
         .await
         .unwrap();
     sqlx::query(
@@ -30,7 +30,7 @@ async fn a_job_committed_but_never_published_is_sent_by_the_republisher() {
     .bind(job_id)
     .bind(user_id)
     .bind(character_id)
-    .execute(&app.db)
+    .execute(app.db.postgres())
     .await
     .unwrap();
 
@@ -38,7 +38,7 @@ async fn a_job_committed_but_never_published_is_sent_by_the_republisher() {
     assert_eq!(job["status"], "succeeded", "{job}");
     let (published,): (bool,) = sqlx::query_as("select published_at is not null from jobs where job_id = $1")
         .bind(job_id)
-        .fetch_one(&app.db)
+        .fetch_one(app.db.postgres())
         .await
         .unwrap();
     assert!(published, "the re-publisher recorded its confirmed publish");
@@ -47,7 +47,7 @@ async fn a_job_committed_but_never_published_is_sent_by_the_republisher() {
 
 #[tokio::test]
 async fn a_message_delivered_twice_runs_the_job_once() {
-    let app = TestApp::builder().workers(2).spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).workers(2).spawn().await;
     let user = app.user("grace").await;
     let created = app.create_character(&user, "李白").await;
     let job_id: JobId = created["job"]["id"].as_str().unwrap().parse().unwrap();

@@ -280,7 +280,7 @@ async fn groups_are_private_and_hold_only_their_owners_characters() {
 
     let group_now: Value = app.get(&format!("/v1/groups/{group}"), &owner).await.json().await.unwrap();
     assert_eq!(group_now["group"]["members"].as_array().unwrap().len(), 3, "nothing changed");
-    let (messages,): (i64,) = sqlx::query_as("select count(*) from group_messages").fetch_one(&app.db).await.unwrap();
+    let messages = app.db.count("select count(*) from group_messages").await;
     assert_eq!(messages, 0);
 
     // The owner manages members by id; deleting a character leaves the group and nothing else.
@@ -318,8 +318,7 @@ async fn a_repeated_group_message_with_an_idempotency_key_starts_one_loop() {
     assert_eq!(first["job"]["id"], second["job"]["id"]);
     assert_eq!(first["message"]["id"], second["message"]["id"]);
     app.wait_for_job(&user, first["job"]["id"].as_str().unwrap()).await;
-    let (user_messages,): (i64,) =
-        sqlx::query_as("select count(*) from group_messages where author = 'user'").fetch_one(&app.db).await.unwrap();
+    let user_messages = app.db.count("select count(*) from group_messages where author = 'user'").await;
     assert_eq!(user_messages, 1);
     app.stop().await;
 }

@@ -9,6 +9,7 @@ mod chat;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod embedded;
 mod groups;
 mod isolation;
 mod llm_faults;

@@ -20,8 +20,7 @@ async fn snapshot(app: &TestApp) -> Vec<i64> {
         "select count(*) from jobs where status = 'cancelled'",
         "select count(*) from api_keys where revoked_at is null",
     ] {
-        let (count,): (i64,) = sqlx::query_as(query).fetch_one(&app.db).await.unwrap();
-        counts.push(count);
+        counts.push(app.db.count(query).await);
     }
     counts
 }
@@ -57,12 +56,7 @@ async fn every_route_refuses_other_users_and_bad_credentials() {
     assert_eq!(app.request(Method::POST, "/v1/auth/logout", Some(&revoked)).send().await.unwrap().status(), 204);
     let expired = app.login("owner", PASSWORD).await;
     // The newest session (just issued) expires now.
-    sqlx::query(
-        "update sessions set expires_at = now() - interval '1 second' where created_at = (select max(created_at) from sessions)",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
+    app.db.expire_newest_session().await;
     assert_eq!(app.get("/v1/me", &expired).await.status(), 401);
     assert_eq!(app.get("/v1/me", &owner).await.status(), 200, "only that session expired");
 

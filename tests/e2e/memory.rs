@@ -87,24 +87,21 @@ async fn concurrent_chat_and_compression_never_lose_or_duplicate_memory() {
     }
     app.wait_until_no_pending("compress_memory").await;
 
-    let results: Vec<(Value,)> = sqlx::query_as(
-        "select result from jobs where kind = 'compress_memory' and status = 'succeeded' order by job_id",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let results = app
+        .db
+        .json_column("select result from jobs where kind = 'compress_memory' and status = 'succeeded' order by job_id")
+        .await;
     assert!(results.len() >= 2, "several compressions ran ({})", results.len());
     let mut absorbed = HashSet::new();
     let mut added = 0;
-    for (result,) in &results {
+    for result in &results {
         for id in result["absorbed_message_ids"].as_array().unwrap() {
             assert!(absorbed.insert(id.as_str().unwrap().to_owned()), "message {id} was summarised twice");
         }
         added += result["short_term_added"].as_u64().unwrap();
     }
-    let compressed: Vec<(uuid::Uuid,)> =
-        sqlx::query_as("select message_id from messages where compressed").fetch_all(&app.db).await.unwrap();
-    let compressed: HashSet<String> = compressed.into_iter().map(|(id,)| id.to_string()).collect();
+    let compressed = app.db.id_column("select message_id from messages where compressed").await;
+    let compressed: HashSet<String> = compressed.into_iter().map(|id| id.to_string()).collect();
     assert_eq!(compressed, absorbed, "exactly the summarised messages are marked");
     let memory = memories(&app, &user, &character).await;
     assert_eq!(memory["short_term"].as_array().unwrap().len() as u64, added, "no entry lost or duplicated");

@@ -7,7 +7,10 @@
 
 use std::{process::Command, time::Duration};
 
-use fastnpc_tests::{harness::TestApp, sim::SimConfig};
+use fastnpc_tests::{
+    harness::{Backend, TestApp},
+    sim::SimConfig,
+};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -39,7 +42,7 @@ impl Drop for BrokerDown {
 
 #[tokio::test]
 async fn every_job_accepted_while_the_broker_is_down_finishes() {
-    let app = TestApp::builder().workers(2).spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).workers(2).spawn().await;
     let user = app.user("ada").await;
     let character = app.ready_character(&user, "诸葛亮").await;
 
@@ -62,15 +65,14 @@ async fn every_job_accepted_while_the_broker_is_down_finishes() {
         let job = app.wait_for_job(&user, job).await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
-    let (replies,): (i64,) =
-        sqlx::query_as("select count(*) from messages where author = 'character'").fetch_one(&app.db).await.unwrap();
+    let replies = app.db.count("select count(*) from messages where author = 'character'").await;
     assert_eq!(replies, 10, "each reply stored once");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn streams_survive_dropped_redis_connections_without_gaps_or_duplicates() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).spawn().await;
     let user = app.user("grace").await;
     let character = app.ready_character(&user, "杜甫").await;
     // A reply of about three seconds of tokens.
@@ -141,7 +143,7 @@ impl Drop for DatabaseDown {
 
 #[tokio::test]
 async fn with_postgres_down_the_api_answers_503_and_recovers() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().backend(Backend::Distributed).spawn().await;
     let user = app.user("hedy").await;
 
     let outage = DatabaseDown::stop();

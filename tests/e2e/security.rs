@@ -50,8 +50,7 @@ async fn deleting_an_account_deletes_all_its_data_and_nobody_elses() {
         let mut counts = Vec::new();
         for table in ["characters", "messages", "jobs", "groups", "sessions", "api_keys"] {
             let query = format!("select count(*) from {table} t join users u using (user_id) where u.username = $1");
-            let (count,): (i64,) = sqlx::query_as(&query).bind(username).fetch_one(&app.db).await.unwrap();
-            counts.push(count);
+            counts.push(app.db.count_with(&query, username).await);
         }
         counts
     };
@@ -74,8 +73,7 @@ async fn deleting_an_account_deletes_all_its_data_and_nobody_elses() {
     assert_eq!(deleted.status(), 204);
 
     assert_eq!(app.get("/v1/me", &leaving).await.status(), 401);
-    let (users,): (i64,) =
-        sqlx::query_as("select count(*) from users where username = 'leaving'").fetch_one(&app.db).await.unwrap();
+    let users = app.db.count("select count(*) from users where username = 'leaving'").await;
     assert_eq!(users, 0);
     for table in ["characters", "messages", "jobs", "groups", "sessions", "api_keys", "group_messages", "memories"] {
         let orphaned = format!(
@@ -85,7 +83,7 @@ async fn deleting_an_account_deletes_all_its_data_and_nobody_elses() {
                 _ => "user_id not in (select user_id from users)".to_owned(),
             }
         );
-        let (count,): (i64,) = sqlx::query_as(&orphaned).fetch_one(&app.db).await.unwrap();
+        let count = app.db.count(&orphaned).await;
         assert_eq!(count, 0, "{table} keeps nothing of the deleted user");
     }
     assert_eq!(counts("staying").await, before, "nobody else's data was touched");
@@ -189,9 +187,7 @@ async fn per_user_limits_answer_429_and_create_nothing() {
     let user = app.user("barbara").await;
     let other = app.user("margaret").await;
     let body = |name: &str| json!({"name": name, "source": {"kind": "text", "text": fastnpc_tests::harness::sample_source(name)}});
-    let jobs = async || -> i64 {
-        sqlx::query_as::<_, (i64,)>("select count(*) from jobs").fetch_one(&app.db).await.unwrap().0
-    };
+    let jobs = async || -> i64 { app.db.count("select count(*) from jobs").await };
     // The submission window is a calendar minute: start well inside one.
     let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 60;
     if second > 50 {

@@ -1,5 +1,8 @@
-//! The end-to-end harness: a whole FastNPC (API, workers, LLM simulator) in this process, over
-//! the real Postgres, RabbitMQ and Redis.
+//! The end-to-end harness: a whole FastNPC (API, workers, LLM simulator) in this process, in
+//! either mode — a backend matrix. `FASTNPC_TEST_BACKEND=distributed` (the default) runs it over
+//! the real Postgres, RabbitMQ and Redis; `FASTNPC_TEST_BACKEND=embedded` runs `fastnpc serve`'s
+//! system over a SQLite file, with every service URL pointing at a closed port. Tests see one
+//! API either way; [`TestDb`] lets them look into whichever database it is.
 //!
 //! Each [`TestApp`] isolates itself so tests run in parallel: its own database (created and
 //! migrated per app, dropped on [`TestApp::stop`]), its own namespace for queue names and Redis
@@ -32,8 +35,33 @@ fn admin_url() -> String {
 
 const DB_PREFIX: &str = "fastnpc_t_";
 
+/// Which mode a [`TestApp`] runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// API and workers over Postgres, RabbitMQ and Redis.
+    Distributed,
+    /// `fastnpc serve`: SQLite and in-process queue and events; no services.
+    Embedded,
+}
+
+impl Backend {
+    /// From `FASTNPC_TEST_BACKEND` (`distributed` when unset).
+    pub fn from_env() -> Self {
+        match std::env::var("FASTNPC_TEST_BACKEND").as_deref() {
+            Ok("embedded") => Self::Embedded,
+            Ok("distributed") | Ok("") | Err(_) => Self::Distributed,
+            Ok(other) => panic!("FASTNPC_TEST_BACKEND must be `distributed` or `embedded`, not `{other}`"),
+        }
+    }
+}
+
+/// A URL nothing listens on: the embedded backend is given these for every service, so a test
+/// passing there proves the mode needs none.
+const CLOSED: &str = "127.0.0.1:9";
+
 /// Builds a [`TestApp`].
 pub struct TestAppBuilder {
+    backend: Backend,
     workers: usize,
     worker_concurrency: u16,
     sim: SimConfig,
@@ -41,6 +69,12 @@ pub struct TestAppBuilder {
 }
 
 impl TestAppBuilder {
+    /// Overrides `FASTNPC_TEST_BACKEND` (for tests about one mode).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Worker processes (each its own consumer) to run in-process.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -65,17 +99,17 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         init_logging();
-        drop_stale_databases().await;
-        let sim = LlmSimulator::start(self.sim).await.expect("the simulator starts");
+        let sim = LlmSimulator::start(self.sim.clone()).await.expect("the simulator starts");
         let unique = format!("{}_{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        let db_name = format!("{DB_PREFIX}{unique}");
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("Postgres is reachable");
-        admin.execute(format!(r#"create database "{db_name}""#).as_str()).await.expect("create test database");
-        admin.close().await.ok();
-        let database_url = format!("{}/{db_name}", admin_url().rsplit_once('/').expect("admin URL has a database").0);
+        match self.backend {
+            Backend::Distributed => self.spawn_distributed(sim, unique).await,
+            Backend::Embedded => self.spawn_embedded(sim, unique).await,
+        }
+    }
 
-        let mut env: HashMap<String, String> = [
-            ("DATABASE_URL", database_url.clone()),
+    /// The settings every test app starts from, whatever its mode.
+    fn common_env(&self, sim: &LlmSimulator, unique: &str) -> HashMap<String, String> {
+        [
             ("FASTNPC_NAMESPACE", format!("test-{unique}")),
             ("FASTNPC_HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("FASTNPC_LLM_BASE_URL", sim.base_url()),
@@ -88,12 +122,66 @@ impl TestAppBuilder {
             // Tests drive many jobs quickly from one user; the limits have their own test.
             ("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "100000".to_owned()),
             ("FASTNPC_LIMIT_ACTIVE_JOBS", "10000".to_owned()),
-            ("FASTNPC_AMQP_URL", service_url("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
-            ("FASTNPC_REDIS_URL", service_url("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        .collect()
+    }
+
+    async fn spawn_embedded(self, sim: LlmSimulator, unique: String) -> TestApp {
+        let data_dir = std::env::temp_dir().join(format!("fastnpc-test-{unique}"));
+        let mut env = self.common_env(&sim, &unique);
+        env.extend([
+            ("FASTNPC_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ("DATABASE_URL".to_owned(), format!("postgres://nobody@{CLOSED}/none")),
+            ("FASTNPC_AMQP_URL".to_owned(), format!("amqp://guest:guest@{CLOSED}/%2f")),
+            ("FASTNPC_REDIS_URL".to_owned(), format!("redis://{CLOSED}")),
+        ]);
+        env.extend(self.env);
+        let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("test settings are valid");
+        let system = fastnpc::Embedded::build_with_workers(settings.clone(), self.workers)
+            .await
+            .expect("the embedded system starts");
+        let api_url = format!("http://{}", system.local_addr());
+        let stop = CancellationToken::new();
+        let tasks = vec![tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                system.run_until(async move { stop.cancelled().await }).await.expect("the embedded system runs");
+            }
+        })];
+        // The harness's own connections, as it has its own Postgres pool in the other mode.
+        let database = data_dir.join(fastnpc::DATABASE_FILE);
+        let store = fastnpc_store_sqlite::SqliteStore::open(&database, 2).await.expect("the test database opens");
+        TestApp {
+            api_url,
+            http: reqwest::Client::new(),
+            sim,
+            db: TestDb::Sqlite(store.pool().clone()),
+            backend: Backend::Embedded,
+            store: Arc::new(store),
+            settings,
+            env,
+            stop,
+            tasks,
+            cleanup: Cleanup::Directory(data_dir),
+        }
+    }
+
+    async fn spawn_distributed(self, sim: LlmSimulator, unique: String) -> TestApp {
+        drop_stale_databases().await;
+        let db_name = format!("{DB_PREFIX}{unique}");
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("Postgres is reachable");
+        admin.execute(format!(r#"create database "{db_name}""#).as_str()).await.expect("create test database");
+        admin.close().await.ok();
+        let database_url = format!("{}/{db_name}", admin_url().rsplit_once('/').expect("admin URL has a database").0);
+
+        let mut env = self.common_env(&sim, &unique);
+        env.extend([
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("FASTNPC_AMQP_URL".to_owned(), service_url("FASTNPC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+            ("FASTNPC_REDIS_URL".to_owned(), service_url("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
+        ]);
         env.extend(self.env);
         let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("test settings are valid");
         let env_for_children = env.clone();
@@ -119,12 +207,13 @@ impl TestAppBuilder {
             http: reqwest::Client::new(),
             sim,
             store: Arc::new(fastnpc_shared::store::PgStore::from_pool(db.clone())),
-            db,
+            db: TestDb::Postgres(db),
+            backend: Backend::Distributed,
             settings,
             env: env_for_children,
             stop,
             tasks,
-            db_name,
+            cleanup: Cleanup::Database(db_name),
         }
     }
 }
@@ -135,7 +224,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub sim: LlmSimulator,
     /// A direct pool on the app's database, for assertions about what was (not) written.
-    pub db: PgPool,
+    /// The app's database, for looking at rows directly.
+    pub db: TestDb,
+    pub backend: Backend,
     /// The app's store, through the same port the API and workers use.
     pub store: Arc<dyn fastnpc_shared::store::Store>,
     pub settings: Settings,
@@ -143,7 +234,92 @@ pub struct TestApp {
     pub env: HashMap<String, String>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    db_name: String,
+    cleanup: Cleanup,
+}
+
+/// What a [`TestApp`] leaves to remove when it stops.
+enum Cleanup {
+    /// Its Postgres database.
+    Database(String),
+    /// Its embedded data directory.
+    Directory(std::path::PathBuf),
+}
+
+/// A test app's database, whichever it is. The SQL given to it must be valid in both
+/// (PostgreSQL and SQLite agree on plain `select count(*) ... where ...`).
+pub enum TestDb {
+    Postgres(PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl TestDb {
+    /// The value of a `select count(*) ...`.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// [`TestDb::count`] with one text parameter (`$1`).
+    pub async fn count_with(&self, sql: &str, parameter: &str) -> i64 {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(parameter).fetch_one(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).bind(parameter).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// The JSON column of every row of `sql`.
+    pub async fn json_column(&self, sql: &str) -> Vec<Value> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// The id column of every row of `sql`.
+    pub async fn id_column(&self, sql: &str) -> Vec<uuid::Uuid> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// Makes the newest login session expired (for the isolation matrix).
+    pub async fn expire_newest_session(&self) {
+        match self {
+            Self::Postgres(pool) => sqlx::query(
+                "update sessions set expires_at = now() - interval '1 second'
+                 where created_at = (select max(created_at) from sessions)",
+            )
+            .execute(pool)
+            .await
+            .map(|_| ()),
+            Self::Sqlite(pool) => {
+                let past = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+                sqlx::query(
+                    "update sessions set expires_at = $1 where created_at = (select max(created_at) from sessions)",
+                )
+                .bind(past)
+                .execute(pool)
+                .await
+                .map(|_| ())
+            }
+        }
+        .expect("expire a session");
+    }
+
+    /// The Postgres pool, for tests of the distributed mode only.
+    pub fn postgres(&self) -> &PgPool {
+        match self {
+            Self::Postgres(pool) => pool,
+            Self::Sqlite(_) => panic!("this test needs the distributed backend"),
+        }
+    }
 }
 
 /// A registered, logged-in user.
@@ -155,7 +331,13 @@ pub struct TestUser {
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder { workers: 1, worker_concurrency: 16, sim: SimConfig::default(), env: HashMap::new() }
+        TestAppBuilder {
+            backend: Backend::from_env(),
+            workers: 1,
+            worker_concurrency: 16,
+            sim: SimConfig::default(),
+            env: HashMap::new(),
+        }
     }
 
     /// API and one worker, default simulator.
@@ -238,12 +420,10 @@ impl TestApp {
     pub async fn wait_until_no_pending(&self, kind: &str) {
         let poll = async {
             loop {
-                let (pending,): (i64,) =
-                    sqlx::query_as("select count(*) from jobs where kind = $1 and status in ('queued', 'running')")
-                        .bind(kind)
-                        .fetch_one(&self.db)
-                        .await
-                        .expect("count pending jobs");
+                let pending = self
+                    .db
+                    .count_with("select count(*) from jobs where kind = $1 and status in ('queued', 'running')", kind)
+                    .await;
                 if pending == 0 {
                     return;
                 }
@@ -289,12 +469,21 @@ impl TestApp {
         let job_id: uuid::Uuid = job_id.parse().expect("a job id");
         let poll = async {
             loop {
-                let (published,): (bool,) =
-                    sqlx::query_as("select published_at is not null from jobs where job_id = $1")
-                        .bind(job_id)
-                        .fetch_one(&self.db)
-                        .await
-                        .expect("read the job");
+                let published = match &self.db {
+                    TestDb::Postgres(pool) => {
+                        sqlx::query_scalar("select published_at is not null from jobs where job_id = $1")
+                            .bind(job_id)
+                            .fetch_one(pool)
+                            .await
+                    }
+                    TestDb::Sqlite(pool) => {
+                        sqlx::query_scalar("select published_at is not null from jobs where job_id = $1")
+                            .bind(job_id)
+                            .fetch_one(pool)
+                            .await
+                    }
+                }
+                .expect("read the job");
                 if published {
                     return;
                 }
@@ -326,6 +515,16 @@ impl TestApp {
             command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         }
         ChildWorker(command.spawn().expect("the test worker binary starts"))
+    }
+
+    /// Starts a second API process of this app's mode with `settings` (same database), and stops
+    /// it once it has started: what a restart with a changed configuration does at start-up.
+    pub async fn start_another(&self, settings: Settings) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Distributed => fastnpc_api::Api::build(settings).await?.run_until(std::future::ready(())).await,
+            // Built, not run: running would also resume this app's jobs, which are not its own.
+            Backend::Embedded => fastnpc::Embedded::build_with_workers(settings, 0).await.map(drop),
+        }
     }
 
     /// Messages ready (not yet delivered) in the app's jobs queue.
@@ -361,9 +560,18 @@ impl TestApp {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
-        self.db.close().await;
-        if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-            let _ = admin.execute(format!(r#"drop database if exists "{}" with (force)"#, self.db_name).as_str()).await;
+        match (&self.db, &self.cleanup) {
+            (TestDb::Postgres(pool), Cleanup::Database(name)) => {
+                pool.close().await;
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await;
+                }
+            }
+            (TestDb::Sqlite(pool), Cleanup::Directory(directory)) => {
+                pool.close().await;
+                let _ = tokio::fs::remove_dir_all(directory).await;
+            }
+            _ => unreachable!("each backend has its own cleanup"),
         }
         self.sim
     }

@@ -1,0 +1,238 @@
+//! The embedded mode as users run it: the `fastnpc` binary as a child process, with every
+//! service URL pointing at a closed port, killed and restarted mid-job.
+
+use std::{path::PathBuf, time::Duration};
+
+use fastnpc_tests::{
+    harness::{ChildWorker, HANG_GUARD, PASSWORD, sample_source},
+    sim::{LlmSimulator, SimConfig},
+    sse_client::{self, SseEvent},
+};
+use futures::StreamExt;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_fastnpc-embedded");
+/// Nothing listens here.
+const CLOSED: &str = "127.0.0.1:9";
+
+/// One `fastnpc serve` process.
+struct Process {
+    child: ChildWorker,
+    url: String,
+}
+
+/// Starts `fastnpc serve` over `data_dir`, with `llm` as its model (`None`: none configured),
+/// and waits until it answers.
+async fn start(data_dir: &PathBuf, llm: Option<&LlmSimulator>) -> Process {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = std::process::Command::new(BINARY);
+    command
+        .arg("serve")
+        .env("FASTNPC_DATA_DIR", data_dir)
+        .env("FASTNPC_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", format!("postgres://nobody@{CLOSED}/none"))
+        .env("FASTNPC_AMQP_URL", format!("amqp://guest:guest@{CLOSED}/%2f"))
+        .env("FASTNPC_REDIS_URL", format!("redis://{CLOSED}"))
+        .env_remove("OPENROUTER_API_KEY")
+        .env_remove("FASTNPC_LLM_MODEL")
+        .stdin(std::process::Stdio::null());
+    match llm {
+        Some(sim) => command.env("FASTNPC_LLM_BASE_URL", sim.base_url()).env("FASTNPC_LLM_API_KEY", "test-key"),
+        None => command.env_remove("FASTNPC_LLM_BASE_URL").env_remove("FASTNPC_LLM_API_KEY"),
+    };
+    if std::env::var_os("TEST_LOG").is_none() {
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    }
+    let child = ChildWorker(command.spawn().expect("the fastnpc binary starts"));
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = async {
+        while !Client::new().get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, ready).await.expect("fastnpc serve answers");
+    Process { child, url }
+}
+
+fn data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("fastnpc-embedded-{}", uuid::Uuid::now_v7().simple()))
+}
+
+async fn call(method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the request is answered");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn login(process: &Process, register: bool) -> String {
+    let credentials = json!({"username": "ada", "password": PASSWORD});
+    if register {
+        let (status, body) =
+            call(reqwest::Method::POST, format!("{}/v1/auth/register", process.url), None, Some(credentials.clone()))
+                .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) =
+        call(reqwest::Method::POST, format!("{}/v1/auth/login", process.url), None, Some(credentials)).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn wait_for_job(process: &Process, token: &str, job: &str) -> Value {
+    let poll = async {
+        loop {
+            let (_, body) =
+                call(reqwest::Method::GET, format!("{}/v1/jobs/{job}", process.url), Some(token), None).await;
+            if matches!(body["job"]["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return body["job"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, poll).await.expect("the job finishes")
+}
+
+async fn events(
+    process: &Process,
+    token: &str,
+    job: &str,
+    after: Option<u64>,
+) -> impl futures::Stream<Item = anyhow::Result<SseEvent>> + Unpin + use<> {
+    let mut request = Client::new().get(format!("{}/v1/jobs/{job}/events", process.url)).bearer_auth(token);
+    if let Some(after) = after {
+        request = request.header("Last-Event-ID", after.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    sse_client::events(response)
+}
+
+async fn create_character(process: &Process, token: &str) -> (String, String) {
+    let body = json!({"name": "诸葛亮", "source": {"kind": "text", "text": sample_source("诸葛亮")}});
+    let (status, created) =
+        call(reqwest::Method::POST, format!("{}/v1/characters", process.url), Some(token), Some(body)).await;
+    assert_eq!(status, 202, "{created}");
+    (created["character"]["id"].as_str().unwrap().to_owned(), created["job"]["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn fastnpc_serve_needs_none_of_the_services() {
+    let dir = data_dir();
+    // No LLM configured either: the built-in simulator answers.
+    let process = start(&dir, None).await;
+    let token = login(&process, true).await;
+    let (character, job) = create_character(&process, &token).await;
+    assert_eq!(wait_for_job(&process, &token, &job).await["status"], "succeeded");
+    let (_, ready) =
+        call(reqwest::Method::GET, format!("{}/v1/characters/{character}", process.url), Some(&token), None).await;
+    assert_eq!(ready["character"]["status"], "ready", "{ready}");
+
+    let reply = Client::new()
+        .post(format!("{}/v1/characters/{character}/messages", process.url))
+        .bearer_auth(&token)
+        .header("Prefer", "wait=30")
+        .json(&json!({"content": "先生，天下大势如何？"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let reply: Value = reply.json().await.unwrap();
+    assert!(!reply["reply"]["content"].as_str().unwrap().is_empty(), "{reply}");
+    let (_, history) =
+        call(reqwest::Method::GET, format!("{}/v1/characters/{character}/messages", process.url), Some(&token), None)
+            .await;
+    assert_eq!(history["items"].as_array().unwrap().len(), 2, "the message and its reply: {history}");
+
+    process.child.signal("TERM");
+    assert!(process.child.wait().await, "a clean exit on SIGTERM");
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+}
+
+#[tokio::test]
+async fn a_job_interrupted_by_a_crash_resumes_after_a_restart_and_loses_nothing() {
+    let dir = data_dir();
+    // Answers that would take a minute: the job is mid-flight when the process dies.
+    let sim = LlmSimulator::start(SimConfig { time_to_first_token: Duration::from_secs(60), ..SimConfig::default() })
+        .await
+        .unwrap();
+    let first = start(&dir, Some(&sim)).await;
+    let token = login(&first, true).await;
+    let (character, job) = create_character(&first, &token).await;
+    let mut stream = events(&first, &token, &job, None).await;
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        let running = event.event == "status" && event.data["status"] == "running";
+        seen.push(event);
+        if running {
+            break;
+        }
+    }
+    let until_in_flight = async {
+        while sim.stats().in_flight < 10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, until_in_flight).await.expect("the generation's calls are in flight");
+    first.child.signal("KILL");
+    assert!(!first.child.wait().await, "killed, not exited");
+    drop(stream);
+
+    sim.set_config(SimConfig::default());
+    let second = start(&dir, Some(&sim)).await;
+    // The session survived with the database; the stream resumes where the client left it.
+    let last = seen.last().unwrap().id.unwrap();
+    let rest: Vec<SseEvent> = events(&second, &token, &job, Some(last)).await.map(|e| e.unwrap()).collect().await;
+    let ids: Vec<u64> = rest.iter().map(|e| e.id.unwrap()).collect();
+    let expected: Vec<u64> = (last + 1..=last + ids.len() as u64).collect();
+    assert_eq!(ids, expected, "no gap, no duplicate after the restart");
+    assert_eq!(rest.last().unwrap().event, "succeeded", "{rest:?}");
+    let finished = wait_for_job(&second, &token, &job).await;
+    assert!(finished["attempts"].as_i64().unwrap() >= 2, "taken over after the restart: {finished}");
+    let (_, ready) =
+        call(reqwest::Method::GET, format!("{}/v1/characters/{character}", second.url), Some(&token), None).await;
+    assert_eq!(ready["character"]["status"], "ready");
+    assert!(ready["character"]["profile"].is_object());
+
+    // A chat reply in flight across a crash is stored exactly once.
+    sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(60), ..SimConfig::default() });
+    let (status, sent) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/characters/{character}/messages", second.url),
+        Some(&token),
+        Some(json!({"content": "丞相安好？"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let reply_job = sent["job"]["id"].as_str().unwrap().to_owned();
+    let before = sim.stats().requests_received;
+    let until_asked = async {
+        while sim.stats().requests_received == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, until_asked).await.expect("the reply is being generated");
+    second.child.signal("KILL");
+    assert!(!second.child.wait().await);
+    sim.set_config(SimConfig::default());
+    let third = start(&dir, Some(&sim)).await;
+    assert_eq!(wait_for_job(&third, &token, &reply_job).await["status"], "succeeded");
+    let (_, history) =
+        call(reqwest::Method::GET, format!("{}/v1/characters/{character}/messages", third.url), Some(&token), None)
+            .await;
+    let authors: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|m| m["author"].as_str().unwrap()).collect();
+    assert_eq!(authors, ["character", "user"], "one reply to the one message: {history}");
+
+    third.child.signal("TERM");
+    assert!(third.child.wait().await);
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+}
