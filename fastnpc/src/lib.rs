@@ -31,7 +31,10 @@ use fastnpc_shared::{
     llm::{LlmClient, OpenAiClient},
     queue::{DELIVERY_LIMIT, JobQueue},
     settings::{Secret, Settings},
-    store::Store,
+    store::{
+        Store,
+        transfer::{ExportRefusal, FORMAT, Imported, UserExport},
+    },
 };
 use fastnpc_store_sqlite::{SqliteEventLog, SqliteStore};
 use fastnpc_worker::{Deps, WorkerConfig, consumer};
@@ -150,6 +153,59 @@ impl Embedded {
         }
         tracing::info!("FastNPC stopped");
         served
+    }
+}
+
+/// Where `fastnpc import` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The distributed mode's Postgres (`DATABASE_URL`), migrated first.
+    Postgres,
+    /// This machine's embedded store (`FASTNPC_DATA_DIR`).
+    Embedded,
+}
+
+/// `fastnpc export USERNAME`: one user's data from the embedded store in `FASTNPC_DATA_DIR`
+/// (see `fastnpc_shared::store::transfer`). Run it while `fastnpc serve` is stopped or idle for
+/// that user: it refuses while their jobs are queued or running.
+pub async fn export_user(settings: &Settings, username: &str) -> anyhow::Result<UserExport> {
+    let path = settings.data_dir.join(DATABASE_FILE);
+    anyhow::ensure!(path.exists(), "no embedded database at {} (set FASTNPC_DATA_DIR)", path.display());
+    let store = SqliteStore::open(&path, 2).await?;
+    match store.export_user(username).await? {
+        Ok(document) => Ok(document),
+        Err(ExportRefusal::NoSuchUser) => anyhow::bail!("no user named `{username}` in {}", path.display()),
+        Err(ExportRefusal::JobsActive(jobs)) => {
+            anyhow::bail!("`{username}` has {jobs} job(s) queued or running; let them finish (or cancel them) first")
+        }
+    }
+}
+
+/// `fastnpc import FILE`: writes an exported user into `target`, all or nothing.
+pub async fn import_user(settings: &Settings, document: &UserExport, target: Target) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        document.format == FORMAT,
+        "unknown export format `{}` (this version reads `{FORMAT}`)",
+        document.format
+    );
+    let store: Arc<dyn Store> = match target {
+        Target::Postgres => {
+            let store = fastnpc_shared::store::PgStore::connect(settings.database_url.expose(), 2).await?;
+            store.migrate().await?;
+            Arc::new(store)
+        }
+        Target::Embedded => {
+            tokio::fs::create_dir_all(&settings.data_dir).await?;
+            Arc::new(SqliteStore::open(&settings.data_dir.join(DATABASE_FILE), 2).await?)
+        }
+    };
+    let username = &document.user.username;
+    match store.import_user(document).await? {
+        Imported::Done => Ok(()),
+        Imported::UsernameTaken => anyhow::bail!("the target already has an account named `{username}`"),
+        Imported::IdsTaken => {
+            anyhow::bail!("the target already holds rows with these ids: was `{username}` imported before?")
+        }
     }
 }
 

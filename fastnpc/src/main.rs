@@ -3,25 +3,55 @@
 //! `fastnpc serve` (the default) runs the API and the workers over SQLite in
 //! `FASTNPC_DATA_DIR` (default `./data`), listening on `FASTNPC_HTTP_ADDR`. The environment
 //! variables of the distributed binaries apply (see the README); the service URLs are unused.
+//!
+//! `fastnpc export USERNAME user.json` and `fastnpc import user.json` move a user's data to the
+//! distributed mode's Postgres (`DATABASE_URL`; `--into embedded` imports into this machine's
+//! store instead).
 
 use fastnpc_shared::{settings::Settings, shutdown, telemetry};
 
-const USAGE: &str = "usage: fastnpc [serve]\n\n  serve   run the API and the workers in this process (default)";
+const USAGE: &str = "\
+usage: fastnpc [serve]
+       fastnpc export USERNAME FILE
+       fastnpc import FILE [--into postgres|embedded]
+
+  serve    run the API and the workers in this process, over FASTNPC_DATA_DIR (default)
+  export   write a user's data from FASTNPC_DATA_DIR to FILE (JSON)
+  import   write an exported user into Postgres (DATABASE_URL, default) or FASTNPC_DATA_DIR";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    match std::env::args().nth(1).as_deref() {
-        None | Some("serve") => {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["serve"] => {
             let system = fastnpc::Embedded::build(settings).await?;
             tracing::info!(addr = %system.local_addr(), "FastNPC (embedded) listening");
             system.run_until(shutdown::signal()).await
         }
-        Some("-h" | "--help" | "help") => {
+        ["export", username, file] => {
+            let document = fastnpc::export_user(&settings, username).await?;
+            tokio::fs::write(file, serde_json::to_vec_pretty(&document)?).await?;
+            tracing::info!(user = %username, file = %file, characters = document.characters.len(), "exported");
+            Ok(())
+        }
+        ["import", file, rest @ ..] => {
+            let target = match rest {
+                [] | ["--into", "postgres"] => fastnpc::Target::Postgres,
+                ["--into", "embedded"] => fastnpc::Target::Embedded,
+                _ => anyhow::bail!("{USAGE}"),
+            };
+            let text = tokio::fs::read_to_string(file).await?;
+            let document = serde_json::from_str(&text)?;
+            fastnpc::import_user(&settings, &document, target).await?;
+            tracing::info!(file = %file, ?target, "imported");
+            Ok(())
+        }
+        ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => anyhow::bail!("unknown command `{other}`\n{USAGE}"),
+        _ => anyhow::bail!("unknown command\n{USAGE}"),
     }
 }

@@ -33,6 +33,7 @@ pub mod api_keys;
 pub mod characters;
 mod event_log;
 pub mod events;
+mod export;
 pub mod groups;
 pub mod jobs;
 pub mod memories;

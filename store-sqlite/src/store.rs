@@ -18,6 +18,7 @@ use fastnpc_shared::{
         jobs::{CancelOutcome, Claim, Heartbeat, JobRecord, NewJob},
         memories::{Memories, MemoryEntry},
         messages::{MessageRecord, NewReply},
+        transfer::{ExportRefusal, Imported, UserExport},
         users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
     },
 };
@@ -25,7 +26,7 @@ use serde_json::Value;
 use sqlx::SqlitePool;
 
 use crate::{
-    api_keys, begin_immediate, characters, groups, is_unique_violation, jobs, memories, messages, stats, users,
+    api_keys, begin_immediate, characters, export, groups, is_unique_violation, jobs, memories, messages, stats, users,
 };
 
 /// The store over one SQLite database file.
@@ -616,5 +617,35 @@ impl Store for SqliteStore {
 
     async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {
         jobs::fail_unclaimed(&self.pool, job_id, error).await
+    }
+
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>> {
+        // A deferred transaction reads from one WAL snapshot.
+        let mut snapshot = self.pool.begin().await?;
+        let Some(user) = export::user(&mut *snapshot, username).await? else {
+            return Ok(Err(ExportRefusal::NoSuchUser));
+        };
+        let active = jobs::active_count(&mut *snapshot, user.user_id).await?;
+        if active > 0 {
+            return Ok(Err(ExportRefusal::JobsActive(active)));
+        }
+        let document = export::owned(&mut snapshot, user).await?;
+        snapshot.commit().await?;
+        Ok(Ok(document))
+    }
+
+    async fn import_user(&self, document: &UserExport) -> StoreResult<Imported> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        // On an error the transaction is dropped: rolled back, nothing written.
+        match export::insert_all(&mut tx, document).await {
+            Ok(()) => {}
+            Err(error) if is_unique_violation(&error, fastnpc_shared::store::users::USERNAME_KEY) => {
+                return Ok(Imported::UsernameTaken);
+            }
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(Imported::IdsTaken),
+            Err(error) => return Err(error),
+        }
+        tx.commit().await?;
+        Ok(Imported::Done)
     }
 }

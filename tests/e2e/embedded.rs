@@ -236,3 +236,91 @@ async fn a_job_interrupted_by_a_crash_resumes_after_a_restart_and_loses_nothing(
     assert!(third.child.wait().await);
     let _ = tokio::fs::remove_dir_all(&dir).await;
 }
+
+/// What a user sees of their data through the API, to compare two stores by.
+async fn views(app: &fastnpc_tests::harness::TestApp, user: &fastnpc_tests::harness::TestUser) -> Vec<Value> {
+    let mut views = Vec::new();
+    let characters: Value = app.get("/v1/characters", user).await.json().await.unwrap();
+    let groups: Value = app.get("/v1/groups", user).await.json().await.unwrap();
+    for character in characters["items"].as_array().unwrap() {
+        let id = character["id"].as_str().unwrap();
+        for path in [
+            format!("/v1/characters/{id}"),
+            format!("/v1/characters/{id}/messages?include=prompt"),
+            format!("/v1/characters/{id}/memories"),
+        ] {
+            views.push(app.get(&path, user).await.json().await.unwrap());
+        }
+    }
+    for group in groups["items"].as_array().unwrap() {
+        let id = group["id"].as_str().unwrap();
+        views.push(app.get(&format!("/v1/groups/{id}"), user).await.json().await.unwrap());
+        views.push(app.get(&format!("/v1/groups/{id}/messages"), user).await.json().await.unwrap());
+    }
+    let mut me: Value = app.get("/v1/me", user).await.json().await.unwrap();
+    me["user"]["id"].take(); // compared separately: kept too, but the point is the rest
+    views.extend([characters, groups, me, app.get("/v1/api-keys", user).await.json().await.unwrap()]);
+    views
+}
+
+#[tokio::test]
+async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_own() {
+    use fastnpc_tests::harness::{Backend, TestApp};
+
+    let embedded =
+        TestApp::builder().backend(Backend::Embedded).setting("FASTNPC_GROUP_TURN_PAUSE_MS", "0").spawn().await;
+    let ada = embedded.user("ada").await;
+    let zhuge = embedded.ready_character(&ada, "诸葛亮").await;
+    let liu = embedded.ready_character(&ada, "刘备").await;
+    assert_eq!(embedded.send_message(&ada, &zhuge, "先生安好？", Some(30)).await.status(), 200);
+    let memories =
+        json!({"short_term": ["主公 | 三顾 | 茅庐"], "long_term": [{"content": "隆中对", "importance": 12}]});
+    let edited = embedded.request(reqwest::Method::PUT, &format!("/v1/characters/{zhuge}/memories"), Some(&ada));
+    assert_eq!(edited.json(&memories).send().await.unwrap().status(), 200);
+    let group: Value = embedded
+        .post_json("/v1/groups", &ada, &json!({"name": "桃园", "character_ids": [zhuge, liu]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let group = group["group"]["id"].as_str().unwrap().to_owned();
+    let turn: Value = embedded
+        .post_json(&format!("/v1/groups/{group}/messages"), &ada, &json!({"content": "议事"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    embedded.wait_for_job(&ada, turn["job"]["id"].as_str().unwrap()).await;
+    let key: Value = embedded.post_json("/v1/api-keys", &ada, &json!({"name": "script"})).await.json().await.unwrap();
+    let key =
+        fastnpc_tests::harness::TestUser { username: "ada".into(), token: key["key"].as_str().unwrap().to_owned() };
+    for kind in ["compress_memory", "compress_group_memory", "group_turn", "chat_reply"] {
+        embedded.wait_until_no_pending(kind).await;
+    }
+    let before = views(&embedded, &ada).await;
+    let document = fastnpc::export_user(&embedded.settings, "ada").await.expect("exported");
+    assert_eq!(document.characters.len(), 2);
+    assert!(document.messages.len() >= 2 && !document.group_messages.is_empty(), "{document:?}");
+    embedded.stop().await;
+
+    let distributed = TestApp::builder().backend(Backend::Distributed).spawn().await;
+    fastnpc::import_user(&distributed.settings, &document, fastnpc::Target::Postgres).await.expect("imported");
+    // The password works on the new store; the sessions were not carried over.
+    assert_eq!(distributed.get("/v1/me", &ada).await.status(), 401);
+    let ada = distributed.login("ada", PASSWORD).await;
+    let after = views(&distributed, &ada).await;
+    assert_eq!(after.len(), before.len());
+    for (after, before) in after.iter().zip(&before) {
+        assert_eq!(after, before, "the same data through the same API");
+    }
+    assert_eq!(distributed.get("/v1/me", &key).await.status(), 200, "the API key too");
+    // And the conversation goes on there.
+    assert_eq!(distributed.send_message(&ada, &zhuge, "再议北伐。", Some(30)).await.status(), 200);
+
+    let characters = distributed.db.count("select count(*) from characters").await;
+    let again = fastnpc::import_user(&distributed.settings, &document, fastnpc::Target::Postgres).await;
+    let refusal = again.expect_err("a second import is refused").to_string();
+    assert!(refusal.contains("already"), "{refusal}");
+    assert_eq!(distributed.db.count("select count(*) from characters").await, characters, "and writes nothing");
+    distributed.stop().await;
+}

@@ -9,6 +9,7 @@
 
 pub mod api_keys;
 pub mod characters;
+mod export;
 pub mod groups;
 pub mod jobs;
 pub mod memories;
@@ -16,6 +17,7 @@ pub mod messages;
 pub mod port;
 pub mod postgres;
 pub mod stats;
+pub mod transfer;
 pub mod users;
 
 pub use port::*;

@@ -28,6 +28,7 @@ use super::{
     memories::{Memories, MemoryEntry},
     messages::{MessageRecord, NewReply},
     stats::Totals,
+    transfer::{ExportRefusal, Imported, UserExport},
     users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
 };
 use crate::{
@@ -352,4 +353,11 @@ pub trait Store: Send + Sync + 'static {
     async fn release_job(&self, claim: &Claim) -> StoreResult<bool>;
     /// Fails a job no worker can claim (its message was undecodable).
     async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool>;
+
+    // --- moving a user between stores (see `transfer`) ----------------------------------------
+
+    /// One user's data, read in one snapshot; refused while their jobs are queued or running.
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>>;
+    /// Writes an exported user, all or nothing.
+    async fn import_user(&self, export: &UserExport) -> StoreResult<Imported>;
 }

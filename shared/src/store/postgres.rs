@@ -16,7 +16,7 @@ use super::{
     api_keys::ApiKeyRecord,
     characters,
     characters::{CharacterRecord, CharacterSummary},
-    groups,
+    export, groups,
     groups::{GroupMessageRecord, GroupRecord, Member, NewGroupMessage},
     jobs,
     jobs::{CancelOutcome, Claim, Heartbeat, JobRecord, NewJob},
@@ -25,7 +25,9 @@ use super::{
     messages,
     messages::{MessageRecord, NewReply},
     port::*,
-    stats, users,
+    stats,
+    transfer::{ExportRefusal, Imported, UserExport},
+    users,
     users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
 };
 use crate::{
@@ -641,5 +643,33 @@ impl Store for PgStore {
 
     async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {
         jobs::fail_unclaimed(&self.pool, job_id, error).await
+    }
+
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>> {
+        let mut snapshot = self.pool.begin().await?;
+        sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
+        let Some(user) = export::user(&mut *snapshot, username).await? else {
+            return Ok(Err(ExportRefusal::NoSuchUser));
+        };
+        let active = jobs::active_count(&mut *snapshot, user.user_id).await?;
+        if active > 0 {
+            return Ok(Err(ExportRefusal::JobsActive(active)));
+        }
+        let document = export::owned(&mut snapshot, user).await?;
+        snapshot.commit().await?;
+        Ok(Ok(document))
+    }
+
+    async fn import_user(&self, document: &UserExport) -> StoreResult<Imported> {
+        let mut tx = self.pool.begin().await?;
+        // On an error the transaction is dropped: rolled back, nothing written.
+        match export::insert_all(&mut tx, document).await {
+            Ok(()) => {}
+            Err(error) if is_unique_violation(&error, users::USERNAME_KEY) => return Ok(Imported::UsernameTaken),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(Imported::IdsTaken),
+            Err(error) => return Err(error),
+        }
+        tx.commit().await?;
+        Ok(Imported::Done)
     }
 }

@@ -1,0 +1,234 @@
+//! Postgres queries behind `Store::export_user` and `Store::import_user` (see [`super::transfer`]).
+
+use sqlx::{PgConnection, PgExecutor};
+
+use super::transfer::*;
+use crate::ids::{CharacterId, GroupId, MessageId, UserId};
+
+pub(crate) async fn user(db: impl PgExecutor<'_>, username: &str) -> Result<Option<ExportedUser>, sqlx::Error> {
+    sqlx::query_as!(
+        ExportedUser,
+        r#"select user_id as "user_id: UserId", username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
+                  max_group_rounds, created_at
+           from users where lower(username) = lower($1)"#,
+        username,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Everything of `user` but the account row, read in one snapshot.
+pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<UserExport, sqlx::Error> {
+    let user_id = user.user_id.0;
+    let characters = sqlx::query_as!(
+        ExportedCharacter,
+        r#"select character_id as "character_id: CharacterId", name, status, source, profile, brief, memory_version,
+                  created_at, updated_at
+           from characters where user_id = $1 order by character_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let memories = sqlx::query_as!(
+        ExportedMemory,
+        r#"select m.character_id as "character_id: CharacterId", m.layer, m.position, m.content, m.importance,
+                  m.created_at
+           from memories m join characters c using (character_id)
+           where c.user_id = $1 order by m.character_id, m.layer, m.position"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let messages = sqlx::query_as!(
+        ExportedMessage,
+        r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
+                  compressed, job_id, reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+           from messages where user_id = $1 order by message_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let groups = sqlx::query_as!(
+        ExportedGroup,
+        r#"select group_id as "group_id: GroupId", name, created_at, updated_at
+           from groups where user_id = $1 order by group_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let group_members = sqlx::query_as!(
+        ExportedMember,
+        r#"select m.group_id as "group_id: GroupId", m.character_id as "character_id: CharacterId", m.joined_at,
+                  m.absorbed_upto as "absorbed_upto: MessageId"
+           from group_members m join groups g using (group_id)
+           where g.user_id = $1 order by m.group_id, m.character_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let group_messages = sqlx::query_as!(
+        ExportedGroupMessage,
+        r#"select message_id as "message_id: MessageId", group_id as "group_id: GroupId", author,
+                  character_id as "character_id: CharacterId", speaker_name, content, moderator, prompt_snapshot, job_id,
+                  round, created_at
+           from group_messages where user_id = $1 order by message_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let api_keys = sqlx::query_as!(
+        ExportedApiKey,
+        "select key_id, name, prefix, key_hash, created_at, last_used_at, revoked_at
+         from api_keys where user_id = $1 order by key_id",
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(UserExport {
+        format: FORMAT.to_owned(),
+        user,
+        characters,
+        memories,
+        messages,
+        groups,
+        group_members,
+        group_messages,
+        api_keys,
+    })
+}
+
+/// Writes every row of `export` in `tx`. The caller rolls back on any error.
+pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Result<(), sqlx::Error> {
+    let user = &export.user;
+    let user_id = user.user_id.0;
+    sqlx::query!(
+        "insert into users (user_id, username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
+                            max_group_rounds, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        user_id,
+        user.username,
+        user.password_hash,
+        user.bio,
+        user.ctx_max_chat,
+        user.ctx_max_stm,
+        user.ctx_max_ltm,
+        user.max_group_rounds,
+        user.created_at,
+    )
+    .execute(&mut *tx)
+    .await?;
+    for c in &export.characters {
+        sqlx::query!(
+            "insert into characters (character_id, user_id, name, status, source, profile, brief, memory_version,
+                                     created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            c.character_id.0,
+            user_id,
+            c.name,
+            c.status,
+            c.source,
+            c.profile,
+            c.brief,
+            c.memory_version,
+            c.created_at,
+            c.updated_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for m in &export.memories {
+        sqlx::query!(
+            "insert into memories (character_id, layer, position, content, importance, created_at)
+             values ($1, $2, $3, $4, $5, $6)",
+            m.character_id.0,
+            m.layer,
+            m.position,
+            m.content,
+            m.importance,
+            m.created_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Id order is creation order, so a reply follows the message it answers.
+    for m in &export.messages {
+        sqlx::query!(
+            "insert into messages (message_id, user_id, character_id, author, content, compressed, job_id, reply_to,
+                                   prompt_snapshot, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            m.message_id.0,
+            user_id,
+            m.character_id.0,
+            m.author,
+            m.content,
+            m.compressed,
+            m.job_id,
+            m.reply_to.map(|id| id.0),
+            m.prompt_snapshot,
+            m.created_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for g in &export.groups {
+        sqlx::query!(
+            "insert into groups (group_id, user_id, name, created_at, updated_at) values ($1, $2, $3, $4, $5)",
+            g.group_id.0,
+            user_id,
+            g.name,
+            g.created_at,
+            g.updated_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for m in &export.group_members {
+        sqlx::query!(
+            "insert into group_members (group_id, character_id, joined_at, absorbed_upto) values ($1, $2, $3, $4)",
+            m.group_id.0,
+            m.character_id.0,
+            m.joined_at,
+            m.absorbed_upto.map(|id| id.0),
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for m in &export.group_messages {
+        sqlx::query!(
+            "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
+                                         moderator, prompt_snapshot, job_id, round, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            m.message_id.0,
+            m.group_id.0,
+            user_id,
+            m.author,
+            m.character_id.map(|id| id.0),
+            m.speaker_name,
+            m.content,
+            m.moderator,
+            m.prompt_snapshot,
+            m.job_id,
+            m.round,
+            m.created_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for k in &export.api_keys {
+        sqlx::query!(
+            "insert into api_keys (key_id, user_id, name, prefix, key_hash, created_at, last_used_at, revoked_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            k.key_id,
+            user_id,
+            k.name,
+            k.prefix,
+            k.key_hash,
+            k.created_at,
+            k.last_used_at,
+            k.revoked_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! One user's data as a portable document: what `fastnpc export` writes and `fastnpc import`
+//! reads, to move a user between stores (the embedded SQLite store to Postgres, or back).
+//!
+//! It holds what the user owns and would miss: the account (with its password hash, so the
+//! password keeps working), characters with their profiles and memories, conversations, groups
+//! and API keys (hashes only). It leaves out what is operational and rebuilt by use: sessions
+//! (log in again) and the job history. Ids are kept, so links between rows (a reply to its
+//! message, a member's group cursor) survive, and a second import of the same document is
+//! refused instead of duplicating anything.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{CharacterId, GroupId, MessageId, UserId};
+
+/// The document's format version; a reader refuses versions it does not know.
+pub const FORMAT: &str = "fastnpc.user-export.v1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserExport {
+    pub format: String,
+    pub user: ExportedUser,
+    pub characters: Vec<ExportedCharacter>,
+    pub memories: Vec<ExportedMemory>,
+    pub messages: Vec<ExportedMessage>,
+    pub groups: Vec<ExportedGroup>,
+    pub group_members: Vec<ExportedMember>,
+    pub group_messages: Vec<ExportedGroupMessage>,
+    pub api_keys: Vec<ExportedApiKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedUser {
+    pub user_id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub bio: String,
+    pub ctx_max_chat: i32,
+    pub ctx_max_stm: i32,
+    pub ctx_max_ltm: i32,
+    pub max_group_rounds: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedCharacter {
+    pub character_id: CharacterId,
+    pub name: String,
+    pub status: String,
+    pub source: Value,
+    pub profile: Option<Value>,
+    pub brief: Option<String>,
+    pub memory_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedMemory {
+    pub character_id: CharacterId,
+    pub layer: String,
+    pub position: i32,
+    pub content: String,
+    pub importance: Option<i16>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedMessage {
+    pub message_id: MessageId,
+    pub character_id: CharacterId,
+    pub author: String,
+    pub content: String,
+    pub compressed: bool,
+    pub job_id: Option<uuid::Uuid>,
+    pub reply_to: Option<MessageId>,
+    pub prompt_snapshot: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedGroup {
+    pub group_id: GroupId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedMember {
+    pub group_id: GroupId,
+    pub character_id: CharacterId,
+    pub joined_at: DateTime<Utc>,
+    pub absorbed_upto: Option<MessageId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedGroupMessage {
+    pub message_id: MessageId,
+    pub group_id: GroupId,
+    pub author: String,
+    pub character_id: Option<CharacterId>,
+    pub speaker_name: String,
+    pub content: String,
+    pub moderator: Option<Value>,
+    pub prompt_snapshot: Option<String>,
+    pub job_id: Option<uuid::Uuid>,
+    pub round: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedApiKey {
+    pub key_id: uuid::Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why an export was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportRefusal {
+    NoSuchUser,
+    /// Jobs of the user are queued or running; their results would be missing from the copy.
+    JobsActive(i64),
+}
+
+/// How an import ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Imported {
+    Done,
+    /// Nothing was written: the target already has an account with that name.
+    UsernameTaken,
+    /// Nothing was written: the target already has rows with these ids (imported before?).
+    IdsTaken,
+}
