@@ -13,10 +13,13 @@
 //! - *peak memory*: `VmHWM` of the API and of the largest worker after the level.
 //!
 //! ```text
-//! cargo build --release -p fastnpc-api -p fastnpc-worker -p fastnpc-tests --bins
+//! cargo build --release -p fastnpc -p fastnpc-api -p fastnpc-worker -p fastnpc-tests --bins
 //! target/release/chatbench [--levels 1,10,100,1000] [--messages 3] [--ttft-ms 1000] [--itl-ms 20]
-//!     [--tokens 24] [--workers 2] [--worker-concurrency 512]
+//!     [--tokens 24] [--workers 2] [--worker-concurrency 512] [--embedded true]
 //! ```
+//!
+//! `--embedded true` runs the embedded mode instead: one `fastnpc serve` process over SQLite (API
+//! and workers together, so there is one peak memory), no services.
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +43,7 @@ struct Args {
     worker_concurrency: u64,
     group_levels: Vec<usize>,
     group_rounds: i32,
+    embedded: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -53,6 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
         worker_concurrency: 512,
         group_levels: vec![1, 10],
         group_rounds: 5,
+        embedded: false,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -67,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--worker-concurrency" => args.worker_concurrency = value.parse()?,
             "--group-levels" => args.group_levels = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--group-rounds" => args.group_rounds = value.parse()?,
+            "--embedded" => args.embedded = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -327,19 +333,25 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let bin: PathBuf = std::env::current_exe()?.parent().context("binary folder")?.to_owned();
-    let admin_url = std::env::var("FASTNPC_TEST_PG_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let database = "fastnpc_chatbench";
-    let mut admin = PgConnection::connect(&admin_url).await?;
-    admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
-    admin.execute(format!("create database {database}").as_str()).await?;
-    let database_url = format!("{}/{database}", admin_url.rsplit_once('/').context("admin URL")?.0);
+    let data_dir = std::env::temp_dir().join(format!("fastnpc-chatbench-{}", std::process::id()));
+    let database_url = if args.embedded {
+        "postgres://unused@127.0.0.1:9/none".to_owned()
+    } else {
+        let admin_url = std::env::var("FASTNPC_TEST_PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let database = "fastnpc_chatbench";
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
+        admin.execute(format!("create database {database}").as_str()).await?;
+        format!("{}/{database}", admin_url.rsplit_once('/').context("admin URL")?.0)
+    };
 
     let (sim_port, api_port) = (free_port()?, free_port()?);
     let sim_url = format!("http://127.0.0.1:{sim_port}/v1");
     let api = format!("http://127.0.0.1:{api_port}");
     let env = vec![
         ("DATABASE_URL", database_url.clone()),
+        ("FASTNPC_DATA_DIR", data_dir.display().to_string()),
         ("FASTNPC_NAMESPACE", format!("chatbench-{}", std::process::id())),
         ("FASTNPC_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
         ("FASTNPC_LLM_BASE_URL", sim_url.clone()),
@@ -353,6 +365,7 @@ async fn main() -> anyhow::Result<()> {
         ("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000000".into()),
         ("FASTNPC_LIMIT_ACTIVE_JOBS", "1000000".into()),
         ("FASTNPC_LIMIT_CHARACTERS", "1000000".into()),
+        ("FASTNPC_LIMIT_GROUPS", "1000000".into()),
     ];
     let mut processes = Processes(Vec::new());
     let sim_args = [
@@ -367,11 +380,15 @@ async fn main() -> anyhow::Result<()> {
     ];
     let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
     processes.0.push(("llm-sim".into(), spawn(&bin, "llm-sim", &sim_args, &[])?));
-    processes.0.push(("api".into(), spawn(&bin, "fastnpc-api", &[], &env)?));
+    if args.embedded {
+        processes.0.push(("api".into(), spawn(&bin, "fastnpc", &["serve"], &env)?));
+    } else {
+        processes.0.push(("api".into(), spawn(&bin, "fastnpc-api", &[], &env)?));
+    }
     let http = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
     wait_healthy(&http, &format!("{api}/healthz")).await?;
     wait_healthy(&http, &format!("{sim_url}/models")).await?;
-    for index in 0..args.workers {
+    for index in 0..if args.embedded { 0 } else { args.workers } {
         processes.0.push((format!("worker-{index}"), spawn(&bin, "fastnpc-worker", &[], &env)?));
     }
 
@@ -403,19 +420,27 @@ async fn main() -> anyhow::Result<()> {
     }
     let needed =
         args.levels.iter().copied().max().unwrap_or(1).max(3 * args.group_levels.iter().copied().max().unwrap_or(0));
-    let mut db = PgConnection::connect(&database_url).await?;
+    // Valid in both databases; SQLite's columns have no defaults, so every one is copied.
+    let clone = "insert into characters (character_id, user_id, name, status, source, profile, brief, created_at,
+                                         updated_at)
+                 select $1, user_id, name, status, source, profile, brief, created_at, updated_at
+                 from characters where character_id = $2";
+    let template_id = uuid::Uuid::parse_str(&template)?;
     let mut characters = vec![template.clone()];
-    for _ in 1..needed {
-        let id = uuid::Uuid::now_v7();
-        sqlx::query(
-            "insert into characters (character_id, user_id, name, status, source, profile, brief)
-             select $1, user_id, name, status, source, profile, brief from characters where character_id = $2",
-        )
-        .bind(id)
-        .bind(uuid::Uuid::parse_str(&template)?)
-        .execute(&mut db)
-        .await?;
-        characters.push(id.to_string());
+    if args.embedded {
+        let db = fastnpc_store_sqlite::connect(&data_dir.join(fastnpc::DATABASE_FILE), 1).await?;
+        for _ in 1..needed {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(clone).bind(id).bind(template_id).execute(&db).await?;
+            characters.push(id.to_string());
+        }
+    } else {
+        let mut db = PgConnection::connect(&database_url).await?;
+        for _ in 1..needed {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(clone).bind(id).bind(template_id).execute(&mut db).await?;
+            characters.push(id.to_string());
+        }
     }
 
     let (sim_first, sim_total) = simulator_baseline(&http, &sim_url).await?;
@@ -454,7 +479,7 @@ async fn main() -> anyhow::Result<()> {
                 .fold(0.0, f64::max)
         };
         println!(
-            "| {level} | {} | {:.1} replies/s | {} | {} | {} | {} | {:.0} MiB | {:.0} MiB |",
+            "| {level} | {} | {:.1} replies/s | {} | {} | {} | {} | {:.0} MiB | {} |",
             replies.len(),
             replies.len() as f64 / wall.as_secs_f64(),
             ms(percentile(added.clone(), 0.5)),
@@ -462,14 +487,19 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(first.clone(), 0.5)),
             ms(percentile(first, 0.99)),
             rss("api"),
-            rss("worker"),
+            if args.embedded { "(same process)".to_owned() } else { format!("{:.0} MiB", rss("worker")) },
         );
     }
     if !args.group_levels.is_empty() {
         group_rounds(&http, &api, &sim_url, &token, &characters, &args).await?;
     }
     drop(processes);
-    drop(db);
-    admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
+    if args.embedded {
+        let _ = tokio::fs::remove_dir_all(&data_dir).await;
+    } else {
+        let admin_url = database_url.rsplit_once('/').context("database URL")?.0.to_owned() + "/postgres";
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        admin.execute("drop database if exists fastnpc_chatbench with (force)").await?;
+    }
     Ok(())
 }
