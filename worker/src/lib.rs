@@ -4,7 +4,8 @@
 //!
 //! - [`consumer`]: the connection supervisor. It (re)connects, re-declares the topology,
 //!   re-applies prefetch (lapin's recovery would not) and feeds deliveries to the runner, never
-//!   holding more than the configured number of jobs at once.
+//!   holding more than the configured number of jobs at once. `consumer::run_in_process` does the
+//!   same over the embedded mode's in-process queue.
 //! - [`runner`]: one delivery's life: decode, claim with a lease, heartbeat, run the handler,
 //!   commit, emit the terminal event, and only then ack.
 //! - [`jobs`]: one module per job kind.

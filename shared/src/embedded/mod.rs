@@ -1,5 +1,5 @@
 //! In-process stand-ins for RabbitMQ and Redis, for the embedded mode: the API and the workers in
-//! one process, with Postgres as the only service.
+//! one process, with the store (SQLite) as the only thing that lasts.
 //!
 //! A single process does not need a broker to hand job ids to its own workers, nor a shared
 //! store for counts that only it keeps. Each adapter here mirrors the public methods of its
@@ -9,10 +9,10 @@
 //! lock, expire and window exactly like their Redis versions.
 //!
 //! What differs is durability: everything here lives in memory and is gone after a restart.
-//! That is acceptable because Postgres stays the source of truth:
+//! That is acceptable because the store stays the source of truth:
 //!
-//! - the job queue is rebuilt by the re-publisher, which re-sends queued jobs that were never
-//!   published and running jobs whose lease expired (see [`queue`] for the one case it misses);
+//! - the job queue is rebuilt from the job rows at start-up (`Store::reset_deliveries`, then a
+//!   publish of every queued and running job; see [`queue`]);
 //! - lost login backoff only restarts an attacker's free attempts;
 //! - lost stream tokens make `EventSource` clients fetch a new one, as they do when one expires;
 //! - lost submission counts give each user one fresh minute.

@@ -14,19 +14,18 @@
 //! - **FIFO** for fresh messages; a returned message goes to the back.
 //!
 //! Publishing cannot fail and is "confirmed" at once: there is no broker to be down, and no
-//! bound but memory (a job is a row in Postgres first, so the queue holds at most one small
+//! bound but memory (a job is a row in the store first, so the queue holds at most one small
 //! message per live job, plus duplicates).
 //!
 //! # Durability
 //!
-//! None: the queue is memory, and a restart empties it, dead letters included. Postgres makes up
-//! for it: the job row is its own outbox, and the re-publisher re-sends queued jobs that were
-//! never published, queued heads of a serial key left unclaimed, and running jobs whose lease
-//! expired. One case it does not cover: a queued job without a serial key whose publish the
-//! previous process confirmed. Its message died with that process, and the re-publisher sees a
-//! published job. The embedded mode must therefore publish (or mark unpublished) every queued
-//! job when it starts. Dead letters are lost on restart too; their jobs are already `failed` in
-//! Postgres, where an operator still finds them.
+//! None: the queue is memory, and a restart empties it, dead letters included. The store makes
+//! up for it: the job row is its own outbox. The re-publisher alone would miss one case — a
+//! queued job without a serial key whose publish the previous process confirmed (its message
+//! died with that process, but the row says published) — so the embedded mode calls
+//! `Store::reset_deliveries` when it starts and publishes every queued and running job again
+//! (`fastnpc::Embedded::run_until`). Dead letters are lost on restart too; their jobs are
+//! already `failed` in the store, where an operator still finds them.
 
 use std::{
     collections::VecDeque,
