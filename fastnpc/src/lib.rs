@@ -43,6 +43,11 @@ use tokio_util::sync::CancellationToken;
 /// The database file inside `FASTNPC_DATA_DIR`.
 pub const DATABASE_FILE: &str = "fastnpc.db";
 
+/// How long a finished job's event log is kept: long enough for any client to come back and
+/// replay it (after that, a stream of a finished job is answered from the job row alone).
+const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// SQLite serves one writer at a time, so a few connections are all that helps (readers run
 /// beside the writer in WAL mode).
 const MAX_DB_CONNECTIONS: u32 = 8;
@@ -53,6 +58,8 @@ pub struct Embedded {
     deps: Deps,
     queue: InProcessQueue,
     store: Arc<dyn Store>,
+    /// The same store, for its SQLite-only upkeep (pruning old event logs).
+    sqlite: SqliteStore,
     /// In-process consumers of the queue (one is enough: each runs `FASTNPC_WORKER_CONCURRENCY`
     /// jobs at once; tests use more, or none).
     workers: usize,
@@ -95,7 +102,7 @@ impl Embedded {
 
         let hub = EventHub::in_process();
         let events: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(sqlite.pool().clone(), hub.clone()));
-        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let queue = InProcessQueue::new(DELIVERY_LIMIT.unsigned_abs());
         let publisher: Arc<dyn JobQueue> = Arc::new(queue.clone());
         let cancels = CancelRegistry::default();
@@ -118,7 +125,7 @@ impl Embedded {
             cancels,
             config: WorkerConfig::from_settings(&settings),
         };
-        Ok(Self { api, deps, queue, store, workers, simulator })
+        Ok(Self { api, deps, queue, store, sqlite, workers, simulator })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -134,12 +141,13 @@ impl Embedded {
     /// Resumes what the last run left, then serves until `shutdown`: the API stops accepting
     /// and finishes its requests, then the workers finish (or hand back) their jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { api, deps, queue, store, workers, simulator } = self;
+        let Self { api, deps, queue, store, sqlite, workers, simulator } = self;
         let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
         if resumed > 0 {
             tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
         }
         let worker_stop = CancellationToken::new();
+        let pruner = tokio::spawn(prune_events(sqlite, worker_stop.clone()));
         let consumers: Vec<_> = (0..workers)
             .map(|_| tokio::spawn(consumer::run_in_process(deps.clone(), queue.clone(), worker_stop.clone())))
             .collect();
@@ -148,6 +156,7 @@ impl Embedded {
         for consumer in consumers {
             consumer.await.context("a worker task panicked")?;
         }
+        pruner.await.context("the event pruner panicked")?;
         if let Some(simulator) = simulator {
             simulator.shutdown().await;
         }
@@ -205,6 +214,23 @@ pub async fn import_user(settings: &Settings, document: &UserExport, target: Tar
         Imported::UsernameTaken => anyhow::bail!("the target already has an account named `{username}`"),
         Imported::IdsTaken => {
             anyhow::bail!("the target already holds rows with these ids: was `{username}` imported before?")
+        }
+    }
+}
+
+/// Deletes finished jobs' event logs once they are [`EVENT_RETENTION`] old, every
+/// [`PRUNE_INTERVAL`] until `stop` (Redis expires them in the distributed mode).
+async fn prune_events(store: SqliteStore, stop: CancellationToken) {
+    loop {
+        let cutoff = fastnpc_store_sqlite::minus(fastnpc_store_sqlite::now(), EVENT_RETENTION);
+        match store.prune_events(cutoff).await {
+            Ok(0) => {}
+            Ok(events) => tracing::info!(events, "pruned the event logs of long-finished jobs"),
+            Err(error) => tracing::warn!(%error, "cannot prune old event logs"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
     }
 }

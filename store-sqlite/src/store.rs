@@ -46,6 +46,12 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Deletes the event logs of jobs that finished before `older_than` (see
+    /// [`crate::events::prune`]); returns how many events went.
+    pub async fn prune_events(&self, older_than: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        crate::events::prune(&self.pool, older_than).await
+    }
 }
 
 /// Inserts a job in `tx`; a reused idempotency key becomes [`Submitted::IdempotencyKeyTaken`].
