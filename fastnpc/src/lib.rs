@@ -42,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The database file inside `FASTNPC_DATA_DIR`.
 pub const DATABASE_FILE: &str = "fastnpc.db";
+/// Held (an exclusive file lock) by the one process that runs jobs over `FASTNPC_DATA_DIR`.
+const LOCK_FILE: &str = "fastnpc.lock";
 
 /// How long a finished job's event log is kept: long enough for any client to come back and
 /// replay it (after that, a stream of a finished job is answered from the job row alone).
@@ -60,6 +62,7 @@ pub struct Embedded {
     store: Arc<dyn Store>,
     /// The same store, for its SQLite-only upkeep (pruning old event logs).
     sqlite: SqliteStore,
+    data_dir: std::path::PathBuf,
     /// In-process consumers of the queue (one is enough: each runs `FASTNPC_WORKER_CONCURRENCY`
     /// jobs at once; tests use more, or none).
     workers: usize,
@@ -125,7 +128,7 @@ impl Embedded {
             cancels,
             config: WorkerConfig::from_settings(&settings),
         };
-        Ok(Self { api, deps, queue, store, sqlite, workers, simulator })
+        Ok(Self { api, deps, queue, store, sqlite, data_dir: settings.data_dir.clone(), workers, simulator })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -141,27 +144,37 @@ impl Embedded {
     /// Resumes what the last run left, then serves until `shutdown`: the API stops accepting
     /// and finishes its requests, then the workers finish (or hand back) their jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { api, deps, queue, store, sqlite, workers, simulator } = self;
-        let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
-        if resumed > 0 {
-            tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
+        let Self { api, deps, queue, store, sqlite, data_dir, workers, simulator } = self;
+        let outcome = async {
+            // Resuming takes over every unfinished job: only one process may do that to a database.
+            let _lock = lock(&data_dir)?;
+            let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
+            if resumed > 0 {
+                tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
+            }
+            let worker_stop = CancellationToken::new();
+            let pruner = tokio::spawn(prune_events(sqlite, worker_stop.clone()));
+            let consumers: Vec<_> = (0..workers)
+                .map(|_| tokio::spawn(consumer::run_in_process(deps.clone(), queue.clone(), worker_stop.clone())))
+                .collect();
+            let served = api.run_until(shutdown).await;
+            worker_stop.cancel();
+            // Every task is awaited before any failure is reported, so none outlives the system.
+            let mut panicked = None;
+            for task in consumers.into_iter().chain([pruner]) {
+                if let Err(error) = task.await {
+                    panicked.get_or_insert(error);
+                }
+            }
+            served?;
+            panicked.map_or(Ok(()), |error| Err(anyhow::Error::new(error).context("a worker task panicked")))
         }
-        let worker_stop = CancellationToken::new();
-        let pruner = tokio::spawn(prune_events(sqlite, worker_stop.clone()));
-        let consumers: Vec<_> = (0..workers)
-            .map(|_| tokio::spawn(consumer::run_in_process(deps.clone(), queue.clone(), worker_stop.clone())))
-            .collect();
-        let served = api.run_until(shutdown).await;
-        worker_stop.cancel();
-        for consumer in consumers {
-            consumer.await.context("a worker task panicked")?;
-        }
-        pruner.await.context("the event pruner panicked")?;
+        .await;
         if let Some(simulator) = simulator {
             simulator.shutdown().await;
         }
         tracing::info!("FastNPC stopped");
-        served
+        outcome
     }
 }
 
@@ -214,6 +227,27 @@ pub async fn import_user(settings: &Settings, document: &UserExport, target: Tar
         Imported::UsernameTaken => anyhow::bail!("the target already has an account named `{username}`"),
         Imported::IdsTaken => {
             anyhow::bail!("the target already holds rows with these ids: was `{username}` imported before?")
+        }
+    }
+}
+
+/// Takes the data directory's lock, held until the returned file is dropped.
+fn lock(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another fastnpc process is running over {} (FASTNPC_DATA_DIR); stop it first",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(anyhow::Error::new(error).context(format!("cannot lock {}", path.display())))
         }
     }
 }

@@ -9,15 +9,14 @@ use fastnpc_shared::{
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqliteExecutor};
 
-use crate::now;
-
 pub async fn user(db: impl SqliteExecutor<'_>, username: &str) -> Result<Option<ExportedUser>, sqlx::Error> {
     let folded = username.to_lowercase();
     sqlx::query_as!(
         ExportedUser,
         r#"select user_id as "user_id!: UserId", username, password_hash, bio, ctx_max_chat as "ctx_max_chat: i32",
                   ctx_max_stm as "ctx_max_stm: i32", ctx_max_ltm as "ctx_max_ltm: i32",
-                  max_group_rounds as "max_group_rounds: i32", created_at as "created_at: DateTime<Utc>"
+                  max_group_rounds as "max_group_rounds: i32", disabled_at as "disabled_at: DateTime<Utc>",
+                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from users where username_lower = ?1"#,
         folded,
     )
@@ -116,11 +115,10 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
     let user = &export.user;
     let user_id = user.user_id.0;
     let folded = user.username.to_lowercase();
-    let now = now();
     sqlx::query!(
         "insert into users (user_id, username, username_lower, password_hash, bio, ctx_max_chat, ctx_max_stm,
-                            ctx_max_ltm, max_group_rounds, created_at, updated_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                            ctx_max_ltm, max_group_rounds, disabled_at, created_at, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         user_id,
         user.username,
         folded,
@@ -130,8 +128,9 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         user.ctx_max_stm,
         user.ctx_max_ltm,
         user.max_group_rounds,
+        user.disabled_at,
         user.created_at,
-        now,
+        user.updated_at,
     )
     .execute(&mut *tx)
     .await?;
@@ -168,8 +167,10 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         .execute(&mut *tx)
         .await?;
     }
-    // Id order is creation order, so a reply follows the message it answers.
-    for m in &export.messages {
+    // Messages before the replies that point at them (ids made by different clocks need not
+    // sort a reply after its message).
+    let (originals, replies): (Vec<_>, Vec<_>) = export.messages.iter().partition(|m| m.reply_to.is_none());
+    for m in originals.into_iter().chain(replies) {
         let reply_to = m.reply_to.map(|id| id.0);
         sqlx::query!(
             "insert into messages (message_id, user_id, character_id, author, content, compressed, job_id, reply_to,

@@ -558,7 +558,11 @@ impl TestApp {
     pub async fn stop(self) -> LlmSimulator {
         self.stop.cancel();
         for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            // A system that fails to stop (or panics on the way) fails the test.
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the app stops within 30 s")
+                .expect("the app's task ends without panicking");
         }
         match (&self.db, &self.cleanup) {
             (TestDb::Postgres(pool), Cleanup::Database(name)) => {

@@ -222,11 +222,13 @@ impl Shared {
         state.unsettled -= 1;
         match settlement {
             Settlement::Ack => {}
-            Settlement::DeadLetter => state.dead.push(DeadLetter::new(message.body, DeadLetterReason::Rejected)),
+            Settlement::DeadLetter => {
+                keep_dead_letter(&mut state.dead, DeadLetter::new(message.body, DeadLetterReason::Rejected))
+            }
             Settlement::Return => {
                 let returns = message.returns + 1;
                 if returns > self.delivery_limit {
-                    state.dead.push(DeadLetter::new(message.body, DeadLetterReason::DeliveryLimit));
+                    keep_dead_letter(&mut state.dead, DeadLetter::new(message.body, DeadLetterReason::DeliveryLimit));
                 } else {
                     state.ready.push_back(Message { body: message.body, returns });
                     drop(state);
@@ -308,6 +310,18 @@ impl Drop for InProcessDelivery {
     fn drop(&mut self) {
         self.settle(Settlement::Return);
     }
+}
+
+/// The most dead letters kept. Every job that fails for good leaves one, and a long-running
+/// process has no operator draining them (their jobs are `failed` in the store anyway), so the
+/// oldest go first.
+const MAX_DEAD_LETTERS: usize = 10_000;
+
+fn keep_dead_letter(dead: &mut Vec<DeadLetter>, letter: DeadLetter) {
+    if dead.len() >= MAX_DEAD_LETTERS {
+        dead.remove(0);
+    }
+    dead.push(letter);
 }
 
 #[cfg(test)]

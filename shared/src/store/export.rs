@@ -9,7 +9,7 @@ pub(crate) async fn user(db: impl PgExecutor<'_>, username: &str) -> Result<Opti
     sqlx::query_as!(
         ExportedUser,
         r#"select user_id as "user_id: UserId", username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                  max_group_rounds, created_at
+                  max_group_rounds, disabled_at, created_at, updated_at
            from users where lower(username) = lower($1)"#,
         username,
     )
@@ -103,8 +103,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
     let user_id = user.user_id.0;
     sqlx::query!(
         "insert into users (user_id, username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                            max_group_rounds, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            max_group_rounds, disabled_at, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         user_id,
         user.username,
         user.password_hash,
@@ -113,7 +113,9 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         user.ctx_max_stm,
         user.ctx_max_ltm,
         user.max_group_rounds,
+        user.disabled_at,
         user.created_at,
+        user.updated_at,
     )
     .execute(&mut *tx)
     .await?;
@@ -150,8 +152,10 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         .execute(&mut *tx)
         .await?;
     }
-    // Id order is creation order, so a reply follows the message it answers.
-    for m in &export.messages {
+    // Messages before the replies that point at them (ids made by different clocks need not
+    // sort a reply after its message).
+    let (originals, replies): (Vec<_>, Vec<_>) = export.messages.iter().partition(|m| m.reply_to.is_none());
+    for m in originals.into_iter().chain(replies) {
         sqlx::query!(
             "insert into messages (message_id, user_id, character_id, author, content, compressed, job_id, reply_to,
                                    prompt_snapshot, created_at)

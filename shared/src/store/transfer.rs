@@ -40,7 +40,10 @@ pub struct ExportedUser {
     pub ctx_max_stm: i32,
     pub ctx_max_ltm: i32,
     pub max_group_rounds: i32,
+    /// A disabled account stays disabled where it moves.
+    pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
