@@ -156,7 +156,7 @@ async fn with_postgres_down_the_api_answers_503_and_recovers() {
     let ready = app.request(reqwest::Method::GET, "/readyz", None).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["checks"]["postgres"], "down");
+    assert_eq!(ready["checks"]["database"], "down");
     assert_eq!(app.request(reqwest::Method::GET, "/healthz", None).send().await.unwrap().status(), 200, "still alive");
     drop(outage);
 
