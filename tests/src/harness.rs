@@ -158,7 +158,6 @@ impl TestAppBuilder {
             http: reqwest::Client::new(),
             sim,
             db: TestDb::Sqlite(store.pool().clone()),
-            backend: Backend::Embedded,
             store: Arc::new(store),
             settings,
             env,
@@ -208,7 +207,6 @@ impl TestAppBuilder {
             sim,
             store: Arc::new(fastnpc_shared::store::PgStore::from_pool(db.clone())),
             db: TestDb::Postgres(db),
-            backend: Backend::Distributed,
             settings,
             env: env_for_children,
             stop,
@@ -224,9 +222,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub sim: LlmSimulator,
     /// A direct pool on the app's database, for assertions about what was (not) written.
-    /// The app's database, for looking at rows directly.
     pub db: TestDb,
-    pub backend: Backend,
     /// The app's store, through the same port the API and workers use.
     pub store: Arc<dyn fastnpc_shared::store::Store>,
     pub settings: Settings,
@@ -517,10 +513,18 @@ impl TestApp {
         ChildWorker(command.spawn().expect("the test worker binary starts"))
     }
 
+    /// Which mode this app runs in (its database tells).
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            TestDb::Postgres(_) => Backend::Distributed,
+            TestDb::Sqlite(_) => Backend::Embedded,
+        }
+    }
+
     /// Starts a second API process of this app's mode with `settings` (same database), and stops
     /// it once it has started: what a restart with a changed configuration does at start-up.
     pub async fn start_another(&self, settings: Settings) -> anyhow::Result<()> {
-        match self.backend {
+        match self.backend() {
             Backend::Distributed => fastnpc_api::Api::build(settings).await?.run_until(std::future::ready(())).await,
             // Built, not run: running would also resume this app's jobs, which are not its own.
             Backend::Embedded => fastnpc::Embedded::build_with_workers(settings, 0).await.map(drop),
@@ -564,18 +568,19 @@ impl TestApp {
                 .expect("the app stops within 30 s")
                 .expect("the app's task ends without panicking");
         }
-        match (&self.db, &self.cleanup) {
-            (TestDb::Postgres(pool), Cleanup::Database(name)) => {
-                pool.close().await;
+        match &self.db {
+            TestDb::Postgres(pool) => pool.close().await,
+            TestDb::Sqlite(pool) => pool.close().await,
+        }
+        match &self.cleanup {
+            Cleanup::Database(name) => {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
                     let _ = admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await;
                 }
             }
-            (TestDb::Sqlite(pool), Cleanup::Directory(directory)) => {
-                pool.close().await;
+            Cleanup::Directory(directory) => {
                 let _ = tokio::fs::remove_dir_all(directory).await;
             }
-            _ => unreachable!("each backend has its own cleanup"),
         }
         self.sim
     }

@@ -71,12 +71,7 @@ pub async fn run(deps: Deps, amqp_url: Secret, topology: Topology, shutdown: Can
                     break;
                 }
             };
-            let deps = deps.clone();
-            let abandon = abandon.clone();
-            in_flight.spawn(async move {
-                runner::handle(&deps, delivery, &abandon).await;
-                drop(slot);
-            });
+            start(&in_flight, &deps, delivery, &abandon, slot);
         }
 
         if shutdown.is_cancelled() {
@@ -113,14 +108,24 @@ pub async fn run_in_process(
             () = shutdown.cancelled() => break,
             delivery = queue.next() => delivery,
         };
-        let deps = deps.clone();
-        let abandon = abandon.clone();
-        in_flight.spawn(async move {
-            runner::handle(&deps, delivery, &abandon).await;
-            drop(slot);
-        });
+        start(&in_flight, &deps, delivery, &abandon, slot);
     }
     drain(&in_flight, &abandon, deps.config.shutdown_grace).await;
+}
+
+/// Runs one delivery in the background; its slot is freed when it is settled.
+fn start(
+    in_flight: &TaskTracker,
+    deps: &Deps,
+    delivery: impl runner::Delivery,
+    abandon: &CancellationToken,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (deps, abandon) = (deps.clone(), abandon.clone());
+    in_flight.spawn(async move {
+        runner::handle(&deps, delivery, &abandon).await;
+        drop(slot);
+    });
 }
 
 async fn drain(in_flight: &TaskTracker, abandon: &CancellationToken, grace: Duration) {

@@ -200,7 +200,8 @@ enum Stop {
 
 /// Ends the job as cancelled, with what that means for its subject.
 async fn cancelled(deps: &Deps, claim: &Claim, result: serde_json::Value, elapsed_ms: u64) -> Settle {
-    match jobs::record_cancellation(deps, claim, &result).await {
+    // The store also fails a character whose generation was cancelled (never left half-made).
+    match deps.store.cancel_claimed_job(claim, &result).await {
         Ok(true) => {
             tracing::info!(elapsed_ms, "job cancelled");
             emit(deps, claim.job_id, EventPayload::Cancelled {}).await;
@@ -274,7 +275,7 @@ async fn fail_poisoned(deps: &Deps, body: &[u8]) {
 }
 
 async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
-    match jobs::record_failure(deps, claim, &error).await {
+    match deps.store.fail_job(claim, &error).await {
         Ok(true) => {
             tracing::warn!(error.code = %error.code, error.message = %error.message, "job failed");
             emit(deps, claim.job_id, EventPayload::Failed { code: error.code, message: error.message }).await;

@@ -55,12 +55,6 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     }
 }
 
-/// Marks the job failed, with what failure means for its subject, in one transaction. False
-/// when the claim was already lost.
-pub async fn record_failure(deps: &Deps, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
-    deps.store.fail_job(claim, error).await
-}
-
 /// Schedules a compression of a character's memory — of its single chat, or of one group with
 /// `group_id` — unless one is already waiting (it will see everything when it runs). It shares
 /// the character's `memory:` serial key, so no two compressions of one memory ever overlap.
@@ -91,11 +85,4 @@ pub(crate) async fn schedule_compression(
     tracing::info!(memory_job.id = %job_id, kind = kind.as_str(), "scheduled memory compression");
     dispatch::enqueue_new(deps.store.as_ref(), deps.events.as_ref(), deps.publisher.as_ref(), job_id).await;
     Ok(())
-}
-
-/// Marks the job cancelled, with what that means for its subject, in one transaction: a
-/// character whose generation was cancelled is marked `failed` (never left half-made). False when
-/// the claim was already lost.
-pub async fn record_cancellation(deps: &Deps, claim: &Claim, result: &serde_json::Value) -> Result<bool, sqlx::Error> {
-    deps.store.cancel_claimed_job(claim, result).await
 }
