@@ -7,6 +7,8 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use crate::llm::{ModelRole, Purpose, StructuredOutput};
+
 /// Where the default LLM endpoint points when nothing is configured.
 pub const DEFAULT_LLM_BASE_URL: &str = "https://openrouter.ai/api/v1";
 /// The original FastNPC's model.
@@ -58,7 +60,17 @@ pub struct AdminAccount {
 pub struct LlmSettings {
     pub base_url: String,
     pub api_key: Option<Secret>,
+    /// The default model (`FASTNPC_LLM_MODEL`).
     pub model: String,
+    /// Models for some purposes instead of the default (`FASTNPC_LLM_MODEL_PROFILE`, `_CHAT`,
+    /// `_MEMORY`, `_MODERATOR`).
+    pub role_models: RoleModels,
+    /// Output budgets per purpose (`FASTNPC_LLM_MAX_TOKENS_*`): a small local model that rambles
+    /// must not hold a single-slot server for minutes after the worker gave up on the call.
+    pub max_tokens: OutputBudgets,
+    /// How structured output is asked for (`FASTNPC_LLM_STRUCTURED_OUTPUT`): `auto` finds the
+    /// strongest mode the server takes; a rung pins it.
+    pub structured_output: StructuredOutput,
     /// Per-call budget: a call that produces nothing for this long is abandoned and retried.
     pub timeout: Duration,
     /// Retries of one call on 429, 5xx, timeouts and broken connections.
@@ -69,7 +81,57 @@ pub struct LlmSettings {
     pub rate_per_sec: Option<f64>,
 }
 
+/// Per-role model overrides; `None` uses the default model.
+#[derive(Clone, Debug, Default)]
+pub struct RoleModels {
+    pub profile: Option<String>,
+    pub chat: Option<String>,
+    pub memory: Option<String>,
+    pub moderator: Option<String>,
+}
+
+/// `max_tokens` per purpose.
+#[derive(Clone, Debug)]
+pub struct OutputBudgets {
+    /// One profile category's JSON (`FASTNPC_LLM_MAX_TOKENS_PROFILE`).
+    pub profile_category: u32,
+    /// The brief (`_BRIEF`).
+    pub brief: u32,
+    /// A chat or group reply (`_CHAT`).
+    pub reply: u32,
+    /// A memory compression step (`_MEMORY`).
+    pub memory: u32,
+    /// The moderator's choice (`_MODERATOR`).
+    pub moderator: u32,
+    /// The evaluation judge's scores (`_JUDGE`).
+    pub judge: u32,
+}
+
+impl OutputBudgets {
+    pub fn for_purpose(&self, purpose: Purpose) -> u32 {
+        match purpose {
+            Purpose::ProfileCategory => self.profile_category,
+            Purpose::Brief => self.brief,
+            Purpose::ChatReply | Purpose::GroupReply => self.reply,
+            Purpose::MemoryShortTerm | Purpose::MemoryLongTerm => self.memory,
+            Purpose::Moderator => self.moderator,
+            Purpose::Judge => self.judge,
+        }
+    }
+}
+
 impl LlmSettings {
+    /// The model that serves `role`.
+    pub fn model_for(&self, role: ModelRole) -> &str {
+        let chosen = match role {
+            ModelRole::Profile => &self.role_models.profile,
+            ModelRole::Chat => &self.role_models.chat,
+            ModelRole::Memory => &self.role_models.memory,
+            ModelRole::Moderator => &self.role_models.moderator,
+        };
+        chosen.as_deref().unwrap_or(&self.model)
+    }
+
     /// True when the operator configured an endpoint or key; otherwise the start-up scripts run
     /// the simulator and say so.
     pub fn is_configured(&self) -> bool {
@@ -178,6 +240,21 @@ impl Settings {
                 base_url: get("FASTNPC_LLM_BASE_URL", DEFAULT_LLM_BASE_URL).trim_end_matches('/').to_owned(),
                 api_key,
                 model: get("FASTNPC_LLM_MODEL", DEFAULT_LLM_MODEL),
+                role_models: RoleModels {
+                    profile: lookup("FASTNPC_LLM_MODEL_PROFILE"),
+                    chat: lookup("FASTNPC_LLM_MODEL_CHAT"),
+                    memory: lookup("FASTNPC_LLM_MODEL_MEMORY"),
+                    moderator: lookup("FASTNPC_LLM_MODEL_MODERATOR"),
+                },
+                max_tokens: OutputBudgets {
+                    profile_category: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_PROFILE", "1200")?,
+                    brief: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_BRIEF", "400")?,
+                    reply: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_CHAT", "800")?,
+                    memory: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_MEMORY", "2000")?,
+                    moderator: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_MODERATOR", "300")?,
+                    judge: parse(&lookup, "FASTNPC_LLM_MAX_TOKENS_JUDGE", "1500")?,
+                },
+                structured_output: parse(&lookup, "FASTNPC_LLM_STRUCTURED_OUTPUT", "auto")?,
                 timeout: Duration::from_secs(parse(&lookup, "FASTNPC_LLM_TIMEOUT_SECS", "120")?),
                 max_retries: parse(&lookup, "FASTNPC_LLM_MAX_RETRIES", "4")?,
                 max_concurrency: parse(&lookup, "FASTNPC_LLM_CONCURRENCY", "640")?,
@@ -235,6 +312,25 @@ mod tests {
             Settings::from_lookup(|name| (name == "OPENROUTER_API_KEY").then(|| "sk-or-secret".to_owned())).unwrap();
         assert!(settings.llm.is_configured());
         assert!(!format!("{settings:?}").contains("sk-or-secret"));
+    }
+
+    #[test]
+    fn purposes_get_their_own_model_and_budget() {
+        let settings = Settings::from_lookup(|name| match name {
+            "FASTNPC_LLM_MODEL" => Some("big".to_owned()),
+            "FASTNPC_LLM_MODEL_MODERATOR" => Some("small".to_owned()),
+            "FASTNPC_LLM_MAX_TOKENS_CHAT" => Some("77".to_owned()),
+            "FASTNPC_LLM_STRUCTURED_OUTPUT" => Some("prompt".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(settings.llm.model_for(Purpose::Moderator.role()), "small");
+        assert_eq!(settings.llm.model_for(Purpose::ProfileCategory.role()), "big");
+        assert_eq!(settings.llm.max_tokens.for_purpose(Purpose::GroupReply), 77);
+        assert_eq!(settings.llm.structured_output, StructuredOutput::Prompt);
+        let error = Settings::from_lookup(|name| (name == "FASTNPC_LLM_STRUCTURED_OUTPUT").then(|| "xml".to_owned()))
+            .unwrap_err();
+        assert_eq!(error.variable, "FASTNPC_LLM_STRUCTURED_OUTPUT");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod embedded;
 mod groups;
 mod isolation;
 mod llm_faults;
+mod llm_servers;
 mod matrix;
 mod memory;
 mod outages;

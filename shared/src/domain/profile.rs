@@ -177,16 +177,24 @@ impl CategorySpec {
         })
     }
 
-    /// Parses a model reply into this category's stored object, strictly: the reply must be a
-    /// JSON object (a Markdown code fence around it is tolerated) holding every field with the
-    /// right shape. Numbers in text fields are accepted as their decimal text; keys that are not
-    /// fields are dropped. Anything else is an error the caller retries, never an empty `{}`.
+    /// Parses a model reply into this category's stored object. The JSON object is found and
+    /// repaired tolerantly ([`crate::llm::reply`]: prose, fences, reasoning blocks, trailing
+    /// commas), fields written under their Chinese label are taken as the field, and obvious
+    /// shape slips are coerced to the schema (one string where a list is wanted); then every
+    /// field must be there with the right shape. Keys that are not fields are dropped. Anything
+    /// else is an error the caller sends back to the model, never an empty `{}`.
     pub fn parse_reply(&self, reply: &str) -> Result<Map<String, Value>, ProfileError> {
-        let body = strip_code_fence(reply);
-        let value: Value = serde_json::from_str(body)
+        let mut object = crate::llm::reply::json_object(reply)
             .map_err(|error| ProfileError::NotJson { category: self.key, reason: error.to_string() })?;
-        let Value::Object(mut object) = value else {
-            return Err(ProfileError::NotAnObject { category: self.key });
+        for field in self.fields {
+            if !object.contains_key(field.key) {
+                if let Some(value) = object.remove(field.zh) {
+                    object.insert(field.key.to_owned(), value);
+                }
+            }
+        }
+        let Value::Object(mut object) = crate::llm::reply::coerce(Value::Object(object), &self.json_schema()) else {
+            unreachable!("coercing an object to an object schema keeps it an object");
         };
         let mut parsed = Map::new();
         for field in self.fields {
@@ -194,7 +202,6 @@ impl CategorySpec {
                 object.remove(field.key).ok_or(ProfileError::MissingField { category: self.key, field: field.key })?;
             let value = match (field.list, value) {
                 (false, Value::String(s)) => Value::String(s),
-                (false, Value::Number(n)) => Value::String(n.to_string()),
                 (true, Value::Array(items)) if items.iter().all(Value::is_string) => Value::Array(items),
                 _ => return Err(ProfileError::WrongType { category: self.key, field: field.key }),
             };
@@ -204,22 +211,11 @@ impl CategorySpec {
     }
 }
 
-fn strip_code_fence(reply: &str) -> &str {
-    let trimmed = reply.trim();
-    let Some(rest) = trimmed.strip_prefix("```") else {
-        return trimmed;
-    };
-    let rest = rest.strip_prefix("json").unwrap_or(rest);
-    rest.strip_suffix("```").unwrap_or(rest).trim()
-}
-
 /// A model reply that does not make a category.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
     #[error("category {category}: reply is not JSON ({reason})")]
     NotJson { category: &'static str, reason: String },
-    #[error("category {category}: reply is not a JSON object")]
-    NotAnObject { category: &'static str },
     #[error("category {category}: field {field} is missing")]
     MissingField { category: &'static str, field: &'static str },
     #[error("category {category}: field {field} has the wrong type")]
@@ -263,15 +259,27 @@ mod tests {
     #[test]
     fn parse_rejects_incomplete_or_wrong_replies() {
         let knowledge = CategorySpec::by_key("knowledge").unwrap();
-        assert!(matches!(knowledge.parse_reply("Sure! {broken"), Err(ProfileError::NotJson { .. })));
-        assert!(matches!(knowledge.parse_reply("[1]"), Err(ProfileError::NotAnObject { .. })));
+        assert!(matches!(knowledge.parse_reply("Sorry, I cannot."), Err(ProfileError::NotJson { .. })));
+        assert!(matches!(knowledge.parse_reply("[1]"), Err(ProfileError::NotJson { .. })));
+        assert!(matches!(knowledge.parse_reply("Sure! {broken"), Err(ProfileError::MissingField { .. })));
         assert_eq!(
             knowledge.parse_reply(r#"{"knowledge_domain":"a","skills":"b"}"#),
             Err(ProfileError::MissingField { category: "knowledge", field: "limitations" })
         );
         let background = CategorySpec::by_key("background").unwrap();
         let wrong =
-            r#"{"origin":"a","experiences":"not a list","current_situation":"c","relationships":[],"secrets":"s"}"#;
+            r#"{"origin":"a","experiences":{"year":1},"current_situation":"c","relationships":[],"secrets":"s"}"#;
         assert!(matches!(background.parse_reply(wrong), Err(ProfileError::WrongType { field: "experiences", .. })));
+    }
+
+    #[test]
+    fn parse_takes_chinese_labels_and_coerces_obvious_slips() {
+        let background = CategorySpec::by_key("background").unwrap();
+        let reply = "好的，以下是JSON：\n{\"出身\": \"琅琊阳都\", \"experiences\": \"隆中对\", \"current_situation\": \"丞相\", \
+                     \"relationships\": [\"主公：刘备\"], \"secrets\": 7,}";
+        let parsed = background.parse_reply(reply).unwrap();
+        assert_eq!(parsed["origin"], "琅琊阳都");
+        assert_eq!(parsed["experiences"], serde_json::json!(["隆中对"]));
+        assert_eq!(parsed["secrets"], "7");
     }
 }

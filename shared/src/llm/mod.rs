@@ -12,13 +12,20 @@ use std::time::Duration;
 use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
 
+mod metered;
 mod openai;
 mod pacing;
+pub mod reply;
 mod retry;
+pub mod structured;
+mod usage;
 
+pub use metered::MeteredLlm;
 pub use openai::OpenAiClient;
 pub use pacing::Pacer;
 pub use retry::RetryPolicy;
+pub use structured::StructuredOutput;
+pub use usage::{Usage, UsageMeter};
 
 /// One chat message.
 #[derive(Clone, Debug, Serialize)]
@@ -51,12 +58,133 @@ pub enum Role {
 #[derive(Clone, Debug, Default)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
-    /// Ask for JSON matching this schema (`response_format: json_schema`).
+    /// Ask for JSON matching this schema: `response_format: json_schema` where the server
+    /// takes it, a weaker rung of the [`structured`] ladder where it does not.
     pub json_schema: Option<JsonSchema>,
+    /// Overrides the purpose's configured output budget.
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
-    /// A short label for logs and metrics (e.g. `category:personality`); never the prompt.
-    pub purpose: &'static str,
+    /// What the call is for: picks the model and the output budget, and labels logs (never the
+    /// prompt itself).
+    pub purpose: Purpose,
+}
+
+/// What an LLM call is for. Each purpose has its own output budget, and belongs to a
+/// [`ModelRole`] that can be given its own model (small models for the moderator and memory are
+/// a common cost saver).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// One profile category of a character being generated.
+    #[default]
+    ProfileCategory,
+    /// The character's brief.
+    Brief,
+    /// A character's reply in a one-to-one chat.
+    ChatReply,
+    /// A character's reply in a group.
+    GroupReply,
+    /// The group moderator's choice of the next speaker.
+    Moderator,
+    /// Session → short-term memory.
+    MemoryShortTerm,
+    /// Short-term → long-term memory.
+    MemoryLongTerm,
+    /// Scoring a generated character (`fastnpc eval`).
+    Judge,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 8] = [
+        Self::ProfileCategory,
+        Self::Brief,
+        Self::ChatReply,
+        Self::GroupReply,
+        Self::Moderator,
+        Self::MemoryShortTerm,
+        Self::MemoryLongTerm,
+        Self::Judge,
+    ];
+
+    /// The label in logs, metrics and usage records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProfileCategory => "profile_category",
+            Self::Brief => "brief",
+            Self::ChatReply => "chat_reply",
+            Self::GroupReply => "group_reply",
+            Self::Moderator => "moderator",
+            Self::MemoryShortTerm => "memory_short_term",
+            Self::MemoryLongTerm => "memory_long_term",
+            Self::Judge => "judge",
+        }
+    }
+
+    pub fn role(self) -> ModelRole {
+        match self {
+            Self::ProfileCategory | Self::Brief | Self::Judge => ModelRole::Profile,
+            Self::ChatReply | Self::GroupReply => ModelRole::Chat,
+            Self::Moderator => ModelRole::Moderator,
+            Self::MemoryShortTerm | Self::MemoryLongTerm => ModelRole::Memory,
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The groups of purposes an operator can point at different models
+/// (`FASTNPC_LLM_MODEL_PROFILE`, `_CHAT`, `_MEMORY`, `_MODERATOR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelRole {
+    Profile,
+    Chat,
+    Memory,
+    Moderator,
+}
+
+/// Why the model stopped writing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It finished on its own.
+    #[default]
+    Stop,
+    /// It hit `max_tokens`: the text is cut.
+    Length,
+    /// Anything else the provider reported (`content_filter`, `tool_calls`, …).
+    Other,
+}
+
+impl FinishReason {
+    fn from_wire(reason: &str) -> Self {
+        match reason {
+            "stop" | "eos" | "end_turn" => Self::Stop,
+            "length" | "max_tokens" => Self::Length,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn is_cut(self) -> bool {
+        self == Self::Length
+    }
+}
+
+/// A whole reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub finish: FinishReason,
+    /// This call's tokens (one call; counted locally when the server reports none).
+    pub usage: Usage,
+}
+
+/// What a reply stream yields: text as it is generated, then one `Finished`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    Text(String),
+    Finished { finish: FinishReason, usage: Usage },
 }
 
 /// A named JSON Schema for structured output.
@@ -120,21 +248,22 @@ impl LlmError {
     }
 }
 
-/// A live stream of text deltas.
-pub type TextStream = BoxStream<'static, Result<String, LlmError>>;
+/// A live reply: [`StreamEvent::Text`] deltas, then [`StreamEvent::Finished`] (or an `Err` item
+/// when the stream breaks, after which it ends).
+pub type TextStream = BoxStream<'static, Result<StreamEvent, LlmError>>;
 
 /// What the worker needs from a language model. Object-safe, so the process holds one
 /// `Arc<dyn LlmClient>` and tests can substitute their own.
 pub trait LlmClient: Send + Sync {
     /// The whole reply at once.
-    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<String, LlmError>>;
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, LlmError>>;
 
     /// The reply as it is generated. Opening the stream is retried like `complete`; a stream
     /// that breaks later yields an `Err` item and ends (the caller decides how to resume).
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TextStream, LlmError>>;
 
-    /// The model name, for logs and job results.
-    fn model(&self) -> &str;
+    /// The model that serves `purpose`, for logs and records.
+    fn model_for(&self, purpose: Purpose) -> &str;
 }
 
 /// Per-call timeout and retry settings.

@@ -13,26 +13,40 @@
 //!   non-2xx answer into an error carrying the status and `Retry-After`, and we classify by
 //!   status, never by body.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_openai::{Client, config::OpenAIConfig, error::OpenAIError, middleware::HttpRequestFactory};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{CallLimits, ChatRequest, LlmClient, LlmError, LlmErrorKind, Message, RetryPolicy, TextStream};
+use super::{
+    CallLimits, ChatRequest, Completion, FinishReason, LlmClient, LlmError, LlmErrorKind, Message, Purpose,
+    RetryPolicy, StreamEvent, TextStream, Usage,
+    structured::{self, Ladder, StructuredOutput},
+};
 use crate::settings::LlmSettings;
 
-/// One client per process: it owns the HTTP connection pool and the process-wide bound on LLM
-/// calls in flight.
+/// One client per process: it owns the HTTP connection pool, the process-wide bound on LLM
+/// calls in flight, and what it learnt about the server (the structured-output rung of each
+/// model; whether streams may ask for usage).
 pub struct OpenAiClient {
     client: Client<OpenAIConfig>,
-    model: String,
+    settings: LlmSettings,
     limits: CallLimits,
     permits: Arc<Semaphore>,
     pacer: Option<super::Pacer>,
+    ladder: Ladder,
+    /// Cleared for good when the server refuses `stream_options`.
+    stream_usage: AtomicBool,
 }
 
 impl OpenAiClient {
@@ -48,7 +62,7 @@ impl OpenAiClient {
         let client = Client::with_config(config).with_http_service(StatusCheckingService { http });
         Self {
             client,
-            model: settings.model.clone(),
+            settings: settings.clone(),
             limits: CallLimits {
                 timeout: settings.timeout,
                 retry: RetryPolicy::new(settings.max_retries),
@@ -56,43 +70,57 @@ impl OpenAiClient {
             },
             permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
             pacer: super::Pacer::per_second(settings.rate_per_sec),
+            ladder: Ladder::new(settings.structured_output),
+            stream_usage: AtomicBool::new(true),
         }
     }
 
-    fn wire<'a>(&'a self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
-        WireRequest {
-            model: &self.model,
-            messages: &request.messages,
+    /// The structured-output rung `request` goes out on now (`None`: it wants free text).
+    fn rung(&self, request: &ChatRequest) -> Option<StructuredOutput> {
+        request.json_schema.as_ref().map(|_| self.ladder.rung(self.model_for(request.purpose)))
+    }
+
+    fn body(&self, request: &ChatRequest, rung: Option<StructuredOutput>, stream: bool) -> Value {
+        let schema = request.json_schema.as_ref();
+        let messages = match (rung, schema) {
+            (Some(rung), Some(schema)) => structured::messages(rung, schema, &request.messages),
+            _ => request.messages.clone(),
+        };
+        let wire = WireRequest {
+            model: self.model_for(request.purpose),
+            messages: &messages,
             stream,
-            response_format: request.json_schema.as_ref().map(|schema| {
-                json!({
-                    "type": "json_schema",
-                    "json_schema": {"name": schema.name, "strict": true, "schema": schema.schema},
-                })
-            }),
-            max_tokens: request.max_tokens,
+            stream_options: (stream && self.stream_usage.load(Ordering::Relaxed))
+                .then_some(StreamOptions { include_usage: true }),
+            response_format: rung.zip(schema).and_then(|(rung, schema)| structured::response_format(rung, schema)),
+            max_tokens: request.max_tokens.unwrap_or_else(|| self.settings.max_tokens.for_purpose(request.purpose)),
             temperature: request.temperature,
-        }
+        };
+        serde_json::to_value(wire).expect("requests serialise")
     }
 
     /// Sends `request` until an attempt succeeds, fails for good, or the retries run out. Each
     /// attempt holds one concurrency permit and gets `attempt(client, body, permit, timeout)`.
+    /// A refusal of the structured-output mode (or of `stream_options`) is not a failure of the
+    /// call: the request is rebuilt one rung down and sent again at once, without using a retry.
     async fn with_retries<T>(
         &self,
         request: &ChatRequest,
         stream: bool,
         attempt: fn(Attempt) -> BoxFuture<'static, Result<T, Failure>>,
     ) -> Result<T, LlmError> {
-        let body = serde_json::to_value(self.wire(request, stream)).expect("requests serialise");
+        let model = self.model_for(request.purpose);
         let mut retry = 0;
         loop {
+            let rung = self.rung(request);
+            let body = self.body(request, rung, stream);
             if let Some(pacer) = &self.pacer {
                 pacer.wait().await;
             }
             let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closes");
             let failure = match attempt(Attempt {
                 client: self.client.clone(),
-                body: body.clone(),
+                body,
                 permit,
                 timeout: self.limits.timeout,
             })
@@ -101,13 +129,31 @@ impl OpenAiClient {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
+            if let Some(refused) = &failure.refusal {
+                if let Some(rung) = rung.filter(|_| structured::refuses_response_format(refused.status, &refused.body))
+                {
+                    if self.ladder.step_down(model, rung, &failure.error.message).is_some() {
+                        continue;
+                    }
+                }
+                if stream
+                    && refuses_stream_options(refused.status, &refused.body)
+                    && self.stream_usage.swap(false, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        llm.model = model,
+                        "the LLM server refuses stream_options; counting stream tokens locally"
+                    );
+                    continue;
+                }
+            }
             if !failure.error.kind.is_transient() || retry >= self.limits.retry.max_retries {
-                tracing::warn!(llm.purpose = request.purpose, retries = retry, error = %failure.error, "LLM call failed");
+                tracing::warn!(llm.purpose = %request.purpose, retries = retry, error = %failure.error, "LLM call failed");
                 return Err(failure.error);
             }
             let delay = self.limits.retry.delay(retry, failure.retry_after);
             tracing::info!(
-                llm.purpose = request.purpose,
+                llm.purpose = %request.purpose,
                 retry,
                 delay_ms = delay.as_millis() as u64,
                 error = %failure.error,
@@ -117,6 +163,10 @@ impl OpenAiClient {
             retry += 1;
         }
     }
+}
+
+fn refuses_stream_options(status: u16, body: &str) -> bool {
+    matches!(status, 400 | 422 | 500) && body.contains("stream_options")
 }
 
 /// What one attempt gets: its own client handle, the request body, its concurrency permit
@@ -129,92 +179,139 @@ struct Attempt {
 }
 
 impl LlmClient for OpenAiClient {
-    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<String, LlmError>> {
+    fn complete(&self, request: ChatRequest) -> BoxFuture<'_, Result<Completion, LlmError>> {
         async move {
-            self.with_retries(&request, false, |Attempt { client, body, permit, timeout }| {
-                async move {
-                    let chat = client.chat();
-                    let call = chat.create_byot::<_, WireResponse>(body);
-                    let response = tokio::time::timeout(timeout, call)
-                        .await
-                        .map_err(|_| Failure::timeout(timeout))?
-                        .map_err(Failure::from)?;
-                    drop(permit);
-                    response.into_text()
-                }
-                .boxed()
-            })
-            .await
+            let (text, finish, usage) = self
+                .with_retries(&request, false, |Attempt { client, body, permit, timeout }| {
+                    async move {
+                        let chat = client.chat();
+                        let call = chat.create_byot::<_, WireResponse>(body);
+                        let response = tokio::time::timeout(timeout, call)
+                            .await
+                            .map_err(|_| Failure::timeout(timeout))?
+                            .map_err(Failure::from)?;
+                        drop(permit);
+                        response.into_reply()
+                    }
+                    .boxed()
+                })
+                .await?;
+            let usage = match usage {
+                Some(usage) => usage,
+                None => Usage::counted(&request.messages, &text).await,
+            };
+            if finish.is_cut() {
+                tracing::info!(llm.purpose = %request.purpose, "the completion was cut at max_tokens");
+            }
+            Ok(Completion { text, finish, usage })
         }
         .boxed()
     }
 
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TextStream, LlmError>> {
         async move {
-            self.with_retries(&request, true, |Attempt { client, body, permit, timeout }| {
-                async move {
-                    let chat = client.chat();
-                    let open = chat.create_stream_byot::<_, WireResponse>(body);
-                    let chunks = tokio::time::timeout(timeout, open)
-                        .await
-                        .map_err(|_| Failure::timeout(timeout))?
-                        .map_err(Failure::from)?;
-                    Ok(text_stream(chunks, timeout, permit))
-                }
-                .boxed()
-            })
-            .await
+            let (chunks, permit) = self
+                .with_retries(&request, true, |Attempt { client, body, permit, timeout }| {
+                    async move {
+                        let chat = client.chat();
+                        let open = chat.create_stream_byot::<_, WireResponse>(body);
+                        let chunks = tokio::time::timeout(timeout, open)
+                            .await
+                            .map_err(|_| Failure::timeout(timeout))?
+                            .map_err(Failure::from)?;
+                        Ok((chunks, permit))
+                    }
+                    .boxed()
+                })
+                .await?;
+            Ok(text_stream(chunks, self.limits.timeout, permit, request.messages))
         }
         .boxed()
     }
 
-    fn model(&self) -> &str {
-        &self.model
+    fn model_for(&self, purpose: Purpose) -> &str {
+        self.settings.model_for(purpose.role())
     }
 }
 
-/// Turns provider chunks into text deltas. Ends with an error when the provider reports one,
-/// goes silent for longer than `idle_timeout`, or closes without a finish reason (a dropped
-/// connection looks like a clean end to an SSE parser).
-fn text_stream<S>(chunks: S, idle_timeout: Duration, permit: OwnedSemaphorePermit) -> TextStream
+/// How long a stream may take after its finish reason to deliver the usage chunk and close.
+const STREAM_TAIL: Duration = Duration::from_secs(1);
+
+/// A reply stream being read: the provider's chunks and what was seen of them.
+struct StreamState<S> {
+    chunks: S,
+    /// Held until the stream ends or is dropped; `None` once it has ended.
+    permit: Option<OwnedSemaphorePermit>,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    /// The text so far, to count tokens when the server reports no usage.
+    text: String,
+    prompt: Vec<Message>,
+}
+
+/// Turns provider chunks into [`StreamEvent`]s. Copes with what real servers send: a first
+/// chunk with only the role, chunks with no choices, usage in a final chunk after the finish
+/// reason (or none at all: then the tokens are counted here), keep-alive comments, and no
+/// `[DONE]`. Ends with an error when the provider reports one, goes silent for longer than
+/// `idle_timeout`, or closes before a finish reason (a dropped connection looks like a clean
+/// end to an SSE parser).
+fn text_stream<S>(chunks: S, idle_timeout: Duration, permit: OwnedSemaphorePermit, prompt: Vec<Message>) -> TextStream
 where
     S: futures::Stream<Item = Result<WireResponse, OpenAIError>> + Send + Unpin + 'static,
 {
-    futures::stream::unfold((chunks, Some(permit), false), move |(mut chunks, permit, finished)| async move {
-        permit.as_ref()?;
+    let state = StreamState { chunks, permit: Some(permit), finish: None, usage: None, text: String::new(), prompt };
+    futures::stream::unfold(state, move |mut state| async move {
+        state.permit.as_ref()?;
         loop {
-            let next = match tokio::time::timeout(idle_timeout, chunks.next()).await {
-                Err(_) => {
+            let wait = if state.finish.is_some() { STREAM_TAIL.min(idle_timeout) } else { idle_timeout };
+            let next = match (tokio::time::timeout(wait, state.chunks.next()).await, state.finish) {
+                (Err(_), None) => {
                     let error = LlmError::new(LlmErrorKind::Timeout, format!("no tokens for {idle_timeout:?}"));
-                    return Some((Err(error), (chunks, None, finished)));
+                    state.permit = None;
+                    return Some((Err(error), state));
                 }
-                Ok(next) => next,
+                // After the finish reason, silence, an error or the end all just end the reply.
+                (Err(_) | Ok(None) | Ok(Some(Err(_))), Some(finish)) => {
+                    state.permit = None;
+                    let usage = match state.usage {
+                        Some(usage) => usage,
+                        None => Usage::counted(&state.prompt, &state.text).await,
+                    };
+                    return Some((Ok(StreamEvent::Finished { finish, usage }), state));
+                }
+                (Ok(next), None) => next,
+                (Ok(Some(Ok(chunk))), Some(_)) => Some(Ok(chunk)),
             };
             match next {
-                None if finished => return None,
                 None => {
                     let error = LlmError::new(LlmErrorKind::Unavailable, "the stream ended before the reply finished");
-                    return Some((Err(error), (chunks, None, finished)));
+                    state.permit = None;
+                    return Some((Err(error), state));
                 }
-                Some(Err(error)) => return Some((Err(Failure::from(error).error), (chunks, None, finished))),
+                Some(Err(error)) => {
+                    state.permit = None;
+                    return Some((Err(Failure::from(error).error), state));
+                }
                 Some(Ok(chunk)) => {
                     if let Some(error) = chunk.error {
-                        return Some((Err(error.into_llm_error()), (chunks, None, finished)));
+                        state.permit = None;
+                        return Some((Err(error.into_llm_error()), state));
+                    }
+                    if let Some(usage) = chunk.usage {
+                        state.usage = Some(usage.into());
                     }
                     let mut text = String::new();
-                    let mut done = finished;
                     for choice in chunk.choices {
                         if let Some(content) = choice.delta.and_then(|d| d.content) {
                             text.push_str(&content);
                         }
-                        done |= choice.finish_reason.is_some_and(|r| !r.is_empty());
+                        if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
+                            state.finish = Some(FinishReason::from_wire(&reason));
+                        }
                     }
                     if !text.is_empty() {
-                        return Some((Ok(text), (chunks, permit, done)));
-                    }
-                    if done {
-                        // Drain to [DONE] so the permit and connection are released cleanly.
-                        return chunks.next().now_or_never().and(None);
+                        state.text.push_str(&text);
+                        return Some((Ok(StreamEvent::Text(text)), state));
                     }
                 }
             }
@@ -229,11 +326,17 @@ struct WireRequest<'a> {
     messages: &'a [Message],
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<Value>,
+    stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
+    response_format: Option<Value>,
+    max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 /// A completion or a stream chunk, leniently: everything optional, unknown fields ignored.
@@ -243,6 +346,7 @@ struct WireResponse {
     choices: Vec<WireChoice>,
     /// OpenRouter reports some failures as an `error` object in a 200 body or stream.
     error: Option<WireError>,
+    usage: Option<WireUsage>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +359,20 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireContent {
     content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Self {
+        Usage::call(usage.prompt_tokens, usage.completion_tokens)
+    }
 }
 
 #[derive(Deserialize)]
@@ -273,44 +391,56 @@ impl WireError {
 }
 
 impl WireResponse {
-    fn into_text(self) -> Result<String, Failure> {
+    fn into_reply(self) -> Result<(String, FinishReason, Option<Usage>), Failure> {
         if let Some(error) = self.error {
-            return Err(Failure { error: error.into_llm_error(), retry_after: None });
+            return Err(Failure::new(error.into_llm_error()));
         }
-        let text = self
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|choice| choice.message)
-            .and_then(|message| message.content)
-            .unwrap_or_default();
+        let usage = self.usage.map(Usage::from);
+        let Some(choice) = self.choices.into_iter().next() else {
+            return Err(Failure::new(LlmError::new(LlmErrorKind::Malformed, "the completion has no choices")));
+        };
+        let finish = choice.finish_reason.as_deref().map_or(FinishReason::Stop, FinishReason::from_wire);
+        let text = choice.message.and_then(|message| message.content).unwrap_or_default();
         if text.is_empty() {
-            return Err(Failure {
-                error: LlmError::new(LlmErrorKind::Malformed, "the completion has no content"),
-                retry_after: None,
-            });
+            return Err(Failure::new(LlmError::new(LlmErrorKind::Malformed, "the completion has no content")));
         }
-        Ok(text)
+        Ok((text, finish, usage))
     }
 }
 
-/// One failed attempt: the error and the provider's requested wait, if any.
+/// One failed attempt: the error, the provider's requested wait, and for error answers what the
+/// server said (to recognise a refused request option).
 struct Failure {
     error: LlmError,
     retry_after: Option<Duration>,
+    refusal: Option<Refusal>,
+}
+
+/// An error answer's status and the start of its body.
+struct Refusal {
+    status: u16,
+    body: String,
 }
 
 impl Failure {
+    fn new(error: LlmError) -> Self {
+        Self { error, retry_after: None, refusal: None }
+    }
+
     fn timeout(after: Duration) -> Self {
-        Self { error: LlmError::new(LlmErrorKind::Timeout, format!("no answer within {after:?}")), retry_after: None }
+        Self::new(LlmError::new(LlmErrorKind::Timeout, format!("no answer within {after:?}")))
     }
 }
 
 impl From<OpenAIError> for Failure {
     fn from(error: OpenAIError) -> Self {
+        let mut refusal = None;
         let (kind, message, retry_after) = match error {
             OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
-                Ok(status) => (classify_status(status.status), status.to_string(), status.retry_after),
+                Ok(status) => {
+                    refusal = Some(Refusal { status: status.status.as_u16(), body: status.body.clone() });
+                    (classify_status(status.status), status.to_string(), status.retry_after)
+                }
                 Err(other) => match other.downcast::<reqwest::Error>() {
                     Ok(http) => (classify_transport(&http), format!("transport: {http}"), None),
                     Err(other) => (LlmErrorKind::Unavailable, other.to_string(), None),
@@ -325,7 +455,7 @@ impl From<OpenAIError> for Failure {
             OpenAIError::InvalidArgument(message) => (LlmErrorKind::Rejected, message, None),
             other => (LlmErrorKind::Unavailable, other.to_string(), None),
         };
-        Self { error: LlmError::new(kind, message), retry_after }
+        Self { error: LlmError::new(kind, message), retry_after, refusal }
     }
 }
 
@@ -349,6 +479,9 @@ struct HttpStatusError {
     status: StatusCode,
     retry_after: Option<Duration>,
     message: String,
+    /// The start of the body, whatever its shape: refusals of a request option are recognised
+    /// in it (see [`structured::refuses_response_format`]).
+    body: String,
 }
 
 /// The HTTP layer under async-openai: plain reqwest, except that a non-2xx answer becomes an
@@ -383,7 +516,9 @@ impl tower::Service<HttpRequestFactory> for StatusCheckingService {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .and_then(|secs| Duration::try_from_secs_f64(secs.min(3600.0)).ok());
             let body = response.text().await.unwrap_or_default();
-            Err(OpenAIError::Boxed(Box::new(HttpStatusError { status, retry_after, message: error_message(&body) })))
+            let message = error_message(&body);
+            let body = body.chars().take(4000).collect();
+            Err(OpenAIError::Boxed(Box::new(HttpStatusError { status, retry_after, message, body })))
         }
         .boxed()
     }

@@ -125,6 +125,16 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(error_body(status.as_u16(), message))).into_response()
 }
 
+/// What llama-cpp-python's server answers a `json_schema` response format: its request model
+/// allows only `text` and `json_object`, and the validation error comes back as an HTTP 500.
+pub(crate) fn llama_cpp_python_refuses_json_schema() -> Response {
+    let message = "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
+                   'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', \
+                   'ctx': {'expected': \"'text' or 'json_object'\"}}]";
+    let body = json!({"error": {"message": message, "type": "internal_server_error", "param": null, "code": null}});
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
 pub(crate) fn rate_limited(retry_after: Duration) -> Response {
     // Retry-After only has whole seconds; rounding up keeps a client that honours it from
     // coming back early.

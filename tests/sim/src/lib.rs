@@ -59,6 +59,21 @@ pub struct SimConfig {
     pub tokens_per_chunk: usize,
     /// With the request index since the last reset, determines every reply's content.
     pub seed: u64,
+    /// Which real server's quirks to imitate.
+    pub dialect: Dialect,
+}
+
+/// The server the simulator imitates, where OpenAI-compatible servers differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// OpenAI and OpenRouter: `json_schema` honoured, usage in the stream when asked for.
+    #[default]
+    OpenAi,
+    /// llama-cpp-python's server: `json_schema` refused with an HTTP 500 validation error,
+    /// `json_object` (optionally constrained by a `schema` beside it) honoured; streams carry no
+    /// usage; keep-alive comments in streams; no `[DONE]`.
+    LlamaCppPython,
 }
 
 impl Default for SimConfig {
@@ -69,6 +84,7 @@ impl Default for SimConfig {
             reply_tokens: 24,
             tokens_per_chunk: 1,
             seed: 0,
+            dialect: Dialect::OpenAi,
         }
     }
 }
@@ -88,6 +104,8 @@ struct SimConfigWire {
     reply_tokens: usize,
     tokens_per_chunk: usize,
     seed: u64,
+    #[serde(default)]
+    dialect: Dialect,
 }
 
 impl From<SimConfigWire> for SimConfig {
@@ -98,6 +116,7 @@ impl From<SimConfigWire> for SimConfig {
             reply_tokens: wire.reply_tokens,
             tokens_per_chunk: wire.tokens_per_chunk,
             seed: wire.seed,
+            dialect: wire.dialect,
         }
     }
 }
@@ -110,6 +129,7 @@ impl From<SimConfig> for SimConfigWire {
             reply_tokens: config.reply_tokens,
             tokens_per_chunk: config.tokens_per_chunk,
             seed: config.seed,
+            dialect: config.dialect,
         }
     }
 }

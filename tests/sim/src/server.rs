@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::content::{estimate_tokens, rng_for, split_even, text_tokens, value_for_schema};
 use super::fault::{self, Fault, INVALID_JSON_REPLY, error_response};
 use super::state::{InFlight, SimState};
-use super::{RecordedRequest, Rule, SimConfig};
+use super::{Dialect, RecordedRequest, Rule, SimConfig};
 
 /// The one model `GET /v1/models` lists; any model name is accepted on requests.
 const MODEL_ID: &str = "sim-model";
@@ -55,6 +55,8 @@ struct ChatRequest {
     response_format: Option<ResponseFormat>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<usize>,
 }
 
 fn default_model() -> String {
@@ -73,6 +75,9 @@ struct ResponseFormat {
     kind: String,
     #[serde(default)]
     json_schema: Option<JsonSchemaFormat>,
+    /// llama-cpp-python and Fireworks take a schema beside `json_object`.
+    #[serde(default)]
+    schema: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +109,10 @@ impl ChatRequest {
         texts.join("\n")
     }
 
+    fn asks_for(&self, kind: &str) -> bool {
+        self.response_format.as_ref().is_some_and(|format| format.kind == kind)
+    }
+
     fn output(&self) -> Output {
         match &self.response_format {
             Some(format) if format.kind == "json_schema" => {
@@ -112,7 +121,10 @@ impl ChatRequest {
                     None => Output::JsonObject,
                 }
             }
-            Some(format) if format.kind == "json_object" => Output::JsonObject,
+            Some(format) if format.kind == "json_object" => match &format.schema {
+                Some(schema) => Output::JsonSchema(schema.clone()),
+                None => Output::JsonObject,
+            },
             _ => Output::Text,
         }
     }
@@ -156,6 +168,9 @@ struct Reply {
     tokens: Vec<String>,
     prompt_tokens: u64,
     include_usage: bool,
+    /// `length` when `max_tokens` cut the reply.
+    finish_reason: &'static str,
+    dialect: Dialect,
 }
 
 impl Reply {
@@ -177,7 +192,7 @@ impl Reply {
             "choices": [{
                 "index": 0,
                 "message": { "role": "assistant", "content": self.tokens.concat() },
-                "finish_reason": "stop",
+                "finish_reason": self.finish_reason,
             }],
             "usage": self.usage(),
         })
@@ -217,6 +232,9 @@ impl Reply {
         let strike_after = (chunks.len() / 2).clamp(1, 3);
 
         let mut steps = vec![Step::Wait(config.time_to_first_token)];
+        if self.dialect == Dialect::LlamaCppPython {
+            steps.push(Step::Send(Bytes::from_static(b": ping\n\n")));
+        }
         for (i, text) in chunks.iter().enumerate() {
             if i > 0 {
                 steps.push(Step::Wait(chunk_delay));
@@ -242,11 +260,17 @@ impl Reply {
                 }
             }
         }
-        steps.push(Step::Send(self.delta_chunk(json!({}), Some("stop"))));
-        if self.include_usage {
-            steps.push(Step::Send(self.chunk(json!([]), Some(self.usage()))));
+        steps.push(Step::Send(self.delta_chunk(json!({}), Some(self.finish_reason))));
+        match self.dialect {
+            Dialect::OpenAi => {
+                if self.include_usage {
+                    steps.push(Step::Send(self.chunk(json!([]), Some(self.usage()))));
+                }
+                steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
+            }
+            // No usage and no [DONE]: the body just ends.
+            Dialect::LlamaCppPython => {}
         }
-        steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
         if !fault.is_some_and(Fault::is_failure) {
             steps.push(Step::Served);
         }
@@ -366,12 +390,19 @@ async fn chat_completions(State(state): State<Arc<SimState>>, headers: HeaderMap
         Some(Fault::ServerError) => return fault::server_error(),
         _ => {}
     }
+    if config.dialect == Dialect::LlamaCppPython && request.asks_for("json_schema") {
+        return fault::llama_cpp_python_refuses_json_schema();
+    }
 
-    let tokens = match &fault {
+    let mut tokens = match &fault {
         Some(Fault::Reply(content)) => split_even(content, config.reply_tokens),
         Some(Fault::InvalidJson) => split_even(INVALID_JSON_REPLY, config.reply_tokens),
         _ => output.generate(&config, index),
     };
+    let cut = request.max_tokens.is_some_and(|max| tokens.len() > max);
+    if let Some(max) = request.max_tokens {
+        tokens.truncate(max);
+    }
     let reply = Reply {
         id: format!("chatcmpl-sim-{index}"),
         created: chrono::Utc::now().timestamp(),
@@ -379,6 +410,8 @@ async fn chat_completions(State(state): State<Arc<SimState>>, headers: HeaderMap
         tokens,
         prompt_tokens,
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        finish_reason: if cut { "length" } else { "stop" },
+        dialect: config.dialect,
     };
     if stream {
         let steps = reply.stream_steps(&config, fault.as_ref());

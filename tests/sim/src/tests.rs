@@ -398,3 +398,43 @@ async fn dropping_the_simulator_stops_the_server() {
     sim.shutdown().await;
     assert!(reqwest::get(&url).await.is_err());
 }
+
+#[tokio::test]
+async fn the_llama_cpp_python_dialect_refuses_json_schema_and_honours_json_object_with_a_schema() {
+    let sim = start(SimConfig { dialect: Dialect::LlamaCppPython, ..fast() }).await;
+    let schema = json!({"type": "object", "properties": {"mood": {"type": "string"}}, "required": ["mood"]});
+    let mut request = chat("describe", false);
+    request["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}});
+    let refused = post(&sim, &request).await;
+    assert_eq!(refused.status(), 500);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("response_format") && body.contains("'text' or 'json_object'"), "{body}");
+
+    request["response_format"] = json!({"type": "json_object", "schema": schema});
+    let value: Value = serde_json::from_str(&content_of(post(&sim, &request).await).await).unwrap();
+    assert!(value["mood"].is_string(), "{value}");
+
+    // Streams: a keep-alive comment first, no usage and no [DONE] at the end.
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let text = post(&sim, &request).await.text().await.unwrap();
+    assert!(text.starts_with(": ping\n\n"), "{text}");
+    assert!(!text.contains("[DONE]") && !text.contains("\"usage\""), "{text}");
+}
+
+#[tokio::test]
+async fn max_tokens_cuts_the_reply_and_says_so() {
+    let sim = start(fast()).await;
+    let mut request = chat("talk", false);
+    request["max_tokens"] = json!(5);
+    let body: Value = post(&sim, &request).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+    request["stream"] = json!(true);
+    let events = sse_events(post(&sim, &request).await).await;
+    assert!(events.iter().any(|e| e.contains(r#""finish_reason":"length""#)), "{events:?}");
+    request["max_tokens"] = json!(500);
+    request["stream"] = json!(false);
+    let body: Value = post(&sim, &request).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+}

@@ -17,7 +17,7 @@ use fastnpc_shared::{
     events::EventPayload,
     ids::{CharacterId, JobId, MessageId},
     jobs::JobError,
-    llm::{ChatRequest, LlmError, LlmErrorKind, Message},
+    llm::{ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, Purpose, StreamEvent},
     prompts::zh,
     store::{self, jobs::Claim},
 };
@@ -70,7 +70,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     });
     let request = ChatRequest {
         messages: vec![Message::system(system.clone()), Message::user(message.content)],
-        purpose: "chat_reply",
+        purpose: Purpose::ChatReply,
         ..Default::default()
     };
     if claim.attempt > 1 {
@@ -84,7 +84,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         user_id: claim.user_id,
         character_id,
         reply_to: message_id,
-        content: &reply,
+        content: &reply.text,
         job_id: claim.job_id,
         prompt_snapshot: &system,
     };
@@ -111,6 +111,13 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     Ok(job_result(&stored))
 }
 
+/// A whole streamed reply.
+pub(crate) struct StreamedReply {
+    pub text: String,
+    /// `Length` when the model hit `max_tokens`: the text is cut, and the stored message says so.
+    pub finish: FinishReason,
+}
+
 /// Streams the reply, emitting coalesced `token` events (tagged with `speaker` in a group);
 /// restarts a broken stream (after a `reset` event when text had been shown). Returns the whole
 /// reply.
@@ -119,7 +126,7 @@ pub(crate) async fn stream_reply(
     job_id: JobId,
     request: ChatRequest,
     speaker: Option<CharacterId>,
-) -> Result<String, JobFailure> {
+) -> Result<StreamedReply, JobFailure> {
     let mut restarts = 0;
     loop {
         let mut shown = false;
@@ -134,7 +141,7 @@ pub(crate) async fn stream_reply(
                 loop {
                     let next = tokio::time::timeout_at(flush_at, stream.next()).await;
                     match next {
-                        Ok(Some(Ok(delta))) => {
+                        Ok(Some(Ok(StreamEvent::Text(delta)))) => {
                             reply.push_str(&delta);
                             pending.push_str(&delta);
                             // The first text goes out at once (time to first token is what
@@ -144,12 +151,15 @@ pub(crate) async fn stream_reply(
                             }
                         }
                         Ok(Some(Err(error))) => break error,
-                        Ok(None) => {
+                        Ok(Some(Ok(StreamEvent::Finished { finish, .. }))) => {
                             flush(deps, job_id, speaker, &mut pending, &mut shown).await;
                             if reply.trim().is_empty() {
                                 break LlmError::new(LlmErrorKind::Malformed, "the model returned an empty reply");
                             }
-                            return Ok(reply);
+                            return Ok(StreamedReply { text: reply, finish });
+                        }
+                        Ok(None) => {
+                            break LlmError::new(LlmErrorKind::Unavailable, "the stream ended without finishing");
                         }
                         Err(_flush_time) => {}
                     }

@@ -27,7 +27,7 @@
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, MessageId},
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, LlmErrorKind, Message},
+    llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
     prompts::zh,
     store::{
         self,
@@ -249,7 +249,7 @@ async fn summarise(deps: &Deps, prompt: String) -> Result<Vec<String>, JobFailur
                 "additionalProperties": false,
             }),
         }),
-        purpose: "memory_short_term",
+        purpose: Purpose::MemoryShortTerm,
         ..Default::default()
     };
     ask_json(deps, request, |parsed: ShortMemories| {
@@ -309,7 +309,7 @@ async fn integrate(
                 "additionalProperties": false,
             }),
         }),
-        purpose: "memory_long_term",
+        purpose: Purpose::MemoryLongTerm,
         ..Default::default()
     };
     ask_json(deps, request, |parsed: Integrated| {
@@ -325,24 +325,21 @@ async fn integrate(
     .await
 }
 
-/// Asks for JSON, parses it into `T` and accepts it through `accept`; asks again (up to
-/// [`PARSE_ATTEMPTS`]) when the reply does not parse or is refused.
+/// Asks for JSON, reads it into `T` (tolerantly, coerced to the request's schema) and accepts
+/// it through `accept`; a refused reply goes back to the model with the reason (up to
+/// [`PARSE_ATTEMPTS`] replies).
 async fn ask_json<T, R>(deps: &Deps, request: ChatRequest, accept: impl Fn(T) -> Option<R>) -> Result<R, JobFailure>
 where
     T: serde::de::DeserializeOwned,
 {
-    for attempt in 1..=PARSE_ATTEMPTS {
-        let reply = deps.llm.complete(request.clone()).await?;
-        let body = reply.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
-        match serde_json::from_str::<T>(body.trim()).ok().and_then(&accept) {
-            Some(value) => return Ok(value),
-            None => tracing::warn!(purpose = request.purpose, attempt, "memory reply rejected, asking again"),
-        }
-    }
-    Err(JobFailure::Failed(JobError::new(
-        LlmErrorKind::Malformed.code(),
-        format!("{}: no valid reply after {PARSE_ATTEMPTS} attempts", request.purpose),
-    )))
+    let purpose = request.purpose;
+    let schema = request.json_schema.as_ref().map(|s| s.schema.clone()).unwrap_or_default();
+    super::ask_structured(deps, request, PARSE_ATTEMPTS, |text| {
+        let parsed: T = reply::parse(text, &schema)?;
+        accept(parsed).ok_or_else(|| "the JSON has no usable entries".to_owned())
+    })
+    .await?
+    .map_err(|reason| super::malformed(purpose.as_str(), PARSE_ATTEMPTS, &reason))
 }
 
 /// The original's weighted trim: drop 30 % of the entries at random, older ones more likely

@@ -6,15 +6,16 @@
 //! holds every fact the categories were drawn from). All ten calls share the process-wide LLM
 //! concurrency bound.
 //!
-//! A category whose reply is not a valid JSON object with every field is asked again (up to
-//! [`PARSE_ATTEMPTS`] times); if it still fails the job fails with the category named, rather
-//! than storing an empty `{}` as the original did.
+//! A category's reply is read tolerantly (see `CategorySpec::parse_reply`); one that still is
+//! not a complete category goes back to the model with what is wrong (up to [`PARSE_ATTEMPTS`]
+//! replies); if it still fails the job fails with the category named, rather than storing an
+//! empty `{}` as the original did.
 
 use fastnpc_shared::{
     domain::{CATEGORIES, CategorySpec, CharacterSource, Profile, profile::SOURCE_CATEGORY},
     events::EventPayload,
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, LlmErrorKind, Message},
+    llm::{ChatRequest, JsonSchema, Message, Purpose},
     prompts::zh,
     store::jobs::Claim,
 };
@@ -85,34 +86,24 @@ async fn generate_category(
             Message::user(zh::profile_category(category, name, markdown)),
         ],
         json_schema: Some(JsonSchema { name: format!("fastnpc_{}", category.key), schema: category.json_schema() }),
-        purpose: "profile_category",
+        purpose: Purpose::ProfileCategory,
         ..Default::default()
     };
-    let mut last_error = None;
-    for attempt in 1..=PARSE_ATTEMPTS {
-        let reply = deps.llm.complete(request.clone()).await?;
-        match category.parse_reply(&reply) {
-            Ok(fields) => return Ok((category, fields)),
-            Err(error) => {
-                tracing::warn!(category = category.key, attempt, %error, "category reply rejected, asking again");
-                last_error = Some(error);
-            }
-        }
-    }
-    let message = last_error.map(|e| e.to_string()).unwrap_or_default();
-    Err(JobFailure::Failed(JobError::new(
-        LlmErrorKind::Malformed.code(),
-        format!("no valid reply after {PARSE_ATTEMPTS} attempts: {message}"),
-    )))
+    let fields = super::ask_structured(deps, request, PARSE_ATTEMPTS, |reply| {
+        category.parse_reply(reply).map_err(|e| e.to_string())
+    })
+    .await?
+    .map_err(|reason| super::malformed(&format!("category {}", category.key), PARSE_ATTEMPTS, &reason))?;
+    Ok((category, fields))
 }
 
 async fn write_brief(deps: &Deps, name: &str, markdown: &str) -> Result<String, fastnpc_shared::llm::LlmError> {
     let request = ChatRequest {
         messages: vec![Message::system(zh::BRIEF_SYSTEM), Message::user(zh::brief(name, markdown))],
-        purpose: "brief",
+        purpose: Purpose::Brief,
         ..Default::default()
     };
-    deps.llm.complete(request).await
+    Ok(deps.llm.complete(request).await?.text)
 }
 
 /// The source category's address and size are facts we know; the model only guesses them.

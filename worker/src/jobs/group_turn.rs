@@ -24,7 +24,7 @@ use fastnpc_shared::{
     events::EventPayload,
     ids::{GroupId, JobId, MessageId},
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, Message},
+    llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
     prompts::zh,
     store::{
         self,
@@ -106,7 +106,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
 
         let (system, request) = reply_request(deps, &user, speaker, &members, &transcript).await?;
         let reply = stream_reply(deps, claim.job_id, request, Some(speaker.character_id)).await?;
-        let reply = strip_speaker_prefix(&reply, &speaker.name);
+        let reply = strip_speaker_prefix(&reply.text, &speaker.name);
         round += 1;
         let message = store_reply(deps, claim, group_id, speaker, &reply, &decision, &system, round).await?;
         emit(deps, claim.job_id, EventPayload::Message { message: message.clone() }).await;
@@ -252,35 +252,33 @@ async fn moderate(
                 "additionalProperties": false,
             }),
         }),
-        purpose: "moderator",
+        purpose: Purpose::Moderator,
         ..Default::default()
     };
-    for attempt in 1..=MODERATOR_ATTEMPTS {
-        let reply = deps.llm.complete(request.clone()).await?;
-        let body = reply.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
-        let Ok(parsed) = serde_json::from_str::<ModeratorReply>(body.trim()) else {
-            tracing::warn!(attempt, "moderator reply is not the requested JSON; asking again");
-            continue;
-        };
+    let schema = request.json_schema.as_ref().map(|s| s.schema.clone()).unwrap_or_default();
+    let chosen = super::ask_structured(deps, request, MODERATOR_ATTEMPTS, |text| {
+        let parsed: ModeratorReply = reply::parse(text, &schema)?;
         if !(0.0..=1.0).contains(&parsed.confidence) {
-            tracing::warn!(attempt, confidence = parsed.confidence, "moderator confidence out of range; asking again");
-            continue;
+            return Err(format!("confidence {} is outside 0 to 1", parsed.confidence));
         }
-        let Some(index) = labels.iter().position(|label| *label == parsed.next_speaker.trim()) else {
-            tracing::warn!(attempt, "moderator chose someone who is not a member; asking again");
-            continue;
-        };
-        let ModeratorReply { next_speaker, reason, confidence } = parsed;
-        return Ok(if confidence >= 0.8 {
-            Decision::Chosen { index, reason, confidence }
-        } else if confidence >= 0.5 {
-            let index = rand::rng().random_range(0..members.len());
-            Decision::Random { index, chose: next_speaker, reason, confidence }
-        } else {
-            Decision::Wait { reason }
-        });
-    }
-    Ok(Decision::Wait { reason: "the moderator did not name a member".into() })
+        let index = labels
+            .iter()
+            .position(|label| *label == parsed.next_speaker.trim())
+            .ok_or_else(|| format!("next_speaker must be one of {}", labels.join(", ")))?;
+        Ok((index, parsed))
+    })
+    .await?;
+    let Ok((index, ModeratorReply { next_speaker, reason, confidence })) = chosen else {
+        return Ok(Decision::Wait { reason: "the moderator did not name a member".into() });
+    };
+    Ok(if confidence >= 0.8 {
+        Decision::Chosen { index, reason, confidence }
+    } else if confidence >= 0.5 {
+        let index = rand::rng().random_range(0..members.len());
+        Decision::Random { index, chose: next_speaker, reason, confidence }
+    } else {
+        Decision::Wait { reason }
+    })
 }
 
 async fn reply_request(
@@ -315,7 +313,7 @@ async fn reply_request(
             Message::system(system.clone()),
             Message::user(zh::group_user_turn(&speaker.name, tail(transcript, TURN_LINES))),
         ],
-        purpose: "group_reply",
+        purpose: Purpose::GroupReply,
         ..Default::default()
     };
     Ok((system, request))
