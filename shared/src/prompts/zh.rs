@@ -1,8 +1,20 @@
-//! Chinese prompts, adapted from the original FastNPC's hard-coded defaults.
+//! Chinese prompts, adapted from the original FastNPC's hard-coded defaults: the reference set.
+//!
+//! The free functions and consts are the set itself (the worker calls them directly); [`Zh`]
+//! serves the same texts through [`PromptSet`]. Their output is pinned byte for byte by
+//! `golden/zh.txt`.
 
 use std::fmt::Write;
 
-use crate::domain::CategorySpec;
+pub use super::{ChatPrompt, GROUP_LTM_BUDGET, GROUP_STM_BUDGET, GROUP_TRANSCRIPT_BUDGET, GroupPrompt};
+use super::{Language, PromptSet, Wording, chat_lines, first_chars, persona_and_memories, plain_list, push_transcript};
+use crate::domain::{CategorySpec, FieldSpec};
+
+/// The Chinese prompt set.
+pub struct Zh;
+
+/// See [`PromptSet::version`]: bump it with any change to the texts below.
+const VERSION: &str = "zh-2026.11.1";
 
 /// System message of every profile-category call.
 pub const PROFILE_SYSTEM: &str = "你是严谨的中文信息抽取助手。请根据给定的人物资料，\
@@ -36,22 +48,24 @@ pub fn brief(name: &str, source_markdown: &str) -> String {
     )
 }
 
-/// What the chat system prompt is built from. Budgets are in characters, as in the original.
-pub struct ChatPrompt<'a> {
-    pub character_name: &'a str,
-    pub user_name: &'a str,
-    pub user_bio: &'a str,
-    pub profile: &'a crate::domain::Profile,
-    pub long_term: &'a [String],
-    pub short_term: &'a [String],
-    /// The conversation before the current message, oldest first: `(is_user, text)`.
-    pub transcript: &'a [(bool, String)],
-    pub ltm_budget: usize,
-    pub stm_budget: usize,
-    pub session_budget: usize,
-}
-
 const NONE: &str = "（无）";
+
+/// How many characters of another member's brief a group or moderator prompt shows: a Chinese
+/// brief of two to four sentences fits.
+const BRIEF_CAP: usize = 200;
+
+const WORDING: Wording = Wording {
+    none: NONE,
+    item_separator: "；",
+    persona_heading: |name| format!("② 角色结构化描述\n以下是关于{name}的完整画像，请以此为准进行扮演："),
+    category_heading: |label| format!("【{label}】"),
+    field_line: |label, value| format!("我的{label}：{value}"),
+    category_label: |category| category.zh,
+    field_label: |field| field.zh,
+    safety: "安全要求：禁止 NSFW、色情、违法犯罪指导、仇恨与歧视、隐私泄露；高风险医学/法律内容需加免责声明。",
+    long_term_heading: "③ 长期记忆\n这是我至今为止的重要长期记忆：",
+    short_term_heading: "④ 短期记忆\n这是我最近的短期记忆：",
+};
 
 /// The original's six-part system prompt. The current user message is *not* in it: it is the
 /// user turn (the original sent it twice, once in the transcript and once as the turn).
@@ -71,105 +85,20 @@ pub fn chat_system_prompt(p: &ChatPrompt<'_>) -> String {
          - 直接回答问题，不要说“两者都好”。\n\
          - 不要保持中立：可以反驳或批评对方，但不得人身攻击，不谈政治、宗教、种族、性别话题。\n\n"
     );
-    persona_and_memories(&mut prompt, name, p.profile, p.long_term, p.short_term, p.ltm_budget, p.stm_budget);
+    prompt.push_str(&persona_and_memories(
+        &WORDING,
+        name,
+        p.profile,
+        p.long_term,
+        p.short_term,
+        p.ltm_budget,
+        p.stm_budget,
+    ));
     let bio = if p.user_bio.trim().is_empty() { NONE } else { p.user_bio.trim() };
     let _ = writeln!(prompt, "\n⑤ 交谈对象\n与我交互的对象是 {user}，他的简介是：{bio}");
     let _ = writeln!(prompt, "\n⑥ 会话记忆（聊天上下文）\n以下是我与{user}的对话记录，请从最新的部分继续：");
-    let lines: Vec<String> = p
-        .transcript
-        .iter()
-        .map(|(is_user, text)| format!("{}: {}", if *is_user { user } else { name }, text))
-        .collect();
-    push_transcript(&mut prompt, &lines, p.session_budget);
+    push_transcript(&mut prompt, &chat_lines(p), p.session_budget, NONE);
     prompt
-}
-
-/// Parts ② to ④, shared by single and group chat: the profile as first-person lines, then
-/// long- and short-term memory within their budgets.
-fn persona_and_memories(
-    prompt: &mut String,
-    name: &str,
-    profile: &crate::domain::Profile,
-    long_term: &[String],
-    short_term: &[String],
-    ltm_budget: usize,
-    stm_budget: usize,
-) {
-    let _ = writeln!(prompt, "② 角色结构化描述\n以下是关于{name}的完整画像，请以此为准进行扮演：");
-    for category in crate::domain::CATEGORIES.iter().filter(|c| c.key != crate::domain::profile::SOURCE_CATEGORY) {
-        let _ = writeln!(prompt, "【{}】", category.zh);
-        let fields = profile.get(category.key);
-        for field in category.fields {
-            let value = match fields.and_then(|f| f.get(field.key)) {
-                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
-                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join("；")
-                }
-                _ => NONE.to_owned(),
-            };
-            let _ = writeln!(prompt, "我的{}：{}", field.zh, value);
-        }
-    }
-    prompt.push_str(
-        "安全要求：禁止 NSFW、色情、违法犯罪指导、仇恨与歧视、隐私泄露；高风险医学/法律内容需加免责声明。\n\n",
-    );
-    let _ = writeln!(prompt, "③ 长期记忆\n这是我至今为止的重要长期记忆：");
-    prompt.push_str(&bullet_list(long_term, ltm_budget));
-    let _ = writeln!(prompt, "\n④ 短期记忆\n这是我最近的短期记忆：");
-    prompt.push_str(&bullet_list(short_term, stm_budget));
-}
-
-/// `- item` lines, keeping items from the front while they fit in `budget` characters; an item
-/// that does not fit is cut and marked with `…` (the original's truncation).
-fn bullet_list(items: &[String], budget: usize) -> String {
-    if items.is_empty() {
-        return format!("{NONE}\n");
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for item in items {
-        let size = item.chars().count();
-        if used + size <= budget {
-            let _ = writeln!(out, "- {item}");
-            used += size;
-        } else {
-            let room = budget.saturating_sub(used);
-            if room > 0 {
-                let cut: String = item.chars().take(room).collect();
-                let _ = writeln!(out, "- {cut}…");
-            }
-            break;
-        }
-    }
-    out
-}
-
-/// Part ⑥'s body: the newest transcript lines within `budget`, or （无）.
-fn push_transcript(prompt: &mut String, lines: &[String], budget: usize) {
-    let kept = newest_within(lines, budget);
-    if kept.is_empty() {
-        prompt.push_str(NONE);
-        prompt.push('\n');
-    }
-    for line in kept {
-        prompt.push_str(line);
-        prompt.push('\n');
-    }
-}
-
-/// The newest lines whose total size fits in `budget` characters, oldest first. The original
-/// kept the *beginning* of the transcript, so long chats lost their latest turns.
-fn newest_within(lines: &[String], budget: usize) -> &[String] {
-    let mut used = 0;
-    let mut start = lines.len();
-    for (index, line) in lines.iter().enumerate().rev() {
-        used += line.chars().count();
-        if used > budget {
-            break;
-        }
-        start = index;
-    }
-    &lines[start..]
 }
 
 /// System message of the session → short-term compression.
@@ -192,39 +121,16 @@ pub const LTM_SYSTEM: &str = "你是严谨的中文长期记忆整合助手，�
 
 /// Short-term → long-term integration: dedupe, merge, score importance, keep what matters.
 pub fn ltm_integration(character_name: &str, brief: &str, short_term: &[String], long_term: &[String]) -> String {
-    let list = |items: &[String]| {
-        if items.is_empty() { NONE.to_owned() } else { items.iter().map(|i| format!("- {i}\n")).collect() }
-    };
     format!(
         "人物：{character_name}。人物简介：{brief}\n\n现有长期记忆：\n{}\n需要整合的短期记忆：\n{}\n\
          请把短期记忆整合进长期记忆：去重，合并相近条目，并按与人物的相关性、新颖性、影响力为每条记忆打 0-15 的重要度。\
          保留重要度 ≥ 8 的记忆，丢弃 < 4 的，其余视篇幅取舍。每条写成“主语 | 事实 | 补充”的格式。\n\
          输出 JSON：{{\"long_term_memories\": [{{\"content\": \"…\", \"importance\": 0, \"reason\": \"…\"}}], \
          \"merged_count\": 0, \"discarded_count\": 0}}",
-        list(long_term),
-        list(short_term),
+        plain_list(long_term, NONE),
+        plain_list(short_term, NONE),
     )
 }
-
-/// What a group reply's system prompt is built from.
-pub struct GroupPrompt<'a> {
-    pub character_name: &'a str,
-    pub user_name: &'a str,
-    pub user_bio: &'a str,
-    pub profile: &'a crate::domain::Profile,
-    pub long_term: &'a [String],
-    pub short_term: &'a [String],
-    /// The other members: `(name, brief)`.
-    pub others: &'a [(String, String)],
-    /// Recent transcript lines (`speaker: text`), oldest first.
-    pub transcript: &'a [String],
-}
-
-/// Long- and short-term memory budgets of group prompts (the original's fixed 4000 and 3000).
-pub const GROUP_LTM_BUDGET: usize = 4000;
-pub const GROUP_STM_BUDGET: usize = 3000;
-/// The group transcript's budget in the system prompt (the original's 3000).
-pub const GROUP_TRANSCRIPT_BUDGET: usize = 3000;
 
 /// The original's group system prompt: group rules, the persona and memories, the user and the
 /// other members with their briefs, the recent transcript.
@@ -243,16 +149,24 @@ pub fn group_system_prompt(p: &GroupPrompt<'_>) -> String {
          - 要有立场：可以赞同或反驳，但不得人身攻击，不谈政治、宗教、种族、性别话题。\n\n",
         if others.is_empty() { NONE.to_owned() } else { others.join("、") },
     );
-    persona_and_memories(&mut prompt, name, p.profile, p.long_term, p.short_term, GROUP_LTM_BUDGET, GROUP_STM_BUDGET);
+    prompt.push_str(&persona_and_memories(
+        &WORDING,
+        name,
+        p.profile,
+        p.long_term,
+        p.short_term,
+        GROUP_LTM_BUDGET,
+        GROUP_STM_BUDGET,
+    ));
     let bio = if p.user_bio.trim().is_empty() { "普通用户" } else { p.user_bio.trim() };
     let _ = writeln!(prompt, "\n⑤ 群聊成员\n用户 {user}，简介：{bio}");
     for (other, brief) in p.others {
-        let brief: String = brief.chars().take(200).collect();
+        let brief = first_chars(brief, BRIEF_CAP);
         let brief = if brief.trim().is_empty() { NONE.to_owned() } else { brief };
         let _ = writeln!(prompt, "角色 {other}，简介：{brief}");
     }
     let _ = writeln!(prompt, "\n⑥ 会话记忆（群聊上下文）\n以下是群聊的最近记录：");
-    push_transcript(&mut prompt, p.transcript, GROUP_TRANSCRIPT_BUDGET);
+    push_transcript(&mut prompt, p.transcript, GROUP_TRANSCRIPT_BUDGET, NONE);
     prompt
 }
 
@@ -266,10 +180,8 @@ pub const MODERATOR_SYSTEM: &str = "你是群聊的中控，负责决定下一�
 
 /// The moderator's prompt: who is in the group and what was said last.
 pub fn moderator(participants: &[(String, String)], recent: &[String]) -> String {
-    let participants: String = participants
-        .iter()
-        .map(|(name, profile)| format!("- {name}: {}\n", profile.chars().take(200).collect::<String>()))
-        .collect();
+    let participants: String =
+        participants.iter().map(|(name, brief)| format!("- {name}: {}\n", first_chars(brief, BRIEF_CAP))).collect();
     format!(
         "群聊中控：根据最近的对话，从角色中选出最应该接着发言的一位。\n\
          评分依据：与话题的相关性（0-3）、发言动机（0-3）、推动情节（0-2）、与上文的连贯（0-2）；\
@@ -292,29 +204,120 @@ pub fn group_stm_compression(character_name: &str, participants: &str, overlap: 
     )
 }
 
+impl PromptSet for Zh {
+    fn version(&self) -> &'static str {
+        VERSION
+    }
+
+    fn language(&self) -> Language {
+        Language::Zh
+    }
+
+    fn profile_system(&self) -> &'static str {
+        PROFILE_SYSTEM
+    }
+
+    fn profile_category(&self, category: &CategorySpec, name: &str, source_markdown: &str) -> String {
+        profile_category(category, name, source_markdown)
+    }
+
+    fn brief_system(&self) -> &'static str {
+        BRIEF_SYSTEM
+    }
+
+    fn brief(&self, name: &str, source_markdown: &str) -> String {
+        brief(name, source_markdown)
+    }
+
+    fn chat_system_prompt(&self, prompt: &ChatPrompt<'_>) -> String {
+        chat_system_prompt(prompt)
+    }
+
+    fn stm_system(&self) -> &'static str {
+        STM_SYSTEM
+    }
+
+    fn stm_compression(&self, character_name: &str, user_name: &str, overlap: &str, conversation: &str) -> String {
+        stm_compression(character_name, user_name, overlap, conversation)
+    }
+
+    fn ltm_system(&self) -> &'static str {
+        LTM_SYSTEM
+    }
+
+    fn ltm_integration(
+        &self,
+        character_name: &str,
+        brief: &str,
+        short_term: &[String],
+        long_term: &[String],
+    ) -> String {
+        ltm_integration(character_name, brief, short_term, long_term)
+    }
+
+    fn group_system_prompt(&self, prompt: &GroupPrompt<'_>) -> String {
+        group_system_prompt(prompt)
+    }
+
+    fn group_user_turn(&self, name: &str, last_lines: &[String]) -> String {
+        group_user_turn(name, last_lines)
+    }
+
+    fn moderator_system(&self) -> &'static str {
+        MODERATOR_SYSTEM
+    }
+
+    fn moderator(&self, participants: &[(String, String)], recent: &[String]) -> String {
+        moderator(participants, recent)
+    }
+
+    fn group_stm_compression(
+        &self,
+        character_name: &str,
+        participants: &str,
+        overlap: &str,
+        conversation: &str,
+    ) -> String {
+        group_stm_compression(character_name, participants, overlap, conversation)
+    }
+
+    fn field_label(&self, field: &FieldSpec) -> &'static str {
+        field.zh
+    }
+
+    fn field_guidance(&self, field: &FieldSpec) -> &'static str {
+        field.guidance
+    }
+
+    fn category_label(&self, category: &CategorySpec) -> &'static str {
+        category.zh
+    }
+
+    fn none_marker(&self) -> &'static str {
+        NONE
+    }
+
+    fn name_separator(&self) -> &'static str {
+        "、"
+    }
+
+    fn own_speaker_label(&self, name: &str) -> String {
+        format!("我（{name}）")
+    }
+
+    fn source_size(&self, chars: usize) -> String {
+        format!("约{chars}字")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_transcript_keeps_the_newest_lines() {
-        let lines: Vec<String> = ["一二三", "四五六", "七八九"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(newest_within(&lines, 6), &lines[1..]);
-        assert_eq!(newest_within(&lines, 2), &[] as &[String]);
-        assert_eq!(newest_within(&lines, 100), &lines[..]);
-    }
-
-    #[test]
-    fn memory_lists_are_cut_to_their_budget() {
-        let items = vec!["甲 | 说 | 一".to_owned(), "乙 | 说 | 二".to_owned()];
-        let out = bullet_list(&items, 10);
-        assert_eq!(out, "- 甲 | 说 | 一\n- 乙…\n");
-        assert_eq!(bullet_list(&[], 10), "（无）\n");
-    }
+    use crate::domain::Profile;
 
     #[test]
     fn the_prompt_has_six_parts_and_not_the_current_message() {
-        let profile = crate::domain::Profile::new();
+        let profile = Profile::new();
         let transcript = vec![(true, "你好".to_owned()), (false, "幸会".to_owned())];
         let prompt = chat_system_prompt(&ChatPrompt {
             character_name: "诸葛亮",
@@ -333,5 +336,15 @@ mod tests {
         }
         assert!(prompt.contains("ada: 你好\n诸葛亮: 幸会\n"));
         assert!(prompt.contains("- ada | 喜欢 | 兵法"));
+    }
+
+    #[test]
+    fn the_set_serves_the_free_functions_texts() {
+        let set = Language::Zh.prompts();
+        assert_eq!(set.profile_system(), PROFILE_SYSTEM);
+        assert_eq!(set.moderator_system(), MODERATOR_SYSTEM);
+        assert_eq!(set.brief("诸葛亮", "资料"), brief("诸葛亮", "资料"));
+        assert_eq!(set.none_marker(), "（无）");
+        assert_eq!(set.source_size(1200), "约1200字");
     }
 }
