@@ -1,8 +1,10 @@
-//! Per-user abuse limits on job submission, active jobs, characters and groups. Each answers
-//! `429 Too Many Requests` with `Retry-After` and a detail naming the limit; nothing is created.
+//! Per-user abuse limits on job submission, active jobs, characters and groups, and the daily
+//! LLM token budget. Each answers `429 Too Many Requests` with `Retry-After` and a detail naming
+//! the limit; nothing is created.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use fastnpc_shared::ids::UserId;
 
 use crate::{error::ApiError, state::AppState};
@@ -28,7 +30,34 @@ pub async fn admit_job(state: &AppState, user_id: UserId) -> Result<(), ApiError
             Duration::from_secs(5),
         ));
     }
+    admit_spend(state, user_id).await
+}
+
+/// The daily token budget: every job spends tokens, so once today's are gone no job is created
+/// until the UTC day turns. Checked against what finished attempts recorded, so jobs running
+/// when the budget runs out still finish (a day can end somewhat over it).
+async fn admit_spend(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
+    let budget = state.config.limits.daily_tokens;
+    if budget == 0 {
+        return Ok(());
+    }
+    let spent = state.store.tokens_today(user_id).await?;
+    if spent >= budget {
+        return Err(limited(
+            format!("the daily budget of {budget} LLM tokens is spent ({spent} used today); it resets at 00:00 UTC"),
+            until_next_utc_day(Utc::now()),
+        ));
+    }
     Ok(())
+}
+
+/// How long until the UTC day after `now` begins.
+fn until_next_utc_day(now: DateTime<Utc>) -> Duration {
+    now.date_naive()
+        .succ_opt()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .and_then(|midnight| (midnight.and_utc() - now).to_std().ok())
+        .unwrap_or(Duration::from_secs(24 * 3600))
 }
 
 /// Before creating a character.
@@ -47,4 +76,19 @@ pub async fn admit_group(state: &AppState, user_id: UserId) -> Result<(), ApiErr
         return Err(limited(format!("at most {cap} groups per user; delete some first"), Duration::from_secs(60)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_budget_resets_at_the_next_utc_midnight() {
+        let evening = Utc.with_ymd_and_hms(2026, 11, 29, 23, 59, 30).unwrap();
+        assert_eq!(until_next_utc_day(evening), Duration::from_secs(30));
+        let midnight = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
+        assert_eq!(until_next_utc_day(midnight), Duration::from_secs(24 * 3600));
+    }
 }

@@ -148,6 +148,9 @@ pub struct UserLimits {
     pub active_jobs: i64,
     pub characters: i64,
     pub groups: i64,
+    /// LLM tokens (prompt and completion) per UTC day, checked before a job is created; 0 is no
+    /// budget. A job already running finishes, so a day may end a little over it.
+    pub daily_tokens: u64,
 }
 
 /// Log output format.
@@ -271,6 +274,7 @@ impl Settings {
                 active_jobs: parse(&lookup, "FASTNPC_LIMIT_ACTIVE_JOBS", "50")?,
                 characters: parse(&lookup, "FASTNPC_LIMIT_CHARACTERS", "500")?,
                 groups: parse(&lookup, "FASTNPC_LIMIT_GROUPS", "100")?,
+                daily_tokens: parse(&lookup, "FASTNPC_LIMIT_DAILY_TOKENS", "0")?,
             },
             session_ttl: Duration::from_secs(parse::<u64>(&lookup, "FASTNPC_SESSION_TTL_HOURS", "720")? * 3600),
             group_turn_pause: Duration::from_millis(parse(&lookup, "FASTNPC_GROUP_TURN_PAUSE_MS", "3000")?),
@@ -331,6 +335,18 @@ mod tests {
         let error = Settings::from_lookup(|name| (name == "FASTNPC_LLM_STRUCTURED_OUTPUT").then(|| "xml".to_owned()))
             .unwrap_err();
         assert_eq!(error.variable, "FASTNPC_LLM_STRUCTURED_OUTPUT");
+    }
+
+    #[test]
+    fn the_daily_token_budget_is_off_unless_set() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(settings.limits.daily_tokens, 0);
+        let settings =
+            Settings::from_lookup(|name| (name == "FASTNPC_LIMIT_DAILY_TOKENS").then(|| "200000".to_owned())).unwrap();
+        assert_eq!(settings.limits.daily_tokens, 200_000);
+        let error =
+            Settings::from_lookup(|name| (name == "FASTNPC_LIMIT_DAILY_TOKENS").then(|| "-1".to_owned())).unwrap_err();
+        assert_eq!(error.variable, "FASTNPC_LIMIT_DAILY_TOKENS");
     }
 
     #[test]

@@ -20,15 +20,17 @@ pub async fn insert(
     user_id: UserId,
     name: &str,
     source: &Value,
+    language: &str,
 ) -> Result<(), sqlx::Error> {
     let now = now();
     sqlx::query!(
-        "insert into characters (character_id, user_id, name, source, created_at, updated_at)
-         values (?1, ?2, ?3, ?4, ?5, ?5)",
+        "insert into characters (character_id, user_id, name, source, language, created_at, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
         character_id.0,
         user_id.0,
         name,
         source,
+        language,
         now,
     )
     .execute(db)
@@ -44,7 +46,7 @@ pub async fn get(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
-                  source as "source: Value", profile as "profile: Value", brief,
+                  source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1 and user_id = ?2"#,
         character_id.0,
@@ -62,7 +64,7 @@ pub async fn get_by_id(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
-                  source as "source: Value", profile as "profile: Value", brief,
+                  source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1"#,
         character_id.0,
@@ -110,20 +112,22 @@ pub async fn delete(
     Ok(result.rows_affected() == 1)
 }
 
-/// Stores a generated profile and marks the character ready.
+/// Stores a generated profile, with the prompt set that wrote it, and marks the character ready.
 pub async fn mark_ready(
     db: impl SqliteExecutor<'_>,
     character_id: CharacterId,
     profile: &Value,
     brief: &str,
+    prompt_version: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let now = now();
     let result = sqlx::query!(
-        "update characters set status = 'ready', profile = ?2, brief = ?3, updated_at = ?4
+        "update characters set status = 'ready', profile = ?2, brief = ?3, prompt_version = ?4, updated_at = ?5
          where character_id = ?1",
         character_id.0,
         profile,
         brief,
+        prompt_version,
         now,
     )
     .execute(db)

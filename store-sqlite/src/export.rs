@@ -1,7 +1,7 @@
 //! SQLite queries behind `Store::export_user` and `Store::import_user`, mirroring the Postgres
 //! ones in `fastnpc_shared::store::export` (see `fastnpc_shared::store::transfer`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, MessageId, UserId},
     store::transfer::*,
@@ -15,8 +15,9 @@ pub async fn user(db: impl SqliteExecutor<'_>, username: &str) -> Result<Option<
         ExportedUser,
         r#"select user_id as "user_id!: UserId", username, password_hash, bio, ctx_max_chat as "ctx_max_chat: i32",
                   ctx_max_stm as "ctx_max_stm: i32", ctx_max_ltm as "ctx_max_ltm: i32",
-                  max_group_rounds as "max_group_rounds: i32", disabled_at as "disabled_at: DateTime<Utc>",
-                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+                  max_group_rounds as "max_group_rounds: i32", language,
+                  disabled_at as "disabled_at: DateTime<Utc>", created_at as "created_at: DateTime<Utc>",
+                  updated_at as "updated_at: DateTime<Utc>"
            from users where username_lower = ?1"#,
         folded,
     )
@@ -30,8 +31,8 @@ pub async fn owned(tx: &mut SqliteConnection, user: ExportedUser) -> Result<User
     let characters = sqlx::query_as!(
         ExportedCharacter,
         r#"select character_id as "character_id!: CharacterId", name, status, source as "source: Value",
-                  profile as "profile: Value", brief, memory_version, created_at as "created_at: DateTime<Utc>",
-                  updated_at as "updated_at: DateTime<Utc>"
+                  profile as "profile: Value", brief, memory_version, language, prompt_version,
+                  created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where user_id = ?1 order by character_id"#,
         user_id,
     )
@@ -51,7 +52,8 @@ pub async fn owned(tx: &mut SqliteConnection, user: ExportedUser) -> Result<User
         ExportedMessage,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id!: CharacterId", author, content,
                   compressed as "compressed: bool", job_id as "job_id: uuid::Uuid", reply_to as "reply_to: MessageId",
-                  prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  prompt_snapshot, truncated as "truncated: bool", prompt_version,
+                  created_at as "created_at: DateTime<Utc>"
            from messages where user_id = ?1 order by message_id"#,
         user_id,
     )
@@ -81,7 +83,7 @@ pub async fn owned(tx: &mut SqliteConnection, user: ExportedUser) -> Result<User
         r#"select message_id as "message_id!: MessageId", group_id as "group_id!: GroupId", author,
                   character_id as "character_id: CharacterId", speaker_name, content, moderator as "moderator: Value",
                   prompt_snapshot, job_id as "job_id: uuid::Uuid", round as "round: i32",
-                  created_at as "created_at: DateTime<Utc>"
+                  truncated as "truncated: bool", prompt_version, created_at as "created_at: DateTime<Utc>"
            from group_messages where user_id = ?1 order by message_id"#,
         user_id,
     )
@@ -96,6 +98,14 @@ pub async fn owned(tx: &mut SqliteConnection, user: ExportedUser) -> Result<User
     )
     .fetch_all(&mut *tx)
     .await?;
+    let usage_days = sqlx::query_as!(
+        ExportedUsageDay,
+        r#"select day as "day!: NaiveDate", calls, prompt_tokens, completion_tokens
+           from llm_usage_daily where user_id = ?1 order by day"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     Ok(UserExport {
         format: FORMAT.to_owned(),
         user,
@@ -106,6 +116,7 @@ pub async fn owned(tx: &mut SqliteConnection, user: ExportedUser) -> Result<User
         group_members,
         group_messages,
         api_keys,
+        usage_days,
     })
 }
 
@@ -117,8 +128,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
     let folded = user.username.to_lowercase();
     sqlx::query!(
         "insert into users (user_id, username, username_lower, password_hash, bio, ctx_max_chat, ctx_max_stm,
-                            ctx_max_ltm, max_group_rounds, disabled_at, created_at, updated_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                            ctx_max_ltm, max_group_rounds, language, disabled_at, created_at, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         user_id,
         user.username,
         folded,
@@ -128,6 +139,7 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         user.ctx_max_stm,
         user.ctx_max_ltm,
         user.max_group_rounds,
+        user.language,
         user.disabled_at,
         user.created_at,
         user.updated_at,
@@ -137,8 +149,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
     for c in &export.characters {
         sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, memory_version,
-                                     created_at, updated_at)
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                     language, prompt_version, created_at, updated_at)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             c.character_id.0,
             user_id,
             c.name,
@@ -147,6 +159,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
             c.profile,
             c.brief,
             c.memory_version,
+            c.language,
+            c.prompt_version,
             c.created_at,
             c.updated_at,
         )
@@ -174,8 +188,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         let reply_to = m.reply_to.map(|id| id.0);
         sqlx::query!(
             "insert into messages (message_id, user_id, character_id, author, content, compressed, job_id, reply_to,
-                                   prompt_snapshot, created_at)
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                   prompt_snapshot, truncated, prompt_version, created_at)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             m.message_id.0,
             user_id,
             m.character_id.0,
@@ -185,6 +199,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
             m.job_id,
             reply_to,
             m.prompt_snapshot,
+            m.truncated,
+            m.prompt_version,
             m.created_at,
         )
         .execute(&mut *tx)
@@ -218,8 +234,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         let character_id = m.character_id.map(|id| id.0);
         sqlx::query!(
             "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
-                                         moderator, prompt_snapshot, job_id, round, created_at)
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                         moderator, prompt_snapshot, job_id, round, truncated, prompt_version, created_at)
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             m.message_id.0,
             m.group_id.0,
             user_id,
@@ -231,6 +247,8 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
             m.prompt_snapshot,
             m.job_id,
             m.round,
+            m.truncated,
+            m.prompt_version,
             m.created_at,
         )
         .execute(&mut *tx)
@@ -248,6 +266,19 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
             k.created_at,
             k.last_used_at,
             k.revoked_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for d in &export.usage_days {
+        sqlx::query!(
+            "insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+             values (?1, ?2, ?3, ?4, ?5)",
+            user_id,
+            d.day,
+            d.calls,
+            d.prompt_tokens,
+            d.completion_tokens,
         )
         .execute(&mut *tx)
         .await?;

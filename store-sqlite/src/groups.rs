@@ -165,7 +165,7 @@ pub async fn members(db: impl SqliteExecutor<'_>, group_id: GroupId) -> Result<V
     sqlx::query_as!(
         Member,
         r#"select c.character_id as "character_id!: CharacterId", c.name, c.brief, c.profile as "profile: Value",
-                  c.status, m.absorbed_upto as "absorbed_upto: MessageId"
+                  c.status, c.language, m.absorbed_upto as "absorbed_upto: MessageId"
            from group_members m join characters c on c.character_id = m.character_id
            where m.group_id = ?1
            order by m.joined_at, c.character_id"#,
@@ -182,8 +182,8 @@ pub async fn insert_message(db: impl SqliteExecutor<'_>, message: NewGroupMessag
     let (job_id, round) = message.job_round.map(|(job, round)| (job.0, round)).unzip();
     sqlx::query!(
         "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
-                                     moderator, prompt_snapshot, job_id, round, created_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                     moderator, prompt_snapshot, job_id, round, truncated, prompt_version, created_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         message.message_id.0,
         message.group_id.0,
         message.user_id.0,
@@ -195,6 +195,8 @@ pub async fn insert_message(db: impl SqliteExecutor<'_>, message: NewGroupMessag
         message.prompt_snapshot,
         job_id,
         round,
+        message.truncated,
+        message.prompt_version,
         now,
     )
     .execute(db)
@@ -214,7 +216,8 @@ pub async fn history(
         GroupMessageRecord,
         r#"select message_id as "message_id!: MessageId", author, character_id as "character_id: CharacterId",
                   speaker_name, content, moderator as "moderator: Value", prompt_snapshot,
-                  job_id as "job_id: JobId", round as "round: i32", created_at as "created_at: DateTime<Utc>"
+                  job_id as "job_id: JobId", round as "round: i32", truncated as "truncated: bool", prompt_version,
+                  created_at as "created_at: DateTime<Utc>"
            from group_messages
            where group_id = ?1 and (?2 is null or message_id < ?2)
            order by message_id desc
@@ -239,7 +242,8 @@ pub async fn after(
         GroupMessageRecord,
         r#"select message_id as "message_id!: MessageId", author, character_id as "character_id: CharacterId",
                   speaker_name, content, moderator as "moderator: Value", prompt_snapshot,
-                  job_id as "job_id: JobId", round as "round: i32", created_at as "created_at: DateTime<Utc>"
+                  job_id as "job_id: JobId", round as "round: i32", truncated as "truncated: bool", prompt_version,
+                  created_at as "created_at: DateTime<Utc>"
            from group_messages
            where group_id = ?1 and (?2 is null or message_id > ?2)
            order by message_id
@@ -315,7 +319,8 @@ pub async fn message_of_turn(
         GroupMessageRecord,
         r#"select message_id as "message_id!: MessageId", author, character_id as "character_id: CharacterId",
                   speaker_name, content, moderator as "moderator: Value", prompt_snapshot,
-                  job_id as "job_id: JobId", round as "round: i32", created_at as "created_at: DateTime<Utc>"
+                  job_id as "job_id: JobId", round as "round: i32", truncated as "truncated: bool", prompt_version,
+                  created_at as "created_at: DateTime<Utc>"
            from group_messages
            where group_id = ?1 and author = 'user' and message_id < ?2
            order by message_id desc

@@ -12,6 +12,9 @@
 //!   statement holds the database's write lock from before it evaluates the serial-key
 //!   `not exists`, so two claims of jobs of one key cannot both pass it.
 //! - [`lock_message`] has no `for update`: it takes the database's write lock instead (see there).
+//! - The writes that end or hand back an attempt ([`succeed`], [`fail`], [`cancel`],
+//!   [`release`]) are two statements, the job's update and the day's usage (SQLite has no
+//!   data-modifying CTEs), so they take a connection and must run in a transaction.
 
 use std::time::Duration;
 
@@ -19,12 +22,15 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
-    store::jobs::{CancelOutcome, Claim, Heartbeat, JobRecord, NewJob},
+    store::{
+        jobs::{CancelOutcome, Claim, ClaimRow, Heartbeat, JobRecord, JobRow, NewJob},
+        usage::to_columns,
+    },
 };
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
-use crate::{begin_immediate, minus, now, plus};
+use crate::{begin_immediate, minus, now, plus, usage};
 
 pub async fn insert(db: impl SqliteExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     let now = now();
@@ -61,13 +67,14 @@ pub async fn get(
     user_id: UserId,
     job_id: JobId,
 ) -> Result<Option<JobRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        JobRecord,
+    let row = sqlx::query_as!(
+        JobRow,
         r#"select job_id as "job_id!: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done as "progress_done: i32", progress_total as "progress_total: i32",
                   result as "result: Value", error as "error: Value", attempts as "attempts: i32",
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
                   created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
                   finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from jobs where job_id = ?1 and user_id = ?2"#,
@@ -75,7 +82,8 @@ pub async fn get(
         user_id.0,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(JobRecord::from))
 }
 
 /// The job a user created with `key`, with the fingerprint of the request that created it.
@@ -143,8 +151,8 @@ pub async fn unpublished(
 pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
     let now = now();
     let lease_until = plus(now, lease);
-    sqlx::query_as!(
-        Claim,
+    let row = sqlx::query_as!(
+        ClaimRow,
         r#"update jobs
            set status = 'running', attempts = attempts + 1, lease_until = ?2,
                started_at = coalesce(started_at, ?3), updated_at = ?3
@@ -163,7 +171,8 @@ pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) 
         now,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(Claim::from))
 }
 
 /// The current status of a job, without owner check (worker side).
@@ -217,53 +226,86 @@ pub async fn set_progress(db: impl SqliteExecutor<'_>, claim: &Claim, done: i32)
 
 /// Ends the claimed job as succeeded. False when the claim was lost (then the caller must roll
 /// back whatever else it wrote in the same transaction).
-pub async fn succeed(db: impl SqliteExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+///
+/// Like every write that ends or hands back an attempt ([`fail`], [`cancel`], [`release`]), it
+/// adds the attempt's LLM usage to the job and, when there was any, to the user's UTC day. Those
+/// are two statements here: run it in a transaction, as the store's methods do, so both or
+/// neither happen. A lost claim adds nothing.
+pub async fn succeed(tx: &mut SqliteConnection, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
     let now = now();
-    let outcome = sqlx::query!(
-        "update jobs set status = 'succeeded', result = ?3, progress_done = progress_total,
-                lease_until = null, finished_at = ?4, updated_at = ?4
-         where job_id = ?1 and attempts = ?2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = to_columns(claim.usage.total());
+    let ended = sqlx::query!(
+        r#"update jobs set status = 'succeeded', result = ?3, progress_done = progress_total,
+                lease_until = null, finished_at = ?4, updated_at = ?4,
+                usage_calls = usage_calls + ?5, usage_prompt_tokens = usage_prompt_tokens + ?6,
+                usage_completion_tokens = usage_completion_tokens + ?7
+         where job_id = ?1 and attempts = ?2 and status = 'running'
+         returning user_id as "user_id!: UserId""#,
         claim.job_id.0,
         claim.attempt,
         result,
         now,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    let Some(ended) = ended else { return Ok(false) };
+    usage::spend(&mut *tx, ended.user_id, now, claim.usage.total()).await?;
+    Ok(true)
 }
 
-/// Ends the claimed job as failed.
-pub async fn fail(db: impl SqliteExecutor<'_>, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
+/// Ends the claimed job as failed, adding the attempt's usage (see [`succeed`]).
+pub async fn fail(tx: &mut SqliteConnection, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
     let now = now();
     let error = serde_json::to_value(error).unwrap_or_default();
-    let outcome = sqlx::query!(
-        "update jobs set status = 'failed', error = ?3, lease_until = null, finished_at = ?4, updated_at = ?4
-         where job_id = ?1 and attempts = ?2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = to_columns(claim.usage.total());
+    let ended = sqlx::query!(
+        r#"update jobs set status = 'failed', error = ?3, lease_until = null, finished_at = ?4, updated_at = ?4,
+                usage_calls = usage_calls + ?5, usage_prompt_tokens = usage_prompt_tokens + ?6,
+                usage_completion_tokens = usage_completion_tokens + ?7
+         where job_id = ?1 and attempts = ?2 and status = 'running'
+         returning user_id as "user_id!: UserId""#,
         claim.job_id.0,
         claim.attempt,
         error,
         now,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    let Some(ended) = ended else { return Ok(false) };
+    usage::spend(&mut *tx, ended.user_id, now, claim.usage.total()).await?;
+    Ok(true)
 }
 
 /// Hands a claimed job back (graceful shutdown, transient failure): another worker can claim it
-/// at once. The job counts as unpublished until the caller publishes it again.
-pub async fn release(db: impl SqliteExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
+/// at once. The job counts as unpublished until the caller publishes it again. The attempt's
+/// usage is added (see [`succeed`]): its tokens were spent even though its work is done again.
+pub async fn release(tx: &mut SqliteConnection, claim: &Claim) -> Result<bool, sqlx::Error> {
     let now = now();
-    let outcome = sqlx::query!(
-        "update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = ?3
-         where job_id = ?1 and attempts = ?2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = to_columns(claim.usage.total());
+    let ended = sqlx::query!(
+        r#"update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = ?3,
+                usage_calls = usage_calls + ?4, usage_prompt_tokens = usage_prompt_tokens + ?5,
+                usage_completion_tokens = usage_completion_tokens + ?6
+         where job_id = ?1 and attempts = ?2 and status = 'running'
+         returning user_id as "user_id!: UserId""#,
         claim.job_id.0,
         claim.attempt,
         now,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    let Some(ended) = ended else { return Ok(false) };
+    usage::spend(&mut *tx, ended.user_id, now, claim.usage.total()).await?;
+    Ok(true)
 }
 
 /// The job's message was dropped because the job must wait for an earlier one of its serial
@@ -303,20 +345,30 @@ pub async fn message_answered_or_pending(
     Ok(row.busy)
 }
 
-/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message).
-pub async fn cancel(db: impl SqliteExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
+/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message), adding
+/// the attempt's usage (see [`succeed`]).
+pub async fn cancel(tx: &mut SqliteConnection, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
     let now = now();
-    let outcome = sqlx::query!(
-        "update jobs set status = 'cancelled', result = ?3, lease_until = null, finished_at = ?4, updated_at = ?4
-         where job_id = ?1 and attempts = ?2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = to_columns(claim.usage.total());
+    let ended = sqlx::query!(
+        r#"update jobs set status = 'cancelled', result = ?3, lease_until = null, finished_at = ?4, updated_at = ?4,
+                usage_calls = usage_calls + ?5, usage_prompt_tokens = usage_prompt_tokens + ?6,
+                usage_completion_tokens = usage_completion_tokens + ?7
+         where job_id = ?1 and attempts = ?2 and status = 'running'
+         returning user_id as "user_id!: UserId""#,
         claim.job_id.0,
         claim.attempt,
         result,
         now,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    let Some(ended) = ended else { return Ok(false) };
+    usage::spend(&mut *tx, ended.user_id, now, claim.usage.total()).await?;
+    Ok(true)
 }
 
 /// True when a compression of this character's memory — of its single chat (`group_id` none)

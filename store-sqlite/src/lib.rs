@@ -40,6 +40,7 @@ pub mod memories;
 pub mod messages;
 pub mod stats;
 mod store;
+pub mod usage;
 pub mod users;
 
 pub use event_log::SqliteEventLog;

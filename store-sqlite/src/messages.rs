@@ -42,8 +42,8 @@ pub async fn insert_reply(db: impl SqliteExecutor<'_>, reply: NewReply<'_>) -> R
     let now = now();
     sqlx::query!(
         "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
-                               created_at)
-         values (?1, ?2, ?3, 'character', ?4, ?5, ?6, ?7, ?8)",
+                               truncated, prompt_version, created_at)
+         values (?1, ?2, ?3, 'character', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         reply.message_id.0,
         reply.user_id.0,
         reply.character_id.0,
@@ -51,6 +51,8 @@ pub async fn insert_reply(db: impl SqliteExecutor<'_>, reply: NewReply<'_>) -> R
         reply.job_id.0,
         reply.reply_to.0,
         reply.prompt_snapshot,
+        reply.truncated,
+        reply.prompt_version,
         now,
     )
     .execute(db)
@@ -68,7 +70,8 @@ pub async fn get(
         MessageRecord,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
                   content, compressed as "compressed: bool", job_id as "job_id: JobId",
-                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  reply_to as "reply_to: MessageId", prompt_snapshot, truncated as "truncated: bool",
+                  prompt_version, created_at as "created_at: DateTime<Utc>"
            from messages where message_id = ?1 and user_id = ?2"#,
         message_id.0,
         user_id.0,
@@ -83,7 +86,8 @@ pub async fn reply_of_job(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<
         MessageRecord,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
                   content, compressed as "compressed: bool", job_id as "job_id: JobId",
-                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  reply_to as "reply_to: MessageId", prompt_snapshot, truncated as "truncated: bool",
+                  prompt_version, created_at as "created_at: DateTime<Utc>"
            from messages where job_id = ?1"#,
         job_id.0,
     )
@@ -104,7 +108,8 @@ pub async fn history(
         MessageRecord,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
                   content, compressed as "compressed: bool", job_id as "job_id: JobId",
-                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  reply_to as "reply_to: MessageId", prompt_snapshot, truncated as "truncated: bool",
+                  prompt_version, created_at as "created_at: DateTime<Utc>"
            from messages
            where character_id = ?1 and user_id = ?2 and (?3 is null or message_id < ?3)
            order by message_id desc
@@ -132,7 +137,8 @@ pub async fn uncompressed(
         MessageRecord,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
                   content, compressed as "compressed: bool", job_id as "job_id: JobId",
-                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  reply_to as "reply_to: MessageId", prompt_snapshot, truncated as "truncated: bool",
+                  prompt_version, created_at as "created_at: DateTime<Utc>"
            from messages
            where character_id = ?1 and not compressed
              and (?2 is null or (message_id <> ?2 and not (author = 'user' and message_id > ?2)))
@@ -184,7 +190,8 @@ pub async fn oldest_uncompressed(
         MessageRecord,
         r#"select message_id as "message_id!: MessageId", character_id as "character_id: CharacterId", author,
                   content, compressed as "compressed: bool", job_id as "job_id: JobId",
-                  reply_to as "reply_to: MessageId", prompt_snapshot, created_at as "created_at: DateTime<Utc>"
+                  reply_to as "reply_to: MessageId", prompt_snapshot, truncated as "truncated: bool",
+                  prompt_version, created_at as "created_at: DateTime<Utc>"
            from messages
            where character_id = ?1 and not compressed
            order by coalesce(reply_to, message_id), author = 'character'

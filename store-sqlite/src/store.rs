@@ -19,6 +19,7 @@ use fastnpc_shared::{
         memories::{Memories, MemoryEntry},
         messages::{MessageRecord, NewReply},
         transfer::{ExportRefusal, Imported, UserExport},
+        usage::DailyUsage,
         users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
     },
 };
@@ -26,7 +27,8 @@ use serde_json::Value;
 use sqlx::SqlitePool;
 
 use crate::{
-    api_keys, begin_immediate, characters, export, groups, is_unique_violation, jobs, memories, messages, stats, users,
+    api_keys, begin_immediate, characters, export, groups, is_unique_violation, jobs, memories, messages, stats, usage,
+    users,
 };
 
 /// The store over one SQLite database file.
@@ -184,8 +186,15 @@ impl Store for SqliteStore {
 
     async fn submit_character(&self, character: NewCharacter<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.pool).await?;
-        characters::insert(&mut *tx, character.character_id, character.user_id, character.name, character.source)
-            .await?;
+        characters::insert(
+            &mut *tx,
+            character.character_id,
+            character.user_id,
+            character.name,
+            character.source,
+            character.language,
+        )
+        .await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
         }
@@ -224,11 +233,12 @@ impl Store for SqliteStore {
         character_id: CharacterId,
         profile: &Value,
         brief: &str,
+        prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool> {
         let mut tx = begin_immediate(&self.pool).await?;
-        characters::mark_ready(&mut *tx, character_id, profile, brief).await?;
-        if !jobs::succeed(&mut *tx, claim, result).await? {
+        characters::mark_ready(&mut *tx, character_id, profile, brief, prompt_version).await?;
+        if !jobs::succeed(&mut tx, claim, result).await? {
             // Rolled back on drop: the character stays as the job's new owner will leave it.
             return Ok(false);
         }
@@ -312,7 +322,7 @@ impl Store for SqliteStore {
         let mut tx = begin_immediate(&self.pool).await?;
         messages::insert_reply(&mut *tx, reply).await?;
         let Some(stored) = messages::reply_of_job(&mut *tx, claim.job_id).await? else { return Ok(None) };
-        if !jobs::succeed(&mut *tx, claim, &result(&stored)).await? {
+        if !jobs::succeed(&mut tx, claim, &result(&stored)).await? {
             return Ok(None);
         }
         tx.commit().await?;
@@ -365,7 +375,7 @@ impl Store for SqliteStore {
                 return Ok(CompressionCommit::AlreadyAbsorbed);
             }
         }
-        if !jobs::succeed(&mut *tx, claim, result).await? {
+        if !jobs::succeed(&mut tx, claim, result).await? {
             return Ok(CompressionCommit::LostClaim);
         }
         tx.commit().await?;
@@ -567,6 +577,14 @@ impl Store for SqliteStore {
         jobs::reset_deliveries(&self.pool).await
     }
 
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>> {
+        usage::daily(&self.pool, user_id, days).await
+    }
+
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64> {
+        usage::tokens_today(&self.pool, user_id).await
+    }
+
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
         jobs::claim(&self.pool, job_id, lease).await
     }
@@ -584,12 +602,18 @@ impl Store for SqliteStore {
     }
 
     async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
-        jobs::succeed(&self.pool, claim, result).await
+        // The job's update and the day's usage, together (see `jobs::succeed`).
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !jobs::succeed(&mut tx, claim, result).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool> {
         let mut tx = begin_immediate(&self.pool).await?;
-        if !jobs::fail(&mut *tx, claim, error).await? {
+        if !jobs::fail(&mut tx, claim, error).await? {
             return Ok(false);
         }
         // A failed chat reply keeps the user's message (the client may retry); a failed
@@ -605,7 +629,7 @@ impl Store for SqliteStore {
 
     async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
         let mut tx = begin_immediate(&self.pool).await?;
-        if !jobs::cancel(&mut *tx, claim, result).await? {
+        if !jobs::cancel(&mut tx, claim, result).await? {
             return Ok(false);
         }
         if claim.kind == JobKind::GenerateCharacter
@@ -618,7 +642,13 @@ impl Store for SqliteStore {
     }
 
     async fn release_job(&self, claim: &Claim) -> StoreResult<bool> {
-        jobs::release(&self.pool, claim).await
+        // The job's update and the day's usage, together (see `jobs::succeed`).
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !jobs::release(&mut tx, claim).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {

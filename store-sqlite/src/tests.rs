@@ -10,11 +10,14 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
+    llm::Usage,
     store::{
+        Store,
         groups::NewGroupMessage,
         jobs::{CancelOutcome, Heartbeat, IDEMPOTENCY_KEY, NewJob, serial},
         memories::MemoryEntry,
         messages::NewReply,
+        usage::DailyUsage,
         users::{SettingsPatch, USERNAME_KEY},
     },
 };
@@ -22,8 +25,8 @@ use serde_json::json;
 use sqlx::SqlitePool;
 
 use crate::{
-    api_keys, begin_immediate, characters, connect, events, groups, is_unique_violation, jobs, memories, messages,
-    migrate, minus, now, plus, stats, users,
+    SqliteStore, api_keys, begin_immediate, characters, connect, events, groups, is_unique_violation, jobs, memories,
+    messages, migrate, minus, now, plus, stats, users,
 };
 
 /// A migrated database file that is deleted (with its WAL files) when the test ends.
@@ -57,7 +60,7 @@ async fn user(pool: &SqlitePool, name: &str) -> UserId {
 
 async fn character(pool: &SqlitePool, user_id: UserId, name: &str) -> CharacterId {
     let character_id = CharacterId::new();
-    characters::insert(pool, character_id, user_id, name, &json!({"kind": "text", "text": name})).await.unwrap();
+    characters::insert(pool, character_id, user_id, name, &json!({"kind": "text", "text": name}), "zh").await.unwrap();
     character_id
 }
 
@@ -88,6 +91,12 @@ async fn job_status(pool: &SqlitePool, job_id: JobId) -> JobStatus {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// A connection of its own, for the functions that take one: outside a transaction each of
+/// their statements commits by itself.
+async fn connection(pool: &SqlitePool) -> sqlx::pool::PoolConnection<sqlx::Sqlite> {
+    pool.acquire().await.unwrap()
+}
+
 /// Lets the clock pass a time stamped just before (they have microsecond resolution).
 async fn tick() {
     tokio::time::sleep(Duration::from_millis(3)).await;
@@ -111,7 +120,8 @@ async fn migrations_apply_and_every_connection_enforces_foreign_keys() {
     }
     drop(held);
     // A character of a user that does not exist is refused.
-    let error = characters::insert(&db.pool, CharacterId::new(), UserId::new(), "x", &json!({})).await.unwrap_err();
+    let error =
+        characters::insert(&db.pool, CharacterId::new(), UserId::new(), "x", &json!({}), "zh").await.unwrap_err();
     assert!(matches!(&error, sqlx::Error::Database(e) if e.is_foreign_key_violation()), "{error}");
 }
 
@@ -199,6 +209,7 @@ async fn usernames_are_unique_case_insensitively_and_the_violation_is_recognised
     assert!(users::credentials(&db.pool, "nobody").await.unwrap().is_none());
     let record = users::get(&db.pool, ada).await.unwrap().unwrap();
     assert_eq!((record.username.as_str(), record.ctx_max_chat, record.max_group_rounds), ("Ada", 3000, 3));
+    assert_eq!(record.language, "zh");
     assert!(!record.is_admin);
 }
 
@@ -212,19 +223,33 @@ async fn settings_patch_keeps_what_it_does_not_name_and_checks_ranges() {
         ctx_max_stm: Some(1000),
         ctx_max_ltm: None,
         max_group_rounds: None,
+        language: Some("en"),
     };
     users::update_settings(&db.pool, ada, patch).await.unwrap();
     let record = users::get(&db.pool, ada).await.unwrap().unwrap();
     assert_eq!((record.bio.as_str(), record.ctx_max_chat, record.ctx_max_stm), ("mathematician", 3000, 1000));
+    assert_eq!(record.language, "en");
     let bad = SettingsPatch {
         bio: None,
         ctx_max_chat: Some(10),
         ctx_max_stm: None,
         ctx_max_ltm: None,
         max_group_rounds: None,
+        language: None,
     };
     let error = users::update_settings(&db.pool, ada, bad).await.unwrap_err();
     assert!(matches!(&error, sqlx::Error::Database(e) if e.is_check_violation()), "{error}");
+    let bad = SettingsPatch {
+        bio: None,
+        ctx_max_chat: None,
+        ctx_max_stm: None,
+        ctx_max_ltm: None,
+        max_group_rounds: None,
+        language: Some("fr"),
+    };
+    let error = users::update_settings(&db.pool, ada, bad).await.unwrap_err();
+    assert!(matches!(&error, sqlx::Error::Database(e) if e.is_check_violation()), "{error}");
+    assert_eq!(users::get(&db.pool, ada).await.unwrap().unwrap().language, "en");
     assert_eq!(users::password_hash(&db.pool, ada).await.unwrap().as_deref(), Some("hash"));
 }
 
@@ -359,6 +384,7 @@ async fn characters_are_owner_scoped_paged_by_id_and_cascade() {
     assert_eq!((record.name.as_str(), record.status.as_str()), ("c0", "generating"));
     assert_eq!(record.source, json!({"kind": "text", "text": "c0"}));
     assert!(record.profile.is_none());
+    assert_eq!((record.language.as_str(), record.prompt_version.as_deref()), ("zh", None));
     assert!(characters::get(&db.pool, eve, ids[0]).await.unwrap().is_none());
     assert!(characters::get_by_id(&db.pool, ids[0]).await.unwrap().is_some());
 
@@ -370,10 +396,15 @@ async fn characters_are_owner_scoped_paged_by_id_and_cascade() {
     assert_eq!(last.iter().map(|c| c.character_id).collect::<Vec<_>>(), [ids[0]]);
     assert_eq!(characters::count(&db.pool, ada).await.unwrap(), 5);
 
-    assert!(characters::mark_ready(&db.pool, ids[0], &json!({"traits": ["curious"]}), "A brief.").await.unwrap());
+    assert!(
+        characters::mark_ready(&db.pool, ids[0], &json!({"traits": ["curious"]}), "A brief.", Some("zh-1"))
+            .await
+            .unwrap()
+    );
     let ready = characters::get(&db.pool, ada, ids[0]).await.unwrap().unwrap();
     assert_eq!((ready.status.as_str(), ready.brief.as_deref()), ("ready", Some("A brief.")));
     assert_eq!(ready.profile, Some(json!({"traits": ["curious"]})));
+    assert_eq!(ready.prompt_version.as_deref(), Some("zh-1"));
     characters::mark_failed(&db.pool, ids[0]).await.unwrap();
     assert_eq!(characters::get(&db.pool, ada, ids[0]).await.unwrap().unwrap().status, "ready", "only generating fails");
     characters::mark_failed(&db.pool, ids[1]).await.unwrap();
@@ -459,10 +490,10 @@ async fn claims_lease_and_fence_out_a_worker_that_lost_its_lease() {
     // The first worker wakes up: every write of its claim is refused.
     assert_eq!(jobs::renew_lease(&db.pool, &first, LEASE).await.unwrap(), Heartbeat::Lost);
     assert!(!jobs::set_progress(&db.pool, &first, 2).await.unwrap());
-    assert!(!jobs::succeed(&db.pool, &first, &json!({"stale": true})).await.unwrap());
-    assert!(!jobs::fail(&db.pool, &first, &JobError::new("stale", "stale")).await.unwrap());
-    assert!(!jobs::cancel(&db.pool, &first, &json!({})).await.unwrap());
-    assert!(!jobs::release(&db.pool, &first).await.unwrap());
+    assert!(!jobs::succeed(&mut *connection(&db.pool).await, &first, &json!({"stale": true})).await.unwrap());
+    assert!(!jobs::fail(&mut *connection(&db.pool).await, &first, &JobError::new("stale", "stale")).await.unwrap());
+    assert!(!jobs::cancel(&mut *connection(&db.pool).await, &first, &json!({})).await.unwrap());
+    assert!(!jobs::release(&mut *connection(&db.pool).await, &first).await.unwrap());
     assert_eq!(job_status(&db.pool, job_id).await, JobStatus::Running);
 
     // The live claim's progress only moves forward.
@@ -470,12 +501,12 @@ async fn claims_lease_and_fence_out_a_worker_that_lost_its_lease() {
     assert!(jobs::set_progress(&db.pool, &second, 2).await.unwrap());
     assert!(jobs::set_progress(&db.pool, &second, 1).await.unwrap());
     assert_eq!(jobs::get(&db.pool, ada, job_id).await.unwrap().unwrap().progress_done, 2);
-    assert!(jobs::succeed(&db.pool, &second, &json!({"ok": true})).await.unwrap());
+    assert!(jobs::succeed(&mut *connection(&db.pool).await, &second, &json!({"ok": true})).await.unwrap());
     let done = jobs::get(&db.pool, ada, job_id).await.unwrap().unwrap();
     assert_eq!((done.status, done.progress_done, done.result), (JobStatus::Succeeded, 3, Some(json!({"ok": true}))));
     assert!(done.finished_at.is_some());
     // Terminal is final.
-    assert!(!jobs::succeed(&db.pool, &second, &json!({})).await.unwrap());
+    assert!(!jobs::succeed(&mut *connection(&db.pool).await, &second, &json!({})).await.unwrap());
     assert!(jobs::claim(&db.pool, job_id, LEASE).await.unwrap().is_none());
     assert!(!jobs::fail_unclaimed(&db.pool, job_id, &JobError::new("x", "y")).await.unwrap());
 }
@@ -487,13 +518,17 @@ async fn a_released_job_is_claimed_again_at_once_and_failures_are_recorded() {
     let job_id = job(&db.pool, ada, None).await;
     jobs::mark_published(&db.pool, job_id).await.unwrap();
     let claim = jobs::claim(&db.pool, job_id, LEASE).await.unwrap().unwrap();
-    assert!(jobs::release(&db.pool, &claim).await.unwrap());
+    assert!(jobs::release(&mut *connection(&db.pool).await, &claim).await.unwrap());
     assert_eq!(job_status(&db.pool, job_id).await, JobStatus::Queued);
     // Released means unpublished: the re-publisher picks it up.
     assert_eq!(jobs::unpublished(&db.pool, Duration::ZERO, LEASE, 10).await.unwrap(), [job_id]);
     let claim = jobs::claim(&db.pool, job_id, LEASE).await.unwrap().unwrap();
     assert_eq!(claim.attempt, 2);
-    assert!(jobs::fail(&db.pool, &claim, &JobError::new("llm_error", "the model failed")).await.unwrap());
+    assert!(
+        jobs::fail(&mut *connection(&db.pool).await, &claim, &JobError::new("llm_error", "the model failed"))
+            .await
+            .unwrap()
+    );
     let failed = jobs::get(&db.pool, ada, job_id).await.unwrap().unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error, Some(json!({"code": "llm_error", "message": "the model failed"})));
@@ -517,7 +552,7 @@ async fn jobs_of_one_serial_key_run_one_at_a_time_in_order() {
     assert_eq!(jobs::next_in_series(&db.pool, &key).await.unwrap(), Some(second));
     jobs::mark_unpublished(&db.pool, second).await.unwrap();
 
-    assert!(jobs::succeed(&db.pool, &claim, &json!({})).await.unwrap());
+    assert!(jobs::succeed(&mut *connection(&db.pool).await, &claim, &json!({})).await.unwrap());
     assert!(!jobs::successor_waiting(&db.pool, &key, second).await.unwrap());
     let next = jobs::claim(&db.pool, second, LEASE).await.unwrap().expect("its turn");
     assert_eq!(next.serial_key.as_deref(), Some(key.as_str()));
@@ -528,7 +563,7 @@ async fn jobs_of_one_serial_key_run_one_at_a_time_in_order() {
     let early = job(&db.pool, ada, Some(&group_key)).await;
     let late = job(&db.pool, ada, Some(&group_key)).await;
     let early_claim = jobs::claim(&db.pool, early, LEASE).await.unwrap().unwrap();
-    assert!(jobs::release(&db.pool, &early_claim).await.unwrap());
+    assert!(jobs::release(&mut *connection(&db.pool).await, &early_claim).await.unwrap());
     sqlx::query("update jobs set status = 'running', lease_until = ?2 where job_id = ?1")
         .bind(late.0)
         .bind(plus(now(), LEASE))
@@ -598,7 +633,7 @@ async fn cancellation_of_queued_running_and_finished_jobs() {
     assert_eq!((cancelled.status, cancelled.result), (JobStatus::Cancelled, Some(json!({"stopped": "cancelled"}))));
 
     assert_eq!(jobs::renew_lease(&db.pool, &claim, LEASE).await.unwrap(), Heartbeat::CancelRequested);
-    assert!(jobs::cancel(&db.pool, &claim, &json!({"stopped": "cancelled"})).await.unwrap());
+    assert!(jobs::cancel(&mut *connection(&db.pool).await, &claim, &json!({"stopped": "cancelled"})).await.unwrap());
     assert_eq!(job_status(&db.pool, running).await, JobStatus::Cancelled);
     assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 0);
 
@@ -622,7 +657,7 @@ async fn reopen_requeues_a_failed_job_and_its_character() {
     jobs::insert(&db.pool, new).await.unwrap();
     assert!(!jobs::reopen(&db.pool, job_id).await.unwrap(), "only failed jobs reopen");
     let claim = jobs::claim(&db.pool, job_id, LEASE).await.unwrap().unwrap();
-    jobs::fail(&db.pool, &claim, &JobError::new("x", "y")).await.unwrap();
+    jobs::fail(&mut *connection(&db.pool).await, &claim, &JobError::new("x", "y")).await.unwrap();
     characters::mark_failed(&db.pool, character_id).await.unwrap();
 
     assert!(jobs::reopen(&db.pool, job_id).await.unwrap());
@@ -669,6 +704,147 @@ async fn compression_and_answer_checks() {
     assert!(!jobs::message_answered_or_pending(&db.pool, message_id).await.unwrap(), "a failed answer may be retried");
 }
 
+// ---- LLM usage --------------------------------------------------------------------------------
+
+/// The store itself over the test's file: usage is written by the port's units of work.
+async fn store_of(db: &TestDb) -> SqliteStore {
+    SqliteStore::open(&db.path, 4).await.unwrap()
+}
+
+fn spent(calls: u32, prompt_tokens: u64, completion_tokens: u64) -> Usage {
+    Usage { calls, prompt_tokens, completion_tokens }
+}
+
+#[tokio::test]
+async fn usage_of_a_users_jobs_adds_up_per_day_and_outlives_the_jobs() {
+    let db = test_db().await;
+    let store = store_of(&db).await;
+    let ada = user(&db.pool, "ada").await;
+    let eve = user(&db.pool, "eve").await;
+    let character_id = character(&db.pool, ada, "c").await;
+    let generation = NewJob { character_id: Some(character_id), ..new_job(ada, JobKind::GenerateCharacter) };
+    let first = generation.job_id;
+    jobs::insert(&db.pool, generation).await.unwrap();
+    let second = job(&db.pool, ada, None).await;
+
+    let claim = store.claim_job(first, LEASE).await.unwrap().unwrap();
+    assert_eq!(claim.usage.total(), Usage::default(), "a claim starts with a fresh meter");
+    claim.usage.add(Usage::call(100, 20));
+    claim.clone().usage.add(Usage::call(100, 20));
+    assert!(store.succeed_job(&claim, &json!({})).await.unwrap());
+    let claim = store.claim_job(second, LEASE).await.unwrap().unwrap();
+    claim.usage.add(Usage::call(50, 5));
+    assert!(store.fail_job(&claim, &JobError::new("x", "y")).await.unwrap());
+
+    assert_eq!(store.job(ada, first).await.unwrap().unwrap().usage, spent(2, 200, 40));
+    assert_eq!(store.job(ada, second).await.unwrap().unwrap().usage, spent(1, 50, 5));
+    let today = now().date_naive();
+    let days = store.daily_usage(ada, 30).await.unwrap();
+    assert_eq!(days, [DailyUsage { day: today, usage: spent(3, 250, 45) }]);
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 295);
+    assert!(store.daily_usage(eve, 30).await.unwrap().is_empty(), "another user spent nothing");
+    assert_eq!(store.tokens_today(eve).await.unwrap(), 0);
+
+    // The generation's job goes with its character; the day's spend stays.
+    assert!(store.delete_character(ada, character_id).await.unwrap());
+    assert!(store.job(ada, first).await.unwrap().is_none());
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 295);
+
+    // The window: `days` UTC days back from today, newest first; the budget counts today only.
+    for (days_ago, tokens) in [(2, 7), (29, 11), (30, 13)] {
+        let day = today.checked_sub_days(chrono::Days::new(days_ago)).unwrap();
+        sqlx::query("insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens) values (?1, ?2, 1, ?3, 0)")
+            .bind(ada.0)
+            .bind(day)
+            .bind(tokens)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let window: Vec<(u64, u64)> = store
+        .daily_usage(ada, 30)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| ((today - d.day).num_days() as u64, d.usage.prompt_tokens))
+        .collect();
+    assert_eq!(window, [(0, 250), (2, 7), (29, 11)]);
+    assert_eq!(store.daily_usage(ada, 1).await.unwrap().len(), 1);
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 295);
+}
+
+#[tokio::test]
+async fn a_handed_back_attempt_counts_and_a_lost_claim_adds_nothing() {
+    let db = test_db().await;
+    let store = store_of(&db).await;
+    let ada = user(&db.pool, "ada").await;
+    let job_id = job(&db.pool, ada, None).await;
+
+    // Handed back (a transient failure): its tokens were spent all the same.
+    let first = store.claim_job(job_id, LEASE).await.unwrap().unwrap();
+    first.usage.add(Usage::call(10, 1));
+    assert!(store.release_job(&first).await.unwrap());
+    assert_eq!(store.job(ada, job_id).await.unwrap().unwrap().usage, spent(1, 10, 1));
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 11);
+
+    // A second attempt stalls past its lease and a third takes over: the stalled worker's
+    // writes are refused, and its meter is not added anywhere.
+    let stalled = store.claim_job(job_id, Duration::ZERO).await.unwrap().unwrap();
+    stalled.usage.add(Usage::call(1000, 100));
+    tick().await;
+    let third = store.claim_job(job_id, LEASE).await.unwrap().unwrap();
+    assert_eq!(third.usage.total(), Usage::default(), "not the stalled attempt's meter");
+    assert!(!store.succeed_job(&stalled, &json!({})).await.unwrap());
+    assert!(!store.fail_job(&stalled, &JobError::new("x", "y")).await.unwrap());
+    assert!(!store.cancel_claimed_job(&stalled, &json!({})).await.unwrap());
+    assert!(!store.release_job(&stalled).await.unwrap());
+    assert_eq!(store.job(ada, job_id).await.unwrap().unwrap().usage, spent(1, 10, 1));
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 11);
+
+    // The live attempt ends cancelled, and counts.
+    third.usage.add(Usage::call(3, 2));
+    assert!(store.cancel_claimed_job(&third, &json!({"stopped": "cancelled"})).await.unwrap());
+    assert_eq!(store.job(ada, job_id).await.unwrap().unwrap().usage, spent(2, 13, 3));
+    assert_eq!(store.daily_usage(ada, 1).await.unwrap()[0].usage, spent(2, 13, 3));
+
+    // A reply whose claim was lost stores neither the reply nor the usage.
+    let character_id = character(&db.pool, ada, "c").await;
+    let message_id = MessageId::new();
+    messages::insert_user_message(&db.pool, message_id, ada, character_id, "hi").await.unwrap();
+    let reply_job = NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
+    let reply_job_id = reply_job.job_id;
+    jobs::insert(&db.pool, reply_job).await.unwrap();
+    let lost = store.claim_job(reply_job_id, Duration::ZERO).await.unwrap().unwrap();
+    lost.usage.add(Usage::call(500, 50));
+    tick().await;
+    let winner = store.claim_job(reply_job_id, LEASE).await.unwrap().unwrap();
+    let reply = |content| NewReply {
+        message_id: MessageId::new(),
+        user_id: ada,
+        character_id,
+        reply_to: message_id,
+        content,
+        job_id: reply_job_id,
+        prompt_snapshot: "p",
+        truncated: false,
+        prompt_version: None,
+    };
+    assert!(store.finish_reply(&lost, reply("late"), &|_| json!({})).await.unwrap().is_none());
+    assert!(store.reply_of_job(reply_job_id).await.unwrap().is_none());
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 13 + 3);
+    winner.usage.add(Usage::call(4, 4));
+    assert!(store.finish_reply(&winner, reply("on time"), &|_| json!({})).await.unwrap().is_some());
+    assert_eq!(store.job(ada, reply_job_id).await.unwrap().unwrap().usage, spent(1, 4, 4));
+    assert_eq!(store.tokens_today(ada).await.unwrap(), 13 + 3 + 8);
+
+    // An attempt that made no call leaves no row for its day.
+    let eve = user(&db.pool, "eve").await;
+    let idle = job(&db.pool, eve, None).await;
+    let claim = store.claim_job(idle, LEASE).await.unwrap().unwrap();
+    assert!(store.succeed_job(&claim, &json!({})).await.unwrap());
+    assert!(store.daily_usage(eve, 30).await.unwrap().is_empty());
+}
+
 // ---- messages and memories --------------------------------------------------------------------
 
 #[tokio::test]
@@ -690,11 +866,14 @@ async fn conversation_history_session_layer_and_compression() {
         content,
         job_id,
         prompt_snapshot: "system prompt",
+        truncated: false,
+        prompt_version: None,
     };
     let (r1, j1) = (MessageId::new(), JobId::new());
     messages::insert_reply(&db.pool, reply(r1, u1, j1, "hi")).await.unwrap();
     let (r2, j2) = (MessageId::new(), JobId::new());
-    messages::insert_reply(&db.pool, reply(r2, u2, j2, "yes")).await.unwrap();
+    let cut = NewReply { truncated: true, prompt_version: Some("zh-1"), ..reply(r2, u2, j2, "yes") };
+    messages::insert_reply(&db.pool, cut).await.unwrap();
     let u3 = MessageId::new();
     messages::insert_user_message(&db.pool, u3, ada, character_id, "good").await.unwrap();
 
@@ -716,7 +895,9 @@ async fn conversation_history_session_layer_and_compression() {
         (stored.author.as_str(), stored.reply_to, stored.job_id, stored.compressed),
         ("character", Some(u1), Some(j1), false)
     );
-    assert_eq!(messages::reply_of_job(&db.pool, j2).await.unwrap().unwrap().message_id, r2);
+    assert_eq!((stored.truncated, stored.prompt_version), (false, None));
+    let cut = messages::reply_of_job(&db.pool, j2).await.unwrap().unwrap();
+    assert_eq!((cut.message_id, cut.truncated, cut.prompt_version.as_deref()), (r2, true, Some("zh-1")));
     assert!(messages::reply_of_job(&db.pool, JobId::new()).await.unwrap().is_none());
 
     // Conversation order puts each reply right after its message.
@@ -797,6 +978,8 @@ async fn groups_members_transcript_and_memory_cursors() {
         moderator: None,
         prompt_snapshot: None,
         job_round: None,
+        truncated: false,
+        prompt_version: None,
     };
     let m1 = MessageId::new();
     groups::insert_message(&db.pool, user_message(m1, "hello all")).await.unwrap();
@@ -813,6 +996,8 @@ async fn groups_members_transcript_and_memory_cursors() {
         moderator: Some(&decision),
         prompt_snapshot: Some("prompt"),
         job_round: Some((turn, 1)),
+        truncated: true,
+        prompt_version: Some("zh-1"),
     };
     groups::insert_message(&db.pool, spoken).await.unwrap();
     let again = NewGroupMessage { message_id: MessageId::new(), ..user_message(MessageId::new(), "x") };
@@ -834,6 +1019,8 @@ async fn groups_members_transcript_and_memory_cursors() {
     assert_eq!(history.iter().map(|m| m.message_id).collect::<Vec<_>>(), [m3, m2]);
     assert_eq!((history[1].author.as_str(), history[1].round, history[1].job_id), ("character", Some(1), Some(turn)));
     assert_eq!(history[1].moderator, Some(decision.clone()));
+    assert_eq!((history[1].truncated, history[1].prompt_version.as_deref()), (true, Some("zh-1")));
+    assert_eq!((history[0].truncated, history[0].prompt_version.as_deref()), (false, None));
     let older = groups::history(&db.pool, group_id, Some(m2), 2).await.unwrap();
     assert_eq!(older.iter().map(|m| m.message_id).collect::<Vec<_>>(), [m1]);
     let after = groups::after(&db.pool, group_id, Some(m1), 10).await.unwrap();
@@ -884,11 +1071,11 @@ async fn stats_count_across_users() {
     users::disable(&db.pool, eve).await.unwrap();
     let c1 = character(&db.pool, ada, "c1").await;
     character(&db.pool, eve, "c2").await;
-    characters::mark_ready(&db.pool, c1, &json!({}), "b").await.unwrap();
+    characters::mark_ready(&db.pool, c1, &json!({}), "b", None).await.unwrap();
     messages::insert_user_message(&db.pool, MessageId::new(), ada, c1, "hi").await.unwrap();
     let done = job(&db.pool, ada, None).await;
     let claim = jobs::claim(&db.pool, done, LEASE).await.unwrap().unwrap();
-    jobs::succeed(&db.pool, &claim, &json!({})).await.unwrap();
+    jobs::succeed(&mut *connection(&db.pool).await, &claim, &json!({})).await.unwrap();
     let failed = job(&db.pool, ada, None).await;
     jobs::fail_unclaimed(&db.pool, failed, &JobError::new("x", "y")).await.unwrap();
     job(&db.pool, eve, None).await;

@@ -57,7 +57,7 @@ pub async fn get(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<Option<
         UserRecord,
         r#"select user_id as "user_id!: UserId", username, bio, ctx_max_chat as "ctx_max_chat: i32",
                   ctx_max_stm as "ctx_max_stm: i32", ctx_max_ltm as "ctx_max_ltm: i32",
-                  max_group_rounds as "max_group_rounds: i32", is_admin as "is_admin: bool",
+                  max_group_rounds as "max_group_rounds: i32", language, is_admin as "is_admin: bool",
                   created_at as "created_at: DateTime<Utc>"
            from users where user_id = ?1"#,
         user_id.0,
@@ -117,7 +117,8 @@ pub async fn update_settings(
     sqlx::query!(
         "update users set bio = coalesce(?2, bio), ctx_max_chat = coalesce(?3, ctx_max_chat),
                 ctx_max_stm = coalesce(?4, ctx_max_stm), ctx_max_ltm = coalesce(?5, ctx_max_ltm),
-                max_group_rounds = coalesce(?6, max_group_rounds), updated_at = ?7
+                max_group_rounds = coalesce(?6, max_group_rounds), language = coalesce(?7, language),
+                updated_at = ?8
          where user_id = ?1",
         user_id.0,
         patch.bio,
@@ -125,6 +126,7 @@ pub async fn update_settings(
         patch.ctx_max_stm,
         patch.ctx_max_ltm,
         patch.max_group_rounds,
+        patch.language,
         now,
     )
     .execute(db)

@@ -63,6 +63,37 @@ async fn register_login_me_logout() {
 }
 
 #[tokio::test]
+async fn the_language_setting_is_chinese_by_default_and_takes_zh_or_en_only() {
+    let app = TestApp::spawn().await;
+    let user = app.user("ada").await;
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(me["user"]["language"], "zh", "{me}");
+
+    let patch = |body: Value| app.request(Method::PATCH, "/v1/me", Some(&user)).json(&body).send();
+    let changed = patch(json!({"language": "en"})).await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["user"]["language"], "en", "the PATCH answer shows it: {changed}");
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(me["user"]["language"], "en", "{me}");
+
+    // Anything else is refused, naming the field, and changes nothing (not even the valid rest).
+    for language in [json!("fr"), json!("EN"), json!(""), json!(1)] {
+        let refused = patch(json!({"language": language, "bio": "polyglot"})).await.unwrap();
+        let problem = assert_problem(refused, 422).await;
+        assert!(problem["detail"].as_str().unwrap().contains("language"), "{problem}");
+    }
+    let after: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(after, me, "nothing changed");
+    // Other settings leave it alone.
+    let bio = patch(json!({"bio": "polyglot"})).await.unwrap();
+    assert_eq!(bio.status(), 200);
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!((me["user"]["bio"].as_str(), me["user"]["language"].as_str()), (Some("polyglot"), Some("en")));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_character_submissions_get_problem_details_and_create_nothing() {
     let app = TestApp::spawn().await;
     let user = app.user("grace").await;

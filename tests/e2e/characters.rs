@@ -215,3 +215,53 @@ async fn several_workers_share_one_queue() {
     assert_eq!(app.sim.stats().requests_served, 80);
     app.stop().await;
 }
+
+/// The language of a character: detected from the source, or given; its prompts, the schema's
+/// descriptions and the recorded prompt version follow it, and so do its replies.
+#[tokio::test]
+async fn a_character_speaks_the_language_of_its_source_or_the_one_asked_for() {
+    use fastnpc_shared::prompts::Language;
+    let app = TestApp::spawn().await;
+    let user = app.user("ada").await;
+    let english = "Ada Lovelace (1815-1852) was an English mathematician, known for her notes on Charles \
+                   Babbage's Analytical Engine, which include the first published algorithm meant for a machine.";
+    let (app_ref, user_ref) = (&app, &user);
+    let create = |body: Value| async move { app_ref.post_json("/v1/characters", user_ref, &body).await };
+
+    let created = create(serde_json::json!({"name": "Ada", "source": {"kind": "text", "text": english}})).await;
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.unwrap();
+    let job = app.wait_for_job(&user, created["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["prompt_version"], Language::En.prompts().version());
+    let id = created["character"]["id"].as_str().unwrap();
+    let character: Value = app.get(&format!("/v1/characters/{id}"), &user).await.json().await.unwrap();
+    assert_eq!(character["character"]["language"], "en");
+    assert_eq!(character["character"]["prompt_version"], Language::En.prompts().version());
+    assert!(character["character"]["profile"]["source"]["source_size"].as_str().unwrap().starts_with("about "));
+    let category_requests: Vec<_> =
+        app.sim.requests().into_iter().filter(|r| r.body.get("response_format").is_some()).collect();
+    assert_eq!(category_requests.len(), 9);
+    for request in &category_requests {
+        assert!(!request.prompt_text.contains("请为人物"), "English prompts: {}", request.prompt_text);
+        let schema = request.body["response_format"]["json_schema"]["schema"].to_string();
+        assert!(!schema.contains('：'), "English field descriptions: {schema}");
+    }
+    let sent: Value = app.send_message(&user, id, "Hello!", Some(30)).await.json().await.unwrap();
+    assert_eq!(sent["reply"]["prompt_version"], Language::En.prompts().version(), "{sent}");
+    let chat_prompt = app.sim.requests().into_iter().last().unwrap().prompt_text;
+    assert!(chat_prompt.contains("You are Ada"), "{chat_prompt}");
+
+    // Asked for explicitly, the language wins over detection; an unknown one is refused.
+    let chinese =
+        create(serde_json::json!({"name": "Ada", "language": "zh", "source": {"kind": "text", "text": english}})).await;
+    assert_eq!(chinese.status(), 202);
+    let chinese: Value = chinese.json().await.unwrap();
+    assert_eq!(chinese["character"]["language"], "zh");
+    let refused =
+        create(serde_json::json!({"name": "Ada", "language": "fr", "source": {"kind": "text", "text": english}})).await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("language"), "{problem}");
+    app.stop().await;
+}

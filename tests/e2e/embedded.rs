@@ -272,7 +272,9 @@ async fn views(app: &fastnpc_tests::harness::TestApp, user: &fastnpc_tests::harn
         views.push(app.get(&format!("/v1/groups/{id}/messages"), user).await.json().await.unwrap());
     }
     let me: Value = app.get("/v1/me", user).await.json().await.unwrap();
-    views.extend([characters, groups, me, app.get("/v1/api-keys", user).await.json().await.unwrap()]);
+    let usage: Value = app.get("/v1/me/usage?days=366", user).await.json().await.unwrap();
+    assert!(usage["total"]["calls"].as_u64().unwrap() > 0, "the LLM spend is on record: {usage}");
+    views.extend([characters, groups, me, usage, app.get("/v1/api-keys", user).await.json().await.unwrap()]);
     views
 }
 
@@ -310,8 +312,12 @@ async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_o
     for kind in ["compress_memory", "compress_group_memory", "group_turn", "chat_reply"] {
         embedded.wait_until_no_pending(kind).await;
     }
+    // A setting that is not the default, so the move is seen to carry it.
+    let english = embedded.request(reqwest::Method::PATCH, "/v1/me", Some(&ada));
+    assert_eq!(english.json(&json!({"language": "en"})).send().await.unwrap().status(), 200);
     let before = views(&embedded, &ada).await;
     let document = fastnpc::export_user(&embedded.settings, "ada").await.expect("exported");
+    assert_eq!(document.user.language, "en");
     assert_eq!(document.characters.len(), 2);
     assert!(document.messages.len() >= 2 && !document.group_messages.is_empty(), "{document:?}");
     embedded.stop().await;

@@ -39,10 +39,15 @@ async fn a_server_that_refuses_json_schema_is_stepped_down_once_and_remembered()
     assert_eq!(later.len(), 10, "nine categories and the brief, no refused round-trip");
     assert!(later.iter().all(|r| response_format_type(r) != Some("json_schema")));
 
-    // Chat over the same server: its stream has a keep-alive comment, no usage, no [DONE].
+    // Chat over the same server: its stream opens with a keep-alive comment and a role-only
+    // chunk and has no usage; one more ends without `[DONE]` after its finish reason.
     let sent: Value = app.send_message(&user, &first, "先生安好？", Some(30)).await.json().await.unwrap();
     assert_eq!(sent["job"]["status"], "succeeded", "{sent}");
     assert!(!sent["reply"]["content"].as_str().unwrap_or_default().is_empty(), "{sent}");
+    app.sim.add_rule(Rule { when_contains: "没有结束标记".into(), fault: Fault::EndWithoutDone, times: None });
+    let sent: Value = app.send_message(&user, &first, "没有结束标记", Some(30)).await.json().await.unwrap();
+    assert_eq!(sent["job"]["status"], "succeeded", "{sent}");
+    assert_eq!(sent["reply"]["truncated"], false, "a missing [DONE] is not a cut reply: {sent}");
     app.stop().await;
 }
 

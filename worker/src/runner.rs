@@ -5,13 +5,14 @@
 //! before the ack redelivers the message; the claim then finds the job finished (ack, skip) or
 //! its lease expired (take over).
 
-use std::{panic::AssertUnwindSafe, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use fastnpc_shared::{
     dispatch,
     events::EventPayload,
     ids::JobId,
     jobs::{JobError, JobStatus, QueueMessage},
+    llm::MeteredLlm,
     store::jobs::{Claim, Heartbeat},
 };
 use futures::FutureExt;
@@ -159,6 +160,9 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         cancel_requested.cancel();
     }
     let heartbeat = tokio::spawn(keep_lease(deps.clone(), claim.clone(), lease_lost.clone(), cancel_requested.clone()));
+    // The handler's LLM calls add up in the claim's meter; the store writes the total with the
+    // attempt's end, whichever way it ends.
+    let metered = Deps { llm: Arc::new(MeteredLlm::new(deps.llm.clone(), claim.usage.clone())), ..deps.clone() };
     let started = std::time::Instant::now();
     // Dropping the handler future (any branch but the first) drops its in-flight LLM requests.
     let outcome = tokio::select! {
@@ -167,7 +171,7 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         () = lease_lost.cancelled() => Err(Stop::LeaseLost),
         () = abandon.cancelled() => Err(Stop::Abandoned),
         () = tokio::time::sleep(deps.config.job_deadline) => Err(Stop::Deadline),
-        outcome = AssertUnwindSafe(jobs::run(deps, &claim, &cancel_requested)).catch_unwind() => Ok(outcome),
+        outcome = AssertUnwindSafe(jobs::run(&metered, &claim, &cancel_requested)).catch_unwind() => Ok(outcome),
     };
     heartbeat.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;

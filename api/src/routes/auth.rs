@@ -37,6 +37,9 @@ pub struct UserView {
     bio: String,
     memory_budgets: MemoryBudgets,
     max_group_rounds: i32,
+    /// `zh` or `en`: the preferred language, the one a group chat whose members speak different
+    /// languages is moderated in.
+    language: String,
     /// Whether this account is the deployment's admin (`/v1/admin/...`).
     admin: bool,
     created_at: DateTime<Utc>,
@@ -62,6 +65,7 @@ impl From<UserRecord> for UserView {
                 long_term: user.ctx_max_ltm,
             },
             max_group_rounds: user.max_group_rounds,
+            language: user.language,
             admin: user.is_admin,
             created_at: user.created_at,
         }
@@ -302,6 +306,8 @@ pub async fn me(
 /// Memory budgets a user may set, in characters (the original's range).
 const BUDGET_RANGE: std::ops::RangeInclusive<i32> = 50..=5000;
 const MAX_BIO_CHARS: usize = 200;
+/// The languages a user may prefer (what `users.language`'s check allows).
+const LANGUAGES: [&str; 2] = ["zh", "en"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,10 +323,11 @@ pub struct MePatch {
     bio: Option<String>,
     memory_budgets: Option<BudgetsPatch>,
     max_group_rounds: Option<i32>,
+    language: Option<String>,
 }
 
 /// `PATCH /v1/me` with any of `{bio, memory_budgets: {session, short_term, long_term},
-/// max_group_rounds}` → `{user}`.
+/// max_group_rounds, language}` → `{user}`.
 pub async fn update_me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -347,6 +354,9 @@ pub async fn update_me(
     if body.max_group_rounds.is_some_and(|r| !(1..=10).contains(&r)) {
         return Err(ApiError::invalid_field("max_group_rounds must be between 1 and 10"));
     }
+    if body.language.as_deref().is_some_and(|language| !LANGUAGES.contains(&language)) {
+        return Err(ApiError::invalid_field("language must be \"zh\" or \"en\""));
+    }
     state
         .store
         .update_user_settings(
@@ -357,6 +367,7 @@ pub async fn update_me(
                 ctx_max_stm: budgets.short_term,
                 ctx_max_ltm: budgets.long_term,
                 max_group_rounds: body.max_group_rounds,
+                language: body.language.as_deref(),
             },
         )
         .await?;

@@ -12,6 +12,7 @@ use fastnpc_shared::{
     domain::{CharacterSource, profile::CATEGORY_COUNT},
     ids::{CharacterId, JobId, UserId},
     jobs::{JobKind, JobStatus},
+    prompts::Language,
     store::{
         self,
         characters::{CharacterRecord, CharacterSummary},
@@ -38,6 +39,10 @@ const MAX_NAME_CHARS: usize = 64;
 pub struct CreateCharacter {
     name: String,
     source: CharacterSource,
+    /// The language of the profile and the character's replies; detected from the source when
+    /// absent.
+    #[serde(default)]
+    language: Option<Language>,
 }
 
 impl CreateCharacter {
@@ -70,8 +75,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = body.validate()?;
     let source = serde_json::to_value(&body.source).map_err(|e| ApiError::Internal(e.into()))?;
-    let idempotency =
-        Idempotency::from_request(&headers, &json!({"create_character": {"name": name, "source": source}}))?;
+    let language = body.language.unwrap_or_else(|| Language::detect(&body.source.to_prompt_markdown(&name)));
+    let idempotency = Idempotency::from_request(
+        &headers,
+        &json!({"create_character": {"name": name, "source": source, "language": language}}),
+    )?;
     if let Some(idempotency) = &idempotency
         && let Some(job) = idempotency.original(&state, user_id).await?
     {
@@ -93,7 +101,7 @@ pub async fn create(
         progress_total: CATEGORY_COUNT as i32,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
     };
-    let character = NewCharacter { character_id, user_id, name: &name, source: &source };
+    let character = NewCharacter { character_id, user_id, name: &name, source: &source, language: language.code() };
     if state.store.submit_character(character, job).await? == Submitted::IdempotencyKeyTaken {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
@@ -135,6 +143,10 @@ pub struct CharacterView {
     /// One object per category (English keys); null until generation succeeds.
     profile: Option<Value>,
     source: Value,
+    /// `zh` or `en`: the language of the profile and of the character's replies.
+    language: String,
+    /// The prompt set that wrote the profile; null until it is generated.
+    prompt_version: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -148,6 +160,8 @@ impl From<CharacterRecord> for CharacterView {
             brief: c.brief,
             profile: c.profile,
             source: c.source,
+            language: c.language,
+            prompt_version: c.prompt_version,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

@@ -256,6 +256,8 @@ pub async fn send(
         moderator: None,
         prompt_snapshot: None,
         job_round: None,
+        truncated: false,
+        prompt_version: None,
     };
     let job = NewJob {
         job_id,
@@ -273,7 +275,9 @@ pub async fn send(
         return replay(&state, group.group_id, winner).await;
     }
     state.background.spawn(enqueue(state.clone(), job_id));
-    let message = json!({"id": message_id, "author": "user", "speaker_name": user.username, "content": content});
+    let message = json!({
+        "id": message_id, "author": "user", "speaker_name": user.username, "content": content, "truncated": false,
+    });
     Ok(accepted(message, job_id, JobStatus::Queued))
 }
 
@@ -285,7 +289,10 @@ fn accepted(message: Value, job_id: JobId, status: JobStatus) -> Response {
 /// The original answer for a repeated request.
 async fn replay(state: &AppState, group_id: GroupId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
     let message = state.store.group_message_of_turn(group_id, job.job_id).await?.ok_or(ApiError::NotFound)?;
-    let message = json!({"id": message.message_id, "author": "user", "speaker_name": message.speaker_name, "content": message.content});
+    let message = json!({
+        "id": message.message_id, "author": "user", "speaker_name": message.speaker_name, "content": message.content,
+        "truncated": message.truncated,
+    });
     Ok(accepted(message, job.job_id, job.status))
 }
 
@@ -300,6 +307,12 @@ struct GroupMessageView {
     moderator: Option<Value>,
     job_id: Option<JobId>,
     round: Option<i32>,
+    /// A character's reply the model stopped at its output limit.
+    truncated: bool,
+    /// The prompt set a character's reply was written with (absent for user messages and older
+    /// replies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_version: Option<String>,
     created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<String>,
@@ -330,6 +343,8 @@ pub async fn history(
             moderator: m.moderator,
             job_id: m.job_id,
             round: m.round,
+            truncated: m.truncated,
+            prompt_version: m.prompt_version,
             created_at: m.created_at,
             prompt: if include_prompt { m.prompt_snapshot } else { None },
         })

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, JobId},
     jobs::{JobKind, JobStatus},
+    llm::Usage,
     store::RetryGuard,
     store::{self, jobs::JobRecord},
 };
@@ -54,6 +55,9 @@ struct JobView {
     result: Option<Value>,
     error: Option<Value>,
     attempts: i32,
+    /// LLM calls and tokens of the attempts that ended so far (a running attempt adds its own
+    /// when it ends).
+    usage: Usage,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -74,6 +78,7 @@ impl From<JobRecord> for JobView {
             result: job.result,
             error: job.error,
             attempts: job.attempts,
+            usage: job.usage,
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,

@@ -50,6 +50,11 @@ pub struct MessageView {
     reply_to: Option<MessageId>,
     /// Absorbed into short-term memory.
     compressed: bool,
+    /// A reply the model stopped at its output limit: the text ends mid-thought.
+    truncated: bool,
+    /// The prompt set a reply was written with (absent for user messages and older replies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_version: Option<String>,
     /// The system prompt the reply was written with (only with `?include=prompt`).
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<String>,
@@ -65,6 +70,8 @@ impl MessageView {
             job_id: message.job_id,
             reply_to: message.reply_to,
             compressed: message.compressed,
+            truncated: message.truncated,
+            prompt_version: message.prompt_version,
             prompt: if include_prompt { message.prompt_snapshot } else { None },
         }
     }

@@ -16,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod usage;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me).patch(auth::update_me).delete(auth::delete_me))
+        .route("/v1/me/usage", get(usage::mine))
         .route("/v1/auth/password", post(auth::change_password))
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))

@@ -8,6 +8,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::prompts::Language;
+
 /// One field of a category.
 #[derive(Debug)]
 pub struct FieldSpec {
@@ -152,14 +154,15 @@ impl CategorySpec {
     }
 
     /// The JSON Schema the category's reply must satisfy, sent as a `json_schema` response
-    /// format. Every field is required and nothing else is allowed, so a conforming reply is a
-    /// complete category.
-    pub fn json_schema(&self) -> Value {
+    /// format, its descriptions in `language`. Every field is required and nothing else is
+    /// allowed, so a conforming reply is a complete category.
+    pub fn json_schema(&self, language: Language) -> Value {
+        let prompts = language.prompts();
         let properties: Map<String, Value> = self
             .fields
             .iter()
             .map(|field| {
-                let description = format!("{}：{}", field.zh, field.guidance);
+                let description = format!("{}: {}", prompts.field_label(field), prompts.field_guidance(field));
                 let schema = if field.list {
                     json!({"type": "array", "items": {"type": "string"}, "description": description})
                 } else {
@@ -179,7 +182,7 @@ impl CategorySpec {
 
     /// Parses a model reply into this category's stored object. The JSON object is found and
     /// repaired tolerantly ([`crate::llm::reply`]: prose, fences, reasoning blocks, trailing
-    /// commas), fields written under their Chinese label are taken as the field, and obvious
+    /// commas), fields written under their label (in any prompt language) are taken as the field, and obvious
     /// shape slips are coerced to the schema (one string where a list is wanted); then every
     /// field must be there with the right shape. Keys that are not fields are dropped. Anything
     /// else is an error the caller sends back to the model, never an empty `{}`.
@@ -187,13 +190,17 @@ impl CategorySpec {
         let mut object = crate::llm::reply::json_object(reply)
             .map_err(|error| ProfileError::NotJson { category: self.key, reason: error.to_string() })?;
         for field in self.fields {
-            if !object.contains_key(field.key) {
-                if let Some(value) = object.remove(field.zh) {
-                    object.insert(field.key.to_owned(), value);
-                }
+            if object.contains_key(field.key) {
+                continue;
+            }
+            let labels = Language::ALL.map(|language| language.prompts().field_label(field));
+            if let Some(value) = labels.iter().find_map(|label| object.remove(*label)) {
+                object.insert(field.key.to_owned(), value);
             }
         }
-        let Value::Object(mut object) = crate::llm::reply::coerce(Value::Object(object), &self.json_schema()) else {
+        let Value::Object(mut object) =
+            crate::llm::reply::coerce(Value::Object(object), &self.json_schema(Language::default()))
+        else {
             unreachable!("coercing an object to an object schema keeps it an object");
         };
         let mut parsed = Map::new();
@@ -241,7 +248,7 @@ mod tests {
     #[test]
     fn schema_requires_every_field() {
         let background = CategorySpec::by_key("background").unwrap();
-        let schema = background.json_schema();
+        let schema = background.json_schema(Language::En);
         assert_eq!(schema["required"].as_array().unwrap().len(), background.fields.len());
         assert_eq!(schema["properties"]["experiences"]["type"], "array");
         assert_eq!(schema["additionalProperties"], false);
@@ -281,5 +288,43 @@ mod tests {
         assert_eq!(parsed["origin"], "琅琊阳都");
         assert_eq!(parsed["experiences"], serde_json::json!(["隆中对"]));
         assert_eq!(parsed["secrets"], "7");
+        let english = r#"{"Origins": "Langya", "experiences": [], "current_situation": "c", "relationships": [], "secrets": "s"}"#;
+        assert_eq!(background.parse_reply(english).unwrap()["origin"], "Langya");
+    }
+
+    /// Real replies of a real small model (tests/fixtures/llm-replies, with their origin): what
+    /// the reader makes of each. Most are refused — the model is tiny — but with a reason precise
+    /// enough to send back, and the grammar-constrained reply of the `json_object` rung is read.
+    #[test]
+    fn recorded_small_model_replies_are_read_or_refused_with_a_reason() {
+        use ProfileError::{MissingField, NotJson, WrongType};
+        type Check = fn(&Result<Map<String, Value>, ProfileError>) -> bool;
+        let expected: [(&str, &str, Check); 14] = [
+            ("01-en-basic-identity", "basic_identity", |r| matches!(r, Err(WrongType { field: "titles", .. }))),
+            ("02-en-basic-identity", "basic_identity", |r| matches!(r, Err(MissingField { field: "occupation", .. }))),
+            ("03-en-basic-identity", "basic_identity", |r| matches!(r, Err(MissingField { field: "appearance", .. }))),
+            ("04-en-background", "background", |r| matches!(r, Err(MissingField { field: "origin", .. }))),
+            ("05-en-source", "source", |r| matches!(r, Err(MissingField { field: "unique_id", .. }))),
+            ("06-en-personality", "personality", |r| matches!(r, Err(MissingField { field: "traits", .. }))),
+            ("07-en-personality", "personality", |r| matches!(r, Err(MissingField { field: "traits", .. }))),
+            ("08-en-knowledge", "knowledge", |r| matches!(r, Err(NotJson { .. }))),
+            ("09-zh-basic-identity", "basic_identity", |r| matches!(r, Err(NotJson { .. }))),
+            ("10-zh-personality", "personality", |r| matches!(r, Err(NotJson { .. }))),
+            ("11-zh-background", "background", |r| matches!(r, Err(NotJson { .. }))),
+            ("12-zh-background", "background", |r| matches!(r, Err(MissingField { field: "origin", .. }))),
+            ("13-zh-background", "background", |r| matches!(r, Err(MissingField { field: "relationships", .. }))),
+            ("14-en-basic-identity", "basic_identity", |r| r.as_ref().is_ok_and(|fields| fields.len() == 7)),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm-replies");
+        for (prefix, category, check) in expected {
+            let file = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .find(|path| path.file_name().unwrap().to_string_lossy().starts_with(&format!("smollm2-135m-{prefix}")))
+                .unwrap_or_else(|| panic!("fixture {prefix}"));
+            let reply = std::fs::read_to_string(&file).unwrap();
+            let parsed = CategorySpec::by_key(category).unwrap().parse_reply(&reply);
+            assert!(check(&parsed), "{}: {parsed:?}", file.display());
+        }
     }
 }

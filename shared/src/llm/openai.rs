@@ -112,12 +112,14 @@ impl OpenAiClient {
         let model = self.model_for(request.purpose);
         let mut retry = 0;
         loop {
-            let rung = self.rung(request);
-            let body = self.body(request, rung, stream);
             if let Some(pacer) = &self.pacer {
                 pacer.wait().await;
             }
             let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closes");
+            // Built once the call may go: a call that waited for its permit goes out on the rung
+            // the calls before it found, instead of paying the refused round-trip again.
+            let rung = self.rung(request);
+            let body = self.body(request, rung, stream);
             let failure = match attempt(Attempt {
                 client: self.client.clone(),
                 body,
@@ -131,10 +133,9 @@ impl OpenAiClient {
             };
             if let Some(refused) = &failure.refusal {
                 if let Some(rung) = rung.filter(|_| structured::refuses_response_format(refused.status, &refused.body))
+                    && self.ladder.step_down(model, rung, &failure.error.message).is_some()
                 {
-                    if self.ladder.step_down(model, rung, &failure.error.message).is_some() {
-                        continue;
-                    }
+                    continue;
                 }
                 if stream
                     && refuses_stream_options(refused.status, &refused.body)

@@ -29,12 +29,22 @@ const REASONING_TAGS: [(&str, &str); 3] =
 /// How many `{` a reply may open before we stop looking for its object.
 const MAX_CANDIDATES: usize = 16;
 
-/// The first JSON object in `reply`, repaired if need be. An object that is valid as written
-/// wins over one that needs repairs (`{placeholder}` in prose would "repair" into an object).
+/// The first JSON object in `reply`, repaired if need be. Only outermost objects are
+/// candidates (an object nested in a broken one is part of it, not the answer), and one that is
+/// valid as written wins over one that needs repairs (`{placeholder}` in prose would "repair"
+/// into an object).
 pub fn json_object(reply: &str) -> Result<Map<String, Value>, ReplyError> {
     let answer = strip_reasoning(reply)?;
-    let spans: Vec<String> =
-        answer.match_indices('{').take(MAX_CANDIDATES).map(|(start, _)| object_span(&answer[start..])).collect();
+    let mut spans = Vec::new();
+    let mut next = 0;
+    while spans.len() < MAX_CANDIDATES
+        && let Some(offset) = answer[next..].find('{')
+    {
+        let start = next + offset;
+        let (span, consumed) = object_span(&answer[start..]);
+        spans.push(span);
+        next = start + consumed;
+    }
     if let Some(object) = spans.iter().find_map(|span| match serde_json::from_str(span) {
         Ok(Value::Object(object)) => Some(object),
         _ => None,
@@ -78,13 +88,13 @@ fn strip_reasoning(reply: &str) -> Result<String, ReplyError> {
 
 /// The object starting at `text[0] == '{'`: up to its matching `}` (or to the end, if it never
 /// closes), with raw control characters inside strings escaped — models break long strings
-/// over lines, which JSON forbids.
-fn object_span(text: &str) -> String {
+/// over lines, which JSON forbids. Returns the span and how many bytes of `text` it covers.
+fn object_span(text: &str) -> (String, usize) {
     let mut span = String::with_capacity(text.len());
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    for c in text.chars() {
+    for (at, c) in text.char_indices() {
         match quote {
             Some(q) => {
                 if escaped {
@@ -105,7 +115,7 @@ fn object_span(text: &str) -> String {
                     depth = depth.saturating_sub(1);
                     if depth == 0 {
                         span.push(c);
-                        return span;
+                        return (span, at + c.len_utf8());
                     }
                 }
                 _ => {}
@@ -113,7 +123,7 @@ fn object_span(text: &str) -> String {
         }
         span.push(c);
     }
-    span
+    (span, text.len())
 }
 
 /// Bends `value` towards `schema` where the intent is unambiguous: a string (or number) where
@@ -125,6 +135,10 @@ pub fn coerce(value: Value, schema: &Value) -> Value {
     match (wanted, value) {
         (Some("object"), Value::Object(object)) => {
             let properties = schema.get("properties").and_then(Value::as_object);
+            let object = match properties {
+                Some(properties) => unwrap_schema_echo(object, properties),
+                None => object,
+            };
             Value::Object(
                 object
                     .into_iter()
@@ -162,6 +176,28 @@ pub fn coerce(value: Value, schema: &Value) -> Value {
         }
         (_, value) => value,
     }
+}
+
+/// Small models often answer with the schema's own wrapper around their values
+/// (`{"properties": {"name": …}}`, `{"additionalProperties": {…}}`). When no wanted key is at the
+/// top but nested objects hold some, their entries are lifted (the first of a duplicate wins).
+fn unwrap_schema_echo(object: Map<String, Value>, properties: &Map<String, Value>) -> Map<String, Value> {
+    if object.keys().any(|key| properties.contains_key(key)) {
+        return object;
+    }
+    let holds_wanted = |value: &Value| value.as_object().is_some_and(|o| o.keys().any(|k| properties.contains_key(k)));
+    if !object.values().any(holds_wanted) {
+        return object;
+    }
+    let mut lifted = Map::new();
+    for value in object.into_values().filter(holds_wanted) {
+        if let Value::Object(inner) = value {
+            for (key, value) in inner {
+                lifted.entry(key).or_insert(value);
+            }
+        }
+    }
+    lifted
 }
 
 fn is_cjk(c: char) -> bool {
@@ -227,5 +263,14 @@ mod tests {
         assert_eq!(coerce(json!({"text": 12}), &schema)["text"], "12");
         assert_eq!(coerce(json!({"count": 3.0}), &schema)["count"], 3);
         assert_eq!(coerce(json!({"count": "many"}), &schema)["count"], "many");
+        let echoed =
+            json!({"additionalProperties": {"text": "a"}, "properties": {"text": "b", "count": 2}, "required": []});
+        assert_eq!(coerce(echoed, &schema), json!({"text": "a", "count": 2}));
+    }
+
+    #[test]
+    fn an_object_nested_in_a_broken_one_is_not_the_answer() {
+        let reply = "```json\n{\"outer\": {\"inner\": \"x\"},\n}\n```";
+        assert_eq!(object(reply), json!({"outer": {"inner": "x"}}));
     }
 }

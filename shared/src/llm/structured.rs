@@ -179,7 +179,8 @@ mod tests {
 
     #[test]
     fn rejections_are_recognised_by_what_the_server_says() {
-        let llama_cpp_python = r#"{"error":{"message":"[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "Input should be 'text' or 'json_object'"}]","type":"internal_server_error"}}"#;
+        // Recorded from llama-cpp-python 0.3.36 (scripts/llm-server), verbatim.
+        let llama_cpp_python = r#"{"error":{"message":"1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"/var/cache/fastnpc/llm-venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n    POST /v1/chat/completions","type":"internal_server_error","param":null,"code":null}}"#;
         assert!(refuses_response_format(500, llama_cpp_python));
         let openai = r#"{"error":{"message":"Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.","type":"invalid_request_error","param":"response_format"}}"#;
         assert!(refuses_response_format(400, openai));

@@ -17,8 +17,19 @@ pub struct CharacterRecord {
     pub source: Value,
     pub profile: Option<Value>,
     pub brief: Option<String>,
+    /// `zh` or `en`: the language of the profile and of the character's replies.
+    pub language: String,
+    /// The prompt set that wrote the profile; none until it is generated.
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl CharacterRecord {
+    /// The prompt set of the character's language (Chinese for a value this build does not know).
+    pub fn prompts(&self) -> &'static dyn crate::prompts::PromptSet {
+        self.language.parse::<crate::prompts::Language>().unwrap_or_default().prompts()
+    }
 }
 
 /// A character in a listing (no profile or source: listings stay small).
@@ -38,13 +49,15 @@ pub(crate) async fn insert(
     user_id: UserId,
     name: &str,
     source: &Value,
+    language: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into characters (character_id, user_id, name, source) values ($1, $2, $3, $4)",
+        "insert into characters (character_id, user_id, name, source, language) values ($1, $2, $3, $4, $5)",
         character_id.0,
         user_id.0,
         name,
         source,
+        language,
     )
     .execute(db)
     .await?;
@@ -59,7 +72,7 @@ pub(crate) async fn get(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, created_at, updated_at
+                  source, profile, brief, language, prompt_version, created_at, updated_at
            from characters where character_id = $1 and user_id = $2"#,
         character_id.0,
         user_id.0,
@@ -76,7 +89,7 @@ pub(crate) async fn get_by_id(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, created_at, updated_at
+                  source, profile, brief, language, prompt_version, created_at, updated_at
            from characters where character_id = $1"#,
         character_id.0,
     )
@@ -120,19 +133,21 @@ pub(crate) async fn delete(
     Ok(result.rows_affected() == 1)
 }
 
-/// Stores a generated profile and marks the character ready.
+/// Stores a generated profile, with the prompt set that wrote it, and marks the character ready.
 pub(crate) async fn mark_ready(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
     profile: &Value,
     brief: &str,
+    prompt_version: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!(
-        "update characters set status = 'ready', profile = $2, brief = $3, updated_at = now()
+        "update characters set status = 'ready', profile = $2, brief = $3, prompt_version = $4, updated_at = now()
          where character_id = $1",
         character_id.0,
         profile,
         brief,
+        prompt_version,
     )
     .execute(db)
     .await?;

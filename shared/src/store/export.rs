@@ -9,7 +9,7 @@ pub(crate) async fn user(db: impl PgExecutor<'_>, username: &str) -> Result<Opti
     sqlx::query_as!(
         ExportedUser,
         r#"select user_id as "user_id: UserId", username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                  max_group_rounds, disabled_at, created_at, updated_at
+                  max_group_rounds, language, disabled_at, created_at, updated_at
            from users where lower(username) = lower($1)"#,
         username,
     )
@@ -23,7 +23,7 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
     let characters = sqlx::query_as!(
         ExportedCharacter,
         r#"select character_id as "character_id: CharacterId", name, status, source, profile, brief, memory_version,
-                  created_at, updated_at
+                  language, prompt_version, created_at, updated_at
            from characters where user_id = $1 order by character_id"#,
         user_id,
     )
@@ -42,7 +42,8 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
     let messages = sqlx::query_as!(
         ExportedMessage,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id, reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id, reply_to as "reply_to: MessageId", prompt_snapshot, truncated, prompt_version,
+                  created_at
            from messages where user_id = $1 order by message_id"#,
         user_id,
     )
@@ -70,7 +71,7 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
         ExportedGroupMessage,
         r#"select message_id as "message_id: MessageId", group_id as "group_id: GroupId", author,
                   character_id as "character_id: CharacterId", speaker_name, content, moderator, prompt_snapshot, job_id,
-                  round, created_at
+                  round, truncated, prompt_version, created_at
            from group_messages where user_id = $1 order by message_id"#,
         user_id,
     )
@@ -80,6 +81,13 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
         ExportedApiKey,
         "select key_id, name, prefix, key_hash, created_at, last_used_at, revoked_at
          from api_keys where user_id = $1 order by key_id",
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let usage_days = sqlx::query_as!(
+        ExportedUsageDay,
+        "select day, calls, prompt_tokens, completion_tokens from llm_usage_daily where user_id = $1 order by day",
         user_id,
     )
     .fetch_all(&mut *tx)
@@ -94,6 +102,7 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
         group_members,
         group_messages,
         api_keys,
+        usage_days,
     })
 }
 
@@ -103,8 +112,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
     let user_id = user.user_id.0;
     sqlx::query!(
         "insert into users (user_id, username, password_hash, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                            max_group_rounds, disabled_at, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                            max_group_rounds, language, disabled_at, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         user_id,
         user.username,
         user.password_hash,
@@ -113,6 +122,7 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         user.ctx_max_stm,
         user.ctx_max_ltm,
         user.max_group_rounds,
+        user.language,
         user.disabled_at,
         user.created_at,
         user.updated_at,
@@ -122,8 +132,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
     for c in &export.characters {
         sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, memory_version,
-                                     created_at, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                     language, prompt_version, created_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             c.character_id.0,
             user_id,
             c.name,
@@ -132,6 +142,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
             c.profile,
             c.brief,
             c.memory_version,
+            c.language,
+            c.prompt_version,
             c.created_at,
             c.updated_at,
         )
@@ -158,8 +170,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
     for m in originals.into_iter().chain(replies) {
         sqlx::query!(
             "insert into messages (message_id, user_id, character_id, author, content, compressed, job_id, reply_to,
-                                   prompt_snapshot, created_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                   prompt_snapshot, truncated, prompt_version, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             m.message_id.0,
             user_id,
             m.character_id.0,
@@ -169,6 +181,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
             m.job_id,
             m.reply_to.map(|id| id.0),
             m.prompt_snapshot,
+            m.truncated,
+            m.prompt_version,
             m.created_at,
         )
         .execute(&mut *tx)
@@ -200,8 +214,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
     for m in &export.group_messages {
         sqlx::query!(
             "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
-                                         moderator, prompt_snapshot, job_id, round, created_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                         moderator, prompt_snapshot, job_id, round, truncated, prompt_version, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             m.message_id.0,
             m.group_id.0,
             user_id,
@@ -213,6 +227,8 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
             m.prompt_snapshot,
             m.job_id,
             m.round,
+            m.truncated,
+            m.prompt_version,
             m.created_at,
         )
         .execute(&mut *tx)
@@ -230,6 +246,19 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
             k.created_at,
             k.last_used_at,
             k.revoked_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for d in &export.usage_days {
+        sqlx::query!(
+            "insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+             values ($1, $2, $3, $4, $5)",
+            user_id,
+            d.day,
+            d.calls,
+            d.prompt_tokens,
+            d.completion_tokens,
         )
         .execute(&mut *tx)
         .await?;

@@ -23,6 +23,8 @@ pub struct Member {
     pub brief: Option<String>,
     pub profile: Option<Value>,
     pub status: String,
+    /// `zh` or `en`: the character's language (`characters.language`), the one it speaks in.
+    pub language: String,
     /// Group messages up to this id are in the member's memory.
     pub absorbed_upto: Option<MessageId>,
 }
@@ -39,6 +41,10 @@ pub struct GroupMessageRecord {
     pub prompt_snapshot: Option<String>,
     pub job_id: Option<JobId>,
     pub round: Option<i32>,
+    /// For character messages: the model stopped at the output limit, so the text is cut.
+    pub truncated: bool,
+    /// For character messages: the prompt set that wrote it (none before prompts had versions).
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -173,7 +179,7 @@ pub(crate) async fn members(db: impl PgExecutor<'_>, group_id: GroupId) -> Resul
     sqlx::query_as!(
         Member,
         r#"select c.character_id as "character_id: CharacterId", c.name, c.brief, c.profile, c.status,
-                  m.absorbed_upto as "absorbed_upto: MessageId"
+                  c.language, m.absorbed_upto as "absorbed_upto: MessageId"
            from group_members m join characters c on c.character_id = m.character_id
            where m.group_id = $1
            order by m.joined_at, c.character_id"#,
@@ -195,13 +201,17 @@ pub struct NewGroupMessage<'a> {
     pub moderator: Option<&'a Value>,
     pub prompt_snapshot: Option<&'a str>,
     pub job_round: Option<(JobId, i32)>,
+    /// A character's reply that stopped at the output limit.
+    pub truncated: bool,
+    /// The prompt set that wrote a character's reply.
+    pub prompt_version: Option<&'a str>,
 }
 
 pub(crate) async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMessage<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into group_messages (message_id, group_id, user_id, author, character_id, speaker_name, content,
-                                     moderator, prompt_snapshot, job_id, round)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                     moderator, prompt_snapshot, job_id, round, truncated, prompt_version)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         message.message_id.0,
         message.group_id.0,
         message.user_id.0,
@@ -213,6 +223,8 @@ pub(crate) async fn insert_message(db: impl PgExecutor<'_>, message: NewGroupMes
         message.prompt_snapshot,
         message.job_round.map(|(job, _)| job.0),
         message.job_round.map(|(_, round)| round),
+        message.truncated,
+        message.prompt_version,
     )
     .execute(db)
     .await?;
@@ -229,7 +241,8 @@ pub(crate) async fn history(
     sqlx::query_as!(
         GroupMessageRecord,
         r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
-                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, truncated,
+                  prompt_version, created_at
            from group_messages
            where group_id = $1 and ($2::uuid is null or message_id < $2)
            order by message_id desc
@@ -252,7 +265,8 @@ pub(crate) async fn after(
     sqlx::query_as!(
         GroupMessageRecord,
         r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
-                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, truncated,
+                  prompt_version, created_at
            from group_messages
            where group_id = $1 and ($2::uuid is null or message_id > $2)
            order by message_id
@@ -323,7 +337,8 @@ pub(crate) async fn message_of_turn(
     sqlx::query_as!(
         GroupMessageRecord,
         r#"select message_id as "message_id: MessageId", author, character_id as "character_id: CharacterId",
-                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, created_at
+                  speaker_name, content, moderator, prompt_snapshot, job_id as "job_id: JobId", round, truncated,
+                  prompt_version, created_at
            from group_messages
            where group_id = $1 and author = 'user' and message_id < $2
            order by message_id desc

@@ -11,9 +11,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
+use super::usage;
 use crate::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
+    llm::{Usage, UsageMeter},
 };
 
 /// A job as the API shows it.
@@ -32,10 +34,62 @@ pub struct JobRecord {
     pub result: Option<Value>,
     pub error: Option<Value>,
     pub attempts: i32,
+    /// LLM calls and tokens of every attempt that ended or was handed back.
+    pub usage: Usage,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A job row as both adapters read it: a [`JobRecord`] with its usage still in three columns.
+#[derive(Clone, Debug)]
+pub struct JobRow {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub character_id: Option<CharacterId>,
+    pub message_id: Option<MessageId>,
+    pub group_id: Option<GroupId>,
+    pub serial_key: Option<String>,
+    pub progress_done: i32,
+    pub progress_total: i32,
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub attempts: i32,
+    pub usage_calls: i64,
+    pub usage_prompt_tokens: i64,
+    pub usage_completion_tokens: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<JobRow> for JobRecord {
+    fn from(row: JobRow) -> Self {
+        Self {
+            job_id: row.job_id,
+            user_id: row.user_id,
+            kind: row.kind,
+            status: row.status,
+            character_id: row.character_id,
+            message_id: row.message_id,
+            group_id: row.group_id,
+            serial_key: row.serial_key,
+            progress_done: row.progress_done,
+            progress_total: row.progress_total,
+            result: row.result,
+            error: row.error,
+            attempts: row.attempts,
+            usage: usage::from_columns(row.usage_calls, row.usage_prompt_tokens, row.usage_completion_tokens),
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// What a worker holds after a successful claim.
@@ -52,6 +106,41 @@ pub struct Claim {
     pub attempt: i32,
     /// The user asked to cancel the job (before this claim, e.g. while its last worker died).
     pub cancel_requested: bool,
+    /// What this attempt's LLM calls spent so far (clones share it). Fresh for every claim, so
+    /// the write that ends or hands back the attempt adds exactly this attempt's spend to the
+    /// job and to the user's day.
+    pub usage: UsageMeter,
+}
+
+/// The columns a claim returns, as both adapters read them.
+#[derive(Clone, Debug)]
+pub struct ClaimRow {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub kind: JobKind,
+    pub character_id: Option<CharacterId>,
+    pub message_id: Option<MessageId>,
+    pub group_id: Option<GroupId>,
+    pub serial_key: Option<String>,
+    pub attempt: i32,
+    pub cancel_requested: bool,
+}
+
+impl From<ClaimRow> for Claim {
+    fn from(row: ClaimRow) -> Self {
+        Self {
+            job_id: row.job_id,
+            user_id: row.user_id,
+            kind: row.kind,
+            character_id: row.character_id,
+            message_id: row.message_id,
+            group_id: row.group_id,
+            serial_key: row.serial_key,
+            attempt: row.attempt,
+            cancel_requested: row.cancel_requested,
+            usage: UsageMeter::default(),
+        }
+    }
 }
 
 /// A new job row.
@@ -101,19 +190,21 @@ pub(crate) async fn get(
     user_id: UserId,
     job_id: JobId,
 ) -> Result<Option<JobRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        JobRecord,
+    let row = sqlx::query_as!(
+        JobRow,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done, progress_total, result, error, attempts,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
                   created_at, started_at, finished_at, updated_at
            from jobs where job_id = $1 and user_id = $2"#,
         job_id.0,
         user_id.0,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(JobRecord::from))
 }
 
 /// The job a user created with `key`, with the fingerprint of the request that created it.
@@ -190,8 +281,8 @@ pub(crate) async fn claim(
     job_id: JobId,
     lease: Duration,
 ) -> Result<Option<Claim>, sqlx::Error> {
-    sqlx::query_as!(
-        Claim,
+    let row = sqlx::query_as!(
+        ClaimRow,
         r#"update jobs
            set status = 'running', attempts = attempts + 1,
                lease_until = now() + make_interval(secs => $2),
@@ -210,7 +301,8 @@ pub(crate) async fn claim(
         lease.as_secs_f64(),
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(Claim::from))
 }
 
 /// The current status of a job, without owner check (worker side).
@@ -271,48 +363,113 @@ pub(crate) async fn set_progress(db: impl PgExecutor<'_>, claim: &Claim, done: i
 
 /// Ends the claimed job as succeeded. False when the claim was lost (then the caller must roll
 /// back whatever else it wrote in the same transaction).
+///
+/// Like every write that ends or hands back an attempt ([`fail`], [`cancel`], [`release`]), it
+/// adds the attempt's LLM usage to the job and, when there was any, to the user's UTC day, in the
+/// same statement: the day's upsert reads the rows the guarded update returned, so a lost claim
+/// adds nothing anywhere, and callers keep passing any executor.
 pub(crate) async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
-    let outcome = sqlx::query!(
-        "update jobs set status = 'succeeded', result = $3, progress_done = progress_total,
-                lease_until = null, finished_at = now(), updated_at = now()
-         where job_id = $1 and attempts = $2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = usage::to_columns(claim.usage.total());
+    let row = sqlx::query!(
+        r#"with ended as (
+               update jobs set status = 'succeeded', result = $3, progress_done = progress_total,
+                      lease_until = null, finished_at = now(), updated_at = now(),
+                      usage_calls = usage_calls + $4::bigint,
+                      usage_prompt_tokens = usage_prompt_tokens + $5::bigint,
+                      usage_completion_tokens = usage_completion_tokens + $6::bigint
+               where job_id = $1 and attempts = $2 and status = 'running'
+               returning user_id
+           ), spent as (
+               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               from ended where $4::bigint > 0
+               on conflict (user_id, day) do update
+               set calls = llm_usage_daily.calls + excluded.calls,
+                   prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+           )
+           select count(*) as "ended!" from ended"#,
         claim.job_id.0,
         claim.attempt,
         result,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    Ok(row.ended == 1)
 }
 
-/// Ends the claimed job as failed.
+/// Ends the claimed job as failed, adding the attempt's usage (see [`succeed`]).
 pub(crate) async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobError) -> Result<bool, sqlx::Error> {
     let error = serde_json::to_value(error).unwrap_or_default();
-    let outcome = sqlx::query!(
-        "update jobs set status = 'failed', error = $3, lease_until = null, finished_at = now(), updated_at = now()
-         where job_id = $1 and attempts = $2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = usage::to_columns(claim.usage.total());
+    let row = sqlx::query!(
+        r#"with ended as (
+               update jobs set status = 'failed', error = $3, lease_until = null, finished_at = now(),
+                      updated_at = now(),
+                      usage_calls = usage_calls + $4::bigint,
+                      usage_prompt_tokens = usage_prompt_tokens + $5::bigint,
+                      usage_completion_tokens = usage_completion_tokens + $6::bigint
+               where job_id = $1 and attempts = $2 and status = 'running'
+               returning user_id
+           ), spent as (
+               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               from ended where $4::bigint > 0
+               on conflict (user_id, day) do update
+               set calls = llm_usage_daily.calls + excluded.calls,
+                   prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+           )
+           select count(*) as "ended!" from ended"#,
         claim.job_id.0,
         claim.attempt,
         error,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    Ok(row.ended == 1)
 }
 
 /// Hands a claimed job back (graceful shutdown, transient failure): another worker can claim it
 /// at once instead of waiting for the lease to expire. The job counts as unpublished until the
-/// caller publishes it again, so the re-publisher sends it if that publish never happens.
+/// caller publishes it again, so the re-publisher sends it if that publish never happens. The
+/// attempt's usage is added (see [`succeed`]): its tokens were spent even though its work is
+/// done again.
 pub(crate) async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
-    let outcome = sqlx::query!(
-        "update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = now()
-         where job_id = $1 and attempts = $2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = usage::to_columns(claim.usage.total());
+    let row = sqlx::query!(
+        r#"with ended as (
+               update jobs set status = 'queued', lease_until = null, published_at = null, updated_at = now(),
+                      usage_calls = usage_calls + $3::bigint,
+                      usage_prompt_tokens = usage_prompt_tokens + $4::bigint,
+                      usage_completion_tokens = usage_completion_tokens + $5::bigint
+               where job_id = $1 and attempts = $2 and status = 'running'
+               returning user_id
+           ), spent as (
+               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $3::bigint, $4::bigint, $5::bigint
+               from ended where $3::bigint > 0
+               on conflict (user_id, day) do update
+               set calls = llm_usage_daily.calls + excluded.calls,
+                   prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+           )
+           select count(*) as "ended!" from ended"#,
         claim.job_id.0,
         claim.attempt,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    Ok(row.ended == 1)
 }
 
 /// Serial keys: the jobs sharing one run one at a time, in creation order.
@@ -372,18 +529,39 @@ pub(crate) async fn message_answered_or_pending(
     Ok(row.busy)
 }
 
-/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message).
+/// Ends the claimed job as cancelled (a group loop interrupted by a newer user message), adding
+/// the attempt's usage (see [`succeed`]).
 pub(crate) async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Value) -> Result<bool, sqlx::Error> {
-    let outcome = sqlx::query!(
-        "update jobs set status = 'cancelled', result = $3, lease_until = null, finished_at = now(), updated_at = now()
-         where job_id = $1 and attempts = $2 and status = 'running'",
+    let (calls, prompt_tokens, completion_tokens) = usage::to_columns(claim.usage.total());
+    let row = sqlx::query!(
+        r#"with ended as (
+               update jobs set status = 'cancelled', result = $3, lease_until = null, finished_at = now(),
+                      updated_at = now(),
+                      usage_calls = usage_calls + $4::bigint,
+                      usage_prompt_tokens = usage_prompt_tokens + $5::bigint,
+                      usage_completion_tokens = usage_completion_tokens + $6::bigint
+               where job_id = $1 and attempts = $2 and status = 'running'
+               returning user_id
+           ), spent as (
+               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               from ended where $4::bigint > 0
+               on conflict (user_id, day) do update
+               set calls = llm_usage_daily.calls + excluded.calls,
+                   prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+           )
+           select count(*) as "ended!" from ended"#,
         claim.job_id.0,
         claim.attempt,
         result,
+        calls,
+        prompt_tokens,
+        completion_tokens,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(outcome.rows_affected() == 1)
+    Ok(row.ended == 1)
 }
 
 /// True when a compression of this character's memory — of its single chat (`group_id` none)

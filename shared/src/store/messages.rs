@@ -19,6 +19,11 @@ pub struct MessageRecord {
     /// For replies: the user message answered.
     pub reply_to: Option<MessageId>,
     pub prompt_snapshot: Option<String>,
+    /// For replies: the model stopped at the output limit, so the text is cut.
+    pub truncated: bool,
+    /// For replies: the prompt set that wrote it (none for replies from before prompts had
+    /// versions).
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -50,13 +55,18 @@ pub struct NewReply<'a> {
     pub content: &'a str,
     pub job_id: JobId,
     pub prompt_snapshot: &'a str,
+    /// The model stopped at the output limit.
+    pub truncated: bool,
+    /// The prompt set that wrote the reply.
+    pub prompt_version: Option<&'a str>,
 }
 
 /// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
 pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot)
-         values ($1, $2, $3, 'character', $4, $5, $6, $7)",
+        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
+                               truncated, prompt_version)
+         values ($1, $2, $3, 'character', $4, $5, $6, $7, $8, $9)",
         reply.message_id.0,
         reply.user_id.0,
         reply.character_id.0,
@@ -64,6 +74,8 @@ pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -
         reply.job_id.0,
         reply.reply_to.0,
         reply.prompt_snapshot,
+        reply.truncated,
+        reply.prompt_version,
     )
     .execute(db)
     .await?;
@@ -79,7 +91,8 @@ pub(crate) async fn get(
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, truncated,
+                  prompt_version, created_at
            from messages where message_id = $1 and user_id = $2"#,
         message_id.0,
         user_id.0,
@@ -93,7 +106,8 @@ pub(crate) async fn reply_of_job(db: impl PgExecutor<'_>, job_id: JobId) -> Resu
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, truncated,
+                  prompt_version, created_at
            from messages where job_id = $1"#,
         job_id.0,
     )
@@ -113,7 +127,8 @@ pub(crate) async fn history(
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, truncated,
+                  prompt_version, created_at
            from messages
            where character_id = $1 and user_id = $2 and ($3::uuid is null or message_id < $3)
            order by message_id desc
@@ -139,7 +154,8 @@ pub(crate) async fn uncompressed(
     let mut newest_first = sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, truncated,
+                  prompt_version, created_at
            from messages
            where character_id = $1 and not compressed
              and ($2::uuid is null or (message_id <> $2 and not (author = 'user' and message_id > $2)))
@@ -187,7 +203,8 @@ pub(crate) async fn oldest_uncompressed(
     sqlx::query_as!(
         MessageRecord,
         r#"select message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author, content,
-                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, created_at
+                  compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId", prompt_snapshot, truncated,
+                  prompt_version, created_at
            from messages
            where character_id = $1 and not compressed
            order by coalesce(reply_to, message_id), author = 'character'

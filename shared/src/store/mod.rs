@@ -18,6 +18,7 @@ pub mod port;
 pub mod postgres;
 pub mod stats;
 pub mod transfer;
+pub mod usage;
 pub mod users;
 
 pub use port::*;

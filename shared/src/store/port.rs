@@ -29,6 +29,7 @@ use super::{
     messages::{MessageRecord, NewReply},
     stats::Totals,
     transfer::{ExportRefusal, Imported, UserExport},
+    usage::DailyUsage,
     users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
 };
 use crate::{
@@ -56,6 +57,8 @@ pub struct NewCharacter<'a> {
     pub name: &'a str,
     /// The source as stored (`CharacterSource` serialised).
     pub source: &'a Value,
+    /// `zh` or `en`: the language the profile is written in and the character speaks.
+    pub language: &'a str,
 }
 
 /// A user's chat message, answered by its job.
@@ -190,14 +193,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<CharacterSummary>>;
     async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool>;
     async fn count_characters(&self, user_id: UserId) -> StoreResult<i64>;
-    /// Stores the generated profile and ends the job as succeeded, together; false when the
-    /// claim was lost (nothing written).
+    /// Stores the generated profile (with the prompt set that wrote it) and ends the job as
+    /// succeeded, together; false when the claim was lost (nothing written).
     async fn finish_generation(
         &self,
         claim: &Claim,
         character_id: CharacterId,
         profile: &Value,
         brief: &str,
+        prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool>;
 
@@ -339,7 +343,18 @@ pub trait Store: Send + Sync + 'static {
     /// over. Returns how many jobs that concerns. Never call it while other workers run.
     async fn reset_deliveries(&self) -> StoreResult<u64>;
 
-    // The worker's side of a job: claim, heartbeat, progress, end.
+    // --- LLM usage (see `usage`) ------------------------------------------------------------
+
+    /// The user's spend on each of the last `days` UTC days that had any, today included,
+    /// newest first.
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>>;
+    /// Prompt plus completion tokens the user spent today (UTC).
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64>;
+
+    // The worker's side of a job: claim, heartbeat, progress, end. Every write that ends or hands
+    // back an attempt (`succeed_job`, `fail_job`, `cancel_claimed_job`, `release_job`, and the
+    // units of work that end in success) also adds the claim's usage meter to the job and to the
+    // user's day, in the same transaction as the status change.
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>>;
     async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>>;
     async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat>;

@@ -27,6 +27,8 @@ use super::{
     port::*,
     stats,
     transfer::{ExportRefusal, Imported, UserExport},
+    usage,
+    usage::DailyUsage,
     users,
     users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
 };
@@ -205,8 +207,15 @@ impl Store for PgStore {
 
     async fn submit_character(&self, character: NewCharacter<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
         let mut tx = self.pool.begin().await?;
-        characters::insert(&mut *tx, character.character_id, character.user_id, character.name, character.source)
-            .await?;
+        characters::insert(
+            &mut *tx,
+            character.character_id,
+            character.user_id,
+            character.name,
+            character.source,
+            character.language,
+        )
+        .await?;
         if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
         }
@@ -245,10 +254,11 @@ impl Store for PgStore {
         character_id: CharacterId,
         profile: &Value,
         brief: &str,
+        prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        characters::mark_ready(&mut *tx, character_id, profile, brief).await?;
+        characters::mark_ready(&mut *tx, character_id, profile, brief, prompt_version).await?;
         if !jobs::succeed(&mut *tx, claim, result).await? {
             // Rolled back on drop: the character stays as the job's new owner will leave it.
             return Ok(false);
@@ -585,6 +595,14 @@ impl Store for PgStore {
 
     async fn reset_deliveries(&self) -> StoreResult<u64> {
         jobs::reset_deliveries(&self.pool).await
+    }
+
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>> {
+        usage::daily(&self.pool, user_id, days).await
+    }
+
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64> {
+        usage::tokens_today(&self.pool, user_id).await
     }
 
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {

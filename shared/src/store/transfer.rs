@@ -3,12 +3,16 @@
 //!
 //! It holds what the user owns and would miss: the account (with its password hash, so the
 //! password keeps working), characters with their profiles and memories, conversations, groups
-//! and API keys (hashes only). It leaves out what is operational and rebuilt by use: sessions
+//! and API keys (hashes only), and the LLM spend per day (so the daily budget and the usage
+//! history move with the user). It leaves out what is operational and rebuilt by use: sessions
 //! (log in again) and the job history. Ids are kept, so links between rows (a reply to its
 //! message, a member's group cursor) survive, and a second import of the same document is
 //! refused instead of duplicating anything.
+//!
+//! Fields added after the format's first version have serde defaults (the values the migration
+//! that added their columns gives old rows), so a document written before them still imports.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +32,8 @@ pub struct UserExport {
     pub group_members: Vec<ExportedMember>,
     pub group_messages: Vec<ExportedGroupMessage>,
     pub api_keys: Vec<ExportedApiKey>,
+    #[serde(default)]
+    pub usage_days: Vec<ExportedUsageDay>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +46,8 @@ pub struct ExportedUser {
     pub ctx_max_stm: i32,
     pub ctx_max_ltm: i32,
     pub max_group_rounds: i32,
+    #[serde(default = "chinese")]
+    pub language: String,
     /// A disabled account stays disabled where it moves.
     pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -55,8 +63,18 @@ pub struct ExportedCharacter {
     pub profile: Option<Value>,
     pub brief: Option<String>,
     pub memory_version: i64,
+    #[serde(default = "chinese")]
+    pub language: String,
+    #[serde(default)]
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Every character was Chinese before characters had a language, and every user before users
+/// had one.
+fn chinese() -> String {
+    "zh".to_owned()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +97,10 @@ pub struct ExportedMessage {
     pub job_id: Option<uuid::Uuid>,
     pub reply_to: Option<MessageId>,
     pub prompt_snapshot: Option<String>,
+    #[serde(default)]
+    pub truncated: bool,
+    #[serde(default)]
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -110,6 +132,10 @@ pub struct ExportedGroupMessage {
     pub prompt_snapshot: Option<String>,
     pub job_id: Option<uuid::Uuid>,
     pub round: Option<i32>,
+    #[serde(default)]
+    pub truncated: bool,
+    #[serde(default)]
+    pub prompt_version: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -122,6 +148,15 @@ pub struct ExportedApiKey {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The user's LLM spend on one UTC day.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedUsageDay {
+    pub day: NaiveDate,
+    pub calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
 }
 
 /// Why an export was not made.
@@ -140,4 +175,31 @@ pub enum Imported {
     UsernameTaken,
     /// Nothing was written: the target already has rows with these ids (imported before?).
     IdsTaken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_exported_before_users_had_a_language_imports_as_chinese() {
+        let older = serde_json::json!({
+            "user_id": "019ad2a4-0000-7000-8000-000000000001",
+            "username": "ada",
+            "password_hash": "$argon2id$...",
+            "bio": "",
+            "ctx_max_chat": 3000,
+            "ctx_max_stm": 3000,
+            "ctx_max_ltm": 4000,
+            "max_group_rounds": 3,
+            "disabled_at": null,
+            "created_at": "2026-11-26T00:00:00Z",
+            "updated_at": "2026-11-26T00:00:00Z",
+        });
+        let user: ExportedUser = serde_json::from_value(older).unwrap();
+        assert_eq!(user.language, "zh");
+        let english = ExportedUser { language: "en".into(), ..user };
+        let again: ExportedUser = serde_json::from_value(serde_json::to_value(&english).unwrap()).unwrap();
+        assert_eq!(again, english);
+    }
 }

@@ -15,6 +15,9 @@ pub struct UserRecord {
     pub ctx_max_stm: i32,
     pub ctx_max_ltm: i32,
     pub max_group_rounds: i32,
+    /// `zh` or `en`: the user's preferred language, the one a group chat whose members speak
+    /// different languages is moderated and prompted in.
+    pub language: String,
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -63,7 +66,7 @@ pub(crate) async fn get(db: impl PgExecutor<'_>, user_id: UserId) -> Result<Opti
     sqlx::query_as!(
         UserRecord,
         r#"select user_id as "user_id: UserId", username, bio, ctx_max_chat, ctx_max_stm, ctx_max_ltm,
-                  max_group_rounds, is_admin, created_at
+                  max_group_rounds, language, is_admin, created_at
            from users where user_id = $1"#,
         user_id.0,
     )
@@ -115,6 +118,8 @@ pub struct SettingsPatch<'a> {
     pub ctx_max_stm: Option<i32>,
     pub ctx_max_ltm: Option<i32>,
     pub max_group_rounds: Option<i32>,
+    /// `zh` or `en` (the column's check refuses anything else).
+    pub language: Option<&'a str>,
 }
 
 pub(crate) async fn update_settings(
@@ -125,7 +130,8 @@ pub(crate) async fn update_settings(
     sqlx::query!(
         "update users set bio = coalesce($2, bio), ctx_max_chat = coalesce($3, ctx_max_chat),
                 ctx_max_stm = coalesce($4, ctx_max_stm), ctx_max_ltm = coalesce($5, ctx_max_ltm),
-                max_group_rounds = coalesce($6, max_group_rounds), updated_at = now()
+                max_group_rounds = coalesce($6, max_group_rounds), language = coalesce($7, language),
+                updated_at = now()
          where user_id = $1",
         user_id.0,
         patch.bio,
@@ -133,6 +139,7 @@ pub(crate) async fn update_settings(
         patch.ctx_max_stm,
         patch.ctx_max_ltm,
         patch.max_group_rounds,
+        patch.language,
     )
     .execute(db)
     .await?;

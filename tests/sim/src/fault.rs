@@ -53,6 +53,9 @@ pub enum Fault {
     InvalidJson,
     /// Answer with exactly this content, streamed or not, with the usual timing.
     Reply(String),
+    /// Streaming: a complete reply, finish reason included, but the body ends without
+    /// `data: [DONE]` (seen from servers whose stream was cut short after the last chunk).
+    EndWithoutDone,
 }
 
 impl Fault {
@@ -60,7 +63,7 @@ impl Fault {
     /// count as faulted rather than served. A stall that ends in a normal answer and a
     /// scripted reply are successes.
     pub(crate) fn is_failure(&self) -> bool {
-        !matches!(self, Fault::Stall(_) | Fault::Reply(_))
+        !matches!(self, Fault::Stall(_) | Fault::Reply(_) | Fault::EndWithoutDone)
     }
 }
 
@@ -77,6 +80,7 @@ enum FaultWire {
     MidStreamError,
     InvalidJson,
     Reply { content: String },
+    EndWithoutDone,
 }
 
 impl From<FaultWire> for Fault {
@@ -92,6 +96,7 @@ impl From<FaultWire> for Fault {
             FaultWire::MidStreamError => Fault::MidStreamError,
             FaultWire::InvalidJson => Fault::InvalidJson,
             FaultWire::Reply { content } => Fault::Reply(content),
+            FaultWire::EndWithoutDone => Fault::EndWithoutDone,
         }
     }
 }
@@ -107,6 +112,7 @@ impl From<Fault> for FaultWire {
             Fault::MidStreamError => FaultWire::MidStreamError,
             Fault::InvalidJson => FaultWire::InvalidJson,
             Fault::Reply(content) => FaultWire::Reply { content },
+            Fault::EndWithoutDone => FaultWire::EndWithoutDone,
         }
     }
 }
@@ -128,9 +134,11 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
 /// What llama-cpp-python's server answers a `json_schema` response format: its request model
 /// allows only `text` and `json_object`, and the validation error comes back as an HTTP 500.
 pub(crate) fn llama_cpp_python_refuses_json_schema() -> Response {
-    let message = "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
+    // The body llama-cpp-python 0.3.36 sends, but for the file path in its traceback line.
+    let message = "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
                    'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', \
-                   'ctx': {'expected': \"'text' or 'json_object'\"}}]";
+                   'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", \
+                   line 376, in create_chat_completion\n    POST /v1/chat/completions";
     let body = json!({"error": {"message": message, "type": "internal_server_error", "param": null, "code": null}});
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }

@@ -70,9 +70,10 @@ pub enum Dialect {
     /// OpenAI and OpenRouter: `json_schema` honoured, usage in the stream when asked for.
     #[default]
     OpenAi,
-    /// llama-cpp-python's server: `json_schema` refused with an HTTP 500 validation error,
-    /// `json_object` (optionally constrained by a `schema` beside it) honoured; streams carry no
-    /// usage; keep-alive comments in streams; no `[DONE]`.
+    /// llama-cpp-python's server (0.3.36, seen through `scripts/llm-server`): `json_schema`
+    /// refused with an HTTP 500 validation error, `json_object` (optionally constrained by a
+    /// `schema` beside it) honoured; streams open with a keep-alive comment and a role-only
+    /// chunk, and carry no usage even when asked.
     LlamaCppPython,
 }
 
@@ -169,6 +170,14 @@ pub struct SimStats {
     pub streamed: u64,
     /// Received requests asking for `json_schema` or `json_object` output.
     pub json_mode: u64,
+    /// Prompt tokens in the `usage` of served answers that carried one (every completion; a
+    /// stream when asked for `stream_options.include_usage`): what a client metering usage
+    /// should have counted.
+    #[serde(default)]
+    pub prompt_tokens_reported: u64,
+    /// Completion tokens, likewise.
+    #[serde(default)]
+    pub completion_tokens_reported: u64,
 }
 
 /// A chat completion request as received.

@@ -174,6 +174,11 @@ struct Reply {
 }
 
 impl Reply {
+    /// (prompt, completion) tokens as `usage` reports them.
+    fn token_counts(&self) -> (u64, u64) {
+        (self.prompt_tokens, self.tokens.len() as u64)
+    }
+
     fn usage(&self) -> Value {
         let completion_tokens = self.tokens.len() as u64;
         json!({
@@ -233,15 +238,20 @@ impl Reply {
 
         let mut steps = vec![Step::Wait(config.time_to_first_token)];
         if self.dialect == Dialect::LlamaCppPython {
-            steps.push(Step::Send(Bytes::from_static(b": ping\n\n")));
+            // Its keep-alive comment, then a first chunk with only the role.
+            steps.push(Step::Send(Bytes::from(format!(": ping - {}\n\n", chrono::Utc::now()))));
+            steps.push(Step::Send(self.delta_chunk(json!({ "role": "assistant" }), None)));
         }
         for (i, text) in chunks.iter().enumerate() {
             if i > 0 {
                 steps.push(Step::Wait(chunk_delay));
             }
-            // Like OpenAI, only the first delta carries the role.
-            let delta =
-                if i == 0 { json!({ "role": "assistant", "content": text }) } else { json!({ "content": text }) };
+            // Like OpenAI, only the first delta carries the role (llama-cpp-python sent it alone).
+            let delta = if i == 0 && self.dialect == Dialect::OpenAi {
+                json!({ "role": "assistant", "content": text })
+            } else {
+                json!({ "content": text })
+            };
             steps.push(Step::Send(self.delta_chunk(delta, None)));
             if i + 1 == strike_after {
                 match fault {
@@ -261,18 +271,17 @@ impl Reply {
             }
         }
         steps.push(Step::Send(self.delta_chunk(json!({}), Some(self.finish_reason))));
-        match self.dialect {
-            Dialect::OpenAi => {
-                if self.include_usage {
-                    steps.push(Step::Send(self.chunk(json!([]), Some(self.usage()))));
-                }
-                steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
-            }
-            // No usage and no [DONE]: the body just ends.
-            Dialect::LlamaCppPython => {}
+        let mut reported = None;
+        // llama-cpp-python accepts `stream_options` but never sends the usage chunk.
+        if self.include_usage && self.dialect == Dialect::OpenAi {
+            steps.push(Step::Send(self.chunk(json!([]), Some(self.usage()))));
+            reported = Some(self.token_counts());
+        }
+        if fault != Some(&Fault::EndWithoutDone) {
+            steps.push(Step::Send(Bytes::from_static(b"data: [DONE]\n\n")));
         }
         if !fault.is_some_and(Fault::is_failure) {
-            steps.push(Step::Served);
+            steps.push(Step::Served { reported });
         }
         steps
     }
@@ -292,8 +301,11 @@ enum Step {
     Send(Bytes),
     /// End the body with an error: hyper then closes the connection mid-response.
     Abort,
-    /// The client has everything; count the request as served.
-    Served,
+    /// The client has everything; count the request as served, with the (prompt, completion)
+    /// tokens its `usage` reported, if it had one.
+    Served {
+        reported: Option<(u64, u64)>,
+    },
 }
 
 /// A body that plays `steps` back, holding the request's in-flight slot until it ends or is
@@ -327,8 +339,11 @@ fn scripted_body(state: Arc<SimState>, in_flight: InFlight, steps: Vec<Step>) ->
                     tokio::task::yield_now().await;
                     "connection dropped (simulated)"
                 }
-                Step::Served => {
+                Step::Served { reported } => {
                     playback.state.count_served();
+                    if let Some((prompt, completion)) = reported {
+                        playback.state.count_reported_usage(prompt, completion);
+                    }
                     continue;
                 }
             };
@@ -460,6 +475,8 @@ async fn complete(
         Some(Fault::MidStreamError) => Json(fault::mid_stream_error()).into_response(),
         _ => {
             state.count_served();
+            let (prompt, completion) = reply.token_counts();
+            state.count_reported_usage(prompt, completion);
             Json(reply.completion()).into_response()
         }
     }

@@ -27,6 +27,8 @@ pub(crate) struct SimState {
     peak_in_flight: AtomicU64,
     streamed: AtomicU64,
     json_mode: AtomicU64,
+    prompt_tokens_reported: AtomicU64,
+    completion_tokens_reported: AtomicU64,
     /// Cancelled when the simulator is dropped; ends the server and cuts pending sleeps short.
     pub(crate) shutdown: CancellationToken,
 }
@@ -51,6 +53,8 @@ impl SimState {
             peak_in_flight: AtomicU64::new(0),
             streamed: AtomicU64::new(0),
             json_mode: AtomicU64::new(0),
+            prompt_tokens_reported: AtomicU64::new(0),
+            completion_tokens_reported: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         }
     }
@@ -121,6 +125,12 @@ impl SimState {
         self.served.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds the `usage` a served answer carried.
+    pub(crate) fn count_reported_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.prompt_tokens_reported.fetch_add(prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens_reported.fetch_add(completion_tokens, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_faulted(&self) {
         self.faulted.fetch_add(1, Ordering::Relaxed);
     }
@@ -134,6 +144,8 @@ impl SimState {
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
             streamed: self.streamed.load(Ordering::Relaxed),
             json_mode: self.json_mode.load(Ordering::Relaxed),
+            prompt_tokens_reported: self.prompt_tokens_reported.load(Ordering::Relaxed),
+            completion_tokens_reported: self.completion_tokens_reported.load(Ordering::Relaxed),
         }
     }
 
@@ -143,7 +155,15 @@ impl SimState {
         lock(&self.faults).clear();
         lock(&self.rules).clear();
         lock(&self.recorded).clear();
-        for counter in [&self.received, &self.served, &self.faulted, &self.streamed, &self.json_mode] {
+        for counter in [
+            &self.received,
+            &self.served,
+            &self.faulted,
+            &self.streamed,
+            &self.json_mode,
+            &self.prompt_tokens_reported,
+            &self.completion_tokens_reported,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
         self.peak_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);

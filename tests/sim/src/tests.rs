@@ -84,6 +84,11 @@ async fn non_stream_reply_is_an_openai_completion() {
 
     let stats = sim.stats();
     assert_eq!((stats.requests_received, stats.requests_served, stats.in_flight), (1, 1, 0));
+    assert_eq!(
+        (stats.prompt_tokens_reported, stats.completion_tokens_reported),
+        (usage["prompt_tokens"].as_u64().unwrap(), 16),
+        "what the answer reported is counted"
+    );
     let recorded = sim.requests();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].model, "test-model");
@@ -116,6 +121,11 @@ async fn stream_reassembles_to_the_non_stream_reply() {
 
     let stats = sim.stats();
     assert_eq!((stats.streamed, stats.requests_served), (1, 1));
+    assert_eq!(stats.completion_tokens_reported, 16, "the usage chunk is counted");
+    // A stream that was not asked for usage reports none.
+    sim.reset();
+    sse_events(post(&sim, &chat("hi", true)).await).await;
+    assert_eq!((sim.stats().requests_served, sim.stats().completion_tokens_reported), (1, 0));
 }
 
 /// Checks that `value` has every property `schema` declares, recursively, and the right
@@ -414,12 +424,14 @@ async fn the_llama_cpp_python_dialect_refuses_json_schema_and_honours_json_objec
     let value: Value = serde_json::from_str(&content_of(post(&sim, &request).await).await).unwrap();
     assert!(value["mood"].is_string(), "{value}");
 
-    // Streams: a keep-alive comment first, no usage and no [DONE] at the end.
+    // Streams: a keep-alive comment and a role-only chunk first, no usage even when asked.
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
     let text = post(&sim, &request).await.text().await.unwrap();
-    assert!(text.starts_with(": ping\n\n"), "{text}");
-    assert!(!text.contains("[DONE]") && !text.contains("\"usage\""), "{text}");
+    assert!(text.starts_with(": ping - "), "{text}");
+    let first = text.split("\n\n").nth(1).unwrap().strip_prefix("data: ").unwrap();
+    assert_eq!(serde_json::from_str::<Value>(first).unwrap()["choices"][0]["delta"], json!({"role": "assistant"}));
+    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("\"usage\""), "{text}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! One character's streamed reply to one user message.
 //!
-//! The prompt is the original's six parts (`prompts::zh::chat_system_prompt`) built from the
+//! The prompt is the original's six parts (`PromptSet::chat_system_prompt`, in the character's
+//! language; the set's version is stored with the reply) built from the
 //! profile, both memory layers, the user's bio and the session layer (the uncompressed messages
 //! *before* the one answered); the message itself is the user turn. Replies of one conversation
 //! run one at a time in the order the messages were sent (serial key `chat:<character>`), so a
@@ -18,7 +19,7 @@ use fastnpc_shared::{
     ids::{CharacterId, JobId, MessageId},
     jobs::JobError,
     llm::{ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, Purpose, StreamEvent},
-    prompts::zh,
+    prompts::ChatPrompt,
     store::{self, jobs::Claim},
 };
 use futures::StreamExt;
@@ -46,6 +47,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     let character = deps.store.character_by_id(character_id).await?.ok_or_else(gone)?;
     let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
     let message = deps.store.message(claim.user_id, message_id).await?.ok_or_else(gone)?;
+    let prompts = character.prompts();
     let Some(Value::Object(profile)) = character.profile else {
         return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
     };
@@ -56,7 +58,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     let contents =
         |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
     let transcript: Vec<(bool, String)> = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
-    let system = zh::chat_system_prompt(&zh::ChatPrompt {
+    let system = prompts.chat_system_prompt(&ChatPrompt {
         character_name: &character.name,
         user_name: &user.username,
         user_bio: &user.bio,
@@ -87,18 +89,23 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         content: &reply.text,
         job_id: claim.job_id,
         prompt_snapshot: &system,
+        truncated: reply.finish.is_cut(),
+        prompt_version: Some(prompts.version()),
     };
     let job_result = |stored: &store::messages::MessageRecord| {
-        json!({
-            "message": {
-                "id": stored.message_id,
-                "author": stored.author,
-                "content": stored.content,
-                "created_at": stored.created_at,
-                "job_id": claim.job_id,
-                "reply_to": message_id,
-            }
-        })
+        let mut message = json!({
+            "id": stored.message_id,
+            "author": stored.author,
+            "content": stored.content,
+            "created_at": stored.created_at,
+            "job_id": claim.job_id,
+            "reply_to": message_id,
+            "truncated": stored.truncated,
+        });
+        if let Some(version) = &stored.prompt_version {
+            message["prompt_version"] = json!(version);
+        }
+        json!({ "message": message })
     };
     let Some(stored) = deps.store.finish_reply(claim, stored, &job_result).await? else {
         return Err(JobFailure::LostClaim);

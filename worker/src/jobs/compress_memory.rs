@@ -28,7 +28,7 @@ use fastnpc_shared::{
     ids::{CharacterId, GroupId, MessageId},
     jobs::JobError,
     llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
-    prompts::zh,
+    prompts::PromptSet,
     store::{
         self,
         groups::GroupMessageRecord,
@@ -76,6 +76,8 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     let character = deps.store.character_by_id(character_id).await?.ok_or_else(gone)?;
     let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
     let brief = character.brief.clone().unwrap_or_default();
+    // A character's memory is written in its own language, in a group too.
+    let prompts = character.prompts();
 
     for _ in 0..VERSION_RETRIES {
         let memory = deps.store.memories(character_id).await?;
@@ -86,8 +88,8 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         let mut trimmed = 0;
 
         let (absorbed, new_entries) = match claim.group_id {
-            None => absorb_chat(deps, &character.name, &user, character_id).await?,
-            Some(group_id) => absorb_group(deps, &character.name, &user, group_id, character_id).await?,
+            None => absorb_chat(deps, prompts, &character.name, &user, character_id).await?,
+            Some(group_id) => absorb_group(deps, prompts, &character.name, &user, group_id, character_id).await?,
         };
         if let Some(entries) = new_entries {
             added = entries.len();
@@ -99,7 +101,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
             let half = (short_term.len() * share.0).div_ceil(share.1);
             let oldest: Vec<MemoryEntry> = short_term.drain(..half).collect();
             integrated = oldest.len();
-            long_term = integrate(deps, &character.name, &brief, &oldest, &long_term).await?;
+            long_term = integrate(deps, prompts, &character.name, &brief, &oldest, &long_term).await?;
         }
         if memories::chars(&long_term) > user.ctx_max_ltm as usize {
             let before = long_term.len();
@@ -119,6 +121,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
             "long_term_trimmed": trimmed,
             "short_term_entries": short_term.len(),
             "long_term_entries": long_term.len(),
+            "prompt_version": prompts.version(),
         });
         let changed = !matches!(absorbed, Absorbed::Nothing) || integrated > 0 || trimmed > 0;
         let recorded = match &absorbed {
@@ -152,6 +155,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
 /// part.
 async fn absorb_chat(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     character: &str,
     user: &store::users::UserRecord,
     character_id: CharacterId,
@@ -168,8 +172,8 @@ async fn absorb_chat(
     let overlap_count = (prefix.len() / 4).clamp(2, 4).min(prefix.len());
     let overlap: Vec<String> = prefix[prefix.len() - overlap_count..].iter().map(line).collect();
     let conversation: Vec<String> = prefix.iter().map(line).collect();
-    let prompt = zh::stm_compression(character, &user.username, &overlap.join("\n"), &conversation.join("\n"));
-    let entries = summarise(deps, prompt).await?;
+    let prompt = prompts.stm_compression(character, &user.username, &overlap.join("\n"), &conversation.join("\n"));
+    let entries = summarise(deps, prompts, prompt).await?;
     Ok((Absorbed::Messages(prefix.iter().map(|m| m.message_id).collect()), Some(entries)))
 }
 
@@ -178,6 +182,7 @@ async fn absorb_chat(
 /// with the five messages before the cut repeated as context.
 async fn absorb_group(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     character: &str,
     user: &store::users::UserRecord,
     group_id: GroupId,
@@ -198,7 +203,7 @@ async fn absorb_group(
         let speaker = if m.author == "user" {
             user.username.clone()
         } else if m.character_id == Some(character_id) {
-            format!("我（{character}）")
+            prompts.own_speaker_label(character)
         } else {
             m.speaker_name.clone()
         };
@@ -208,9 +213,13 @@ async fn absorb_group(
     let conversation: Vec<String> = prefix.iter().map(line).collect();
     let mut participants: Vec<String> = vec![user.username.clone()];
     participants.extend(members.iter().map(|m| m.name.clone()));
-    let prompt =
-        zh::group_stm_compression(character, &participants.join("、"), &overlap.join("\n"), &conversation.join("\n"));
-    let entries = summarise(deps, prompt).await?;
+    let prompt = prompts.group_stm_compression(
+        character,
+        &participants.join(prompts.name_separator()),
+        &overlap.join("\n"),
+        &conversation.join("\n"),
+    );
+    let entries = summarise(deps, prompts, prompt).await?;
     let to = prefix.last().expect("the prefix holds at least 14 messages").message_id;
     Ok((Absorbed::GroupCursor { group_id, from: member.absorbed_upto, to, count: prefix.len() }, Some(entries)))
 }
@@ -237,9 +246,9 @@ struct ShortMemories {
     short_memories: Vec<String>,
 }
 
-async fn summarise(deps: &Deps, prompt: String) -> Result<Vec<String>, JobFailure> {
+async fn summarise(deps: &Deps, prompts: &dyn PromptSet, prompt: String) -> Result<Vec<String>, JobFailure> {
     let request = ChatRequest {
-        messages: vec![Message::system(zh::STM_SYSTEM), Message::user(prompt)],
+        messages: vec![Message::system(prompts.stm_system()), Message::user(prompt)],
         json_schema: Some(JsonSchema {
             name: "fastnpc_short_term_memory".into(),
             schema: json!({
@@ -273,6 +282,7 @@ struct IntegratedEntry {
 
 async fn integrate(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     character: &str,
     brief: &str,
     short_term: &[MemoryEntry],
@@ -281,8 +291,8 @@ async fn integrate(
     let contents = |entries: &[MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
     let request = ChatRequest {
         messages: vec![
-            Message::system(zh::LTM_SYSTEM),
-            Message::user(zh::ltm_integration(character, brief, &contents(short_term), &contents(long_term))),
+            Message::system(prompts.ltm_system()),
+            Message::user(prompts.ltm_integration(character, brief, &contents(short_term), &contents(long_term))),
         ],
         json_schema: Some(JsonSchema {
             name: "fastnpc_long_term_memory".into(),
@@ -380,6 +390,8 @@ mod tests {
             job_id: None,
             reply_to: None,
             prompt_snapshot: None,
+            truncated: false,
+            prompt_version: None,
             created_at: chrono::Utc::now(),
         }
     }

@@ -16,7 +16,7 @@ use fastnpc_shared::{
     events::EventPayload,
     jobs::JobError,
     llm::{ChatRequest, JsonSchema, Message, Purpose},
-    prompts::zh,
+    prompts::PromptSet,
     store::jobs::Claim,
 };
 use futures::{StreamExt, TryFutureExt, stream::FuturesUnordered};
@@ -37,15 +37,18 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     let Some(character) = deps.store.character_by_id(character_id).await? else {
         return Err(JobFailure::Failed(JobError::new("character_deleted", "the character was deleted")));
     };
+    let prompts = character.prompts();
     let source: CharacterSource = serde_json::from_value(character.source)
         .map_err(|error| JobFailure::Failed(JobError::new("invalid_source", error.to_string())))?;
     let markdown = source.to_prompt_markdown(&character.name);
     let total = CATEGORIES.len() as u32;
 
-    let brief = write_brief(deps, &character.name, &markdown).map_err(JobFailure::from);
+    let brief = write_brief(deps, prompts, &character.name, &markdown).map_err(JobFailure::from);
     let categories = async {
-        let mut pending: FuturesUnordered<_> =
-            CATEGORIES.iter().map(|category| generate_category(deps, category, &character.name, &markdown)).collect();
+        let mut pending: FuturesUnordered<_> = CATEGORIES
+            .iter()
+            .map(|category| generate_category(deps, prompts, category, &character.name, &markdown))
+            .collect();
         let mut profile = Profile::new();
         while let Some(finished) = pending.next().await {
             let (category, fields) = finished?;
@@ -63,11 +66,17 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
         joined = futures::future::try_join(categories, brief) => joined?,
         () = cancel.cancelled() => return Err(JobFailure::LostClaim),
     };
-    patch_source_facts(&mut profile, &source);
+    patch_source_facts(&mut profile, &source, prompts);
 
     let profile = Value::Object(profile);
-    let result = json!({"character_id": character_id, "name": character.name, "status": "ready"});
-    if !deps.store.finish_generation(claim, character_id, &profile, brief.trim(), &result).await? {
+    let result = json!({
+        "character_id": character_id,
+        "name": character.name,
+        "status": "ready",
+        "prompt_version": prompts.version(),
+    });
+    let version = Some(prompts.version());
+    if !deps.store.finish_generation(claim, character_id, &profile, brief.trim(), version, &result).await? {
         return Err(JobFailure::LostClaim);
     }
     Ok(result)
@@ -76,16 +85,20 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
 /// One category: ask, parse strictly, ask again when the reply does not parse.
 async fn generate_category(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     category: &'static CategorySpec,
     name: &str,
     markdown: &str,
 ) -> Result<(&'static CategorySpec, Map<String, Value>), JobFailure> {
     let request = ChatRequest {
         messages: vec![
-            Message::system(zh::PROFILE_SYSTEM),
-            Message::user(zh::profile_category(category, name, markdown)),
+            Message::system(prompts.profile_system()),
+            Message::user(prompts.profile_category(category, name, markdown)),
         ],
-        json_schema: Some(JsonSchema { name: format!("fastnpc_{}", category.key), schema: category.json_schema() }),
+        json_schema: Some(JsonSchema {
+            name: format!("fastnpc_{}", category.key),
+            schema: category.json_schema(prompts.language()),
+        }),
         purpose: Purpose::ProfileCategory,
         ..Default::default()
     };
@@ -97,9 +110,14 @@ async fn generate_category(
     Ok((category, fields))
 }
 
-async fn write_brief(deps: &Deps, name: &str, markdown: &str) -> Result<String, fastnpc_shared::llm::LlmError> {
+async fn write_brief(
+    deps: &Deps,
+    prompts: &dyn PromptSet,
+    name: &str,
+    markdown: &str,
+) -> Result<String, fastnpc_shared::llm::LlmError> {
     let request = ChatRequest {
-        messages: vec![Message::system(zh::BRIEF_SYSTEM), Message::user(zh::brief(name, markdown))],
+        messages: vec![Message::system(prompts.brief_system()), Message::user(prompts.brief(name, markdown))],
         purpose: Purpose::Brief,
         ..Default::default()
     };
@@ -107,9 +125,9 @@ async fn write_brief(deps: &Deps, name: &str, markdown: &str) -> Result<String, 
 }
 
 /// The source category's address and size are facts we know; the model only guesses them.
-fn patch_source_facts(profile: &mut Profile, source: &CharacterSource) {
+fn patch_source_facts(profile: &mut Profile, source: &CharacterSource, prompts: &dyn PromptSet) {
     if let Some(Value::Object(facts)) = profile.get_mut(SOURCE_CATEGORY) {
         facts.insert("source_url".into(), Value::String(source.url().unwrap_or_default().to_owned()));
-        facts.insert("source_size".into(), Value::String(format!("约{}字", source.size_chars())));
+        facts.insert("source_size".into(), Value::String(prompts.source_size(source.size_chars())));
     }
 }

@@ -25,7 +25,7 @@ use fastnpc_shared::{
     ids::{GroupId, JobId, MessageId},
     jobs::JobError,
     llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
-    prompts::zh,
+    prompts::{GroupPrompt, Language, PromptSet},
     store::{
         self,
         groups::{GroupMessageRecord, Member, NewGroupMessage},
@@ -70,6 +70,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Err(JobFailure::Failed(JobError::new("no_members", "the group has no ready characters")));
     }
     let labels = labels(&members);
+    let prompts = group_prompts(&members, &user);
     let max_rounds = user.max_group_rounds;
     if claim.attempt > 1 {
         // An earlier attempt may have streamed part of a round it never stored.
@@ -84,7 +85,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         }
         interruption_check(deps, group_id, claim.job_id, round).await?;
         let transcript = lines(&recent(deps, group_id).await?, &user.username);
-        let decision = moderate(deps, &members, &labels, &transcript).await?;
+        let decision = moderate(deps, prompts, &members, &labels, &transcript).await?;
         let reason = decision.reason().to_owned();
         let Some((speaker, decision)) = decision.into_turn(&members, &labels) else {
             emit(deps, claim.job_id, EventPayload::Waiting { reason: format!("moderator: {reason}") }).await;
@@ -104,11 +105,15 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         )
         .await;
 
-        let (system, request) = reply_request(deps, &user, speaker, &members, &transcript).await?;
+        let (system, request) = reply_request(deps, prompts, &user, speaker, &members, &transcript).await?;
         let reply = stream_reply(deps, claim.job_id, request, Some(speaker.character_id)).await?;
-        let reply = strip_speaker_prefix(&reply.text, &speaker.name);
+        let spoken = Spoken {
+            text: strip_speaker_prefix(&reply.text, &speaker.name),
+            truncated: reply.finish.is_cut(),
+            prompt_version: Some(prompts.version()),
+        };
         round += 1;
-        let message = store_reply(deps, claim, group_id, speaker, &reply, &decision, &system, round).await?;
+        let message = store_reply(deps, claim, group_id, speaker, &spoken, &decision, &system, round).await?;
         emit(deps, claim.job_id, EventPayload::Message { message: message.clone() }).await;
         stored.push(message);
         if let Err(error) = schedule_compressions(deps, claim, group_id, i64::from(user.ctx_max_chat)).await {
@@ -223,8 +228,17 @@ impl Decision {
     }
 }
 
+/// A group speaks one language: its members' when they share one, else the user's.
+fn group_prompts(members: &[Member], user: &store::users::UserRecord) -> &'static dyn PromptSet {
+    let first = members.first().map(|m| m.language.as_str());
+    let shared = members.iter().all(|m| Some(m.language.as_str()) == first);
+    let language = if shared { first.unwrap_or_default() } else { user.language.as_str() };
+    language.parse::<Language>().unwrap_or_default().prompts()
+}
+
 async fn moderate(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     members: &[Member],
     labels: &[String],
     transcript: &[String],
@@ -236,8 +250,8 @@ async fn moderate(
         .collect();
     let request = ChatRequest {
         messages: vec![
-            Message::system(zh::MODERATOR_SYSTEM),
-            Message::user(zh::moderator(&participants, tail(transcript, MODERATOR_TRANSCRIPT))),
+            Message::system(prompts.moderator_system()),
+            Message::user(prompts.moderator(&participants, tail(transcript, MODERATOR_TRANSCRIPT))),
         ],
         json_schema: Some(JsonSchema {
             name: "fastnpc_moderator".into(),
@@ -283,6 +297,7 @@ async fn moderate(
 
 async fn reply_request(
     deps: &Deps,
+    prompts: &dyn PromptSet,
     user: &store::users::UserRecord,
     speaker: &Member,
     members: &[Member],
@@ -298,7 +313,7 @@ async fn reply_request(
         .collect();
     let empty = serde_json::Map::new();
     let profile = speaker.profile.as_ref().and_then(Value::as_object).unwrap_or(&empty);
-    let system = zh::group_system_prompt(&zh::GroupPrompt {
+    let system = prompts.group_system_prompt(&GroupPrompt {
         character_name: &speaker.name,
         user_name: &user.username,
         user_bio: &user.bio,
@@ -311,7 +326,7 @@ async fn reply_request(
     let request = ChatRequest {
         messages: vec![
             Message::system(system.clone()),
-            Message::user(zh::group_user_turn(&speaker.name, tail(transcript, TURN_LINES))),
+            Message::user(prompts.group_user_turn(&speaker.name, tail(transcript, TURN_LINES))),
         ],
         purpose: Purpose::GroupReply,
         ..Default::default()
@@ -330,13 +345,22 @@ fn strip_speaker_prefix(reply: &str, name: &str) -> String {
     trimmed.to_owned()
 }
 
+/// A member's reply as it is stored.
+struct Spoken {
+    /// Without the speaker prefix models like to add.
+    text: String,
+    /// The model stopped at its output limit.
+    truncated: bool,
+    prompt_version: Option<&'static str>,
+}
+
 #[expect(clippy::too_many_arguments, reason = "one row's fields")]
 async fn store_reply(
     deps: &Deps,
     claim: &Claim,
     group_id: GroupId,
     speaker: &Member,
-    reply: &str,
+    reply: &Spoken,
     decision: &Value,
     system: &str,
     round: i32,
@@ -348,23 +372,30 @@ async fn store_reply(
         user_id: claim.user_id,
         character_id: Some(speaker.character_id),
         speaker_name: &speaker.name,
-        content: reply,
+        content: &reply.text,
         moderator: Some(decision),
         prompt_snapshot: Some(system),
         job_round: Some((claim.job_id, round)),
+        truncated: reply.truncated,
+        prompt_version: reply.prompt_version,
     };
     if !deps.store.store_group_reply(claim, message, round).await? {
         return Err(JobFailure::LostClaim);
     }
-    Ok(json!({
+    let mut message = json!({
         "id": message_id,
         "author": "character",
         "character_id": speaker.character_id,
         "speaker_name": speaker.name,
-        "content": reply,
+        "content": reply.text,
         "moderator": decision,
         "round": round,
-    }))
+        "truncated": reply.truncated,
+    });
+    if let Some(version) = reply.prompt_version {
+        message["prompt_version"] = json!(version);
+    }
+    Ok(message)
 }
 
 /// Schedules a group-memory compression for each member whose unabsorbed part of the transcript

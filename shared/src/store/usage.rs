@@ -1,0 +1,82 @@
+//! LLM token usage as the stores keep it: per job (summed over its attempts, in the job row) and
+//! per user and UTC day (`llm_usage_daily`).
+//!
+//! The day table exists because a job row is not a durable record of spend: jobs are deleted
+//! with their character, and a user who could wipe their spend by deleting a character could
+//! spend past the daily budget at will. Both are written by the statement (Postgres) or the
+//! transaction (SQLite) that ends or hands back an attempt — see `jobs::succeed` — so the two
+//! never disagree and a worker that lost its claim writes neither.
+//!
+//! The database counts in `bigint`s; [`Usage`] counts in unsigned integers. The conversions here
+//! saturate instead of wrapping, which only matters for numbers no deployment reaches.
+
+use chrono::NaiveDate;
+use sqlx::PgExecutor;
+
+use crate::{ids::UserId, llm::Usage};
+
+/// A user's spend on one UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub day: NaiveDate,
+    pub usage: Usage,
+}
+
+/// A `llm_usage_daily` row as both adapters read it.
+#[derive(Clone, Debug)]
+pub struct DailyUsageRow {
+    pub day: NaiveDate,
+    pub calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+impl From<DailyUsageRow> for DailyUsage {
+    fn from(row: DailyUsageRow) -> Self {
+        Self { day: row.day, usage: from_columns(row.calls, row.prompt_tokens, row.completion_tokens) }
+    }
+}
+
+/// [`Usage`] from the three stored counters.
+pub fn from_columns(calls: i64, prompt_tokens: i64, completion_tokens: i64) -> Usage {
+    Usage {
+        calls: u32::try_from(calls.max(0)).unwrap_or(u32::MAX),
+        prompt_tokens: u64::try_from(prompt_tokens).unwrap_or_default(),
+        completion_tokens: u64::try_from(completion_tokens).unwrap_or_default(),
+    }
+}
+
+/// The three counters to store for `usage`: (calls, prompt tokens, completion tokens).
+pub fn to_columns(usage: Usage) -> (i64, i64, i64) {
+    let saturate = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    (i64::from(usage.calls), saturate(usage.prompt_tokens), saturate(usage.completion_tokens))
+}
+
+/// The user's spend on each of the last `days` UTC days that had any (today included), newest
+/// first.
+pub(crate) async fn daily(db: impl PgExecutor<'_>, user_id: UserId, days: u32) -> Result<Vec<DailyUsage>, sqlx::Error> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let rows = sqlx::query_as!(
+        DailyUsageRow,
+        r#"select day, calls, prompt_tokens, completion_tokens from llm_usage_daily
+           where user_id = $1 and day > (now() at time zone 'utc')::date - $2::integer
+           order by day desc"#,
+        user_id.0,
+        days,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(DailyUsage::from).collect())
+}
+
+/// Prompt plus completion tokens the user spent today (UTC): what the daily budget compares.
+pub(crate) async fn tokens_today(db: impl PgExecutor<'_>, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint as "tokens!" from llm_usage_daily
+           where user_id = $1 and day = (now() at time zone 'utc')::date"#,
+        user_id.0,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(u64::try_from(row.tokens).unwrap_or_default())
+}
