@@ -40,6 +40,8 @@ use fastnpc_store_sqlite::{SqliteEventLog, SqliteStore};
 use fastnpc_worker::{Deps, WorkerConfig, consumer};
 use tokio_util::sync::CancellationToken;
 
+pub mod eval;
+
 /// The database file inside `FASTNPC_DATA_DIR`.
 pub const DATABASE_FILE: &str = "fastnpc.db";
 /// Held (an exclusive file lock) by the one process that runs jobs over `FASTNPC_DATA_DIR`.

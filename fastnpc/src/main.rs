@@ -14,10 +14,12 @@ const USAGE: &str = "\
 usage: fastnpc [serve]
        fastnpc export USERNAME FILE
        fastnpc import FILE [--into postgres|embedded]
+       fastnpc eval [--help]
 
   serve    run the API and the workers in this process, over FASTNPC_DATA_DIR (default)
   export   write a user's data from FASTNPC_DATA_DIR to FILE (JSON)
-  import   write an exported user into Postgres (DATABASE_URL, default) or FASTNPC_DATA_DIR";
+  import   write an exported user into Postgres (DATABASE_URL, default) or FASTNPC_DATA_DIR
+  eval     generate, chat with and score a fixed set of characters with the configured LLM";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -48,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(file = %file, ?target, "imported");
             Ok(())
         }
+        ["eval", ..] => fastnpc::eval::main(settings, &args[1..]).await,
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             Ok(())
