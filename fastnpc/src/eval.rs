@@ -374,8 +374,8 @@ pub fn table(report: &Report) -> String {
                 (format!("{f:.1}"), format!("{c:.1}"), format!("{i:.1}"))
             });
         out.push_str(&format!(
-            "{:<16} {:<4} {:>8.1} {:>7} {:>6} {:>6} {:>6} {:>6}  {}\n",
-            truncate(&person.name, 16),
+            "{} {:<4} {:>8.1} {:>7} {:>6} {:>6} {:>6} {:>6}  {}\n",
+            fit_columns(&person.name, 16),
             person.language,
             person.generation_secs,
             format!("{}/{}", person.facts_found.len(), person.facts_found.len() + person.facts_missing.len()),
@@ -410,8 +410,8 @@ pub fn compare(a: &Report, b: &Report) -> String {
         let (pa, pb) = (a.people.iter().find(|p| p.name == name), b.people.iter().find(|p| p.name == name));
         let (aa, ab) = (averages(pa), averages(pb));
         out.push_str(&format!(
-            "{:<16} {:>14} {:>14} {:>14} {:>14}\n",
-            truncate(name, 16),
+            "{} {:>14} {:>14} {:>14} {:>14}\n",
+            fit_columns(name, 16),
             cell(pa.map(PersonReport::fact_share), pb.map(PersonReport::fact_share)),
             cell(aa.map(|v| v.0), ab.map(|v| v.0)),
             cell(aa.map(|v| v.1), ab.map(|v| v.1)),
@@ -421,8 +421,24 @@ pub fn compare(a: &Report, b: &Report) -> String {
     out
 }
 
-fn truncate(text: &str, width: usize) -> String {
-    text.chars().take(width).collect()
+/// `text` cut and padded to `width` terminal columns (CJK characters take two).
+fn fit_columns(text: &str, width: usize) -> String {
+    let wide = |c: char| {
+        matches!(c, '\u{1100}'..='\u{115f}' | '\u{2e80}'..='\u{a4cf}' | '\u{ac00}'..='\u{d7a3}'
+            | '\u{f900}'..='\u{faff}' | '\u{fe30}'..='\u{fe4f}' | '\u{ff00}'..='\u{ff60}' | '\u{ffe0}'..='\u{ffe6}')
+    };
+    let columns = |c: char| if wide(c) { 2 } else { 1 };
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        if used + columns(c) > width {
+            break;
+        }
+        used += columns(c);
+        out.push(c);
+    }
+    out.push_str(&" ".repeat(width - used));
+    out
 }
 
 /// A signed-up user's HTTP client for the embedded API.
@@ -523,3 +539,16 @@ usage: fastnpc eval [--sources DIR] [--only A,B] [--limit N] [--questions N] [--
   Generates a character for each source in DIR (default tests/eval/sources) with the configured
   LLM, chats with it, checks the source's facts, asks an LLM judge for 0-10 scores per category,
   prints a table and writes the report (default eval-report.json).";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_fitted_to_terminal_columns() {
+        assert_eq!(fit_columns("李白", 6), "李白  ");
+        assert_eq!(fit_columns("诸葛亮先生", 5), "诸葛 ");
+        assert_eq!(fit_columns("Abraham Lincoln", 8), "Abraham ");
+        assert_eq!(fit_columns("Ada", 5), "Ada  ");
+    }
+}
