@@ -20,7 +20,7 @@
 //! - [`dispatch`]: handing committed jobs to the queue (event, publish, confirm).
 //! - [`rate_limit`]: login backoff shared by all API replicas.
 //! - [`embedded`]: in-process stand-ins for RabbitMQ and Redis, for running the API and the
-//!   workers as one process with Postgres alone.
+//!   workers as one process over SQLite alone (`fastnpc serve`, with `fastnpc-store-sqlite`).
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
 
 pub mod control;

@@ -1196,17 +1196,27 @@ async fn lock_message_holds_off_other_writers_until_the_transaction_ends() {
     // Even in a deferred transaction (as `pool.begin()` makes), the lock is taken at once.
     let mut tx = db.pool.begin().await.unwrap();
     jobs::lock_message(&mut *tx, message_id).await.unwrap();
+
+    // A writer that does not wait (busy timeout 0, on a connection of its own that never goes
+    // back to the pool) is refused at once with SQLITE_BUSY while the lock is held: no sleep.
+    let mut impatient = connection(&db.pool).await.detach();
+    sqlx::query("PRAGMA busy_timeout = 0").execute(&mut impatient).await.unwrap();
+    let retry = || NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
+    let error = jobs::insert(&mut impatient, retry()).await.expect_err("the lock holder keeps other writers out");
+    let code = error.as_database_error().and_then(|e| e.code()).and_then(|code| code.parse::<u32>().ok());
+    assert_eq!(code.map(|code| code & 0xff), Some(5), "SQLITE_BUSY, not another error: {error}");
+
+    // A writer that waits (the pool's busy timeout) queues behind the lock holder.
     let pool = db.pool.clone();
     let other = tokio::spawn(async move {
         let retry = NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
         jobs::insert(&pool, retry).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!other.is_finished(), "a second writer waits for the lock holder");
     assert!(!jobs::message_answered_or_pending(&mut *tx, message_id).await.unwrap());
     let first = NewJob { message_id: Some(message_id), ..new_job(ada, JobKind::ChatReply) };
     jobs::insert(&mut *tx, first).await.unwrap();
     tx.commit().await.unwrap();
-    other.await.unwrap().unwrap();
-    assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 2);
+    other.await.unwrap().expect("the waiting writer goes on once the transaction ends");
+    jobs::insert(&mut impatient, retry()).await.expect("the lock is free after the commit");
+    assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 3);
 }

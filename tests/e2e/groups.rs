@@ -16,6 +16,13 @@ fn moderator_says(speaker: &str, confidence: f64, times: Option<usize>) -> Rule 
     Rule { when_contains: MODERATOR.into(), fault: Fault::Reply(reply), times }
 }
 
+/// A time stamp in a response, parsed: compared as strings, RFC 3339 times with different
+/// fractional digits order wrongly (`…:05.120Z` sorts after `…:05.120001Z`).
+fn timestamp(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    let text = value.as_str().unwrap_or_else(|| panic!("a time stamp, not {value}"));
+    chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
 async fn group_app(pause_ms: u64) -> TestApp {
     TestApp::builder().setting("FASTNPC_GROUP_TURN_PAUSE_MS", pause_ms.to_string()).spawn().await
 }
@@ -204,7 +211,12 @@ async fn a_user_message_during_the_loop_interrupts_it_and_starts_a_new_one() {
     let second_job = app.wait_for_job(&user, &second).await;
     assert_eq!(second_job["status"], "succeeded");
     assert_eq!(second_job["result"]["rounds"], 3);
-    assert!(first_job["finished_at"].as_str().unwrap() <= second_job["started_at"].as_str().unwrap());
+    assert!(
+        timestamp(&first_job["finished_at"]) <= timestamp(&second_job["started_at"]),
+        "the second job starts after the first ends: {} vs {}",
+        first_job["finished_at"],
+        second_job["started_at"]
+    );
     let history: Value = app.get(&format!("/v1/groups/{group}/messages?limit=200"), &user).await.json().await.unwrap();
     let authors: Vec<&str> =
         history["items"].as_array().unwrap().iter().rev().map(|m| m["author"].as_str().unwrap()).collect();

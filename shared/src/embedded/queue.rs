@@ -9,8 +9,13 @@
 //! - **Delivery limit.** Every return counts, like `x-delivery-count`; a message returned more
 //!   than `delivery_limit` times (so delivered `delivery_limit + 1` times) is dead-lettered with
 //!   reason `delivery_limit` instead of coming back: a job that keeps killing its attempts stops.
-//! - **Dead letters** can be listed and requeued, all or by job id, as the worker's
-//!   `dead-letters` command does; requeueing publishes a fresh message, with a fresh count.
+//! - **Dead letters** are kept in memory, the newest 10,000 (`MAX_DEAD_LETTERS`). The embedded
+//!   mode has no command to list or requeue them (the distributed mode's `fastnpc-worker
+//!   dead-letters` talks to RabbitMQ), and nothing in `fastnpc` reads them: a dead-lettered
+//!   job is already `failed` in the store, and `POST /v1/jobs/{id}/retry` runs it again as a new
+//!   job. [`InProcessQueue::dead_letters`] and [`InProcessQueue::requeue_dead_letters`] (all or
+//!   by job id; a requeued letter is a fresh `run_job.v1` message with a fresh count) mirror that
+//!   command for code that holds the queue.
 //! - **FIFO** for fresh messages; a returned message goes to the back.
 //!
 //! Publishing cannot fail and is "confirmed" at once: there is no broker to be down, and no
