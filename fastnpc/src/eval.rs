@@ -168,6 +168,7 @@ pub async fn run(mut settings: Settings, options: &EvalOptions) -> anyhow::Resul
         judge_settings.api_key = Some(Secret::new("simulator"));
     }
     let judge = OpenAiClient::new(&judge_settings);
+    let simulated = system.simulator().is_some();
     let api = format!("http://{}", system.local_addr());
     let stop = CancellationToken::new();
     let running = tokio::spawn({
@@ -188,9 +189,11 @@ pub async fn run(mut settings: Settings, options: &EvalOptions) -> anyhow::Resul
     stop.cancel();
     running.await.context("the embedded system stopped abnormally")??;
     let _ = tokio::fs::remove_dir_all(&data_dir).await;
+    // With no LLM configured the simulator answered, whatever the model setting says.
+    let name = |model: &str| if simulated { "llm-simulator".to_owned() } else { model.to_owned() };
     Ok(Report {
-        model: settings.llm.model_for(Purpose::ProfileCategory.role()).to_owned(),
-        judge_model: judge.model_for(Purpose::Judge).to_owned(),
+        model: name(settings.llm.model_for(Purpose::ProfileCategory.role())),
+        judge_model: name(judge.model_for(Purpose::Judge)),
         started_at: chrono::Utc::now().to_rfc3339(),
         people: outcome?,
     })
@@ -239,6 +242,9 @@ async fn evaluate(
         source.facts.iter().cloned().partition(|fact| written.contains(&fact.to_lowercase()));
     for category in &CATEGORIES {
         for field in category.fields {
+            if (category.key, field.key) == ("source", "source_url") {
+                continue; // empty by design: a pasted text has no address
+            }
             let value = &profile[category.key][field.key];
             let empty = match value {
                 Value::String(s) => s.trim().is_empty(),
