@@ -29,6 +29,13 @@ pub enum ApiError {
     /// A dependency is down; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The request took longer than the request timeout (`FASTNPC_HTTP_REQUEST_TIMEOUT_SECS`)
+    /// and its handler was dropped. 503 rather than 408: 408 says the *client* was too slow
+    /// sending its request (RFC 9110 §15.5.9), while here the server failed to answer in time, a
+    /// transient condition of ours that 503 + `Retry-After` describes (§15.6.4) and that clients
+    /// already handle like the other `unavailable` problem.
+    #[error("the request timed out after {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -78,6 +85,16 @@ impl IntoResponse for ApiError {
                     "a backing service is unavailable; retry shortly".to_owned(),
                 )
             }
+            Self::TimedOut(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "Request timed out",
+                format!(
+                    "no answer within {} s; the request was abandoned and may or may not have taken effect \
+                     (retry with the same Idempotency-Key, or check)",
+                    after.as_secs()
+                ),
+            ),
             Self::Internal(cause) => {
                 tracing::error!(cause = format!("{cause:#}"), "internal error");
                 (
@@ -100,7 +117,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized { .. } => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::TimedOut(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             Self::TooManyRequests { retry_after, .. } => {

@@ -15,6 +15,7 @@
 //! - [`limits`]: per-user abuse limits (429).
 //! - [`sse`]: the resumable job event stream.
 //! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
+//! - [`timeout`]: the request timeout (not for SSE streams nor `Prefer: wait`).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -37,6 +38,7 @@ pub mod republisher;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod timeout;
 
 pub use state::AppState;
 
@@ -49,6 +51,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::router())
         .fallback(|| async { error::ApiError::NotFound })
+        // Innermost: bounds the handler and its extractors (not a streamed body, see
+        // `timeout`); its 503 is already a problem document.
+        .layer(axum::middleware::from_fn_with_state(state.config.request_timeout, timeout::limit))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::problem_for_bare_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
@@ -126,7 +131,11 @@ impl Api {
             login_limiter,
             stream_tokens,
             submissions,
-            config: Arc::new(state::ApiConfig { session_ttl: settings.session_ttl, limits: settings.limits.clone() }),
+            config: Arc::new(state::ApiConfig {
+                session_ttl: settings.session_ttl,
+                request_timeout: settings.http_request_timeout,
+                limits: settings.limits.clone(),
+            }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
             password_hashing: Arc::new(tokio::sync::Semaphore::new(

@@ -43,5 +43,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct ApiConfig {
     pub session_ttl: Duration,
+    /// `FASTNPC_HTTP_REQUEST_TIMEOUT_SECS` (see [`crate::timeout`]).
+    pub request_timeout: Duration,
     pub limits: fastnpc_shared::settings::UserLimits,
 }

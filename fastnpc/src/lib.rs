@@ -44,7 +44,9 @@ pub mod eval;
 
 /// The database file inside `FASTNPC_DATA_DIR`.
 pub const DATABASE_FILE: &str = "fastnpc.db";
-/// Held (an exclusive file lock) by the one process that runs jobs over `FASTNPC_DATA_DIR`.
+/// Held (an exclusive file lock) by the one process that opens `FASTNPC_DATA_DIR`: `fastnpc
+/// serve` for its whole life, `export` and `import --into embedded` while they run. Taken
+/// before anything else touches the directory, so a second process changes nothing.
 const LOCK_FILE: &str = "fastnpc.lock";
 
 /// How long a finished job's event log is kept: long enough for any client to come back and
@@ -56,15 +58,17 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// beside the writer in WAL mode).
 const MAX_DB_CONNECTIONS: u32 = 8;
 
-/// A built embedded system: database opened and migrated, listener bound, not yet serving.
+/// A built embedded system: data directory locked, database opened and migrated, listener
+/// bound, not yet serving.
 pub struct Embedded {
+    /// The data directory's lock, held until the system is dropped or has stopped.
+    lock: std::fs::File,
     api: Api,
     deps: Deps,
     queue: InProcessQueue,
     store: Arc<dyn Store>,
     /// The same store, for its SQLite-only upkeep (pruning old event logs).
     sqlite: SqliteStore,
-    data_dir: std::path::PathBuf,
     /// In-process consumers of the queue (one is enough: each runs `FASTNPC_WORKER_CONCURRENCY`
     /// jobs at once; tests use more, or none).
     workers: usize,
@@ -73,7 +77,8 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens `FASTNPC_DATA_DIR/fastnpc.db` (creating it), starts the simulator when no LLM is
+    /// Locks `FASTNPC_DATA_DIR` (failing at once, having changed nothing, when another process
+    /// holds it), opens `fastnpc.db` there (creating it), starts the simulator when no LLM is
     /// configured, and binds `FASTNPC_HTTP_ADDR`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::build_with_workers(settings, 1).await
@@ -84,6 +89,8 @@ impl Embedded {
         tokio::fs::create_dir_all(&settings.data_dir)
             .await
             .with_context(|| format!("cannot create FASTNPC_DATA_DIR {}", settings.data_dir.display()))?;
+        // Before the database is opened (and migrated), the admin bootstrapped or the port bound.
+        let lock = lock(&settings.data_dir)?;
         let path = settings.data_dir.join(DATABASE_FILE);
         let sqlite = SqliteStore::open(&path, MAX_DB_CONNECTIONS)
             .await
@@ -130,7 +137,7 @@ impl Embedded {
             cancels,
             config: WorkerConfig::from_settings(&settings),
         };
-        Ok(Self { api, deps, queue, store, sqlite, data_dir: settings.data_dir.clone(), workers, simulator })
+        Ok(Self { lock, api, deps, queue, store, sqlite, workers, simulator })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -146,10 +153,10 @@ impl Embedded {
     /// Resumes what the last run left, then serves until `shutdown`: the API stops accepting
     /// and finishes its requests, then the workers finish (or hand back) their jobs.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { api, deps, queue, store, sqlite, data_dir, workers, simulator } = self;
+        // Resuming takes over every unfinished job: only one process may do that to a database,
+        // the one holding `lock` (taken by `build`, released when this returns).
+        let Self { lock, api, deps, queue, store, sqlite, workers, simulator } = self;
         let outcome = async {
-            // Resuming takes over every unfinished job: only one process may do that to a database.
-            let _lock = lock(&data_dir)?;
             let resumed = resume(store.as_ref(), deps.publisher.as_ref()).await?;
             if resumed > 0 {
                 tracing::info!(jobs = resumed, "resuming jobs the last run left unfinished");
@@ -176,6 +183,7 @@ impl Embedded {
             simulator.shutdown().await;
         }
         tracing::info!("FastNPC stopped");
+        drop(lock);
         outcome
     }
 }
@@ -190,11 +198,13 @@ pub enum Target {
 }
 
 /// `fastnpc export USERNAME`: one user's data from the embedded store in `FASTNPC_DATA_DIR`
-/// (see `fastnpc_shared::store::transfer`). Run it while `fastnpc serve` is stopped or idle for
-/// that user: it refuses while their jobs are queued or running.
+/// (see `fastnpc_shared::store::transfer`). It holds the data directory's lock while it runs,
+/// so `fastnpc serve` must be stopped; it refuses while the user's jobs are queued or running
+/// (left so by the last run).
 pub async fn export_user(settings: &Settings, username: &str) -> anyhow::Result<UserExport> {
     let path = settings.data_dir.join(DATABASE_FILE);
     anyhow::ensure!(path.exists(), "no embedded database at {} (set FASTNPC_DATA_DIR)", path.display());
+    let _lock = lock(&settings.data_dir)?;
     let store = SqliteStore::open(&path, 2).await?;
     match store.export_user(username).await? {
         Ok(document) => Ok(document),
@@ -205,22 +215,24 @@ pub async fn export_user(settings: &Settings, username: &str) -> anyhow::Result<
     }
 }
 
-/// `fastnpc import FILE`: writes an exported user into `target`, all or nothing.
+/// `fastnpc import FILE`: writes an exported user into `target`, all or nothing. Into the
+/// embedded store, it holds the data directory's lock while it runs (`fastnpc serve` stopped).
 pub async fn import_user(settings: &Settings, document: &UserExport, target: Target) -> anyhow::Result<()> {
     anyhow::ensure!(
         document.format == FORMAT,
         "unknown export format `{}` (this version reads `{FORMAT}`)",
         document.format
     );
-    let store: Arc<dyn Store> = match target {
+    let (store, _lock): (Arc<dyn Store>, _) = match target {
         Target::Postgres => {
             let store = fastnpc_shared::store::PgStore::connect(settings.database_url.expose(), 2).await?;
             store.migrate().await?;
-            Arc::new(store)
+            (Arc::new(store), None)
         }
         Target::Embedded => {
             tokio::fs::create_dir_all(&settings.data_dir).await?;
-            Arc::new(SqliteStore::open(&settings.data_dir.join(DATABASE_FILE), 2).await?)
+            let lock = lock(&settings.data_dir)?;
+            (Arc::new(SqliteStore::open(&settings.data_dir.join(DATABASE_FILE), 2).await?), Some(lock))
         }
     };
     let username = &document.user.username;

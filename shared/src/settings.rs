@@ -23,6 +23,9 @@ pub struct Settings {
     /// Prefix of queue, exchange and Redis key names, so deployments and tests share one broker.
     pub namespace: String,
     pub http_addr: SocketAddr,
+    /// The longest an ordinary API request may take before it is answered `503` and its handler
+    /// dropped (SSE streams and `Prefer: wait` are excluded by design: they are bounded elsewhere).
+    pub http_request_timeout: Duration,
     pub llm: LlmSettings,
     /// Postgres connections per process, at most.
     pub db_pool_size: u32,
@@ -239,6 +242,7 @@ impl Settings {
             redis_url: Secret::new(get("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
             namespace,
             http_addr: parse(&lookup, "FASTNPC_HTTP_ADDR", "127.0.0.1:8080")?,
+            http_request_timeout: Duration::from_secs(positive(&lookup, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "30")?),
             llm: LlmSettings {
                 base_url: get("FASTNPC_LLM_BASE_URL", DEFAULT_LLM_BASE_URL).trim_end_matches('/').to_owned(),
                 api_key,
@@ -297,6 +301,18 @@ where
     raw.parse().map_err(|error: T::Err| SettingsError { variable, reason: format!("`{raw}`: {error}") })
 }
 
+/// [`parse`] for a count that must not be zero.
+fn positive(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: &str,
+) -> Result<u64, SettingsError> {
+    match parse(lookup, variable, default)? {
+        0 => Err(SettingsError { variable, reason: "must be at least 1".into() }),
+        value => Ok(value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +363,22 @@ mod tests {
         let error =
             Settings::from_lookup(|name| (name == "FASTNPC_LIMIT_DAILY_TOKENS").then(|| "-1".to_owned())).unwrap_err();
         assert_eq!(error.variable, "FASTNPC_LIMIT_DAILY_TOKENS");
+    }
+
+    #[test]
+    fn the_request_timeout_is_30_seconds_unless_set_and_never_zero() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(settings.http_request_timeout, Duration::from_secs(30));
+        let settings =
+            Settings::from_lookup(|name| (name == "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS").then(|| "5".to_owned()))
+                .unwrap();
+        assert_eq!(settings.http_request_timeout, Duration::from_secs(5));
+        for bad in ["0", "-1", "soon"] {
+            let error =
+                Settings::from_lookup(|name| (name == "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS").then(|| bad.to_owned()))
+                    .unwrap_err();
+            assert_eq!(error.variable, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "{bad}");
+        }
     }
 
     #[test]

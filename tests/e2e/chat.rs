@@ -82,6 +82,25 @@ async fn prefer_wait_returns_the_reply_inline() {
 }
 
 #[tokio::test]
+async fn the_request_timeout_does_not_cut_a_prefer_wait() {
+    let app = TestApp::builder().sim(chat_sim()).setting("FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "1").spawn().await;
+    // Not `app.user`: an argon2 hash can take longer than the 1 s timeout in a loaded debug build.
+    let user = app.seeded_user("grace").await;
+    let character = app.ready_character(&user, "李白").await;
+
+    // The reply takes 3 s to start, three times the request timeout; the wait allows 5.
+    app.sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(3), ..chat_sim() });
+    let started = std::time::Instant::now();
+    let response = app.send_message(&user, &character, "请作诗一首", Some(5)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200, "answered with the reply, not cut at 1 s");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["reply"]["author"], "character", "{body}");
+    assert!(elapsed > Duration::from_secs(1), "the answer came after the timeout: {elapsed:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn history_pages_newest_first_with_stable_cursors() {
     let app = TestApp::builder().sim(chat_sim()).spawn().await;
     let user = app.user("hedy").await;

@@ -168,6 +168,81 @@ async fn fastnpc_serve_needs_none_of_the_services() {
     let _ = tokio::fs::remove_dir_all(&dir).await;
 }
 
+/// Runs the `fastnpc` binary with `args` over `data_dir` until it exits (hang-guarded): whether
+/// it succeeded, and what it wrote to stderr.
+async fn run(data_dir: &PathBuf, args: &[&str]) -> (bool, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = std::process::Command::new(BINARY);
+    command
+        .args(args)
+        .env("FASTNPC_DATA_DIR", data_dir)
+        .env("FASTNPC_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", format!("postgres://nobody@{CLOSED}/none"))
+        .env_remove("FASTNPC_LLM_BASE_URL")
+        .env_remove("FASTNPC_LLM_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .stdin(std::process::Stdio::null());
+    let output = tokio::time::timeout(HANG_GUARD, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .expect("fastnpc exits")
+        .unwrap()
+        .expect("the fastnpc binary starts");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn a_locked_data_directory_is_refused_before_anything_in_it_is_touched() {
+    // A directory with a user in it, `fastnpc serve` stopped: export works.
+    let used = data_dir();
+    let process = start(&used, None).await;
+    login(&process, true).await;
+    process.child.signal("TERM");
+    assert!(process.child.wait().await, "a clean exit on SIGTERM");
+    let exported = used.join("ada.json");
+    let (ok, stderr) = run(&used, &["export", "ada", exported.to_str().unwrap()]).await;
+    assert!(ok, "{stderr}");
+
+    // Another process holds the lock (this test, as a running `fastnpc serve` would).
+    let hold = |dir: &PathBuf| {
+        std::fs::create_dir_all(dir).unwrap();
+        let lock = std::fs::File::create(dir.join("fastnpc.lock")).unwrap();
+        lock.try_lock().expect("the lock is free");
+        lock
+    };
+    let refused = |stderr: &str, dir: &PathBuf| {
+        assert!(stderr.contains("another fastnpc process"), "{stderr}");
+        assert!(stderr.contains(&dir.display().to_string()), "the error names the directory: {stderr}");
+    };
+    let held = hold(&used);
+    let again = used.join("again.json");
+    let (ok, stderr) = run(&used, &["export", "ada", again.to_str().unwrap()]).await;
+    assert!(!ok, "export is refused while the directory is locked");
+    refused(&stderr, &used);
+    assert!(!again.exists(), "nothing was exported");
+    drop(held);
+
+    // A fresh directory, locked: neither serve nor an import creates (let alone migrates) the
+    // database before refusing.
+    let fresh = data_dir();
+    let held = hold(&fresh);
+    let (ok, stderr) = run(&fresh, &["serve"]).await;
+    assert!(!ok, "a second fastnpc serve exits with an error");
+    refused(&stderr, &fresh);
+    assert!(!fresh.join(fastnpc::DATABASE_FILE).exists(), "serve touched no database before refusing");
+    let (ok, stderr) = run(&fresh, &["import", exported.to_str().unwrap(), "--into", "embedded"]).await;
+    assert!(!ok, "import is refused while the directory is locked");
+    refused(&stderr, &fresh);
+    assert!(!fresh.join(fastnpc::DATABASE_FILE).exists(), "import touched no database before refusing");
+
+    // Once the lock is free, the same import goes through.
+    drop(held);
+    let (ok, stderr) = run(&fresh, &["import", exported.to_str().unwrap(), "--into", "embedded"]).await;
+    assert!(ok, "{stderr}");
+    for dir in [used, fresh] {
+        let _ = tokio::fs::remove_dir_all(dir).await;
+    }
+}
+
 #[tokio::test]
 async fn a_job_interrupted_by_a_crash_resumes_after_a_restart_and_loses_nothing() {
     let dir = data_dir();
@@ -316,11 +391,16 @@ async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_o
     let english = embedded.request(reqwest::Method::PATCH, "/v1/me", Some(&ada));
     assert_eq!(english.json(&json!({"language": "en"})).send().await.unwrap().status(), 200);
     let before = views(&embedded, &ada).await;
-    let document = fastnpc::export_user(&embedded.settings, "ada").await.expect("exported");
+    // Export takes the data directory's lock: refused while the system runs, fine once stopped.
+    let settings = embedded.settings.clone();
+    let refused = fastnpc::export_user(&settings, "ada").await.expect_err("refused while serving").to_string();
+    assert!(refused.contains(&settings.data_dir.display().to_string()), "{refused}");
+    embedded.stop_keeping_data().await;
+    let document = fastnpc::export_user(&settings, "ada").await.expect("exported");
+    let _ = tokio::fs::remove_dir_all(&settings.data_dir).await;
     assert_eq!(document.user.language, "en");
     assert_eq!(document.characters.len(), 2);
     assert!(document.messages.len() >= 2 && !document.group_messages.is_empty(), "{document:?}");
-    embedded.stop().await;
 
     let distributed = TestApp::builder().backend(Backend::Distributed).spawn().await;
     fastnpc::import_user(&distributed.settings, &document, fastnpc::Target::Postgres).await.expect("imported");

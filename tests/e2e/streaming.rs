@@ -58,6 +58,28 @@ async fn a_client_that_reconnects_with_last_event_id_gets_every_later_event_once
 }
 
 #[tokio::test]
+async fn an_event_stream_is_not_cut_by_the_request_timeout() {
+    let app = TestApp::builder().setting("FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "1").spawn().await;
+    // Not `app.user`: an argon2 hash can take longer than the 1 s timeout in a loaded debug build.
+    let user = app.seeded_user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+
+    // The reply takes 3 s to start, three times the request timeout.
+    app.sim.set_config(SimConfig { time_to_first_token: Duration::from_secs(3), ..app.sim.config() });
+    let sent = app.send_message(&user, &character, "先生安好？", None).await;
+    assert_eq!(sent.status(), 202);
+    let sent: serde_json::Value = sent.json().await.unwrap();
+    let started = std::time::Instant::now();
+    let events = app.collect_events(&user, sent["job"]["id"].as_str().unwrap(), None).await;
+    let elapsed = started.elapsed();
+    assert_eq!(events.last().unwrap().event, "succeeded", "one stream, open to the end: {events:?}");
+    assert!(elapsed > Duration::from_secs(2), "the stream stayed open past the 1 s timeout: {elapsed:?}");
+    // An ordinary request of the same app is bounded and still answers.
+    assert_eq!(app.get("/v1/me", &user).await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn stream_responses_are_sse_with_proxy_buffering_off() {
     let app = TestApp::spawn().await;
     let user = app.user("grace").await;

@@ -370,6 +370,21 @@ impl TestApp {
         self.login(username, PASSWORD).await
     }
 
+    /// A user with a session, written straight into the store: no password hashing, for apps
+    /// whose request timeout is shorter than an argon2 hash takes in a loaded debug build. The
+    /// account has no usable password.
+    pub async fn seeded_user(&self, username: &str) -> TestUser {
+        let user_id = fastnpc_shared::ids::UserId::new();
+        assert!(self.store.insert_user(user_id, username, "!").await.expect("user inserted"), "{username} is free");
+        let token = format!("seeded-{}", uuid::Uuid::now_v7().simple());
+        let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+        self.store
+            .insert_session(&fastnpc_api::extract::token_hash(&token), user_id, expires_at)
+            .await
+            .expect("session inserted");
+        TestUser { username: username.to_owned(), token }
+    }
+
     /// Logs in (a new session) and returns it.
     pub async fn login(&self, username: &str, password: &str) -> TestUser {
         let credentials = serde_json::json!({"username": username, "password": password});
@@ -526,8 +541,28 @@ impl TestApp {
     pub async fn start_another(&self, settings: Settings) -> anyhow::Result<()> {
         match self.backend() {
             Backend::Distributed => fastnpc_api::Api::build(settings).await?.run_until(std::future::ready(())).await,
-            // Built, not run: running would also resume this app's jobs, which are not its own.
-            Backend::Embedded => fastnpc::Embedded::build_with_workers(settings, 0).await.map(drop),
+            // A second `fastnpc::Embedded` over this app's data directory is refused (its lock is
+            // held by the running app), so this runs the API's start-up, which is what the
+            // restart would run, over the same database with the embedded mode's ports.
+            Backend::Embedded => {
+                use fastnpc_shared::{control::CancelRegistry, embedded, event_bus::EventHub};
+                let store =
+                    fastnpc_store_sqlite::SqliteStore::open(&settings.data_dir.join(fastnpc::DATABASE_FILE), 2).await?;
+                let hub = EventHub::in_process();
+                let backends = fastnpc_api::Backends {
+                    store: Arc::new(store.clone()),
+                    events: Arc::new(fastnpc_store_sqlite::SqliteEventLog::new(store.pool().clone(), hub.clone())),
+                    hub,
+                    publisher: Arc::new(embedded::queue::InProcessQueue::new(1)),
+                    control: Arc::new(embedded::control::LocalControl::new(CancelRegistry::default())),
+                    login_limiter: Arc::new(embedded::limits::LocalLoginLimiter::new()),
+                    stream_tokens: Arc::new(embedded::limits::LocalStreamTokens::new()),
+                    submissions: Arc::new(embedded::limits::LocalSubmissionLimiter::new(1)),
+                };
+                let started = fastnpc_api::Api::with_backends(&settings, backends, CancellationToken::new()).await;
+                store.pool().close().await;
+                started.map(drop)
+            }
         }
     }
 
@@ -560,6 +595,16 @@ impl TestApp {
     /// Stops API and workers gracefully (workers finish what they were delivered) and drops the
     /// test database. Returns the simulator, whose counters then cover everything that ran.
     pub async fn stop(self) -> LlmSimulator {
+        self.stop_and(true).await
+    }
+
+    /// [`TestApp::stop`], keeping the database (an embedded app's data directory is left for the
+    /// test to use, then remove).
+    pub async fn stop_keeping_data(self) -> LlmSimulator {
+        self.stop_and(false).await
+    }
+
+    async fn stop_and(self, clean_up: bool) -> LlmSimulator {
         self.stop.cancel();
         for task in self.tasks {
             // A system that fails to stop (or panics on the way) fails the test.
@@ -573,6 +618,7 @@ impl TestApp {
             TestDb::Sqlite(pool) => pool.close().await,
         }
         match &self.cleanup {
+            _ if !clean_up => {}
             Cleanup::Database(name) => {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
                     let _ = admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await;

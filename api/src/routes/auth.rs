@@ -191,10 +191,17 @@ fn too_many_attempts(wait: std::time::Duration) -> ApiError {
     }
 }
 
+/// A place within the hashing bound, moved into the blocking task: a request dropped mid-hash
+/// (its client gone, or the request timeout) cannot free it while the hash still runs.
+async fn hashing_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.password_hashing.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))
+}
+
 /// Hashes a password with argon2id on the blocking pool, within the hashing bound.
 pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let permit = hashing_permit(state).await?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
     })
@@ -210,8 +217,9 @@ pub(crate) async fn verify_password(
     hash: Option<String>,
     password: String,
 ) -> Result<bool, ApiError> {
-    let _permit = state.password_hashing.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let permit = hashing_permit(state).await?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
         PasswordHash::new(hash)
             .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

@@ -167,7 +167,7 @@ fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response 
 }
 
 /// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT_SECS`]; other preferences are ignored.
-fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get_all("prefer")
         .iter()
