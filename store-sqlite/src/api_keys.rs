@@ -1,14 +1,17 @@
 //! API keys: long-lived bearer credentials for scripts (mirrors `fastnpc_shared::store::api_keys`).
 //!
-//! Nothing SQLite-specific beyond the crate-wide rules: times are bound from Rust, and
-//! [`user_of`]'s `update ... returning` is one statement, so recording the use and reading the
-//! owner cannot interleave with a revocation.
+//! Nothing SQLite-specific beyond the crate-wide rules (times are bound from Rust), except that
+//! [`user_of`] reads first and writes only when the recorded use is stale: SQLite has no
+//! data-modifying `with`, and a read must not take the single write lock.
 
 use chrono::{DateTime, Utc};
-use fastnpc_shared::{ids::UserId, store::api_keys::ApiKeyRecord};
-use sqlx::SqliteExecutor;
+use fastnpc_shared::{
+    ids::UserId,
+    store::api_keys::{ApiKeyRecord, USE_RECORDED_EVERY},
+};
+use sqlx::{SqliteExecutor, SqlitePool};
 
-use crate::now;
+use crate::{minus, now};
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
@@ -60,18 +63,37 @@ pub async fn revoke(db: impl SqliteExecutor<'_>, user_id: UserId, key_id: uuid::
     Ok(result.rows_affected() == 1)
 }
 
-/// The user of a live key, recording its use.
-pub async fn user_of(db: impl SqliteExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+/// The user of a live key, recording its use at most once a [`USE_RECORDED_EVERY`]: a plain read
+/// otherwise, so authenticating with a key does not take the write lock on every request. The
+/// write, when due, is a second statement; a revocation between the two is the same as one just
+/// after the request.
+pub async fn user_of(pool: &SqlitePool, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let now = now();
-    let row = sqlx::query!(
-        r#"update api_keys set last_used_at = ?2
+    let stale_before = minus(now, USE_RECORDED_EVERY);
+    let Some(row) = sqlx::query!(
+        r#"select key_id as "key_id!: uuid::Uuid", user_id as "user_id!: UserId",
+                  (last_used_at is null or last_used_at < ?2) as "stale!: bool"
+           from api_keys
            where key_hash = ?1 and revoked_at is null
-             and user_id in (select user_id from users where disabled_at is null)
-           returning user_id as "user_id!: UserId""#,
+             and user_id in (select user_id from users where disabled_at is null)"#,
         key_hash,
-        now,
+        stale_before,
     )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| r.user_id))
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.stale {
+        sqlx::query!(
+            "update api_keys set last_used_at = ?2
+             where key_id = ?1 and (last_used_at is null or last_used_at < ?3)",
+            row.key_id,
+            now,
+            stale_before,
+        )
+        .execute(pool)
+        .await?;
+    }
+    Ok(Some(row.user_id))
 }

@@ -123,6 +123,29 @@ async fn api_keys_are_shown_once_work_as_bearer_tokens_and_can_be_revoked() {
 }
 
 #[tokio::test]
+async fn an_api_key_records_its_use_at_most_once_a_minute() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let user = app.user("frances").await;
+    let created: Value = app.post_json("/v1/api-keys", &user, &json!({"name": "script"})).await.json().await.unwrap();
+    let script = TestUser { username: "frances".into(), token: created["key"].as_str().unwrap().to_owned() };
+    let last_used = || async {
+        let listed: Value = app.get("/v1/api-keys", &user).await.json().await.unwrap();
+        listed["items"][0]["last_used_at"].clone()
+    };
+    assert_eq!(last_used().await, Value::Null);
+
+    assert_eq!(app.get("/v1/me", &script).await.status(), 200);
+    let first = last_used().await;
+    assert!(first.is_string(), "the first use is recorded: {first}");
+    // Reads within the minute are reads: the recorded use does not move.
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/me", &script).await.status(), 200);
+    }
+    assert_eq!(last_used().await, first);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn repeated_failed_logins_lock_the_username_with_backoff() {
     let app = TestApp::builder().workers(0).spawn().await;
     app.user("hedy").await;
@@ -137,6 +160,40 @@ async fn repeated_failed_logins_lock_the_username_with_backoff() {
     assert_eq!(locked.headers()["content-type"], "application/problem+json");
     // Another account is not affected.
     assert_eq!(login(&app, "katherine", PASSWORD).await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stolen_session_guesses_the_password_no_faster_than_a_login() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let user = app.user("radia").await;
+    let other = app.user("barbara").await;
+    let change = |current: &str| {
+        let body = json!({"current_password": current, "new_password": "a brand new secret"});
+        app.request(Method::POST, "/v1/auth/password", Some(&user)).json(&body).send()
+    };
+    for _ in 0..6 {
+        assert_eq!(change("guess guess guess").await.unwrap().status(), 403);
+    }
+    // Locked now: even the right current password waits, and the password stays as it was.
+    let locked = change(PASSWORD).await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(locked.headers()["content-type"], "application/problem+json");
+    // The same back-off as login, on the same username.
+    assert_eq!(login(&app, "radia", PASSWORD).await.status(), 429);
+    assert_eq!(login(&app, "radia", "a brand new secret").await.status(), 429);
+
+    let delete = |who: &TestUser, password: &str| {
+        app.request(Method::DELETE, "/v1/me", Some(who)).json(&json!({"password": password})).send()
+    };
+    for _ in 0..6 {
+        assert_eq!(delete(&other, "guess guess guess").await.unwrap().status(), 403);
+    }
+    let locked = delete(&other, PASSWORD).await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(app.get("/v1/me", &other).await.status(), 200, "the account still exists");
     app.stop().await;
 }
 

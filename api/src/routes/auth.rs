@@ -187,8 +187,36 @@ pub async fn login(
 fn too_many_attempts(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests {
         retry_after: wait,
-        detail: "too many failed logins for this username; wait before trying again".into(),
+        detail: "too many wrong passwords for this username; wait before trying again".into(),
     }
+}
+
+/// Checks a signed-in user's own password (`POST /v1/auth/password`, `DELETE /v1/me`) behind the
+/// login back-off, keyed on the same username: a stolen session guesses no faster than a login
+/// would, and failures here and at login add up. `Ok(false)` is a wrong password, already counted.
+async fn check_own_password(
+    state: &AppState,
+    user_id: UserId,
+    username: &str,
+    password: String,
+) -> Result<bool, ApiError> {
+    // Like login, the limiter fails open, loudly, when Redis is down.
+    match state.login_limiter.locked_for(username).await {
+        Ok(Some(wait)) => return Err(too_many_attempts(wait)),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
+    }
+    let stored = state.store.password_hash(user_id).await?;
+    let verified = verify_password(state, stored, password).await?;
+    let recorded = if verified {
+        state.login_limiter.succeeded(username).await
+    } else {
+        state.login_limiter.failed(username).await.map(|_| ())
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(%error, "login limiter unavailable; not counting");
+    }
+    Ok(verified)
 }
 
 /// A place within the hashing bound, moved into the blocking task: a request dropped mid-hash
@@ -245,8 +273,7 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
     validate_password(&body.new_password, &username)?;
-    let stored = state.store.password_hash(user_id).await?;
-    if !verify_password(&state, stored, body.current_password).await? {
+    if !check_own_password(&state, user_id, &username, body.current_password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             code: "wrong-password",
@@ -273,8 +300,8 @@ pub async fn delete_me(
     AuthUser(user_id): AuthUser,
     ApiJson(body): ApiJson<DeleteAccount>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = state.store.password_hash(user_id).await?;
-    if !verify_password(&state, stored, body.password).await? {
+    let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
+    if !check_own_password(&state, user_id, &username, body.password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             code: "wrong-password",

@@ -60,14 +60,27 @@ pub(crate) async fn revoke(db: impl PgExecutor<'_>, user_id: UserId, key_id: uui
     Ok(result.rows_affected() == 1)
 }
 
-/// The user of a live key, recording its use.
+/// How often a key's `last_used_at` is written at most: more often would make every request
+/// authenticated with a key (GETs included) a write.
+pub const USE_RECORDED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The user of a live key, recording its use at most once a [`USE_RECORDED_EVERY`]. One
+/// statement: the `update` in the `with` touches (and locks) the row only when the recorded use
+/// is stale; otherwise this is a plain read.
 pub(crate) async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"update api_keys set last_used_at = now()
-           where key_hash = $1 and revoked_at is null
-             and user_id in (select user_id from users where disabled_at is null)
-           returning user_id as "user_id: UserId""#,
+        r#"with live as (
+               select key_id, user_id, last_used_at from api_keys
+               where key_hash = $1 and revoked_at is null
+                 and user_id in (select user_id from users where disabled_at is null)
+           ), touched as (
+               update api_keys set last_used_at = now()
+               where key_id in (select key_id from live
+                                where last_used_at is null or last_used_at < now() - make_interval(secs => $2))
+           )
+           select user_id as "user_id!: UserId" from live"#,
         key_hash,
+        USE_RECORDED_EVERY.as_secs_f64(),
     )
     .fetch_optional(db)
     .await?;

@@ -161,7 +161,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>>;
     async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool>;
-    /// The user of a live key of an enabled account, recording the key's use.
+    /// The user of a live key of an enabled account, recording the key's use at most once a
+    /// [`api_keys::USE_RECORDED_EVERY`](crate::store::api_keys::USE_RECORDED_EVERY).
     async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>>;
 
     // --- admin --------------------------------------------------------------------------------
