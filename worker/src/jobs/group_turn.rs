@@ -436,4 +436,34 @@ mod tests {
         assert_eq!(strip_speaker_prefix("李白: 好", "李白"), "好");
         assert_eq!(strip_speaker_prefix("好酒！李白：来", "李白"), "好酒！李白：来");
     }
+
+    #[test]
+    fn a_group_speaks_its_members_language_or_else_the_users() {
+        let member = |language: &str| Member {
+            character_id: fastnpc_shared::ids::CharacterId::new(),
+            name: "x".into(),
+            brief: None,
+            profile: None,
+            status: "ready".into(),
+            absorbed_upto: None,
+            language: language.into(),
+        };
+        let user = |language: &str| store::users::UserRecord {
+            user_id: fastnpc_shared::ids::UserId::new(),
+            username: "ada".into(),
+            bio: String::new(),
+            ctx_max_chat: 0,
+            ctx_max_stm: 0,
+            ctx_max_ltm: 0,
+            max_group_rounds: 1,
+            language: language.into(),
+            is_admin: false,
+            created_at: chrono::Utc::now(),
+        };
+        let language = |members: &[Member], user: &store::users::UserRecord| group_prompts(members, user).language();
+        assert_eq!(language(&[member("en"), member("en")], &user("zh")), Language::En);
+        assert_eq!(language(&[member("zh"), member("zh")], &user("en")), Language::Zh);
+        assert_eq!(language(&[member("zh"), member("en")], &user("en")), Language::En);
+        assert_eq!(language(&[member("en"), member("zh")], &user("zh")), Language::Zh);
+    }
 }
