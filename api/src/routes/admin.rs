@@ -12,6 +12,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::UserId,
+    jobs::JobStatus,
     settings::AdminAccount,
     store::{self, users::AccountSummary},
 };
@@ -86,11 +87,16 @@ pub async fn disable_user(
     let revoked_sessions = state.store.disable_user(user_id).await?.ok_or(ApiError::NotFound)?;
     // After the commit no new job can be submitted (every credential of the user is dead), so
     // this sweep sees all of them.
-    let mut stopped_jobs = 0;
+    let mut jobs = Vec::new();
     for job_id in state.store.active_jobs_of(user_id).await? {
-        if let Some(job) = state.store.job(user_id, job_id).await?
-            && super::jobs::stop_job(&state, &job).await? != store::jobs::CancelOutcome::AlreadyFinished
-        {
+        jobs.extend(state.store.job(user_id, job_id).await?);
+    }
+    // Queued jobs first: stopping a running one frees its worker, which would otherwise claim
+    // the user's next queued job before the sweep reaches it.
+    jobs.sort_by_key(|job| job.status != JobStatus::Queued);
+    let mut stopped_jobs = 0;
+    for job in &jobs {
+        if super::jobs::stop_job(&state, job).await? != store::jobs::CancelOutcome::AlreadyFinished {
             stopped_jobs += 1;
         }
     }
