@@ -22,7 +22,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use fastnpc_shared::{
     domain::CATEGORIES,
-    llm::{ChatRequest, JsonSchema, LlmClient, Message, OpenAiClient, Purpose, reply},
+    llm::{self, ChatRequest, JsonSchema, LlmClient, Message, OpenAiClient, Purpose, reply},
     settings::{Secret, Settings},
 };
 use serde::{Deserialize, Serialize};
@@ -329,7 +329,7 @@ async fn judge_character(
         "required": ["scores"],
         "additionalProperties": false,
     });
-    let mut request = ChatRequest {
+    let request = ChatRequest {
         messages: vec![Message::system(JUDGE_SYSTEM), Message::user(prompt)],
         json_schema: Some(JsonSchema { name: "fastnpc_eval_scores".into(), schema: schema.clone() }),
         purpose: Purpose::Judge,
@@ -340,31 +340,20 @@ async fn judge_character(
     struct Scores {
         scores: BTreeMap<String, Score>,
     }
-    let mut reason = String::new();
-    for _ in 0..JUDGE_ATTEMPTS {
-        let completion = judge.complete(request.clone()).await.map_err(|error| error.to_string())?;
-        let parsed = reply::parse::<Scores>(&completion.text, &schema).and_then(|parsed| {
-            let missing: Vec<&&str> = keys.iter().filter(|k| !parsed.scores.contains_key(**k)).collect();
-            if !missing.is_empty() {
-                return Err(format!("no scores for {missing:?}"));
-            }
-            if parsed.scores.values().any(|s| s.fidelity > 10 || s.consistency > 10 || s.in_character > 10) {
-                return Err("scores must be 0 to 10".into());
-            }
-            Ok(parsed.scores)
-        });
-        match parsed {
-            Ok(scores) => return Ok(scores),
-            Err(error) => {
-                reason = error;
-                request.messages.push(Message::assistant(completion.text));
-                request
-                    .messages
-                    .push(Message::user(format!("That cannot be used: {reason}. Output the corrected JSON only.")));
-            }
+    let scored = llm::ask_structured(judge, request, JUDGE_ATTEMPTS, |text| {
+        let parsed = reply::parse::<Scores>(text, &schema)?;
+        let missing: Vec<&&str> = keys.iter().filter(|k| !parsed.scores.contains_key(**k)).collect();
+        if !missing.is_empty() {
+            return Err(format!("no scores for {missing:?}"));
         }
-    }
-    Err(format!("the judge gave no usable scores: {reason}"))
+        if parsed.scores.values().any(|s| s.fidelity > 10 || s.consistency > 10 || s.in_character > 10) {
+            return Err("scores must be 0 to 10".into());
+        }
+        Ok(parsed.scores)
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    scored.map_err(|reason| format!("the judge gave no usable scores: {reason}"))
 }
 
 /// The table `fastnpc eval` prints.

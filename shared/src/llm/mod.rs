@@ -266,6 +266,40 @@ pub trait LlmClient: Send + Sync {
     fn model_for(&self, purpose: Purpose) -> &str;
 }
 
+/// Asks for a structured reply until `accept` takes one, at most `attempts` times. A refused
+/// reply goes back to the model with the reason (its own words and what was wrong with them),
+/// which fixes most slips in one more turn; a reply cut at `max_tokens` says so. Returns the
+/// accepted value, or the last reason when every reply was refused (the caller decides what
+/// that means: a failed job, a moderator that waits, a judge without scores).
+pub async fn ask_structured<T>(
+    llm: &dyn LlmClient,
+    mut request: ChatRequest,
+    attempts: u32,
+    accept: impl Fn(&str) -> Result<T, String>,
+) -> Result<Result<T, String>, LlmError> {
+    let mut reason = String::new();
+    for attempt in 1..=attempts {
+        let completion = llm.complete(request.clone()).await?;
+        match accept(&completion.text) {
+            Ok(value) => return Ok(Ok(value)),
+            Err(error) => {
+                reason = if completion.finish.is_cut() {
+                    format!("{error} (the reply was cut off at the output limit)")
+                } else {
+                    error
+                };
+                tracing::warn!(purpose = %request.purpose, attempt, %reason, "structured reply refused, asking again");
+                request.messages.push(Message::assistant(completion.text));
+                request.messages.push(Message::user(format!(
+                    "That reply cannot be used: {reason}. Answer again with only the corrected JSON object, \
+                     complete, with every required field."
+                )));
+            }
+        }
+    }
+    Ok(Err(reason))
+}
+
 /// Per-call timeout and retry settings.
 #[derive(Clone, Debug)]
 pub struct CallLimits {

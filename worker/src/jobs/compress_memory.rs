@@ -27,7 +27,7 @@
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, MessageId},
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
+    llm::{self, ChatRequest, JsonSchema, Message, Purpose, reply},
     prompts::PromptSet,
     store::{
         self,
@@ -344,7 +344,7 @@ where
 {
     let purpose = request.purpose;
     let schema = request.json_schema.as_ref().map(|s| s.schema.clone()).unwrap_or_default();
-    super::ask_structured(deps, request, PARSE_ATTEMPTS, |text| {
+    llm::ask_structured(deps.llm.as_ref(), request, PARSE_ATTEMPTS, |text| {
         let parsed: T = reply::parse(text, &schema)?;
         accept(parsed).ok_or_else(|| "the JSON has no usable entries".to_owned())
     })

@@ -15,7 +15,7 @@ use fastnpc_shared::{
     domain::{CATEGORIES, CategorySpec, CharacterSource, Profile, profile::SOURCE_CATEGORY},
     events::EventPayload,
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, Message, Purpose},
+    llm::{self, ChatRequest, JsonSchema, Message, Purpose},
     prompts::PromptSet,
     store::jobs::Claim,
 };
@@ -102,7 +102,7 @@ async fn generate_category(
         purpose: Purpose::ProfileCategory,
         ..Default::default()
     };
-    let fields = super::ask_structured(deps, request, PARSE_ATTEMPTS, |reply| {
+    let fields = llm::ask_structured(deps.llm.as_ref(), request, PARSE_ATTEMPTS, |reply| {
         category.parse_reply(reply).map_err(|e| e.to_string())
     })
     .await?

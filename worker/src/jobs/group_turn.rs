@@ -24,7 +24,7 @@ use fastnpc_shared::{
     events::EventPayload,
     ids::{GroupId, JobId, MessageId},
     jobs::JobError,
-    llm::{ChatRequest, JsonSchema, Message, Purpose, reply},
+    llm::{self, ChatRequest, JsonSchema, Message, Purpose, reply},
     prompts::{GroupPrompt, Language, PromptSet},
     store::{
         self,
@@ -270,7 +270,7 @@ async fn moderate(
         ..Default::default()
     };
     let schema = request.json_schema.as_ref().map(|s| s.schema.clone()).unwrap_or_default();
-    let chosen = super::ask_structured(deps, request, MODERATOR_ATTEMPTS, |text| {
+    let chosen = llm::ask_structured(deps.llm.as_ref(), request, MODERATOR_ATTEMPTS, |text| {
         let parsed: ModeratorReply = reply::parse(text, &schema)?;
         if !(0.0..=1.0).contains(&parsed.confidence) {
             return Err(format!("confidence {} is outside 0 to 1", parsed.confidence));

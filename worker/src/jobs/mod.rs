@@ -5,7 +5,7 @@ use fastnpc_shared::{
     dispatch,
     ids::{CharacterId, GroupId, JobId, UserId},
     jobs::{JobError, JobKind},
-    llm::{ChatRequest, LlmError, LlmErrorKind, Message},
+    llm::{LlmError, LlmErrorKind},
     store::{self, jobs::Claim},
 };
 use tokio_util::sync::CancellationToken;
@@ -96,39 +96,6 @@ impl From<LlmError> for JobFailure {
         let job_error = JobError::new(error.kind.code(), error.message);
         if error.kind.is_transient() { Self::Retryable(job_error) } else { Self::Failed(job_error) }
     }
-}
-
-/// Asks for a structured reply until `accept` takes one, at most `attempts` times. A refused
-/// reply goes back to the model with the reason (its own words and what was wrong with them),
-/// which fixes most slips in one more turn; a reply cut at `max_tokens` says so. Returns the
-/// accepted value, or the last reason when every reply was refused (see [`malformed`]).
-pub(crate) async fn ask_structured<T>(
-    deps: &Deps,
-    mut request: ChatRequest,
-    attempts: u32,
-    accept: impl Fn(&str) -> Result<T, String>,
-) -> Result<Result<T, String>, LlmError> {
-    let mut reason = String::new();
-    for attempt in 1..=attempts {
-        let completion = deps.llm.complete(request.clone()).await?;
-        match accept(&completion.text) {
-            Ok(value) => return Ok(Ok(value)),
-            Err(error) => {
-                reason = if completion.finish.is_cut() {
-                    format!("{error} (the reply was cut off at the output limit)")
-                } else {
-                    error
-                };
-                tracing::warn!(purpose = %request.purpose, attempt, %reason, "structured reply refused, asking again");
-                request.messages.push(Message::assistant(completion.text));
-                request.messages.push(Message::user(format!(
-                    "That reply cannot be used: {reason}. Answer again with only the corrected JSON object, \
-                     complete, with every required field."
-                )));
-            }
-        }
-    }
-    Ok(Err(reason))
 }
 
 /// The job's failure when no reply for `what` was usable after `attempts`.
