@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fastnpc_shared::ids::UserId;
+use fastnpc_shared::{
+    ids::UserId,
+    store::{Capped, Quota, Submitted},
+};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -13,24 +16,54 @@ fn limited(detail: String, retry_after: Duration) -> ApiError {
     ApiError::TooManyRequests { retry_after, detail }
 }
 
-/// Before creating a job: the submission rate and the number of active jobs.
+/// Before creating a job: the submission rate and the daily token budget. The caps on what a
+/// user holds (active jobs, characters, groups) are the store's to enforce, atomically with the
+/// write ([`quota`], [`over_quota`]).
 pub async fn admit_job(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
-    let limits = &state.config.limits;
     match state.submissions.admit(user_id).await {
         Ok(Some(wait)) => {
-            return Err(limited(format!("at most {} job submissions per minute", limits.submissions_per_minute), wait));
+            let per_minute = state.config.limits.submissions_per_minute;
+            return Err(limited(format!("at most {per_minute} job submissions per minute"), wait));
         }
         Ok(None) => {}
         // Like login limiting, this fails open: Redis trouble must not stop all work.
         Err(error) => tracing::warn!(%error, "submission limiter unavailable; not limiting"),
     }
-    if state.store.active_job_count(user_id).await? >= limits.active_jobs {
-        return Err(limited(
-            format!("at most {} jobs may be queued or running at once; wait for some to finish", limits.active_jobs),
-            Duration::from_secs(5),
-        ));
-    }
     admit_spend(state, user_id).await
+}
+
+/// The caps a submission is checked against inside its transaction.
+pub fn quota(state: &AppState) -> Quota {
+    let limits = &state.config.limits;
+    Quota { active_jobs: limits.active_jobs, characters: limits.characters, groups: limits.groups }
+}
+
+/// Whether a job-creating submission wrote its rows: `false` when the idempotency key was
+/// taken by a concurrent request (the caller replays the winner); the 429 when over quota.
+pub fn created(state: &AppState, outcome: Submitted) -> Result<bool, ApiError> {
+    match outcome {
+        Submitted::Created => Ok(true),
+        Submitted::IdempotencyKeyTaken => Ok(false),
+        Submitted::OverQuota(cap) => Err(over_quota(state, cap)),
+        Submitted::NotRetryable => Err(ApiError::Internal(anyhow::anyhow!("a retry's outcome for a first submission"))),
+    }
+}
+
+/// The answer to a submission the store refused for `cap`.
+pub fn over_quota(state: &AppState, cap: Capped) -> ApiError {
+    let limit = quota(state).limit(cap);
+    match cap {
+        Capped::ActiveJobs => limited(
+            format!("at most {limit} jobs may be queued or running at once; wait for some to finish"),
+            Duration::from_secs(5),
+        ),
+        Capped::Characters => {
+            limited(format!("at most {limit} characters per user; delete some first"), Duration::from_secs(60))
+        }
+        Capped::Groups => {
+            limited(format!("at most {limit} groups per user; delete some first"), Duration::from_secs(60))
+        }
+    }
 }
 
 /// The daily token budget: every job spends tokens, so once today's are gone no job is created
@@ -58,24 +91,6 @@ fn until_next_utc_day(now: DateTime<Utc>) -> Duration {
         .and_then(|day| day.and_hms_opt(0, 0, 0))
         .and_then(|midnight| (midnight.and_utc() - now).to_std().ok())
         .unwrap_or(Duration::from_secs(24 * 3600))
-}
-
-/// Before creating a character.
-pub async fn admit_character(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
-    let cap = state.config.limits.characters;
-    if state.store.count_characters(user_id).await? >= cap {
-        return Err(limited(format!("at most {cap} characters per user; delete some first"), Duration::from_secs(60)));
-    }
-    Ok(())
-}
-
-/// Before creating a group.
-pub async fn admit_group(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
-    let cap = state.config.limits.groups;
-    if state.store.count_groups(user_id).await? >= cap {
-        return Err(limited(format!("at most {cap} groups per user; delete some first"), Duration::from_secs(60)));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use fastnpc_shared::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
     store::{
-        Absorbed, CompressionCommit, MemoryWrite, NewCharacter, NewUserMessage, ReplyResult, RetryGuard, Store,
-        StoreResult, Submitted, SystemStats,
+        Absorbed, Capped, CompressionCommit, MemoryWrite, NewCharacter, NewUserMessage, Quota, ReplyResult, RetryGuard,
+        Store, StoreResult, Submitted, SystemStats,
         api_keys::ApiKeyRecord,
         characters::{CharacterRecord, CharacterSummary},
         groups::{GroupMessageRecord, GroupRecord, Member, NewGroupMessage},
@@ -65,6 +65,26 @@ async fn insert_submitted_job(tx: &mut sqlx::SqliteConnection, job: NewJob<'_>) 
         }
         Err(error) => Err(error),
     }
+}
+
+/// The first of `caps` that the rows written so far in `tx` took the user past. No lock of its
+/// own: `tx` is a `BEGIN IMMEDIATE` transaction, so no other submission writes in between.
+async fn over_quota(
+    tx: &mut sqlx::SqliteConnection,
+    user_id: UserId,
+    quota: &Quota,
+    caps: &[Capped],
+) -> StoreResult<Option<Capped>> {
+    let mut counts = Vec::with_capacity(caps.len());
+    for &cap in caps {
+        let count = match cap {
+            Capped::ActiveJobs => jobs::active_count(&mut *tx, user_id).await?,
+            Capped::Characters => characters::count(&mut *tx, user_id).await?,
+            Capped::Groups => groups::count(&mut *tx, user_id).await?,
+        };
+        counts.push((cap, count));
+    }
+    Ok(quota.exceeded(&counts))
 }
 
 #[async_trait::async_trait]
@@ -184,7 +204,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn submit_character(&self, character: NewCharacter<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
+    async fn submit_character(
+        &self,
+        character: NewCharacter<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.pool).await?;
         characters::insert(
             &mut *tx,
@@ -197,6 +222,10 @@ impl Store for SqliteStore {
         .await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        let caps = [Capped::Characters, Capped::ActiveJobs];
+        if let Some(cap) = over_quota(&mut tx, character.user_id, quota, &caps).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -223,10 +252,6 @@ impl Store for SqliteStore {
         characters::delete(&self.pool, user_id, character_id).await
     }
 
-    async fn count_characters(&self, user_id: UserId) -> StoreResult<i64> {
-        characters::count(&self.pool, user_id).await
-    }
-
     async fn finish_generation(
         &self,
         claim: &Claim,
@@ -246,7 +271,12 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn submit_message(&self, message: NewUserMessage<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
+    async fn submit_message(
+        &self,
+        message: NewUserMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.pool).await?;
         messages::insert_user_message(
             &mut *tx,
@@ -258,6 +288,9 @@ impl Store for SqliteStore {
         .await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        if let Some(cap) = over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -388,11 +421,16 @@ impl Store for SqliteStore {
         user_id: UserId,
         name: &str,
         members: &[CharacterId],
-    ) -> StoreResult<()> {
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.pool).await?;
         groups::insert(&mut *tx, group_id, user_id, name).await?;
         groups::add_members(&mut *tx, user_id, group_id, members).await?;
-        tx.commit().await
+        if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::Groups]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
     }
 
     async fn group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<Option<GroupRecord>> {
@@ -409,10 +447,6 @@ impl Store for SqliteStore {
 
     async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool> {
         groups::delete(&self.pool, user_id, group_id).await
-    }
-
-    async fn count_groups(&self, user_id: UserId) -> StoreResult<i64> {
-        groups::count(&self.pool, user_id).await
     }
 
     async fn add_group_members(
@@ -441,11 +475,20 @@ impl Store for SqliteStore {
         groups::members(&self.pool, group_id).await
     }
 
-    async fn submit_group_message(&self, message: NewGroupMessage<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
+    async fn submit_group_message(
+        &self,
+        message: NewGroupMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
         let mut tx = begin_immediate(&self.pool).await?;
         groups::insert_message(&mut *tx, message).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -504,7 +547,8 @@ impl Store for SqliteStore {
         jobs::find_by_idempotency_key(&self.pool, user_id, key).await
     }
 
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard) -> StoreResult<bool> {
+    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
         let mut tx = begin_immediate(&self.pool).await?;
         let holds = match guard {
             RetryGuard::MessageUnanswered(message_id) => {
@@ -518,15 +562,14 @@ impl Store for SqliteStore {
             RetryGuard::None => true,
         };
         if !holds {
-            return Ok(false);
+            return Ok(Submitted::NotRetryable);
         }
         jobs::insert(&mut *tx, job).await?;
+        if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
         tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn active_job_count(&self, user_id: UserId) -> StoreResult<i64> {
-        jobs::active_count(&self.pool, user_id).await
+        Ok(Submitted::Created)
     }
 
     async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>> {

@@ -19,6 +19,7 @@ mod matrix;
 mod memory;
 mod outages;
 mod parsers;
+mod quotas;
 mod real_llm;
 mod security;
 mod serial;

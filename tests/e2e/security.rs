@@ -235,7 +235,8 @@ async fn a_stream_token_opens_one_jobs_stream_without_a_bearer_header() {
 async fn per_user_limits_answer_429_and_create_nothing() {
     let app = TestApp::builder()
         .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "3")
+        // Four: the refused fourth character counts as a submission too.
+        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "4")
         .setting("FASTNPC_LIMIT_ACTIVE_JOBS", "1000")
         .setting("FASTNPC_LIMIT_CHARACTERS", "3")
         .setting("FASTNPC_LIMIT_GROUPS", "1")
@@ -264,7 +265,7 @@ async fn per_user_limits_answer_429_and_create_nothing() {
     let problem: Value = capped.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("characters"), "{problem}");
 
-    // Under the cap again, but over three submissions this minute.
+    // Under the cap again, but over four submissions this minute.
     let deleted = app.request(Method::DELETE, &format!("/v1/characters/{}", ids[0]), Some(&user)).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
     let before = jobs().await;

@@ -13,12 +13,12 @@ use fastnpc_shared::{
     ids::{CharacterId, JobId, UserId},
     jobs::{JobKind, JobStatus},
     prompts::Language,
+    store::NewCharacter,
     store::{
         self,
         characters::{CharacterRecord, CharacterSummary},
         jobs::NewJob,
     },
-    store::{NewCharacter, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -85,7 +85,6 @@ pub async fn create(
     {
         return replay(&state, user_id, job).await;
     }
-    crate::limits::admit_character(&state, user_id).await?;
     crate::limits::admit_job(&state, user_id).await?;
 
     let character_id = CharacterId::new();
@@ -102,7 +101,10 @@ pub async fn create(
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
     };
     let character = NewCharacter { character_id, user_id, name: &name, source: &source, language: language.code() };
-    if state.store.submit_character(character, job).await? == Submitted::IdempotencyKeyTaken {
+    if !crate::limits::created(
+        &state,
+        state.store.submit_character(character, job, &crate::limits::quota(&state)).await?,
+    )? {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
     }

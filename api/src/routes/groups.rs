@@ -106,9 +106,13 @@ pub async fn create(
         return Err(ApiError::invalid_field(format!("character_ids: 1 to {MAX_MEMBERS} characters")));
     }
     check_owned(&state, user_id, &body.character_ids).await?;
-    crate::limits::admit_group(&state, user_id).await?;
     let group_id = GroupId::new();
-    state.store.create_group(group_id, user_id, &name, &body.character_ids).await?;
+    let quota = crate::limits::quota(&state);
+    if let Submitted::OverQuota(cap) =
+        state.store.create_group(group_id, user_id, &name, &body.character_ids, &quota).await?
+    {
+        return Err(crate::limits::over_quota(&state, cap));
+    }
     let group = state.store.group(user_id, group_id).await?.ok_or(ApiError::NotFound)?;
     let body = json!({"group": group_view(&state, group).await?});
     Ok(with_location(StatusCode::CREATED, body, &format!("/v1/groups/{group_id}")))
@@ -270,7 +274,10 @@ pub async fn send(
         progress_total: user.max_group_rounds,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
     };
-    if state.store.submit_group_message(message, job).await? == Submitted::IdempotencyKeyTaken {
+    if !crate::limits::created(
+        &state,
+        state.store.submit_group_message(message, job, &crate::limits::quota(&state)).await?,
+    )? {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, group.group_id, winner).await;
     }

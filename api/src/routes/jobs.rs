@@ -11,8 +11,8 @@ use fastnpc_shared::{
     ids::{CharacterId, JobId},
     jobs::{JobKind, JobStatus},
     llm::Usage,
-    store::RetryGuard,
     store::{self, jobs::JobRecord},
+    store::{RetryGuard, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -210,9 +210,11 @@ pub async fn retry(
         progress_total,
         idempotency: None,
     };
-    if !state.store.submit_retry(retry, guard).await? {
+    let outcome = state.store.submit_retry(retry, guard, &crate::limits::quota(&state)).await?;
+    if outcome == Submitted::NotRetryable {
         return Err(conflict(refusal));
     }
+    crate::limits::created(&state, outcome)?;
     state.background.spawn(super::characters::enqueue(state.clone(), new_id));
     let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
     Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))

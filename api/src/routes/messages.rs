@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobKind, JobStatus},
+    store::NewUserMessage,
     store::{self, jobs::NewJob, messages::MessageRecord},
-    store::{NewUserMessage, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -127,7 +127,8 @@ pub async fn send(
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
     };
     let message = NewUserMessage { message_id, user_id, character_id, content };
-    if state.store.submit_message(message, job).await? == Submitted::IdempotencyKeyTaken {
+    if !crate::limits::created(&state, state.store.submit_message(message, job, &crate::limits::quota(&state)).await?)?
+    {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
     }

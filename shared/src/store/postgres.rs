@@ -86,6 +86,33 @@ impl PgStore {
             Err(error) => Err(error),
         }
     }
+
+    /// A transaction holding `user_id`'s quota lock (see [`Quota`]) until it ends.
+    async fn begin_for_quota(&self, user_id: UserId) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        users::lock_for_quota(&mut *tx, user_id).await?;
+        Ok(tx)
+    }
+
+    /// The first of `caps` that the rows written so far in `tx` (a [`Self::begin_for_quota`]
+    /// transaction) took the user past.
+    async fn over_quota(
+        tx: &mut sqlx::PgConnection,
+        user_id: UserId,
+        quota: &Quota,
+        caps: &[Capped],
+    ) -> StoreResult<Option<Capped>> {
+        let mut counts = Vec::with_capacity(caps.len());
+        for &cap in caps {
+            let count = match cap {
+                Capped::ActiveJobs => jobs::active_count(&mut *tx, user_id).await?,
+                Capped::Characters => characters::count(&mut *tx, user_id).await?,
+                Capped::Groups => groups::count(&mut *tx, user_id).await?,
+            };
+            counts.push((cap, count));
+        }
+        Ok(quota.exceeded(&counts))
+    }
 }
 
 #[async_trait::async_trait]
@@ -205,8 +232,13 @@ impl Store for PgStore {
         })
     }
 
-    async fn submit_character(&self, character: NewCharacter<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
-        let mut tx = self.pool.begin().await?;
+    async fn submit_character(
+        &self,
+        character: NewCharacter<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(character.user_id).await?;
         characters::insert(
             &mut *tx,
             character.character_id,
@@ -218,6 +250,10 @@ impl Store for PgStore {
         .await?;
         if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        let caps = [Capped::Characters, Capped::ActiveJobs];
+        if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &caps).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -244,10 +280,6 @@ impl Store for PgStore {
         characters::delete(&self.pool, user_id, character_id).await
     }
 
-    async fn count_characters(&self, user_id: UserId) -> StoreResult<i64> {
-        characters::count(&self.pool, user_id).await
-    }
-
     async fn finish_generation(
         &self,
         claim: &Claim,
@@ -267,8 +299,13 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn submit_message(&self, message: NewUserMessage<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
-        let mut tx = self.pool.begin().await?;
+    async fn submit_message(
+        &self,
+        message: NewUserMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(message.user_id).await?;
         messages::insert_user_message(
             &mut *tx,
             message.message_id,
@@ -279,6 +316,9 @@ impl Store for PgStore {
         .await?;
         if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        if let Some(cap) = Self::over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -408,11 +448,16 @@ impl Store for PgStore {
         user_id: UserId,
         name: &str,
         members: &[CharacterId],
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(user_id).await?;
         groups::insert(&mut *tx, group_id, user_id, name).await?;
         groups::add_members(&mut *tx, user_id, group_id, members).await?;
-        tx.commit().await
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::Groups]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
     }
 
     async fn group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<Option<GroupRecord>> {
@@ -429,10 +474,6 @@ impl Store for PgStore {
 
     async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool> {
         groups::delete(&self.pool, user_id, group_id).await
-    }
-
-    async fn count_groups(&self, user_id: UserId) -> StoreResult<i64> {
-        groups::count(&self.pool, user_id).await
     }
 
     async fn add_group_members(
@@ -461,11 +502,20 @@ impl Store for PgStore {
         groups::members(&self.pool, group_id).await
     }
 
-    async fn submit_group_message(&self, message: NewGroupMessage<'_>, job: NewJob<'_>) -> StoreResult<Submitted> {
-        let mut tx = self.pool.begin().await?;
+    async fn submit_group_message(
+        &self,
+        message: NewGroupMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
+        let mut tx = self.begin_for_quota(user_id).await?;
         groups::insert_message(&mut *tx, message).await?;
         if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
+        }
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
         }
         tx.commit().await?;
         Ok(Submitted::Created)
@@ -524,8 +574,9 @@ impl Store for PgStore {
         jobs::find_by_idempotency_key(&self.pool, user_id, key).await
     }
 
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
+        let mut tx = self.begin_for_quota(user_id).await?;
         let holds = match guard {
             RetryGuard::MessageUnanswered(message_id) => {
                 // Locked so two concurrent retries cannot both pass the check.
@@ -538,15 +589,14 @@ impl Store for PgStore {
             RetryGuard::None => true,
         };
         if !holds {
-            return Ok(false);
+            return Ok(Submitted::NotRetryable);
         }
         jobs::insert(&mut *tx, job).await?;
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
         tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn active_job_count(&self, user_id: UserId) -> StoreResult<i64> {
-        jobs::active_count(&self.pool, user_id).await
+        Ok(Submitted::Created)
     }
 
     async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>> {

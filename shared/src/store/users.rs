@@ -315,3 +315,12 @@ pub(crate) async fn enable(db: impl PgExecutor<'_>, user_id: UserId) -> Result<b
         .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// Locks the user's row until the transaction ends: one user's quota-checked submissions run one
+/// at a time. `no key update`, so inserts that merely reference the user are not held up.
+pub(crate) async fn lock_for_quota(db: impl PgExecutor<'_>, user_id: UserId) -> Result<(), sqlx::Error> {
+    sqlx::query!("select 1 as locked from users where user_id = $1 for no key update", user_id.0)
+        .fetch_optional(db)
+        .await?;
+    Ok(())
+}
