@@ -5,6 +5,12 @@
 //! the job's channel. So `seq` is gap-free and totally ordered whoever appends (the API's
 //! `queued`, any worker's progress), and the stream and the live feed never disagree.
 //!
+//! An append whose answer is lost (a response timeout, a connection cut after the script ran)
+//! may have happened or not; retrying it blindly could store a `token` twice. So every append
+//! carries an [`AppendKey`] that its retries share, the script records each key it has stored
+//! with its `seq` (a per-job hash that lives as long as the stream), and a repeat answers that
+//! `seq` without storing anything.
+//!
 //! Readers ([`EventHub`]) follow ARCHITECTURE.md's recipe: *subscribe first, then backfill from
 //! the stream, then de-duplicate by `seq`*. Each API process holds **one** pattern subscription
 //! for all jobs and fans events out in-process, so SSE clients never cost a Redis connection.
@@ -37,10 +43,16 @@ const LIVE_TTL: Duration = Duration::from_secs(24 * 3600);
 const FINISHED_TTL: Duration = Duration::from_secs(3600);
 
 const APPEND_SCRIPT: &str = r#"
+local stored = redis.call('HGET', KEYS[3], ARGV[7])
+if stored then
+  return tonumber(stored)
+end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. seq, 'type', ARGV[2], 'data', ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[7], seq)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('PUBLISH', ARGV[1], '{"job_id":"' .. ARGV[6] .. '","seq":' .. seq .. ',"type":"' .. ARGV[2] .. '","data":' .. ARGV[3] .. '}')
 return seq
 "#;
@@ -57,6 +69,10 @@ impl Keys {
     }
     fn stream(&self, job_id: JobId) -> String {
         format!("{}:job:{job_id}:events", self.namespace)
+    }
+    /// Append key → seq of every event stored (see [`AppendKey`]).
+    fn appended(&self, job_id: JobId) -> String {
+        format!("{}:job:{job_id}:appended", self.namespace)
     }
     fn channel(&self, job_id: JobId) -> String {
         format!("{}:events:{job_id}", self.namespace)
@@ -78,12 +94,35 @@ pub enum EventBusError {
     Store(#[from] sqlx::Error),
 }
 
+/// Names one logical append, shared by its retries, so a retry of an append that did happen
+/// (its answer was lost) stores nothing and answers the first one's `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendKey(uuid::Uuid);
+
+impl AppendKey {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for AppendKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The job event log port: append (which also reaches live listeners) and read back. Redis in
 /// the distributed mode ([`RedisEventLog`]); the embedded mode's database otherwise.
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Appends an event and returns its `seq` (1, 2, … per job).
-    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError>;
+    /// Appends an event once per `key` and returns its `seq` (1, 2, … per job): a repeat of a
+    /// key already stored returns that event's `seq` and stores nothing.
+    async fn append_once(&self, job_id: JobId, payload: &EventPayload, key: AppendKey) -> Result<u64, EventBusError>;
+
+    /// Appends an event (one attempt) and returns its `seq`.
+    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+        self.append_once(job_id, payload, AppendKey::new()).await
+    }
 
     /// Every event of the job with `seq > after`, in order.
     async fn read_after(&self, job_id: JobId, after: u64) -> Result<Vec<JobEvent>, EventBusError>;
@@ -93,11 +132,14 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Appends with a few retries: an event lost to a blip would leave SSE clients without it,
     /// so it is worth a short wait.
+    /// Every attempt carries the same [`AppendKey`], so an attempt that succeeded unseen is not
+    /// stored again.
     async fn append_with_retry(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+        let key = AppendKey::new();
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0;
         loop {
-            match self.append(job_id, payload).await {
+            match self.append_once(job_id, payload, key).await {
                 Ok(seq) => return Ok(seq),
                 Err(error) if attempt < 5 => {
                     tracing::warn!(job.id = %job_id, %error, attempt, "event append failed, retrying");
@@ -152,19 +194,21 @@ impl RedisEventLog {
 #[async_trait::async_trait]
 impl EventLog for RedisEventLog {
     /// Terminal events shorten the log's lifetime.
-    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+    async fn append_once(&self, job_id: JobId, payload: &EventPayload, key: AppendKey) -> Result<u64, EventBusError> {
         let ttl = if payload.is_terminal() { FINISHED_TTL } else { LIVE_TTL };
         let mut connection = self.connection.clone();
         let seq: u64 = self
             .append
             .key(self.keys.sequence(job_id))
             .key(self.keys.stream(job_id))
+            .key(self.keys.appended(job_id))
             .arg(self.keys.channel(job_id))
             .arg(payload.event_type())
             .arg(payload.data_json().to_string())
             .arg(STREAM_MAX_LEN)
             .arg(ttl.as_secs())
             .arg(job_id.to_string())
+            .arg(key.0.to_string())
             .invoke_async(&mut connection)
             .await?;
         Ok(seq)

@@ -6,7 +6,7 @@
 //! order the Redis script gives (stored, then published).
 
 use fastnpc_shared::{
-    event_bus::{EventBusError, EventHub, EventLog},
+    event_bus::{AppendKey, EventBusError, EventHub, EventLog},
     events::{EventPayload, JobEvent},
     ids::JobId,
 };
@@ -30,7 +30,9 @@ impl SqliteEventLog {
 
 #[async_trait::async_trait]
 impl EventLog for SqliteEventLog {
-    async fn append(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
+    /// The key is not needed here: the append is a local transaction, so an error means nothing
+    /// was stored and a retry cannot duplicate.
+    async fn append_once(&self, job_id: JobId, payload: &EventPayload, _key: AppendKey) -> Result<u64, EventBusError> {
         let seq = crate::events::append(&self.pool, job_id, payload.event_type(), &payload.data_json()).await?;
         self.hub.publish_local(JobEvent { job_id, seq, payload: payload.clone() });
         Ok(seq)

@@ -8,6 +8,7 @@
 use std::{process::Command, time::Duration};
 
 use fastnpc_tests::{
+    answer_losing_proxy::AnswerLosingProxy,
     harness::{Backend, TestApp},
     sim::SimConfig,
 };
@@ -108,6 +109,40 @@ async fn streams_survive_dropped_redis_connections_without_gaps_or_duplicates() 
     let streamed: String =
         events[after_reset..].iter().filter(|e| e.event == "token").map(|e| e.data["text"].as_str().unwrap()).collect();
     assert_eq!(streamed, last.data["result"]["message"]["content"].as_str().unwrap());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_append_whose_answer_is_lost_is_stored_once() {
+    let redis = std::env::var("FASTNPC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let upstream = tokio::net::lookup_host(redis.trim_start_matches("redis://").trim_end_matches('/'))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    // The first append of a `token` event runs, and its answer never comes back.
+    let triggers = vec![b"EVALSHA".to_vec(), b"$5\r\ntoken\r\n".to_vec()];
+    let proxy = AnswerLosingProxy::start(upstream, triggers).await.unwrap();
+    let app = TestApp::builder()
+        .backend(Backend::Distributed)
+        .setting("FASTNPC_REDIS_URL", format!("redis://{}", proxy.address()))
+        .spawn()
+        .await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "杜甫").await;
+    let sent: Value = app.send_message(&user, &character, "讲讲你的诗", None).await.json().await.unwrap();
+    let job = sent["job"]["id"].as_str().unwrap().to_owned();
+
+    let events = app.collect_events(&user, &job, None).await;
+    assert_eq!(proxy.losses(), 1, "an append's answer was lost");
+    let ids: Vec<u64> = events.iter().map(|e| e.id.expect("logged events have ids")).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "succeeded");
+    assert!(!events.iter().any(|e| e.event == "reset"), "the job kept its worker");
+    let streamed: String =
+        events.iter().filter(|e| e.event == "token").map(|e| e.data["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed, last.data["result"]["message"]["content"].as_str().unwrap(), "no token twice");
     app.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Test support for FastNPC: end-to-end helpers over real services, the LLM simulator and the
 //! load generator.
 
+pub mod answer_losing_proxy;
 pub mod harness;
 pub use fastnpc_llm_sim as sim;
 pub mod recording_proxy;
