@@ -7,14 +7,14 @@
 //! ```
 //!
 //! `FASTNPC_SIM_ADDR` sets the default address. Faults, rules and configuration can be changed
-//! while it runs through the `/sim` control API (see `fastnpc_tests::sim`).
+//! while it runs through the `/sim` control API (see the crate's library).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use fastnpc_tests::sim::{LlmSimulator, SimConfig};
+use fastnpc_llm_sim::{LlmSimulator, SimConfig};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8089";
