@@ -15,6 +15,7 @@
 //! - [`limits`]: per-user abuse limits (429).
 //! - [`sse`]: the resumable job event stream.
 //! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
+//! - [`maintenance`]: housekeeping (purging old sessions).
 //! - [`timeout`]: the request timeout (not for SSE streams nor `Prefer: wait`).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -34,6 +35,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod limits;
+pub mod maintenance;
 pub mod republisher;
 pub mod routes;
 pub mod sse;
@@ -157,7 +159,7 @@ impl Api {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { listener, state, stop } = self;
         tokio::spawn(republisher::run(state.clone(), stop.clone()));
-        tokio::spawn(republisher::purge_sessions(state.clone(), stop.clone()));
+        tokio::spawn(maintenance::purge_sessions(state.clone(), stop.clone()));
         tracing::info!(addr = %listener.local_addr()?, "API listening");
         let stopping = stop.clone();
         let pending = state.background.clone();

@@ -40,18 +40,3 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         }
     }
 }
-
-/// Forgets expired and revoked sessions once an hour (any replica may; the delete is idempotent).
-pub async fn purge_sessions(state: AppState, stop: CancellationToken) {
-    loop {
-        match state.store.purge_sessions().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "purged old sessions"),
-            Err(error) => tracing::warn!(%error, "cannot purge old sessions"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
-}
