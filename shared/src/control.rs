@@ -15,7 +15,7 @@ use futures::StreamExt;
 use redis::{AsyncCommands, Client, aio::ConnectionManager};
 use tokio_util::sync::CancellationToken;
 
-use crate::{ids::JobId, settings::Secret};
+use crate::{backoff::Backoff, ids::JobId, settings::Secret};
 
 fn channel(namespace: &str) -> String {
     format!("{namespace}:control")
@@ -102,7 +102,7 @@ impl CancelRegistry {
     /// not). One connection per worker process.
     pub async fn listen(self, redis_url: Secret, namespace: String, shutdown: CancellationToken) {
         let channel = channel(&namespace);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let subscribed = async {
                 let client = Client::open(redis_url.expose())?;
@@ -112,7 +112,7 @@ impl CancelRegistry {
             };
             match tokio::select! { () = shutdown.cancelled() => return, result = subscribed => result } {
                 Ok(pubsub) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     let mut messages = pubsub.into_on_message();
                     loop {
                         let message = tokio::select! {
@@ -129,11 +129,9 @@ impl CancelRegistry {
                 }
                 Err(error) => tracing::warn!(%error, "cannot subscribe to the control channel, retrying"),
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

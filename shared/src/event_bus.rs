@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::Backoff,
     events::{EventPayload, JobEvent},
     ids::JobId,
     settings::Secret,
@@ -136,16 +137,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// stored again.
     async fn append_with_retry(&self, job_id: JobId, payload: &EventPayload) -> Result<u64, EventBusError> {
         let key = AppendKey::new();
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match self.append_once(job_id, payload, key).await {
                 Ok(seq) => return Ok(seq),
-                Err(error) if attempt < 5 => {
-                    tracing::warn!(job.id = %job_id, %error, attempt, "event append failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                    attempt += 1;
+                Err(error) if backoff.failures() < 5 => {
+                    tracing::warn!(job.id = %job_id, %error, attempt = backoff.failures(), "event append failed, retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -370,7 +368,7 @@ impl EventHub {
 }
 
 async fn run_subscriber(client: Client, pattern: String, hub: Arc<HubInner>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -383,7 +381,7 @@ async fn run_subscriber(client: Client, pattern: String, hub: Arc<HubInner>, shu
         };
         match pubsub {
             Ok(pubsub) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 hub.connected.send_replace(true);
                 hub.generation.send_modify(|g| *g += 1);
                 tracing::info!("event hub subscribed");
@@ -407,11 +405,9 @@ async fn run_subscriber(client: Client, pattern: String, hub: Arc<HubInner>, shu
                 tracing::warn!(%error, "event hub cannot subscribe, retrying");
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -23,6 +23,7 @@
 //!   workers as one process over SQLite alone (`fastnpc serve`, with `fastnpc-store-sqlite`).
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
 
+pub mod backoff;
 pub mod control;
 pub mod dispatch;
 pub mod domain;

@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use fastnpc_shared::{
+    backoff::Backoff,
     queue::{self, Topology},
     settings::Secret,
 };
@@ -29,22 +30,20 @@ pub async fn run(deps: Deps, amqp_url: Secret, topology: Topology, shutdown: Can
     let in_flight = TaskTracker::new();
     // Cancelled when the shutdown grace runs out: jobs still running are handed back.
     let abandon = CancellationToken::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
     while !shutdown.is_cancelled() {
         let (connection, channel, mut consumer) = match open(&amqp_url, &topology, deps.config.concurrency).await {
             Ok(link) => link,
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot reach RabbitMQ");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                tracing::warn!(%error, failures = backoff.failures() + 1, "cannot reach RabbitMQ");
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         tracing::info!(queue = %topology.jobs_queue, prefetch = deps.config.concurrency, "consuming jobs");
 
         loop {

@@ -8,6 +8,7 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use fastnpc_shared::{
+    backoff::Backoff,
     dispatch,
     events::EventPayload,
     ids::JobId,
@@ -98,15 +99,15 @@ pub async fn handle(deps: &Deps, delivery: impl Delivery, abandon: &Cancellation
 /// Claims, retrying with backoff while the database is unreachable: requeueing instead would
 /// count against the broker's delivery limit and dead-letter healthy jobs during an outage.
 async fn claim_patiently(deps: &Deps, job_id: JobId) -> Result<Option<Claim>, sqlx::Error> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut waited = Duration::ZERO;
     loop {
         match deps.store.claim_job(job_id, deps.config.lease).await {
             Err(error) if waited < CLAIM_PATIENCE => {
+                let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot claim the job; retrying");
                 tokio::time::sleep(delay).await;
                 waited += delay;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             outcome => return outcome,
         }
