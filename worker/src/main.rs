@@ -3,7 +3,7 @@
 //! `fastnpc-worker dead-letters list` shows the dead-letter queue; `fastnpc-worker dead-letters
 //! requeue (--all | JOB_ID...)` gives those jobs another chance.
 
-use fastnpc_shared::{settings::Settings, shutdown, telemetry};
+use fastnpc_shared::{ids::JobId, settings::Settings, shutdown, telemetry};
 use fastnpc_worker::dead_letters::{self, Selection};
 use tokio_util::sync::CancellationToken;
 
@@ -37,8 +37,19 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 Selection::Jobs(rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?)
             };
-            for job_id in dead_letters::requeue(&settings, &selection).await? {
+            let outcome = dead_letters::requeue(&settings, &selection).await?;
+            for job_id in &outcome.requeued {
                 println!("requeued {job_id}");
+            }
+            for (job_id, status) in &outcome.left {
+                let why = status.map_or("unknown to the database", |s| s.as_str());
+                println!("left {job_id}: the job is {why}, not failed; its letter stays in the queue");
+            }
+            if let Selection::Jobs(ids) = &selection {
+                let seen = |id: &&JobId| outcome.requeued.contains(id) || outcome.left.iter().any(|(l, _)| l == *id);
+                for job_id in ids.iter().filter(|id| !seen(id)) {
+                    println!("no dead letter names {job_id}");
+                }
             }
             Ok(())
         }

@@ -15,7 +15,10 @@
 //!   job is already `failed` in the store, and `POST /v1/jobs/{id}/retry` runs it again as a new
 //!   job. [`InProcessQueue::dead_letters`] and [`InProcessQueue::requeue_dead_letters`] (all or
 //!   by job id; a requeued letter is a fresh `run_job.v1` message with a fresh count) mirror that
-//!   command for code that holds the queue.
+//!   command for code that holds the queue; a caller that reopens the jobs first looks them up
+//!   with [`InProcessQueue::selected_dead_letters`] and moves each letter with
+//!   [`InProcessQueue::requeue_dead_letter`] once its job is reopened, so a failed reopen leaves
+//!   the letter in place.
 //! - **FIFO** for fresh messages; a returned message goes to the back.
 //!
 //! Publishing cannot fail and is "confirmed" at once: there is no broker to be down, and no
@@ -188,26 +191,49 @@ impl InProcessQueue {
         self.shared.state().dead.clone()
     }
 
-    /// Removes the selected dead letters and returns their jobs, for a caller that must reopen
-    /// the jobs in the store before it publishes them again (a message published first could be
-    /// claimed, and skipped, while its job is still `failed`).
-    pub fn take_dead_letters(&self, selection: &DeadLetterSelection) -> Vec<JobId> {
+    /// The jobs the selected dead letters name, oldest first, leaving the letters in place. For a
+    /// caller that must reopen the jobs in the store before it publishes them again (a message
+    /// published first could be claimed, and skipped, while its job is still `failed`): it
+    /// reopens each job, then calls [`requeue_dead_letter`](Self::requeue_dead_letter). A letter
+    /// leaves only then, so one whose job could not be reopened is still here.
+    pub fn selected_dead_letters(&self, selection: &DeadLetterSelection) -> Vec<JobId> {
+        let state = self.shared.state();
+        state.dead.iter().filter(|letter| selection.selects(letter)).filter_map(|letter| letter.job_id).collect()
+    }
+
+    /// Moves the oldest dead letter naming `job_id` back to the queue as a fresh `run_job.v1`
+    /// message, in one step. False when no letter names the job (any more).
+    pub fn requeue_dead_letter(&self, job_id: JobId) -> bool {
         let mut state = self.shared.state();
-        let (taken, kept): (Vec<_>, Vec<_>) = state.dead.drain(..).partition(|letter| selection.selects(letter));
-        state.dead = kept;
-        taken.into_iter().filter_map(|letter| letter.job_id).collect()
+        let Some(position) = state.dead.iter().position(|letter| letter.job_id == Some(job_id)) else {
+            return false;
+        };
+        state.dead.remove(position);
+        state.ready.push_back(Message { body: run_job_body(job_id), returns: 0 });
+        drop(state);
+        self.shared.message_ready.notify_one();
+        true
     }
 
     /// Moves the selected dead letters back to the queue as fresh `run_job.v1` messages (whatever
-    /// their body was, as the worker's `dead-letters requeue` does) and returns their jobs.
+    /// their body was, as the worker's `dead-letters requeue` does) and returns their jobs. It
+    /// does not reopen the jobs: see [`selected_dead_letters`](Self::selected_dead_letters).
     pub fn requeue_dead_letters(&self, selection: &DeadLetterSelection) -> Vec<JobId> {
-        let jobs = self.take_dead_letters(selection);
-        for &job_id in &jobs {
-            let body = serde_json::to_vec(&QueueMessage::RunJobV1 { job_id }).expect("queue messages serialise");
-            self.shared.make_ready(Message { body, returns: 0 });
+        let mut state = self.shared.state();
+        let (taken, kept): (Vec<_>, Vec<_>) = state.dead.drain(..).partition(|letter| selection.selects(letter));
+        state.dead = kept;
+        let jobs: Vec<JobId> = taken.into_iter().filter_map(|letter| letter.job_id).collect();
+        state.ready.extend(jobs.iter().map(|&job_id| Message { body: run_job_body(job_id), returns: 0 }));
+        drop(state);
+        for _ in &jobs {
+            self.shared.message_ready.notify_one();
         }
         jobs
     }
+}
+
+fn run_job_body(job_id: JobId) -> Vec<u8> {
+    serde_json::to_vec(&QueueMessage::RunJobV1 { job_id }).expect("queue messages serialise")
 }
 
 impl Shared {
@@ -530,15 +556,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn taking_dead_letters_removes_them_without_publishing() {
+    async fn a_dead_letter_stays_until_its_job_is_requeued() {
         let queue = InProcessQueue::default();
-        let job = JobId::new();
-        queue.publish(&run(job)).await.unwrap();
-        next(&queue).await.dead_letter();
+        let (job, other) = (JobId::new(), JobId::new());
+        for job in [job, other] {
+            queue.publish(&run(job)).await.unwrap();
+            next(&queue).await.dead_letter();
+        }
+        let before = queue.dead_letters();
 
-        assert_eq!(queue.take_dead_letters(&DeadLetterSelection::All), [job]);
+        // The caller looks the letters up, then fails to reopen the job in its store: the
+        // letters are all still there and nothing was published.
+        assert_eq!(queue.selected_dead_letters(&DeadLetterSelection::Jobs(vec![job])), [job]);
+        assert_eq!(queue.selected_dead_letters(&DeadLetterSelection::All), [job, other]);
+        assert_eq!(queue.dead_letters(), before);
+        assert!(queue.try_next().is_none());
 
-        assert!(queue.dead_letters().is_empty());
+        // Reopened this time: the letter leaves as the fresh message goes in.
+        assert!(queue.requeue_dead_letter(job));
+        assert_eq!(queue.dead_letters().iter().map(|letter| letter.job_id).collect::<Vec<_>>(), [Some(other)]);
+        let delivery = next(&queue).await;
+        assert_eq!((job_of(&delivery), delivery.delivery_count()), (job, 0));
+        delivery.ack();
+        assert!(!queue.requeue_dead_letter(job), "its one letter is gone");
         assert!(queue.try_next().is_none());
     }
 
