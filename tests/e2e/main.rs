@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod bounds;
 mod cancel;
 mod characters;
 mod chat;
@@ -23,5 +24,6 @@ mod quotas;
 mod real_llm;
 mod security;
 mod serial;
+mod shutdown;
 mod streaming;
 mod usage;

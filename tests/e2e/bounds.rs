@@ -1,0 +1,1 @@
+//! Bounds on concurrency: what one worker and one process run at once.

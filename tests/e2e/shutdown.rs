@@ -1,0 +1,1 @@
+//! Graceful shutdown: what SIGTERM does to a worker and to the API.
