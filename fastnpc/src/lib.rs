@@ -19,6 +19,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use fastnpc_api::{Api, Backends};
 use fastnpc_llm_sim::{LlmSimulator, SimConfig};
+use fastnpc_shared::store::prelude::*;
 use fastnpc_shared::{
     control::CancelRegistry,
     dispatch,

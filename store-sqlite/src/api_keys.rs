@@ -11,7 +11,10 @@ use fastnpc_shared::{
 };
 use sqlx::{SqliteExecutor, SqlitePool};
 
+use crate::SqliteStore;
 use crate::{minus, now};
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::api_keys::ApiKeyStore;
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
@@ -96,4 +99,30 @@ pub async fn user_of(pool: &SqlitePool, key_hash: &[u8]) -> Result<Option<UserId
         .await?;
     }
     Ok(Some(row.user_id))
+}
+
+#[async_trait::async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn insert_api_key(
+        &self,
+        key_id: uuid::Uuid,
+        user_id: UserId,
+        name: &str,
+        prefix: &str,
+        key_hash: &[u8],
+    ) -> StoreResult<()> {
+        insert(&self.pool, key_id, user_id, name, prefix, key_hash).await
+    }
+
+    async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>> {
+        list(&self.pool, user_id).await
+    }
+
+    async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool> {
+        revoke(&self.pool, user_id, key_id).await
+    }
+
+    async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>> {
+        user_of(&self.pool, key_hash).await
+    }
 }

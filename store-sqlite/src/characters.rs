@@ -12,7 +12,20 @@ use fastnpc_shared::{
 use serde_json::Value;
 use sqlx::SqliteExecutor;
 
+use crate::SqliteStore;
+use crate::begin_immediate;
+use crate::jobs;
 use crate::now;
+use crate::store::insert_submitted_job;
+use crate::store::over_quota;
+use fastnpc_shared::store::Capped;
+use fastnpc_shared::store::NewCharacter;
+use fastnpc_shared::store::Quota;
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::Submitted;
+use fastnpc_shared::store::characters::CharacterStore;
+use fastnpc_shared::store::jobs::Claim;
+use fastnpc_shared::store::jobs::NewJob;
 
 pub async fn insert(
     db: impl SqliteExecutor<'_>,
@@ -174,4 +187,74 @@ pub async fn count(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<i64, 
         .fetch_one(db)
         .await?;
     Ok(row.count)
+}
+
+#[async_trait::async_trait]
+impl CharacterStore for SqliteStore {
+    async fn submit_character(
+        &self,
+        character: NewCharacter<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        insert(
+            &mut *tx,
+            character.character_id,
+            character.user_id,
+            character.name,
+            character.source,
+            character.language,
+        )
+        .await?;
+        if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
+        let caps = [Capped::Characters, Capped::ActiveJobs];
+        if let Some(cap) = over_quota(&mut tx, character.user_id, quota, &caps).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
+        get(&self.pool, user_id, character_id).await
+    }
+
+    async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
+        get_by_id(&self.pool, character_id).await
+    }
+
+    async fn list_characters(
+        &self,
+        user_id: UserId,
+        before: Option<CharacterId>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterSummary>> {
+        list(&self.pool, user_id, before, limit).await
+    }
+
+    async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool> {
+        delete(&self.pool, user_id, character_id).await
+    }
+
+    async fn finish_generation(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        profile: &Value,
+        brief: &str,
+        prompt_version: Option<&str>,
+        result: &Value,
+    ) -> StoreResult<bool> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        mark_ready(&mut *tx, character_id, profile, brief, prompt_version).await?;
+        if !jobs::succeed(&mut tx, claim, result).await? {
+            // Rolled back on drop: the character stays as the job's new owner will leave it.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
 }

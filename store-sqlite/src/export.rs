@@ -1,7 +1,16 @@
 //! SQLite queries behind `Store::export_user` and `Store::import_user`, mirroring the Postgres
 //! ones in `fastnpc_shared::store::export` (see `fastnpc_shared::store::transfer`).
 
+use crate::SqliteStore;
+use crate::begin_immediate;
+use crate::is_unique_violation;
+use crate::jobs;
 use chrono::{DateTime, NaiveDate, Utc};
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::transfer::ExportRefusal;
+use fastnpc_shared::store::transfer::Imported;
+use fastnpc_shared::store::transfer::TransferStore;
+use fastnpc_shared::store::transfer::UserExport;
 use fastnpc_shared::{
     ids::{CharacterId, GroupId, MessageId, UserId},
     store::transfer::*,
@@ -284,4 +293,37 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         .await?;
     }
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl TransferStore for SqliteStore {
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>> {
+        // A deferred transaction reads from one WAL snapshot.
+        let mut snapshot = self.pool.begin().await?;
+        let Some(user) = user(&mut *snapshot, username).await? else {
+            return Ok(Err(ExportRefusal::NoSuchUser));
+        };
+        let active = jobs::active_count(&mut *snapshot, user.user_id).await?;
+        if active > 0 {
+            return Ok(Err(ExportRefusal::JobsActive(active)));
+        }
+        let document = owned(&mut snapshot, user).await?;
+        snapshot.commit().await?;
+        Ok(Ok(document))
+    }
+
+    async fn import_user(&self, document: &UserExport) -> StoreResult<Imported> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        // On an error the transaction is dropped: rolled back, nothing written.
+        match insert_all(&mut tx, document).await {
+            Ok(()) => {}
+            Err(error) if is_unique_violation(&error, fastnpc_shared::store::users::USERNAME_KEY) => {
+                return Ok(Imported::UsernameTaken);
+            }
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(Imported::IdsTaken),
+            Err(error) => return Err(error),
+        }
+        tx.commit().await?;
+        Ok(Imported::Done)
+    }
 }

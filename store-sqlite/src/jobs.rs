@@ -30,7 +30,18 @@ use fastnpc_shared::{
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
+use crate::SqliteStore;
+use crate::characters;
+use crate::store::over_quota;
 use crate::{begin_immediate, minus, now, plus, usage};
+use fastnpc_shared::store::Capped;
+use fastnpc_shared::store::Quota;
+use fastnpc_shared::store::RetryGuard;
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::Submitted;
+use fastnpc_shared::store::jobs::ClaimStore;
+use fastnpc_shared::store::jobs::DeliveryStore;
+use fastnpc_shared::store::jobs::JobStore;
 
 pub async fn insert(db: impl SqliteExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     let now = now();
@@ -537,4 +548,168 @@ pub async fn reset_deliveries(db: impl SqliteExecutor<'_>) -> Result<u64, sqlx::
     .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()> {
+        insert(&self.pool, job).await
+    }
+
+    async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
+        get(&self.pool, user_id, job_id).await
+    }
+
+    async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>> {
+        find_by_idempotency_key(&self.pool, user_id, key).await
+    }
+
+    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
+        let mut tx = begin_immediate(&self.pool).await?;
+        let holds = match guard {
+            RetryGuard::MessageUnanswered(message_id) => {
+                // Locked so two concurrent retries cannot both pass the check.
+                lock_message(&mut *tx, message_id).await?;
+                !message_answered_or_pending(&mut *tx, message_id).await?
+            }
+            RetryGuard::CharacterFailed { user_id, character_id } => {
+                characters::mark_generating(&mut *tx, user_id, character_id).await?
+            }
+            RetryGuard::None => true,
+        };
+        if !holds {
+            return Ok(Submitted::NotRetryable);
+        }
+        insert(&mut *tx, job).await?;
+        if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>> {
+        active_of(&self.pool, user_id).await
+    }
+
+    async fn cancel_job(&self, job_id: JobId, generating: Option<CharacterId>) -> StoreResult<CancelOutcome> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        let outcome = request_cancel(&mut tx, job_id).await?;
+        if outcome == CancelOutcome::Cancelled
+            && let Some(character_id) = generating
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn reopen_job(&self, job_id: JobId) -> StoreResult<bool> {
+        reopen(&self.pool, job_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn mark_published(&self, job_id: JobId) -> StoreResult<()> {
+        mark_published(&self.pool, job_id).await
+    }
+
+    async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()> {
+        mark_unpublished(&self.pool, job_id).await
+    }
+
+    async fn unpublished_jobs(&self, grace: Duration, stale: Duration, limit: i64) -> StoreResult<Vec<JobId>> {
+        unpublished(&self.pool, grace, stale, limit).await
+    }
+
+    async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>> {
+        next_in_series(&self.pool, serial_key).await
+    }
+
+    async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool> {
+        successor_waiting(&self.pool, serial_key, job_id).await
+    }
+
+    async fn compression_queued(&self, character_id: CharacterId, group_id: Option<GroupId>) -> StoreResult<bool> {
+        compression_queued(&self.pool, character_id, group_id).await
+    }
+
+    async fn reset_deliveries(&self) -> StoreResult<u64> {
+        reset_deliveries(&self.pool).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for SqliteStore {
+    async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
+        claim(&self.pool, job_id, lease).await
+    }
+
+    async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>> {
+        status(&self.pool, job_id).await
+    }
+
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat> {
+        renew_lease(&self.pool, claim, lease).await
+    }
+
+    async fn set_progress(&self, claim: &Claim, done: i32) -> StoreResult<bool> {
+        set_progress(&self.pool, claim, done).await
+    }
+
+    async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
+        // The job's update and the day's usage, together (see `jobs::succeed`).
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !succeed(&mut tx, claim, result).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !fail(&mut tx, claim, error).await? {
+            return Ok(false);
+        }
+        // A failed chat reply keeps the user's message (the client may retry); a failed
+        // generation leaves no half-made character behind.
+        if claim.kind == JobKind::GenerateCharacter
+            && let Some(character_id) = claim.character_id
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !cancel(&mut tx, claim, result).await? {
+            return Ok(false);
+        }
+        if claim.kind == JobKind::GenerateCharacter
+            && let Some(character_id) = claim.character_id
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_job(&self, claim: &Claim) -> StoreResult<bool> {
+        // The job's update and the day's usage, together (see `jobs::succeed`).
+        let mut tx = begin_immediate(&self.pool).await?;
+        if !release(&mut tx, claim).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {
+        fail_unclaimed(&self.pool, job_id, error).await
+    }
 }

@@ -12,7 +12,21 @@ use fastnpc_shared::{
 };
 use sqlx::{SqliteConnection, SqliteExecutor};
 
+use crate::SqliteStore;
+use crate::begin_immediate;
+use crate::groups;
+use crate::jobs;
+use crate::messages;
 use crate::now;
+use fastnpc_shared::ids::MessageId;
+use fastnpc_shared::store::Absorbed;
+use fastnpc_shared::store::CompressionCommit;
+use fastnpc_shared::store::MemoryWrite;
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::jobs::Claim;
+use fastnpc_shared::store::memories::MemoryStore;
+use fastnpc_shared::store::messages::MessageRecord;
+use serde_json::Value;
 
 /// Reads both layers and their version in one statement (one consistent snapshot).
 pub async fn load(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
@@ -83,4 +97,67 @@ pub async fn replace(
         }
     }
     Ok(true)
+}
+
+#[async_trait::async_trait]
+impl MemoryStore for SqliteStore {
+    async fn memory_and_session(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<(Memories, Vec<MessageRecord>)> {
+        // A deferred transaction reads from one WAL snapshot (taken at its first read) and takes
+        // no write lock.
+        let mut snapshot = self.pool.begin().await?;
+        let memories = load(&mut *snapshot, character_id).await?;
+        let session = messages::uncompressed(&mut *snapshot, character_id, answering, limit).await?;
+        snapshot.commit().await?;
+        Ok((memories, session))
+    }
+
+    async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
+        load(&self.pool, character_id).await
+    }
+
+    async fn replace_memories(
+        &self,
+        character_id: CharacterId,
+        short_term: &[MemoryEntry],
+        long_term: &[MemoryEntry],
+    ) -> StoreResult<()> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        replace(&mut tx, character_id, None, short_term, long_term).await?;
+        tx.commit().await
+    }
+
+    async fn commit_compression(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        write: Option<MemoryWrite<'_>>,
+        result: &Value,
+    ) -> StoreResult<CompressionCommit> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        if let Some(write) = write {
+            if !replace(&mut tx, character_id, Some(write.expected_version), write.short_term, write.long_term).await? {
+                return Ok(CompressionCommit::MemoryChanged);
+            }
+            let recorded = match write.absorbed {
+                Absorbed::Nothing => true,
+                Absorbed::Messages(ids) => messages::mark_compressed(&mut *tx, ids).await? == ids.len() as u64,
+                Absorbed::GroupCursor { group_id, from, to } => {
+                    groups::advance_absorbed(&mut *tx, *group_id, character_id, *from, *to).await?
+                }
+            };
+            if !recorded {
+                return Ok(CompressionCommit::AlreadyAbsorbed);
+            }
+        }
+        if !jobs::succeed(&mut tx, claim, result).await? {
+            return Ok(CompressionCommit::LostClaim);
+        }
+        tx.commit().await?;
+        Ok(CompressionCommit::Committed)
+    }
 }

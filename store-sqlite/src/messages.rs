@@ -13,7 +13,21 @@ use fastnpc_shared::{
 };
 use sqlx::SqliteExecutor;
 
+use crate::SqliteStore;
+use crate::begin_immediate;
+use crate::jobs;
+use crate::store::insert_submitted_job;
+use crate::store::over_quota;
 use crate::{id_list, now};
+use fastnpc_shared::store::Capped;
+use fastnpc_shared::store::NewUserMessage;
+use fastnpc_shared::store::Quota;
+use fastnpc_shared::store::ReplyResult;
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::Submitted;
+use fastnpc_shared::store::jobs::Claim;
+use fastnpc_shared::store::jobs::NewJob;
+use fastnpc_shared::store::messages::MessageStore;
 
 pub async fn insert_user_message(
     db: impl SqliteExecutor<'_>,
@@ -201,4 +215,77 @@ pub async fn oldest_uncompressed(
     )
     .fetch_all(db)
     .await
+}
+
+#[async_trait::async_trait]
+impl MessageStore for SqliteStore {
+    async fn submit_message(
+        &self,
+        message: NewUserMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        insert_user_message(&mut *tx, message.message_id, message.user_id, message.character_id, message.content)
+            .await?;
+        if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
+        if let Some(cap) = over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>> {
+        get(&self.pool, user_id, message_id).await
+    }
+
+    async fn reply_of_job(&self, job_id: JobId) -> StoreResult<Option<MessageRecord>> {
+        reply_of_job(&self.pool, job_id).await
+    }
+
+    async fn message_history(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        history(&self.pool, user_id, character_id, before, limit).await
+    }
+
+    async fn uncompressed_messages(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        uncompressed(&self.pool, character_id, answering, limit).await
+    }
+
+    async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64> {
+        uncompressed_chars(&self.pool, character_id).await
+    }
+
+    async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>> {
+        oldest_uncompressed(&self.pool, character_id, limit).await
+    }
+
+    async fn finish_reply(
+        &self,
+        claim: &Claim,
+        reply: NewReply<'_>,
+        result: ReplyResult<'_>,
+    ) -> StoreResult<Option<MessageRecord>> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        insert_reply(&mut *tx, reply).await?;
+        let Some(stored) = reply_of_job(&mut *tx, claim.job_id).await? else { return Ok(None) };
+        if !jobs::succeed(&mut tx, claim, &result(&stored)).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
 }

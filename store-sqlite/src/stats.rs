@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use fastnpc_shared::store::stats::Totals;
 use sqlx::SqliteExecutor;
 
+use crate::SqliteStore;
 use crate::{minus, now};
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::SystemStats;
+use fastnpc_shared::store::stats::StatsStore;
 
 pub async fn totals(db: impl SqliteExecutor<'_>) -> Result<Totals, sqlx::Error> {
     let hour_ago = minus(now(), std::time::Duration::from_secs(60 * 60));
@@ -48,4 +52,15 @@ pub async fn jobs_by_kind_and_status(
         jobs.entry(row.kind).or_default().insert(row.status, row.count);
     }
     Ok(jobs)
+}
+
+#[async_trait::async_trait]
+impl StatsStore for SqliteStore {
+    async fn system_stats(&self) -> StoreResult<SystemStats> {
+        Ok(SystemStats {
+            totals: totals(&self.pool).await?,
+            characters_by_status: characters_by_status(&self.pool).await?,
+            jobs_by_kind_and_status: jobs_by_kind_and_status(&self.pool).await?,
+        })
+    }
 }

@@ -12,7 +12,6 @@ use fastnpc_shared::{
     jobs::{JobError, JobKind, JobStatus},
     llm::Usage,
     store::{
-        Store,
         groups::NewGroupMessage,
         jobs::{CancelOutcome, Heartbeat, IDEMPOTENCY_KEY, NewJob, serial},
         memories::MemoryEntry,
@@ -28,6 +27,7 @@ use crate::{
     SqliteStore, api_keys, begin_immediate, characters, connect, events, groups, is_unique_violation, jobs, memories,
     messages, migrate, minus, now, plus, stats, users,
 };
+use fastnpc_shared::store::prelude::*;
 
 /// A migrated database file that is deleted (with its WAL files) when the test ends.
 struct TestDb {
@@ -1023,9 +1023,9 @@ async fn groups_members_transcript_and_memory_cursors() {
     assert_eq!((history[0].truncated, history[0].prompt_version.as_deref()), (false, None));
     let older = groups::history(&db.pool, group_id, Some(m2), 2).await.unwrap();
     assert_eq!(older.iter().map(|m| m.message_id).collect::<Vec<_>>(), [m1]);
-    let after = groups::after(&db.pool, group_id, Some(m1), 10).await.unwrap();
+    let after = groups::messages_after(&db.pool, group_id, Some(m1), 10).await.unwrap();
     assert_eq!(after.iter().map(|m| m.message_id).collect::<Vec<_>>(), [m2, m3]);
-    assert_eq!(groups::after(&db.pool, group_id, None, 1).await.unwrap()[0].message_id, m1);
+    assert_eq!(groups::messages_after(&db.pool, group_id, None, 1).await.unwrap()[0].message_id, m1);
     assert_eq!(groups::pending_size(&db.pool, group_id, None).await.unwrap(), (3, 9 + 6 + 7));
     assert_eq!(groups::pending_size(&db.pool, group_id, Some(m2)).await.unwrap(), (1, 7));
     // The turn that m3 started.

@@ -13,7 +13,10 @@ use fastnpc_shared::{
 };
 use sqlx::SqliteExecutor;
 
+use crate::SqliteStore;
 use crate::now;
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::usage::UsageStore;
 
 /// Adds `usage` to the user's row for the UTC day of `at`; nothing when no call was made.
 pub async fn spend(
@@ -75,4 +78,15 @@ pub async fn tokens_today(db: impl SqliteExecutor<'_>, user_id: UserId) -> Resul
     .fetch_one(db)
     .await?;
     Ok(u64::try_from(row.tokens).unwrap_or_default())
+}
+
+#[async_trait::async_trait]
+impl UsageStore for SqliteStore {
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>> {
+        daily(&self.pool, user_id, days).await
+    }
+
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64> {
+        tokens_today(&self.pool, user_id).await
+    }
 }

@@ -12,7 +12,11 @@ use fastnpc_shared::{
 };
 use sqlx::{SqliteExecutor, SqlitePool};
 
+use crate::SqliteStore;
+use crate::is_unique_violation;
 use crate::{begin_immediate, minus, now};
+use fastnpc_shared::store::StoreResult;
+use fastnpc_shared::store::users::AccountStore;
 
 /// How long expired and revoked sessions are kept before [`purge_sessions`] forgets them.
 const SESSION_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
@@ -299,4 +303,87 @@ pub async fn enable(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<bool
             .execute(db)
             .await?;
     Ok(result.rows_affected() == 1)
+}
+
+#[async_trait::async_trait]
+impl AccountStore for SqliteStore {
+    async fn insert_user(&self, user_id: UserId, username: &str, password_hash: &str) -> StoreResult<bool> {
+        match insert(&self.pool, user_id, username, password_hash).await {
+            Ok(()) => Ok(true),
+            Err(error) if is_unique_violation(&error, fastnpc_shared::store::users::USERNAME_KEY) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        credentials(&self.pool, username).await
+    }
+
+    async fn user(&self, user_id: UserId) -> StoreResult<Option<UserRecord>> {
+        get(&self.pool, user_id).await
+    }
+
+    async fn update_user_settings(&self, user_id: UserId, patch: SettingsPatch<'_>) -> StoreResult<()> {
+        update_settings(&self.pool, user_id, patch).await
+    }
+
+    async fn password_hash(&self, user_id: UserId) -> StoreResult<Option<String>> {
+        password_hash(&self.pool, user_id).await
+    }
+
+    async fn change_password(&self, user_id: UserId, password_hash: &str, keep: Option<&[u8]>) -> StoreResult<()> {
+        change_password(&self.pool, user_id, password_hash, keep).await
+    }
+
+    async fn delete_user(&self, user_id: UserId) -> StoreResult<bool> {
+        delete(&self.pool, user_id).await
+    }
+
+    async fn insert_session(&self, token_hash: &[u8], user_id: UserId, expires_at: DateTime<Utc>) -> StoreResult<()> {
+        insert_session(&self.pool, token_hash, user_id, expires_at).await
+    }
+
+    async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>> {
+        session_user(&self.pool, token_hash).await
+    }
+
+    async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+        revoke_session(&self.pool, token_hash).await
+    }
+
+    async fn purge_sessions(&self) -> StoreResult<u64> {
+        purge_sessions(&self.pool).await
+    }
+
+    async fn is_admin(&self, user_id: UserId) -> StoreResult<bool> {
+        is_admin(&self.pool, user_id).await
+    }
+
+    async fn is_enabled(&self, user_id: UserId) -> StoreResult<bool> {
+        is_enabled(&self.pool, user_id).await
+    }
+
+    async fn make_sole_admin(&self, user_id: UserId) -> StoreResult<()> {
+        make_sole_admin(&self.pool, user_id).await
+    }
+
+    async fn clear_admins(&self) -> StoreResult<u64> {
+        clear_admins(&self.pool).await
+    }
+
+    async fn list_accounts(&self, after: Option<UserId>, limit: i64) -> StoreResult<Vec<AccountSummary>> {
+        list(&self.pool, after, limit).await
+    }
+
+    async fn account(&self, user_id: UserId) -> StoreResult<Option<AccountSummary>> {
+        summary(&self.pool, user_id).await
+    }
+
+    async fn disable_user(&self, user_id: UserId) -> StoreResult<Option<u64>> {
+        disable(&self.pool, user_id).await
+    }
+
+    async fn enable_user(&self, user_id: UserId) -> StoreResult<bool> {
+        enable(&self.pool, user_id).await
+    }
 }

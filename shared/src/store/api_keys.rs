@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::PgStore;
+use super::StoreResult;
 use crate::ids::UserId;
 
 /// A key as its owner sees it in a listing (never the key itself).
@@ -85,4 +87,48 @@ pub(crate) async fn user_of(db: impl PgExecutor<'_>, key_hash: &[u8]) -> Result<
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| r.user_id))
+}
+
+/// API keys: long-lived credentials for scripts, stored hashed.
+#[async_trait::async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn insert_api_key(
+        &self,
+        key_id: uuid::Uuid,
+        user_id: UserId,
+        name: &str,
+        prefix: &str,
+        key_hash: &[u8],
+    ) -> StoreResult<()>;
+    async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool>;
+    /// The user of a live key of an enabled account, recording the key's use at most once a
+    /// [`api_keys::USE_RECORDED_EVERY`](crate::store::api_keys::USE_RECORDED_EVERY).
+    async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>>;
+}
+
+#[async_trait::async_trait]
+impl ApiKeyStore for PgStore {
+    async fn insert_api_key(
+        &self,
+        key_id: uuid::Uuid,
+        user_id: UserId,
+        name: &str,
+        prefix: &str,
+        key_hash: &[u8],
+    ) -> StoreResult<()> {
+        insert(&self.pool, key_id, user_id, name, prefix, key_hash).await
+    }
+
+    async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>> {
+        list(&self.pool, user_id).await
+    }
+
+    async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool> {
+        revoke(&self.pool, user_id, key_id).await
+    }
+
+    async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>> {
+        user_of(&self.pool, key_hash).await
+    }
 }

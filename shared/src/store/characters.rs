@@ -5,6 +5,15 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
+use super::Capped;
+use super::NewCharacter;
+use super::PgStore;
+use super::Quota;
+use super::StoreResult;
+use super::Submitted;
+use super::jobs;
+use super::jobs::Claim;
+use super::jobs::NewJob;
 use crate::ids::{CharacterId, UserId};
 
 /// A character with its profile.
@@ -189,4 +198,107 @@ pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i6
         .fetch_one(db)
         .await?;
     Ok(row.count)
+}
+
+/// Characters: created with the job that generates them, filled in by it.
+#[async_trait::async_trait]
+pub trait CharacterStore: Send + Sync {
+    /// A character and the job that generates it, together.
+    async fn submit_character(
+        &self,
+        character: NewCharacter<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted>;
+    async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
+    /// Without owner check (worker side).
+    async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
+    async fn list_characters(
+        &self,
+        user_id: UserId,
+        before: Option<CharacterId>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterSummary>>;
+    async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool>;
+    /// Stores the generated profile (with the prompt set that wrote it) and ends the job as
+    /// succeeded, together; false when the claim was lost (nothing written).
+    async fn finish_generation(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        profile: &Value,
+        brief: &str,
+        prompt_version: Option<&str>,
+        result: &Value,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait::async_trait]
+impl CharacterStore for PgStore {
+    async fn submit_character(
+        &self,
+        character: NewCharacter<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(character.user_id).await?;
+        insert(
+            &mut *tx,
+            character.character_id,
+            character.user_id,
+            character.name,
+            character.source,
+            character.language,
+        )
+        .await?;
+        if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
+        let caps = [Capped::Characters, Capped::ActiveJobs];
+        if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &caps).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
+        get(&self.pool, user_id, character_id).await
+    }
+
+    async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
+        get_by_id(&self.pool, character_id).await
+    }
+
+    async fn list_characters(
+        &self,
+        user_id: UserId,
+        before: Option<CharacterId>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterSummary>> {
+        list(&self.pool, user_id, before, limit).await
+    }
+
+    async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool> {
+        delete(&self.pool, user_id, character_id).await
+    }
+
+    async fn finish_generation(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        profile: &Value,
+        brief: &str,
+        prompt_version: Option<&str>,
+        result: &Value,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        mark_ready(&mut *tx, character_id, profile, brief, prompt_version).await?;
+        if !jobs::succeed(&mut *tx, claim, result).await? {
+            // Rolled back on drop: the character stays as the job's new owner will leave it.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
 }

@@ -2,7 +2,15 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
-use super::transfer::*;
+use super::PgStore;
+use super::StoreResult;
+use super::jobs;
+use super::postgres::is_unique_violation;
+use super::transfer::ExportRefusal;
+use super::transfer::Imported;
+use super::transfer::TransferStore;
+use super::transfer::UserExport;
+use super::{transfer::*, users};
 use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 pub(crate) async fn user(db: impl PgExecutor<'_>, username: &str) -> Result<Option<ExportedUser>, sqlx::Error> {
@@ -264,4 +272,35 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         .await?;
     }
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl TransferStore for PgStore {
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>> {
+        let mut snapshot = self.pool.begin().await?;
+        sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
+        let Some(user) = user(&mut *snapshot, username).await? else {
+            return Ok(Err(ExportRefusal::NoSuchUser));
+        };
+        let active = jobs::active_count(&mut *snapshot, user.user_id).await?;
+        if active > 0 {
+            return Ok(Err(ExportRefusal::JobsActive(active)));
+        }
+        let document = owned(&mut snapshot, user).await?;
+        snapshot.commit().await?;
+        Ok(Ok(document))
+    }
+
+    async fn import_user(&self, document: &UserExport) -> StoreResult<Imported> {
+        let mut tx = self.pool.begin().await?;
+        // On an error the transaction is dropped: rolled back, nothing written.
+        match insert_all(&mut tx, document).await {
+            Ok(()) => {}
+            Err(error) if is_unique_violation(&error, users::USERNAME_KEY) => return Ok(Imported::UsernameTaken),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(Imported::IdsTaken),
+            Err(error) => return Err(error),
+        }
+        tx.commit().await?;
+        Ok(Imported::Done)
+    }
 }

@@ -5,6 +5,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
+use super::Capped;
+use super::PgStore;
+use super::Quota;
+use super::StoreResult;
+use super::Submitted;
+use super::jobs;
+use super::jobs::Claim;
+use super::jobs::NewJob;
 use crate::ids::{CharacterId, GroupId, JobId, MessageId, UserId};
 
 #[derive(Clone, Debug)]
@@ -256,7 +264,7 @@ pub(crate) async fn history(
 }
 
 /// Messages after `after` (all when `None`), oldest first, at most `limit`.
-pub(crate) async fn after(
+pub(crate) async fn messages_after(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     after: Option<MessageId>,
@@ -355,4 +363,187 @@ pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i6
     let row =
         sqlx::query!(r#"select count(*) as "count!" from groups where user_id = $1"#, user_id.0).fetch_one(db).await?;
     Ok(row.count)
+}
+
+/// Group chats: groups, members, messages and the turn loop's writes.
+#[async_trait::async_trait]
+pub trait GroupStore: Send + Sync {
+    /// A group with its first members (the user's own characters only), together: `Created` or
+    /// `OverQuota`.
+    async fn create_group(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        name: &str,
+        members: &[CharacterId],
+        quota: &Quota,
+    ) -> StoreResult<Submitted>;
+    async fn group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<Option<GroupRecord>>;
+    async fn list_groups(&self, user_id: UserId) -> StoreResult<Vec<GroupRecord>>;
+    async fn rename_group(&self, user_id: UserId, group_id: GroupId, name: &str) -> StoreResult<bool>;
+    async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool>;
+    /// Adds the user's own characters; returns how many were added.
+    async fn add_group_members(
+        &self,
+        user_id: UserId,
+        group_id: GroupId,
+        character_ids: &[CharacterId],
+    ) -> StoreResult<u64>;
+    async fn count_owned_characters(&self, user_id: UserId, character_ids: &[CharacterId]) -> StoreResult<i64>;
+    async fn remove_group_member(
+        &self,
+        user_id: UserId,
+        group_id: GroupId,
+        character_id: CharacterId,
+    ) -> StoreResult<bool>;
+    async fn group_members(&self, group_id: GroupId) -> StoreResult<Vec<Member>>;
+    /// A user's group message and the turn job it starts, together.
+    async fn submit_group_message(
+        &self,
+        message: NewGroupMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted>;
+    /// Stores a member's reply and records the round as the job's progress, together; false
+    /// when the claim was lost (nothing written).
+    async fn store_group_reply(&self, claim: &Claim, message: NewGroupMessage<'_>, round: i32) -> StoreResult<bool>;
+    async fn group_history(
+        &self,
+        group_id: GroupId,
+        before: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<GroupMessageRecord>>;
+    async fn group_messages_after(
+        &self,
+        group_id: GroupId,
+        after: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<GroupMessageRecord>>;
+    /// Messages after `after`, and their total characters.
+    async fn group_pending_size(&self, group_id: GroupId, after: Option<MessageId>) -> StoreResult<(i64, i64)>;
+    async fn group_rounds_done(&self, job_id: JobId) -> StoreResult<i32>;
+    async fn group_message_of_turn(&self, group_id: GroupId, job_id: JobId) -> StoreResult<Option<GroupMessageRecord>>;
+}
+
+#[async_trait::async_trait]
+impl GroupStore for PgStore {
+    async fn create_group(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        name: &str,
+        members: &[CharacterId],
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(user_id).await?;
+        insert(&mut *tx, group_id, user_id, name).await?;
+        add_members(&mut *tx, user_id, group_id, members).await?;
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::Groups]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<Option<GroupRecord>> {
+        get(&self.pool, user_id, group_id).await
+    }
+
+    async fn list_groups(&self, user_id: UserId) -> StoreResult<Vec<GroupRecord>> {
+        list(&self.pool, user_id).await
+    }
+
+    async fn rename_group(&self, user_id: UserId, group_id: GroupId, name: &str) -> StoreResult<bool> {
+        rename(&self.pool, user_id, group_id, name).await
+    }
+
+    async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool> {
+        delete(&self.pool, user_id, group_id).await
+    }
+
+    async fn add_group_members(
+        &self,
+        user_id: UserId,
+        group_id: GroupId,
+        character_ids: &[CharacterId],
+    ) -> StoreResult<u64> {
+        add_members(&self.pool, user_id, group_id, character_ids).await
+    }
+
+    async fn count_owned_characters(&self, user_id: UserId, character_ids: &[CharacterId]) -> StoreResult<i64> {
+        count_owned_characters(&self.pool, user_id, character_ids).await
+    }
+
+    async fn remove_group_member(
+        &self,
+        user_id: UserId,
+        group_id: GroupId,
+        character_id: CharacterId,
+    ) -> StoreResult<bool> {
+        remove_member(&self.pool, user_id, group_id, character_id).await
+    }
+
+    async fn group_members(&self, group_id: GroupId) -> StoreResult<Vec<Member>> {
+        members(&self.pool, group_id).await
+    }
+
+    async fn submit_group_message(
+        &self,
+        message: NewGroupMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
+        let mut tx = self.begin_for_quota(user_id).await?;
+        insert_message(&mut *tx, message).await?;
+        if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn store_group_reply(&self, claim: &Claim, message: NewGroupMessage<'_>, round: i32) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        insert_message(&mut *tx, message).await?;
+        // Also proves the claim is still ours: a worker that lost it stores nothing.
+        if !jobs::set_progress(&mut *tx, claim, round).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn group_history(
+        &self,
+        group_id: GroupId,
+        before: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<GroupMessageRecord>> {
+        history(&self.pool, group_id, before, limit).await
+    }
+
+    async fn group_messages_after(
+        &self,
+        group_id: GroupId,
+        after: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<GroupMessageRecord>> {
+        messages_after(&self.pool, group_id, after, limit).await
+    }
+
+    async fn group_pending_size(&self, group_id: GroupId, after: Option<MessageId>) -> StoreResult<(i64, i64)> {
+        pending_size(&self.pool, group_id, after).await
+    }
+
+    async fn group_rounds_done(&self, job_id: JobId) -> StoreResult<i32> {
+        rounds_done(&self.pool, job_id).await
+    }
+
+    async fn group_message_of_turn(&self, group_id: GroupId, job_id: JobId) -> StoreResult<Option<GroupMessageRecord>> {
+        message_of_turn(&self.pool, group_id, job_id).await
+    }
 }

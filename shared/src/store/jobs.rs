@@ -11,6 +11,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
+use super::Capped;
+use super::PgStore;
+use super::Quota;
+use super::RetryGuard;
+use super::StoreResult;
+use super::Submitted;
+use super::characters;
 use super::usage;
 use crate::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
@@ -723,4 +730,212 @@ pub(crate) async fn reset_deliveries(db: impl PgExecutor<'_>) -> Result<u64, sql
     .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Jobs as users see them: read, retried, cancelled, reopened by an operator.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync {
+    /// A job on its own (follow-up work a worker schedules).
+    async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()>;
+    async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>>;
+    async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>>;
+    /// A retry of a failed or cancelled job, if `guard` still holds (else `NotRetryable`) and the
+    /// quota allows it.
+    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted>;
+    async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>>;
+    /// Cancels a queued job in place (failing `generating`, the character it generated) or flags
+    /// a running one, together.
+    async fn cancel_job(&self, job_id: JobId, generating: Option<CharacterId>) -> StoreResult<CancelOutcome>;
+    /// An operator gives a failed job another chance.
+    async fn reopen_job(&self, job_id: JobId) -> StoreResult<bool>;
+}
+
+#[async_trait::async_trait]
+impl JobStore for PgStore {
+    async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()> {
+        insert(&self.pool, job).await
+    }
+
+    async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
+        get(&self.pool, user_id, job_id).await
+    }
+
+    async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>> {
+        find_by_idempotency_key(&self.pool, user_id, key).await
+    }
+
+    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+        let user_id = job.user_id;
+        let mut tx = self.begin_for_quota(user_id).await?;
+        let holds = match guard {
+            RetryGuard::MessageUnanswered(message_id) => {
+                // Locked so two concurrent retries cannot both pass the check.
+                lock_message(&mut *tx, message_id).await?;
+                !message_answered_or_pending(&mut *tx, message_id).await?
+            }
+            RetryGuard::CharacterFailed { user_id, character_id } => {
+                characters::mark_generating(&mut *tx, user_id, character_id).await?
+            }
+            RetryGuard::None => true,
+        };
+        if !holds {
+            return Ok(Submitted::NotRetryable);
+        }
+        insert(&mut *tx, job).await?;
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>> {
+        active_of(&self.pool, user_id).await
+    }
+
+    async fn cancel_job(&self, job_id: JobId, generating: Option<CharacterId>) -> StoreResult<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = request_cancel(&mut tx, job_id).await?;
+        if outcome == CancelOutcome::Cancelled
+            && let Some(character_id) = generating
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn reopen_job(&self, job_id: JobId) -> StoreResult<bool> {
+        reopen(&self.pool, job_id).await
+    }
+}
+
+/// Delivery bookkeeping: which jobs still need a message in the queue (the rules are at the
+/// `unpublished` query).
+#[async_trait::async_trait]
+pub trait DeliveryStore: Send + Sync {
+    async fn mark_published(&self, job_id: JobId) -> StoreResult<()>;
+    async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()>;
+    async fn unpublished_jobs(&self, grace: Duration, stale: Duration, limit: i64) -> StoreResult<Vec<JobId>>;
+    async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>>;
+    async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool>;
+    async fn compression_queued(&self, character_id: CharacterId, group_id: Option<GroupId>) -> StoreResult<bool>;
+    /// For a process that owns every delivery and lost them all (the embedded mode, restarting
+    /// with an empty in-memory queue): every queued job counts as unpublished and every running
+    /// job's lease as expired, so the re-publisher sends them all again and their claims take
+    /// over. Returns how many jobs that concerns. Never call it while other workers run.
+    async fn reset_deliveries(&self) -> StoreResult<u64>;
+}
+
+#[async_trait::async_trait]
+impl DeliveryStore for PgStore {
+    async fn mark_published(&self, job_id: JobId) -> StoreResult<()> {
+        mark_published(&self.pool, job_id).await
+    }
+
+    async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()> {
+        mark_unpublished(&self.pool, job_id).await
+    }
+
+    async fn unpublished_jobs(&self, grace: Duration, stale: Duration, limit: i64) -> StoreResult<Vec<JobId>> {
+        unpublished(&self.pool, grace, stale, limit).await
+    }
+
+    async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>> {
+        next_in_series(&self.pool, serial_key).await
+    }
+
+    async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool> {
+        successor_waiting(&self.pool, serial_key, job_id).await
+    }
+
+    async fn compression_queued(&self, character_id: CharacterId, group_id: Option<GroupId>) -> StoreResult<bool> {
+        compression_queued(&self.pool, character_id, group_id).await
+    }
+
+    async fn reset_deliveries(&self) -> StoreResult<u64> {
+        reset_deliveries(&self.pool).await
+    }
+}
+
+/// The worker's side of a job: claim, heartbeat, progress, end. Every write that ends or hands
+/// back an attempt (`succeed_job`, `fail_job`, `cancel_claimed_job`, `release_job`, and the
+/// units of work that end in success) also adds the claim's usage meter to the job and to the
+/// user's day, in the same transaction as the status change.
+#[async_trait::async_trait]
+pub trait ClaimStore: Send + Sync {
+    async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>>;
+    async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>>;
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat>;
+    async fn set_progress(&self, claim: &Claim, done: i32) -> StoreResult<bool>;
+    async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool>;
+    /// Fails the job (and a character it was generating), together.
+    async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool>;
+    /// Ends the job cancelled (and fails a character it was generating), together.
+    async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool>;
+    /// Hands the job back to the queue.
+    async fn release_job(&self, claim: &Claim) -> StoreResult<bool>;
+    /// Fails a job no worker can claim (its message was undecodable).
+    async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool>;
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for PgStore {
+    async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
+        claim(&self.pool, job_id, lease).await
+    }
+
+    async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>> {
+        status(&self.pool, job_id).await
+    }
+
+    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat> {
+        renew_lease(&self.pool, claim, lease).await
+    }
+
+    async fn set_progress(&self, claim: &Claim, done: i32) -> StoreResult<bool> {
+        set_progress(&self.pool, claim, done).await
+    }
+
+    async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
+        succeed(&self.pool, claim, result).await
+    }
+
+    async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !fail(&mut *tx, claim, error).await? {
+            return Ok(false);
+        }
+        // A failed chat reply keeps the user's message (the client may retry); a failed
+        // generation leaves no half-made character behind.
+        if claim.kind == JobKind::GenerateCharacter
+            && let Some(character_id) = claim.character_id
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !cancel(&mut *tx, claim, result).await? {
+            return Ok(false);
+        }
+        if claim.kind == JobKind::GenerateCharacter
+            && let Some(character_id) = claim.character_id
+        {
+            characters::mark_failed(&mut *tx, character_id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_job(&self, claim: &Claim) -> StoreResult<bool> {
+        release(&self.pool, claim).await
+    }
+
+    async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {
+        fail_unclaimed(&self.pool, job_id, error).await
+    }
 }

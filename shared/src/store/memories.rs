@@ -6,7 +6,19 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
+use super::Absorbed;
+use super::CompressionCommit;
+use super::MemoryWrite;
+use super::PgStore;
+use super::StoreResult;
+use super::groups;
+use super::jobs;
+use super::jobs::Claim;
+use super::messages;
+use super::messages::MessageRecord;
 use crate::ids::CharacterId;
+use crate::ids::MessageId;
+use serde_json::Value;
 
 /// One entry. Short-term entries are `subject | action/state/fact | object` strings; long-term
 /// entries also carry the importance (0–15) the integration gave them.
@@ -105,4 +117,96 @@ pub(crate) async fn replace(
     .execute(&mut *tx)
     .await?;
     Ok(true)
+}
+
+/// A character's three-layer memory and its compression.
+#[async_trait::async_trait]
+pub trait MemoryStore: Send + Sync {
+    /// The memory and the uncompressed session as of one snapshot, so a compression committing
+    /// in between cannot drop messages from both.
+    async fn memory_and_session(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<(Memories, Vec<MessageRecord>)>;
+    async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories>;
+    /// A user's own edit: replaces both layers whatever the version.
+    async fn replace_memories(
+        &self,
+        character_id: CharacterId,
+        short_term: &[MemoryEntry],
+        long_term: &[MemoryEntry],
+    ) -> StoreResult<()>;
+    /// Ends a compression job: writes the memory (if `write`) and records what it absorbed, and
+    /// marks the job succeeded — all or nothing.
+    async fn commit_compression(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        write: Option<MemoryWrite<'_>>,
+        result: &Value,
+    ) -> StoreResult<CompressionCommit>;
+}
+
+#[async_trait::async_trait]
+impl MemoryStore for PgStore {
+    async fn memory_and_session(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<(Memories, Vec<MessageRecord>)> {
+        let mut snapshot = self.pool.begin().await?;
+        sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
+        let memories = load(&mut *snapshot, character_id).await?;
+        let session = messages::uncompressed(&mut *snapshot, character_id, answering, limit).await?;
+        snapshot.commit().await?;
+        Ok((memories, session))
+    }
+
+    async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
+        load(&self.pool, character_id).await
+    }
+
+    async fn replace_memories(
+        &self,
+        character_id: CharacterId,
+        short_term: &[MemoryEntry],
+        long_term: &[MemoryEntry],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        replace(&mut tx, character_id, None, short_term, long_term).await?;
+        tx.commit().await
+    }
+
+    async fn commit_compression(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        write: Option<MemoryWrite<'_>>,
+        result: &Value,
+    ) -> StoreResult<CompressionCommit> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(write) = write {
+            if !replace(&mut tx, character_id, Some(write.expected_version), write.short_term, write.long_term).await? {
+                return Ok(CompressionCommit::MemoryChanged);
+            }
+            let recorded = match write.absorbed {
+                Absorbed::Nothing => true,
+                Absorbed::Messages(ids) => messages::mark_compressed(&mut *tx, ids).await? == ids.len() as u64,
+                Absorbed::GroupCursor { group_id, from, to } => {
+                    groups::advance_absorbed(&mut *tx, *group_id, character_id, *from, *to).await?
+                }
+            };
+            if !recorded {
+                return Ok(CompressionCommit::AlreadyAbsorbed);
+            }
+        }
+        if !jobs::succeed(&mut *tx, claim, result).await? {
+            return Ok(CompressionCommit::LostClaim);
+        }
+        tx.commit().await?;
+        Ok(CompressionCommit::Committed)
+    }
 }

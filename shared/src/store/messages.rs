@@ -3,6 +3,16 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::Capped;
+use super::NewUserMessage;
+use super::PgStore;
+use super::Quota;
+use super::ReplyResult;
+use super::StoreResult;
+use super::Submitted;
+use super::jobs;
+use super::jobs::Claim;
+use super::jobs::NewJob;
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -214,4 +224,115 @@ pub(crate) async fn oldest_uncompressed(
     )
     .fetch_all(db)
     .await
+}
+
+/// One-to-one chat: user messages, the jobs that answer them, the replies.
+#[async_trait::async_trait]
+pub trait MessageStore: Send + Sync {
+    /// A user message and the job that answers it, together.
+    async fn submit_message(
+        &self,
+        message: NewUserMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted>;
+    async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>>;
+    async fn reply_of_job(&self, job_id: JobId) -> StoreResult<Option<MessageRecord>>;
+    async fn message_history(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// The newest `limit` uncompressed messages up to `answering` (oldest first).
+    async fn uncompressed_messages(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64>;
+    async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>>;
+    /// Stores a reply and ends its job as succeeded with `result(stored reply)`, together;
+    /// `None` when the claim was lost (nothing written).
+    async fn finish_reply(
+        &self,
+        claim: &Claim,
+        reply: NewReply<'_>,
+        result: ReplyResult<'_>,
+    ) -> StoreResult<Option<MessageRecord>>;
+}
+
+#[async_trait::async_trait]
+impl MessageStore for PgStore {
+    async fn submit_message(
+        &self,
+        message: NewUserMessage<'_>,
+        job: NewJob<'_>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        let mut tx = self.begin_for_quota(message.user_id).await?;
+        insert_user_message(&mut *tx, message.message_id, message.user_id, message.character_id, message.content)
+            .await?;
+        if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
+        if let Some(cap) = Self::over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>> {
+        get(&self.pool, user_id, message_id).await
+    }
+
+    async fn reply_of_job(&self, job_id: JobId) -> StoreResult<Option<MessageRecord>> {
+        reply_of_job(&self.pool, job_id).await
+    }
+
+    async fn message_history(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        history(&self.pool, user_id, character_id, before, limit).await
+    }
+
+    async fn uncompressed_messages(
+        &self,
+        character_id: CharacterId,
+        answering: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        uncompressed(&self.pool, character_id, answering, limit).await
+    }
+
+    async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64> {
+        uncompressed_chars(&self.pool, character_id).await
+    }
+
+    async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>> {
+        oldest_uncompressed(&self.pool, character_id, limit).await
+    }
+
+    async fn finish_reply(
+        &self,
+        claim: &Claim,
+        reply: NewReply<'_>,
+        result: ReplyResult<'_>,
+    ) -> StoreResult<Option<MessageRecord>> {
+        let mut tx = self.pool.begin().await?;
+        insert_reply(&mut *tx, reply).await?;
+        let Some(stored) = reply_of_job(&mut *tx, claim.job_id).await? else { return Ok(None) };
+        if !jobs::succeed(&mut *tx, claim, &result(&stored)).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
 }

@@ -1,4 +1,10 @@
-//! The store port: everything the API and the workers ask of the database, as one trait.
+//! The store port: everything the API and the workers ask of the database.
+//!
+//! It is split by aggregate — [`AccountStore`], [`ApiKeyStore`], [`CharacterStore`],
+//! [`MessageStore`], [`MemoryStore`], [`GroupStore`], [`JobStore`], [`DeliveryStore`],
+//! [`ClaimStore`], [`UsageStore`], [`StatsStore`], [`TransferStore`] — each trait in the module
+//! of its aggregate, beside the Postgres queries that implement it; [`Store`] is all of them
+//! (plus a readiness ping), and this module holds the types several of them share.
 //!
 //! Two adapters implement it: Postgres ([`super::postgres::PgStore`], the distributed mode) and
 //! SQLite (crate `fastnpc-store-sqlite`, the embedded mode). Handlers and jobs hold an
@@ -8,34 +14,19 @@
 //! Transactions do not cross the port. Where the API or a job needs several writes to happen
 //! together (a character and its job; a reply and its job's success), the port offers that unit
 //! of work as one method, and the adapter runs it in one transaction. Every method that ends or
-//! advances a job takes the worker's [`Claim`] and is refused (returns `false` / `None`) when
-//! the claim was lost, exactly as the single statements are.
+//! advances a job takes the worker's [`Claim`](super::jobs::Claim) and is refused (returns
+//! `false` / `None`) when the claim was lost, exactly as the single statements are.
 //!
 //! Errors stay `sqlx::Error` — both adapters are sqlx — so the API's mapping of database
 //! failures to 503/500 holds for either. Outcomes a caller must tell apart (a taken username,
 //! a reused idempotency key, a stale memory version) are values, not errors.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{
-    api_keys::ApiKeyRecord,
-    characters::{CharacterRecord, CharacterSummary},
-    groups::{GroupMessageRecord, GroupRecord, Member, NewGroupMessage},
-    jobs::{CancelOutcome, Claim, Heartbeat, JobRecord, NewJob},
-    memories::{Memories, MemoryEntry},
-    messages::{MessageRecord, NewReply},
-    stats::Totals,
-    transfer::{ExportRefusal, Imported, UserExport},
-    usage::DailyUsage,
-    users::{AccountSummary, Credentials, SettingsPatch, UserRecord},
-};
-use crate::{
-    ids::{CharacterId, GroupId, JobId, MessageId, UserId},
-    jobs::{JobError, JobStatus},
-};
+use super::{memories::MemoryEntry, messages::MessageRecord, prelude::*, stats::Totals};
+use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
@@ -166,267 +157,24 @@ pub struct SystemStats {
 /// database's), inside the transaction that stores both.
 pub type ReplyResult<'a> = &'a (dyn Fn(&MessageRecord) -> Value + Send + Sync);
 
+/// The whole port: every aggregate's trait, for the one `Arc<dyn Store>` the API and the workers
+/// hold. Callers bring the traits into scope with `use fastnpc_shared::store::prelude::*`.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    AccountStore
+    + ApiKeyStore
+    + StatsStore
+    + CharacterStore
+    + MessageStore
+    + MemoryStore
+    + GroupStore
+    + JobStore
+    + DeliveryStore
+    + ClaimStore
+    + UsageStore
+    + TransferStore
+    + 'static
+{
     /// True when the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
-
-    // --- accounts ---------------------------------------------------------------------------
-
-    /// False when the username is taken (case-insensitively).
-    async fn insert_user(&self, user_id: UserId, username: &str, password_hash: &str) -> StoreResult<bool>;
-    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>>;
-    async fn user(&self, user_id: UserId) -> StoreResult<Option<UserRecord>>;
-    async fn update_user_settings(&self, user_id: UserId, patch: SettingsPatch<'_>) -> StoreResult<()>;
-    async fn password_hash(&self, user_id: UserId) -> StoreResult<Option<String>>;
-    /// Sets a new password hash and revokes every session but `keep`.
-    async fn change_password(&self, user_id: UserId, password_hash: &str, keep: Option<&[u8]>) -> StoreResult<()>;
-    /// Deletes a user and everything they own.
-    async fn delete_user(&self, user_id: UserId) -> StoreResult<bool>;
-    async fn insert_session(&self, token_hash: &[u8], user_id: UserId, expires_at: DateTime<Utc>) -> StoreResult<()>;
-    /// The user of a live session of an enabled account.
-    async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>>;
-    async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()>;
-    /// Forgets sessions that expired or were revoked long ago; returns how many.
-    async fn purge_sessions(&self) -> StoreResult<u64>;
-
-    async fn insert_api_key(
-        &self,
-        key_id: uuid::Uuid,
-        user_id: UserId,
-        name: &str,
-        prefix: &str,
-        key_hash: &[u8],
-    ) -> StoreResult<()>;
-    async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>>;
-    async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool>;
-    /// The user of a live key of an enabled account, recording the key's use at most once a
-    /// [`api_keys::USE_RECORDED_EVERY`](crate::store::api_keys::USE_RECORDED_EVERY).
-    async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>>;
-
-    // --- admin --------------------------------------------------------------------------------
-
-    async fn is_admin(&self, user_id: UserId) -> StoreResult<bool>;
-    async fn is_enabled(&self, user_id: UserId) -> StoreResult<bool>;
-    /// Makes `user_id` the one admin (and enables it).
-    async fn make_sole_admin(&self, user_id: UserId) -> StoreResult<()>;
-    async fn clear_admins(&self) -> StoreResult<u64>;
-    async fn list_accounts(&self, after: Option<UserId>, limit: i64) -> StoreResult<Vec<AccountSummary>>;
-    async fn account(&self, user_id: UserId) -> StoreResult<Option<AccountSummary>>;
-    /// Disables an account and revokes its sessions; the number revoked, `None` if no such user.
-    async fn disable_user(&self, user_id: UserId) -> StoreResult<Option<u64>>;
-    async fn enable_user(&self, user_id: UserId) -> StoreResult<bool>;
-    async fn system_stats(&self) -> StoreResult<SystemStats>;
-
-    // --- characters ---------------------------------------------------------------------------
-
-    /// A character and the job that generates it, together.
-    async fn submit_character(
-        &self,
-        character: NewCharacter<'_>,
-        job: NewJob<'_>,
-        quota: &Quota,
-    ) -> StoreResult<Submitted>;
-    async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
-    /// Without owner check (worker side).
-    async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
-    async fn list_characters(
-        &self,
-        user_id: UserId,
-        before: Option<CharacterId>,
-        limit: i64,
-    ) -> StoreResult<Vec<CharacterSummary>>;
-    async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool>;
-    /// Stores the generated profile (with the prompt set that wrote it) and ends the job as
-    /// succeeded, together; false when the claim was lost (nothing written).
-    async fn finish_generation(
-        &self,
-        claim: &Claim,
-        character_id: CharacterId,
-        profile: &Value,
-        brief: &str,
-        prompt_version: Option<&str>,
-        result: &Value,
-    ) -> StoreResult<bool>;
-
-    // --- chat and memory ----------------------------------------------------------------------
-
-    /// A user message and the job that answers it, together.
-    async fn submit_message(
-        &self,
-        message: NewUserMessage<'_>,
-        job: NewJob<'_>,
-        quota: &Quota,
-    ) -> StoreResult<Submitted>;
-    async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>>;
-    async fn reply_of_job(&self, job_id: JobId) -> StoreResult<Option<MessageRecord>>;
-    async fn message_history(
-        &self,
-        user_id: UserId,
-        character_id: CharacterId,
-        before: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<Vec<MessageRecord>>;
-    /// The newest `limit` uncompressed messages up to `answering` (oldest first).
-    async fn uncompressed_messages(
-        &self,
-        character_id: CharacterId,
-        answering: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<Vec<MessageRecord>>;
-    async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64>;
-    async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>>;
-    /// The memory and the uncompressed session as of one snapshot, so a compression committing
-    /// in between cannot drop messages from both.
-    async fn memory_and_session(
-        &self,
-        character_id: CharacterId,
-        answering: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<(Memories, Vec<MessageRecord>)>;
-    /// Stores a reply and ends its job as succeeded with `result(stored reply)`, together;
-    /// `None` when the claim was lost (nothing written).
-    async fn finish_reply(
-        &self,
-        claim: &Claim,
-        reply: NewReply<'_>,
-        result: ReplyResult<'_>,
-    ) -> StoreResult<Option<MessageRecord>>;
-    async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories>;
-    /// A user's own edit: replaces both layers whatever the version.
-    async fn replace_memories(
-        &self,
-        character_id: CharacterId,
-        short_term: &[MemoryEntry],
-        long_term: &[MemoryEntry],
-    ) -> StoreResult<()>;
-    /// Ends a compression job: writes the memory (if `write`) and records what it absorbed, and
-    /// marks the job succeeded — all or nothing.
-    async fn commit_compression(
-        &self,
-        claim: &Claim,
-        character_id: CharacterId,
-        write: Option<MemoryWrite<'_>>,
-        result: &Value,
-    ) -> StoreResult<CompressionCommit>;
-
-    // --- groups -------------------------------------------------------------------------------
-
-    /// A group with its first members (the user's own characters only), together: `Created` or
-    /// `OverQuota`.
-    async fn create_group(
-        &self,
-        group_id: GroupId,
-        user_id: UserId,
-        name: &str,
-        members: &[CharacterId],
-        quota: &Quota,
-    ) -> StoreResult<Submitted>;
-    async fn group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<Option<GroupRecord>>;
-    async fn list_groups(&self, user_id: UserId) -> StoreResult<Vec<GroupRecord>>;
-    async fn rename_group(&self, user_id: UserId, group_id: GroupId, name: &str) -> StoreResult<bool>;
-    async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool>;
-    /// Adds the user's own characters; returns how many were added.
-    async fn add_group_members(
-        &self,
-        user_id: UserId,
-        group_id: GroupId,
-        character_ids: &[CharacterId],
-    ) -> StoreResult<u64>;
-    async fn count_owned_characters(&self, user_id: UserId, character_ids: &[CharacterId]) -> StoreResult<i64>;
-    async fn remove_group_member(
-        &self,
-        user_id: UserId,
-        group_id: GroupId,
-        character_id: CharacterId,
-    ) -> StoreResult<bool>;
-    async fn group_members(&self, group_id: GroupId) -> StoreResult<Vec<Member>>;
-    /// A user's group message and the turn job it starts, together.
-    async fn submit_group_message(
-        &self,
-        message: NewGroupMessage<'_>,
-        job: NewJob<'_>,
-        quota: &Quota,
-    ) -> StoreResult<Submitted>;
-    /// Stores a member's reply and records the round as the job's progress, together; false
-    /// when the claim was lost (nothing written).
-    async fn store_group_reply(&self, claim: &Claim, message: NewGroupMessage<'_>, round: i32) -> StoreResult<bool>;
-    async fn group_history(
-        &self,
-        group_id: GroupId,
-        before: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<Vec<GroupMessageRecord>>;
-    async fn group_messages_after(
-        &self,
-        group_id: GroupId,
-        after: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<Vec<GroupMessageRecord>>;
-    /// Messages after `after`, and their total characters.
-    async fn group_pending_size(&self, group_id: GroupId, after: Option<MessageId>) -> StoreResult<(i64, i64)>;
-    async fn group_rounds_done(&self, job_id: JobId) -> StoreResult<i32>;
-    async fn group_message_of_turn(&self, group_id: GroupId, job_id: JobId) -> StoreResult<Option<GroupMessageRecord>>;
-
-    // --- jobs ---------------------------------------------------------------------------------
-
-    /// A job on its own (follow-up work a worker schedules).
-    async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()>;
-    async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>>;
-    async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>>;
-    /// A retry of a failed or cancelled job, if `guard` still holds (else `NotRetryable`) and the
-    /// quota allows it.
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted>;
-    async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>>;
-    /// Cancels a queued job in place (failing `generating`, the character it generated) or flags
-    /// a running one, together.
-    async fn cancel_job(&self, job_id: JobId, generating: Option<CharacterId>) -> StoreResult<CancelOutcome>;
-    /// An operator gives a failed job another chance.
-    async fn reopen_job(&self, job_id: JobId) -> StoreResult<bool>;
-
-    // Delivery bookkeeping (see `jobs::unpublished` for the rules).
-    async fn mark_published(&self, job_id: JobId) -> StoreResult<()>;
-    async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()>;
-    async fn unpublished_jobs(&self, grace: Duration, stale: Duration, limit: i64) -> StoreResult<Vec<JobId>>;
-    async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>>;
-    async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool>;
-    async fn compression_queued(&self, character_id: CharacterId, group_id: Option<GroupId>) -> StoreResult<bool>;
-    /// For a process that owns every delivery and lost them all (the embedded mode, restarting
-    /// with an empty in-memory queue): every queued job counts as unpublished and every running
-    /// job's lease as expired, so the re-publisher sends them all again and their claims take
-    /// over. Returns how many jobs that concerns. Never call it while other workers run.
-    async fn reset_deliveries(&self) -> StoreResult<u64>;
-
-    // --- LLM usage (see `usage`) ------------------------------------------------------------
-
-    /// The user's spend on each of the last `days` UTC days that had any, today included,
-    /// newest first.
-    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>>;
-    /// Prompt plus completion tokens the user spent today (UTC).
-    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64>;
-
-    // The worker's side of a job: claim, heartbeat, progress, end. Every write that ends or hands
-    // back an attempt (`succeed_job`, `fail_job`, `cancel_claimed_job`, `release_job`, and the
-    // units of work that end in success) also adds the claim's usage meter to the job and to the
-    // user's day, in the same transaction as the status change.
-    async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>>;
-    async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>>;
-    async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat>;
-    async fn set_progress(&self, claim: &Claim, done: i32) -> StoreResult<bool>;
-    async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool>;
-    /// Fails the job (and a character it was generating), together.
-    async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool>;
-    /// Ends the job cancelled (and fails a character it was generating), together.
-    async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool>;
-    /// Hands the job back to the queue.
-    async fn release_job(&self, claim: &Claim) -> StoreResult<bool>;
-    /// Fails a job no worker can claim (its message was undecodable).
-    async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool>;
-
-    // --- moving a user between stores (see `transfer`) ----------------------------------------
-
-    /// One user's data, read in one snapshot; refused while their jobs are queued or running.
-    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>>;
-    /// Writes an exported user, all or nothing.
-    async fn import_user(&self, export: &UserExport) -> StoreResult<Imported>;
 }

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use super::PgStore;
+use super::StoreResult;
+use super::SystemStats;
 use sqlx::PgExecutor;
 
 /// Row counts across all users.
@@ -56,4 +59,21 @@ pub(crate) async fn jobs_by_kind_and_status(
         jobs.entry(row.kind).or_default().insert(row.status, row.count);
     }
     Ok(jobs)
+}
+
+/// Whole-system counts for operators.
+#[async_trait::async_trait]
+pub trait StatsStore: Send + Sync {
+    async fn system_stats(&self) -> StoreResult<SystemStats>;
+}
+
+#[async_trait::async_trait]
+impl StatsStore for PgStore {
+    async fn system_stats(&self) -> StoreResult<SystemStats> {
+        Ok(SystemStats {
+            totals: totals(&self.pool).await?,
+            characters_by_status: characters_by_status(&self.pool).await?,
+            jobs_by_kind_and_status: jobs_by_kind_and_status(&self.pool).await?,
+        })
+    }
 }

@@ -16,6 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::StoreResult;
 use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 /// The document's format version; a reader refuses versions it does not know.
@@ -175,6 +176,15 @@ pub enum Imported {
     UsernameTaken,
     /// Nothing was written: the target already has rows with these ids (imported before?).
     IdsTaken,
+}
+
+/// Moving a user between stores .
+#[async_trait::async_trait]
+pub trait TransferStore: Send + Sync {
+    /// One user's data, read in one snapshot; refused while their jobs are queued or running.
+    async fn export_user(&self, username: &str) -> StoreResult<Result<UserExport, ExportRefusal>>;
+    /// Writes an exported user, all or nothing.
+    async fn import_user(&self, export: &UserExport) -> StoreResult<Imported>;
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 use chrono::NaiveDate;
 use sqlx::PgExecutor;
 
+use super::PgStore;
+use super::StoreResult;
 use crate::{ids::UserId, llm::Usage};
 
 /// A user's spend on one UTC day.
@@ -79,4 +81,25 @@ pub(crate) async fn tokens_today(db: impl PgExecutor<'_>, user_id: UserId) -> Re
     .fetch_one(db)
     .await?;
     Ok(u64::try_from(row.tokens).unwrap_or_default())
+}
+
+/// LLM usage: what each user spent, per UTC day.
+#[async_trait::async_trait]
+pub trait UsageStore: Send + Sync {
+    /// The user's spend on each of the last `days` UTC days that had any, today included,
+    /// newest first.
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>>;
+    /// Prompt plus completion tokens the user spent today (UTC).
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64>;
+}
+
+#[async_trait::async_trait]
+impl UsageStore for PgStore {
+    async fn daily_usage(&self, user_id: UserId, days: u32) -> StoreResult<Vec<DailyUsage>> {
+        daily(&self.pool, user_id, days).await
+    }
+
+    async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64> {
+        tokens_today(&self.pool, user_id).await
+    }
 }

@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::PgStore;
+use super::StoreResult;
+use super::postgres::is_unique_violation;
 use crate::ids::UserId;
 
 /// A user as `/v1/me` shows it.
@@ -323,4 +326,118 @@ pub(crate) async fn lock_for_quota(db: impl PgExecutor<'_>, user_id: UserId) -> 
         .fetch_optional(db)
         .await?;
     Ok(())
+}
+
+/// Accounts: users, their settings, login sessions and the admin's view of them.
+#[async_trait::async_trait]
+pub trait AccountStore: Send + Sync {
+    /// False when the username is taken (case-insensitively).
+    async fn insert_user(&self, user_id: UserId, username: &str, password_hash: &str) -> StoreResult<bool>;
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>>;
+    async fn user(&self, user_id: UserId) -> StoreResult<Option<UserRecord>>;
+    async fn update_user_settings(&self, user_id: UserId, patch: SettingsPatch<'_>) -> StoreResult<()>;
+    async fn password_hash(&self, user_id: UserId) -> StoreResult<Option<String>>;
+    /// Sets a new password hash and revokes every session but `keep`.
+    async fn change_password(&self, user_id: UserId, password_hash: &str, keep: Option<&[u8]>) -> StoreResult<()>;
+    /// Deletes a user and everything they own.
+    async fn delete_user(&self, user_id: UserId) -> StoreResult<bool>;
+    async fn insert_session(&self, token_hash: &[u8], user_id: UserId, expires_at: DateTime<Utc>) -> StoreResult<()>;
+    /// The user of a live session of an enabled account.
+    async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>>;
+    async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()>;
+    /// Forgets sessions that expired or were revoked long ago; returns how many.
+    async fn purge_sessions(&self) -> StoreResult<u64>;
+    async fn is_admin(&self, user_id: UserId) -> StoreResult<bool>;
+    async fn is_enabled(&self, user_id: UserId) -> StoreResult<bool>;
+    /// Makes `user_id` the one admin (and enables it).
+    async fn make_sole_admin(&self, user_id: UserId) -> StoreResult<()>;
+    async fn clear_admins(&self) -> StoreResult<u64>;
+    async fn list_accounts(&self, after: Option<UserId>, limit: i64) -> StoreResult<Vec<AccountSummary>>;
+    async fn account(&self, user_id: UserId) -> StoreResult<Option<AccountSummary>>;
+    /// Disables an account and revokes its sessions; the number revoked, `None` if no such user.
+    async fn disable_user(&self, user_id: UserId) -> StoreResult<Option<u64>>;
+    async fn enable_user(&self, user_id: UserId) -> StoreResult<bool>;
+}
+
+#[async_trait::async_trait]
+impl AccountStore for PgStore {
+    async fn insert_user(&self, user_id: UserId, username: &str, password_hash: &str) -> StoreResult<bool> {
+        match insert(&self.pool, user_id, username, password_hash).await {
+            Ok(()) => Ok(true),
+            Err(error) if is_unique_violation(&error, USERNAME_KEY) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        credentials(&self.pool, username).await
+    }
+
+    async fn user(&self, user_id: UserId) -> StoreResult<Option<UserRecord>> {
+        get(&self.pool, user_id).await
+    }
+
+    async fn update_user_settings(&self, user_id: UserId, patch: SettingsPatch<'_>) -> StoreResult<()> {
+        update_settings(&self.pool, user_id, patch).await
+    }
+
+    async fn password_hash(&self, user_id: UserId) -> StoreResult<Option<String>> {
+        password_hash(&self.pool, user_id).await
+    }
+
+    async fn change_password(&self, user_id: UserId, password_hash: &str, keep: Option<&[u8]>) -> StoreResult<()> {
+        change_password(&self.pool, user_id, password_hash, keep).await
+    }
+
+    async fn delete_user(&self, user_id: UserId) -> StoreResult<bool> {
+        delete(&self.pool, user_id).await
+    }
+
+    async fn insert_session(&self, token_hash: &[u8], user_id: UserId, expires_at: DateTime<Utc>) -> StoreResult<()> {
+        insert_session(&self.pool, token_hash, user_id, expires_at).await
+    }
+
+    async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>> {
+        session_user(&self.pool, token_hash).await
+    }
+
+    async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+        revoke_session(&self.pool, token_hash).await
+    }
+
+    async fn purge_sessions(&self) -> StoreResult<u64> {
+        purge_sessions(&self.pool).await
+    }
+
+    async fn is_admin(&self, user_id: UserId) -> StoreResult<bool> {
+        is_admin(&self.pool, user_id).await
+    }
+
+    async fn is_enabled(&self, user_id: UserId) -> StoreResult<bool> {
+        is_enabled(&self.pool, user_id).await
+    }
+
+    async fn make_sole_admin(&self, user_id: UserId) -> StoreResult<()> {
+        make_sole_admin(&self.pool, user_id).await
+    }
+
+    async fn clear_admins(&self) -> StoreResult<u64> {
+        clear_admins(&self.pool).await
+    }
+
+    async fn list_accounts(&self, after: Option<UserId>, limit: i64) -> StoreResult<Vec<AccountSummary>> {
+        list(&self.pool, after, limit).await
+    }
+
+    async fn account(&self, user_id: UserId) -> StoreResult<Option<AccountSummary>> {
+        summary(&self.pool, user_id).await
+    }
+
+    async fn disable_user(&self, user_id: UserId) -> StoreResult<Option<u64>> {
+        disable(&self.pool, user_id).await
+    }
+
+    async fn enable_user(&self, user_id: UserId) -> StoreResult<bool> {
+        enable(&self.pool, user_id).await
+    }
 }
