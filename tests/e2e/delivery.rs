@@ -1,13 +1,20 @@
 //! The queue's delivery guarantees on the happy path's edges: a job whose publish never happened
-//! is sent by the re-publisher, and a message delivered twice runs the job once.
+//! is sent by the re-publisher, and a message delivered twice runs the job once; and on its
+//! poison edges: a job started too often without ending is failed, and a message that keeps
+//! coming back is dead-lettered by the broker.
+
+use std::time::Duration;
 
 use fastnpc_shared::{
-    ids::JobId,
-    jobs::QueueMessage,
-    queue::{JobPublisher, Topology},
+    ids::{CharacterId, JobId, UserId},
+    jobs::{JobKind, QueueMessage},
+    queue::{self, DELIVERY_LIMIT, JobPublisher, Topology},
+    store::{NewCharacter, Quota, Submitted, jobs::NewJob},
 };
-use fastnpc_tests::harness::{Backend, TestApp, sample_source};
-use serde_json::json;
+use fastnpc_tests::harness::{Backend, HANG_GUARD, TestApp, TestUser, sample_source};
+use fastnpc_worker::dead_letters::{self, Selection};
+use lapin::options::BasicGetOptions;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_job_committed_but_never_published_is_sent_by_the_republisher() {
@@ -68,4 +75,142 @@ async fn a_message_delivered_twice_runs_the_job_once() {
     // Stopping drains the workers, so every delivery has been handled when we count.
     let sim = app.stop().await;
     assert_eq!(sim.stats().requests_received, 10, "the LLM work ran once");
+}
+
+#[tokio::test]
+async fn a_job_started_five_times_without_ending_fails_as_poison_and_is_dead_lettered() {
+    let app = TestApp::spawn().await;
+    let user = app.user("lin").await;
+    let user_id = user_id(&app, &user).await;
+    // A generation whose workers all died: committed as the API commits it, then claimed five
+    // times, each claim's lease left to expire, as a worker killed mid-job leaves it. (The claims
+    // are the store's own, so `attempts` counts them as it counts real ones.)
+    let (character_id, job_id) = (CharacterId::new(), JobId::new());
+    let source = json!({"kind": "text", "text": sample_source("杜甫")});
+    let character = NewCharacter { character_id, user_id, name: "杜甫", source: &source, language: "zh" };
+    let job = NewJob {
+        job_id,
+        user_id,
+        kind: JobKind::GenerateCharacter,
+        character_id: Some(character_id),
+        message_id: None,
+        group_id: None,
+        serial_key: None,
+        progress_total: 9,
+        idempotency: None,
+    };
+    let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
+    assert!(matches!(app.store.submit_character(character, job, &quota).await.unwrap(), Submitted::Created));
+    for attempt in 1..=5 {
+        let claim = app.store.claim_job(job_id, Duration::from_secs(30)).await.unwrap().expect("claimable");
+        assert_eq!(claim.attempt, attempt);
+        // The worker dies: its lease runs out (and the broker's message with it is gone).
+        app.store.reset_deliveries().await.unwrap();
+    }
+
+    // The re-publisher sends the abandoned job again; the worker's claim is its sixth start.
+    let job_id = job_id.to_string();
+    let job = app.wait_for_job(&user, &job_id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "too_many_attempts", "{job}");
+    assert!(job["error"]["message"].as_str().unwrap().contains("started 5 times"), "{job}");
+    assert_eq!(job["attempts"], 6, "failed on the claim after the fifth: {job}");
+    assert_eq!(app.sim.stats().requests_received, 0, "the poison job was not run again");
+    let character: Value = app.get(&format!("/v1/characters/{character_id}"), &user).await.json().await.unwrap();
+    assert_eq!(character["character"]["status"], "failed", "not left generating: {character}");
+    let events = app.collect_events(&user, &job_id, None).await;
+    let last = events.last().expect("a terminal event");
+    assert_eq!((last.event.as_str(), last.data["code"].as_str()), ("failed", Some("too_many_attempts")), "{events:?}");
+
+    if app.backend() == Backend::Distributed {
+        let letters = wait_for_letters(&app, 1).await;
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].job_id.map(|id| id.to_string()), Some(job_id.clone()));
+        assert_eq!(letters[0].reason, "rejected", "the worker dead-lettered it");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_coming_back_is_dead_lettered_at_the_delivery_limit() {
+    let app = TestApp::builder().backend(Backend::Distributed).workers(0).spawn().await;
+    let user = app.user("dufu").await;
+    let created = app.create_character(&user, "杜甫").await;
+    let job_id = created["job"]["id"].as_str().unwrap().to_owned();
+    app.wait_for_job_published(&job_id).await;
+
+    // Workers that take the message and die holding it, one after another: each channel closes
+    // with the message unacked, which the broker counts as a failed delivery and returns. (A
+    // worker dying is what the limit is for; an explicit `basic.nack` with requeue is not counted
+    // by every RabbitMQ version.)
+    let jobs_queue = Topology::from_settings(&app.settings).jobs_queue;
+    let connection = queue::connect(&app.settings.amqp_url).await.unwrap();
+    let limit = usize::try_from(DELIVERY_LIMIT).unwrap();
+    let mut deliveries = 0;
+    let returned_until_dead_lettered = async {
+        loop {
+            let channel = connection.create_channel().await.unwrap();
+            let got = channel.basic_get(jobs_queue.as_str().into(), BasicGetOptions { no_ack: false }).await.unwrap();
+            if let Some(message) = &got {
+                deliveries += 1;
+                let body: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+                assert_eq!(body["job_id"].as_str(), Some(job_id.as_str()), "the job's message: {body}");
+                assert!(
+                    deliveries <= limit + 1,
+                    "delivered {deliveries} times: past the limit of {DELIVERY_LIMIT} returns"
+                );
+            }
+            channel.close(200, "a worker that died".into()).await.unwrap();
+            if got.is_none() {
+                // Nothing ready: the message is on its way back, or it was dead-lettered.
+                if app.queue_counts().await.2 == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, returned_until_dead_lettered).await.expect("the message is dead-lettered");
+    assert_eq!(deliveries, limit + 1, "the first delivery and {DELIVERY_LIMIT} returns");
+    assert_eq!(app.queue_counts().await, (0, 0, 1), "gone from the jobs queue, in the dead-letter queue");
+    let _ = connection.close(200, "done".into()).await;
+
+    let letters = dead_letters::list(&app.settings).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].job_id.map(|id| id.to_string()), Some(job_id.clone()));
+    assert_eq!(letters[0].reason, "delivery_limit", "the broker dead-lettered it, not a worker");
+    // The job itself never ran: it waits, queued, for an operator.
+    let job: Value = app.get(&format!("/v1/jobs/{job_id}"), &user).await.json().await.unwrap();
+    assert_eq!((job["job"]["status"].as_str(), job["job"]["attempts"].as_i64()), (Some("queued"), Some(0)), "{job}");
+
+    // The operator requeues it once the cause is gone; a worker runs it.
+    let outcome = dead_letters::requeue(&app.settings, &Selection::Jobs(vec![job_id.parse().unwrap()])).await.unwrap();
+    assert_eq!(outcome.requeued.iter().map(ToString::to_string).collect::<Vec<_>>(), [job_id.as_str()]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(fastnpc_worker::run(app.settings.clone(), stop.clone()));
+    let job = app.wait_for_job(&user, &job_id).await;
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(1)), "{job}");
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(dead_letters::list(&app.settings).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn user_id(app: &TestApp, user: &TestUser) -> UserId {
+    let me: Value = app.get("/v1/me", user).await.json().await.unwrap();
+    UserId(me["user"]["id"].as_str().unwrap().parse().unwrap())
+}
+
+/// The dead letters, once there are `count` of them (the broker dead-letters asynchronously).
+async fn wait_for_letters(app: &TestApp, count: usize) -> Vec<dead_letters::DeadLetter> {
+    let poll = async {
+        loop {
+            let letters = dead_letters::list(&app.settings).await.unwrap();
+            if letters.len() >= count {
+                return letters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, poll).await.expect("the letters arrive")
 }

@@ -1,13 +1,14 @@
-//! Serial keys at the store level: the claim's guard against running two jobs of one key.
+//! Serial keys: the claim's guard against running two jobs of one key, and the re-publisher that
+//! sends the next job of a series when the worker that should have sent it died.
 
 use std::time::Duration;
 
 use fastnpc_shared::{
-    ids::{JobId, UserId},
-    jobs::JobKind,
-    store::{self, jobs::NewJob},
+    ids::{CharacterId, JobId, MessageId, UserId},
+    jobs::{JobKind, JobStatus},
+    store::{self, NewUserMessage, Quota, Submitted, jobs::NewJob},
 };
-use fastnpc_tests::harness::TestApp;
+use fastnpc_tests::harness::{TestApp, TestDb};
 
 fn job(job_id: JobId, user_id: UserId, key: &str) -> NewJob<'_> {
     NewJob {
@@ -85,4 +86,75 @@ async fn a_stalled_claim_is_taken_over_and_its_late_writes_are_refused() {
 async fn user_id(app: &TestApp, user: &fastnpc_tests::harness::TestUser) -> UserId {
     let me: serde_json::Value = app.get("/v1/me", user).await.json().await.unwrap();
     UserId(me["user"]["id"].as_str().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_next_job_of_a_dead_workers_series_is_sent_by_the_republisher() {
+    let app = TestApp::spawn().await;
+    let lin = app.user("lin").await;
+    let user_id = user_id(&app, &lin).await;
+    let character: CharacterId = app.ready_character(&lin, "诸葛亮").await.parse().unwrap();
+
+    // Two messages to one character: `first` is answered by a worker (the test stands in for it,
+    // claiming the job through the store as a worker does), `second` waits for it. Its message
+    // has been dropped, as a worker drops the message of a job that must wait its turn: nothing
+    // in the queue will run it; the worker that ends `first` is meant to publish it.
+    let first = submit_message(&app, user_id, character, "第一问").await;
+    let claim = app.store.claim_job(first, Duration::from_secs(30)).await.unwrap().expect("the first job runs");
+    let second = submit_message(&app, user_id, character, "第二问").await;
+    assert_eq!(app.store.next_in_series(&store::jobs::serial::chat(character)).await.unwrap(), Some(second));
+    assert!(app.store.claim_job(second, Duration::from_secs(30)).await.unwrap().is_none(), "it waits its turn");
+
+    // The worker ends `first` and dies before publishing `second`.
+    assert!(app.store.succeed_job(&claim, &serde_json::json!({"by": "the worker that died"})).await.unwrap());
+
+    let job = app.wait_for_job(&lin, &second.to_string()).await;
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(1)), "{job}");
+    assert!(published(&app.db, second).await, "the re-publisher recorded its confirmed publish");
+    let reply = app.db.stored_reply(&second.to_string()).await.expect("the second message is answered");
+    assert!(!reply.is_empty());
+    assert_eq!(app.llm_requests_for("第二问"), 1, "answered once");
+    assert_eq!(app.llm_requests_for("第一问"), 0, "the first job was not run again");
+    let (first, second) = (job_record(&app, user_id, first).await, job_record(&app, user_id, second).await);
+    assert_eq!(first.status, JobStatus::Succeeded);
+    assert!(
+        second.started_at.unwrap() >= first.finished_at.unwrap(),
+        "the series kept its order: {first:?} {second:?}"
+    );
+    app.stop().await;
+}
+
+/// A chat message and the job that answers it, committed as the API commits them, and never
+/// published.
+async fn submit_message(app: &TestApp, user_id: UserId, character_id: CharacterId, content: &str) -> JobId {
+    let (message_id, job_id) = (MessageId::new(), JobId::new());
+    let message = NewUserMessage { message_id, user_id, character_id, content };
+    let job = NewJob {
+        job_id,
+        user_id,
+        kind: JobKind::ChatReply,
+        character_id: Some(character_id),
+        message_id: Some(message_id),
+        group_id: None,
+        serial_key: Some(store::jobs::serial::chat(character_id)),
+        progress_total: 0,
+        idempotency: None,
+    };
+    let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
+    assert!(matches!(app.store.submit_message(message, job, &quota).await.unwrap(), Submitted::Created));
+    job_id
+}
+
+async fn job_record(app: &TestApp, user_id: UserId, job_id: JobId) -> store::jobs::JobRecord {
+    app.store.job(user_id, job_id).await.unwrap().expect("the job exists")
+}
+
+/// Whether the broker's confirm of the job's message was recorded.
+async fn published(db: &TestDb, job_id: JobId) -> bool {
+    let sql = "select published_at is not null from jobs where job_id = $1";
+    match db {
+        TestDb::Postgres(pool) => sqlx::query_scalar(sql).bind(job_id.0).fetch_one(pool).await,
+        TestDb::Sqlite(pool) => sqlx::query_scalar(sql).bind(job_id.0).fetch_one(pool).await,
+    }
+    .expect("read the job")
 }
