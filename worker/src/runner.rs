@@ -300,7 +300,11 @@ async fn fail(deps: &Deps, claim: &Claim, error: JobError) -> Settle {
 async fn release(deps: &Deps, claim: &Claim) -> Settle {
     match deps.store.release_job(claim).await {
         Ok(true) => {
-            dispatch::publish(deps.store.as_ref(), deps.publisher.as_ref(), claim.job_id).await;
+            // A job of a series is its series' next job now, which `process` publishes once the
+            // attempt is settled; publishing it here as well would send it twice.
+            if claim.serial_key.is_none() {
+                dispatch::publish(deps.store.as_ref(), deps.publisher.as_ref(), claim.job_id).await;
+            }
             Settle::Ack
         }
         Ok(false) => Settle::Ack,
