@@ -29,6 +29,10 @@ pub enum ApiError {
     /// A dependency is down; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// This process is at a capacity bound (concurrent password hashing) and the request waited
+    /// its turn as long as it may: 503 with `Retry-After`; nothing was done.
+    #[error("{detail}")]
+    Busy { retry_after: std::time::Duration, detail: &'static str },
     /// The request took longer than the request timeout (`FASTNPC_HTTP_REQUEST_TIMEOUT_SECS`)
     /// and its handler was dropped. 503 rather than 408: 408 says the *client* was too slow
     /// sending its request (RFC 9110 §15.5.9), while here the server failed to answer in time, a
@@ -55,10 +59,9 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
-            // Pool exhaustion or an unreachable server: the database is the problem, not us.
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(format!("database: {error}"))
-            }
+            // Pool exhaustion, an unreachable or restarting server, a lost race: the database is
+            // the problem, not us, and a retry may succeed.
+            error if fastnpc_shared::store::is_transient(&error) => Self::Unavailable(format!("database: {error}")),
             other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
         }
     }
@@ -85,6 +88,7 @@ impl IntoResponse for ApiError {
                     "a backing service is unavailable; retry shortly".to_owned(),
                 )
             }
+            Self::Busy { detail, .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Server busy", (*detail).to_owned()),
             Self::TimedOut(after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "request-timeout",
@@ -120,7 +124,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) | Self::TimedOut(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
-            Self::TooManyRequests { retry_after, .. } => {
+            Self::TooManyRequests { retry_after, .. } | Self::Busy { retry_after, .. } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }

@@ -30,6 +30,35 @@ use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// True when another attempt may succeed where this one failed: the database could not be
+/// reached, was shutting down or overloaded, or the statement lost a race (a deadlock, a
+/// serialization failure, a lock timeout). Both sides map it the same way: the API answers 503,
+/// the worker retries the job. Any other error would fail again.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match error {
+        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::BeginFailed => {
+            true
+        }
+        E::Database(db) => db.code().is_some_and(|code| is_transient_database_code(&code)),
+        _ => false,
+    }
+}
+
+/// True for a database error code that another attempt may not meet: a serialization failure
+/// or deadlock, a lock or statement timeout, a connection lost or refused, a server shutting
+/// down or overloaded (Postgres SQLSTATE, always five characters), or SQLite's `BUSY` and
+/// `LOCKED` (a decimal result code, extended codes carrying the primary one in the low byte).
+pub fn is_transient_database_code(code: &str) -> bool {
+    if code.len() == 5 {
+        return matches!(code, "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300")
+            || code.starts_with("08");
+    }
+    const SQLITE_BUSY: u32 = 5;
+    const SQLITE_LOCKED: u32 = 6;
+    code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
 /// How a job-creating write ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]

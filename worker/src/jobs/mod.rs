@@ -43,19 +43,11 @@ impl From<sqlx::Error> for JobFailure {
         let unavailable = |message: &str| Self::Retryable(JobError::new("store_unavailable", message));
         let failed = |message: String| Self::Failed(JobError::new("store_error", message));
         match error {
-            E::Io(_)
-            | E::Tls(_)
-            | E::Protocol(_)
-            | E::PoolTimedOut
-            | E::PoolClosed
-            | E::WorkerCrashed
-            | E::BeginFailed => unavailable("the database was unavailable"),
+            E::Database(_) if store::is_transient(&error) => unavailable("the database was busy or unavailable"),
+            _ if store::is_transient(&error) => unavailable("the database was unavailable"),
             E::Database(db) => {
                 let code = db.code().map(|code| code.into_owned());
                 let code = code.as_deref();
-                if code.is_some_and(is_transient_database_code) {
-                    return unavailable("the database was busy or unavailable");
-                }
                 let what = match db.kind() {
                     sqlx::error::ErrorKind::UniqueViolation => "a unique constraint was violated",
                     sqlx::error::ErrorKind::ForeignKeyViolation => "a foreign key constraint was violated",
@@ -75,20 +67,6 @@ impl From<sqlx::Error> for JobFailure {
             _ => failed("the database could not run the job's statement".into()),
         }
     }
-}
-
-/// True for a database error code that another attempt may not meet: a serialization failure
-/// or deadlock, a lock or statement timeout, a connection lost or refused, a server shutting
-/// down or overloaded (Postgres SQLSTATE, always five characters), or SQLite's `BUSY` and
-/// `LOCKED` (a decimal result code, extended codes carrying the primary one in the low byte).
-pub(crate) fn is_transient_database_code(code: &str) -> bool {
-    if code.len() == 5 {
-        return matches!(code, "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300")
-            || code.starts_with("08");
-    }
-    const SQLITE_BUSY: u32 = 5;
-    const SQLITE_LOCKED: u32 = 6;
-    code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 impl From<LlmError> for JobFailure {
@@ -261,10 +239,10 @@ mod tests {
     #[test]
     fn transient_codes_are_told_apart_from_permanent_ones() {
         for code in ["40001", "40P01", "55P03", "57014", "57P03", "53300", "08001", "5", "6", "261", "262", "517"] {
-            assert!(is_transient_database_code(code), "{code}");
+            assert!(store::is_transient_database_code(code), "{code}");
         }
         for code in ["23505", "23503", "22021", "22P02", "42P01", "0", "1", "19", "2067", "787", "busy"] {
-            assert!(!is_transient_database_code(code), "{code}");
+            assert!(!store::is_transient_database_code(code), "{code}");
         }
     }
 }
