@@ -162,7 +162,10 @@ pub struct SimStats {
     pub requests_served: u64,
     /// Answered with a failure fault.
     pub requests_faulted: u64,
-    /// Chat requests whose response is not finished yet.
+    /// Chat requests whose response is still being produced or streamed. A request leaves when
+    /// its response ends or its client goes away: a closed connection drops the response (the
+    /// server notices even while the response waits for its next token), so this falls to 0
+    /// once a client has dropped its requests, and stays above 0 while one holds them.
     pub in_flight: u64,
     /// Most chat requests in flight at once.
     pub peak_in_flight: u64,

@@ -450,3 +450,63 @@ async fn max_tokens_cuts_the_reply_and_says_so() {
     let body: Value = post(&sim, &request).await.json().await.unwrap();
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 }
+
+/// Polls the simulator until `condition` holds; a generous hang guard turns "never" into a
+/// failure.
+async fn until_stats(sim: &LlmSimulator, what: &str, condition: impl Fn(&SimStats) -> bool) {
+    let poll = async {
+        while !condition(&sim.stats()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), poll).await.unwrap_or_else(|_| panic!("{what}: {:?}", sim.stats()));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_releases_its_in_flight_slot() {
+    // Ten minutes to the first token: only the client leaving can end these requests in time.
+    let sim = start(SimConfig { time_to_first_token: Duration::from_secs(600), ..fast() }).await;
+
+    // Streamed, waiting for its first token: the head is out and the body is idle, so the server
+    // has nothing to write that could fail; it must notice the closed connection by itself.
+    let streamed = post(&sim, &chat("slow stream", true)).await;
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(sim.stats().in_flight, 1, "the stream is in flight");
+    drop(streamed);
+    until_stats(&sim, "the dropped stream is no longer in flight", |s| s.in_flight == 0).await;
+
+    // Not streamed: the client gives up before any byte of the answer (the handler is waiting).
+    let request = tokio::spawn({
+        let url = format!("{}/chat/completions", sim.base_url());
+        async move { reqwest::Client::new().post(url).json(&chat("slow answer", false)).send().await }
+    });
+    until_stats(&sim, "the answer is in flight", |s| s.in_flight == 1).await;
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    until_stats(&sim, "the abandoned answer is no longer in flight", |s| s.in_flight == 0).await;
+
+    // Mid-stream: tokens were flowing, a long wait for the next one, and the client leaves.
+    sim.set_config(SimConfig { inter_token_delay: Duration::from_secs(600), ..fast() });
+    let response = post(&sim, &chat("slow tokens", true)).await;
+    let mut body = response.bytes_stream();
+    let first = body.next().await.expect("a first chunk").unwrap();
+    assert!(first.starts_with(b"data: {"), "{first:?}");
+    assert_eq!(sim.stats().in_flight, 1);
+    drop(body);
+    until_stats(&sim, "the half-read stream is no longer in flight", |s| s.in_flight == 0).await;
+
+    let stats = sim.stats();
+    assert_eq!((stats.requests_received, stats.requests_served, stats.peak_in_flight), (3, 0, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn in_flight_counts_until_the_last_byte_and_not_after() {
+    let sim = start(SimConfig { inter_token_delay: Duration::from_millis(20), ..fast() }).await;
+    let response = post(&sim, &chat("hi", true)).await;
+    assert_eq!(sim.stats().in_flight, 1, "the stream is in flight while its tokens come");
+    sse_events(response).await;
+    until_stats(&sim, "a finished stream leaves nothing in flight", |s| s.in_flight == 0).await;
+    content_of(post(&sim, &chat("hi", false)).await).await;
+    let stats = sim.stats();
+    assert_eq!((stats.in_flight, stats.requests_served), (0, 2));
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fastnpc_tests::{
-    harness::{Backend, TestApp},
+    harness::{Backend, HANG_GUARD, TestApp},
     sim::SimConfig,
 };
 use futures::StreamExt;
@@ -17,24 +17,54 @@ async fn cancel(app: &TestApp, user: &fastnpc_tests::harness::TestUser, job: &st
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// An app whose model takes ten minutes to say anything, and whose LLM client would wait that
+/// long: the only way one of its LLM requests ends within the hang guard is its client dropping
+/// it.
+async fn app_with_a_model_that_never_answers() -> TestApp {
+    TestApp::builder()
+        .setting("FASTNPC_LLM_TIMEOUT_SECS", "900")
+        .sim(SimConfig { time_to_first_token: Duration::from_secs(600), ..SimConfig::default() })
+        .spawn()
+        .await
+}
+
+/// Waits (hang-guarded) until the simulator has `count` requests in flight.
+async fn until_in_flight(app: &TestApp, count: u64) {
+    let poll = async {
+        while app.sim.stats().in_flight < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, poll).await.expect("the LLM calls are in flight");
+}
+
+/// Reads a job's stream until it says the job is running.
+async fn until_running(
+    stream: &mut (impl futures::Stream<Item = anyhow::Result<fastnpc_tests::sse_client::SseEvent>> + Unpin),
+) {
+    let running = async {
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            if event.event == "status" && event.data["status"] == "running" {
+                return;
+            }
+        }
+        panic!("the stream ended before the job ran");
+    };
+    tokio::time::timeout(HANG_GUARD, running).await.expect("the job starts");
+}
+
 #[tokio::test]
 async fn a_running_generation_is_cancelled_and_its_character_never_left_half_made() {
-    // Calls that would take a minute: only a cancellation ends this job in time.
-    let app = TestApp::builder()
-        .sim(SimConfig { time_to_first_token: Duration::from_secs(60), ..SimConfig::default() })
-        .spawn()
-        .await;
+    let app = app_with_a_model_that_never_answers().await;
     let user = app.user("ada").await;
     let created = app.create_character(&user, "诸葛亮").await;
     let job = created["job"]["id"].as_str().unwrap();
 
     let mut stream = app.open_events(&user, job, None).await;
-    while let Some(event) = stream.next().await {
-        let event = event.unwrap();
-        if event.event == "status" && event.data["status"] == "running" {
-            break;
-        }
-    }
+    until_running(&mut stream).await;
+    // The nine category calls are out, waiting for a model that will not answer in time.
+    until_in_flight(&app, 9).await;
     let (status, body) = cancel(&app, &user, job).await;
     assert_eq!(status, 202, "{body}");
     let rest: Vec<_> = stream.map(|e| e.unwrap()).collect().await;
@@ -47,7 +77,9 @@ async fn a_running_generation_is_cancelled_and_its_character_never_left_half_mad
     let character: Value = app.get(&format!("/v1/characters/{character_id}"), &user).await.json().await.unwrap();
     assert_eq!(character["character"]["status"], "failed");
     assert!(character["character"]["profile"].is_null());
-    assert_eq!(app.sim.stats().requests_served, 0, "no call completed: they were dropped");
+    // The calls were dropped, not left to run on: the simulator sees every connection closed.
+    app.wait_until_llm_idle().await;
+    assert_eq!(app.sim.stats().requests_served, 0, "no call completed");
 
     // Cancelling again changes nothing.
     let (status, again) = cancel(&app, &user, job["id"].as_str().unwrap()).await;
@@ -90,10 +122,10 @@ async fn a_streaming_reply_is_cancelled_and_nothing_is_stored() {
     let app = TestApp::spawn().await;
     let user = app.user("hedy").await;
     let character = app.ready_character(&user, "杜甫").await;
-    // Now a slow, long reply: a minute of tokens.
+    // Now a slow, long reply: two minutes of tokens, longer than the hang guard.
     app.sim.set_config(SimConfig {
         inter_token_delay: Duration::from_millis(200),
-        reply_tokens: 300,
+        reply_tokens: 600,
         ..SimConfig::default()
     });
     let sent: Value = app.send_message(&user, &character, "讲个长故事", None).await.json().await.unwrap();
@@ -105,9 +137,14 @@ async fn a_streaming_reply_is_cancelled_and_nothing_is_stored() {
             break;
         }
     }
+    let served = app.sim.stats().requests_served;
+    assert_eq!(app.sim.stats().in_flight, 1, "the reply is streaming");
     assert_eq!(cancel(&app, &user, job).await.0, 202);
     let rest: Vec<_> = stream.map(|e| e.unwrap()).collect().await;
     assert_eq!(rest.last().unwrap().event, "cancelled");
+    // The reply's stream was dropped, not read to its end.
+    app.wait_until_llm_idle().await;
+    assert_eq!(app.sim.stats().requests_served, served);
     let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &user).await.json().await.unwrap();
     let items = history["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "the user's message stays; no partial reply is stored");
@@ -126,5 +163,39 @@ async fn another_users_job_cannot_be_cancelled() {
     assert_eq!(response.status(), 404);
     let job: Value = app.get(&format!("/v1/jobs/{job}"), &owner).await.json().await.unwrap();
     assert_eq!(job["job"]["status"], "queued", "unchanged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_whose_signal_was_lost_is_relayed_by_the_heartbeat() {
+    // Heartbeats every second: the relay is what ends this job, so it should not take ten.
+    let app = TestApp::builder()
+        .setting("FASTNPC_JOB_LEASE_SECS", "3")
+        .setting("FASTNPC_LLM_TIMEOUT_SECS", "900")
+        .sim(SimConfig { time_to_first_token: Duration::from_secs(600), ..SimConfig::default() })
+        .spawn()
+        .await;
+    let user = app.user("lin").await;
+    let created = app.create_character(&user, "韩愈").await;
+    let job = created["job"]["id"].as_str().unwrap();
+    let mut stream = app.open_events(&user, job, None).await;
+    until_running(&mut stream).await;
+    until_in_flight(&app, 9).await;
+
+    // The cancellation is recorded in the job's row, as the API records it, but its signal never
+    // reaches the worker (none is sent): only the worker's heartbeat can learn of it.
+    app.db.flag_cancel_requested(job).await;
+    let rest =
+        tokio::time::timeout(HANG_GUARD, stream.map(|e| e.unwrap()).collect::<Vec<_>>()).await.expect("the job ends");
+    assert_eq!(rest.last().unwrap().event, "cancelled", "{rest:?}");
+    assert!(rest.iter().all(|e| e.event != "succeeded" && e.event != "failed"));
+    let job = app.wait_for_job(&user, job).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["attempts"], 1);
+    let character_id = created["character"]["id"].as_str().unwrap();
+    let character: Value = app.get(&format!("/v1/characters/{character_id}"), &user).await.json().await.unwrap();
+    assert_eq!(character["character"]["status"], "failed", "never left generating");
+    app.wait_until_llm_idle().await;
+    assert_eq!(app.sim.stats().requests_served, 0);
     app.stop().await;
 }

@@ -126,13 +126,23 @@ async fn memories_can_be_read_and_edited_by_their_owner_only() {
     assert_eq!(memory["long_term"][0]["importance"], 12);
     assert_eq!(memory["version"], 1);
 
-    assert_eq!(app.get(&path, &other).await.status(), 404);
-    let intrusion = app.request(Method::PUT, &path, Some(&other)).json(&body).send().await.unwrap();
-    assert_eq!(intrusion.status(), 404);
+    // Another user reads and writes like a stranger to a missing character: the same answers,
+    // byte for byte. The intruder's body differs from what is stored, so a write that went
+    // through would show.
+    let missing = format!("/v1/characters/{}/memories", uuid::Uuid::now_v7());
+    let read = app.answer(Method::GET, &path, Some(&other), None).await;
+    assert_eq!(read.status, 404, "{read:?}");
+    assert_eq!(read, app.answer(Method::GET, &missing, Some(&other), None).await);
+    let intruders = json!({"short_term": ["入侵者 | 改写了 | 记忆"], "long_term": [{"content": "用户 | 是 | 入侵者", "importance": 3}]});
+    assert_ne!(intruders, body);
+    let intrusion = app.answer(Method::PUT, &path, Some(&other), Some(&intruders)).await;
+    assert_eq!(intrusion.status, 404, "{intrusion:?}");
+    assert_eq!(intrusion, app.answer(Method::PUT, &missing, Some(&other), Some(&intruders)).await);
+    assert_eq!(memories(&app, &owner, &character).await, memory, "the intrusion changed nothing, not even the version");
     let bad = json!({"short_term": [""], "long_term": []});
     assert_eq!(app.request(Method::PUT, &path, Some(&owner)).json(&bad).send().await.unwrap().status(), 422);
     let bad = json!({"short_term": [], "long_term": [{"content": "x", "importance": 99}]});
     assert_eq!(app.request(Method::PUT, &path, Some(&owner)).json(&bad).send().await.unwrap().status(), 422);
-    assert_eq!(memories(&app, &owner, &character).await["short_term"].as_array().unwrap().len(), 1, "unchanged");
+    assert_eq!(memories(&app, &owner, &character).await, memory, "refused edits changed nothing");
     app.stop().await;
 }

@@ -709,3 +709,283 @@ impl Drop for ChildWorker {
         let _ = self.0.wait();
     }
 }
+
+/// What a database holds, table by table: every row of every table the catalog lists, each
+/// rendered as text (see [`TestDb::table_rows`]). Two equal snapshots mean no row was added,
+/// removed or edited anywhere — counts alone miss an edit that keeps them.
+pub type DbContents = std::collections::BTreeMap<String, Vec<String>>;
+
+impl TestDb {
+    /// The tables the database's own catalog lists, so a table added later is not missed: the
+    /// current schema's base tables in Postgres, every table of `sqlite_master` in SQLite (both
+    /// include `_sqlx_migrations`; SQLite's also `sqlite_sequence` when a table uses it).
+    pub async fn tables(&self) -> Vec<String> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "select table_name::text from information_schema.tables
+                     where table_schema = current_schema() and table_type = 'BASE TABLE' order by 1",
+                )
+                .fetch_all(pool)
+                .await
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("select name from sqlite_master where type = 'table' order by 1")
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .expect("list the tables")
+    }
+
+    /// Every row of `table`, one line of text each, with every column, sorted. Postgres renders
+    /// the row with its own text form (`t::text`: bytea as `\x…` hex, timestamps to the
+    /// microsecond, JSON normalised); SQLite has no row-to-text cast, so each column is
+    /// rendered by `quote()` (text quoted, blobs as `X'…'` hex) and the columns are joined.
+    pub async fn table_rows(&self, table: &str) -> Vec<String> {
+        let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        match self {
+            Self::Postgres(pool) => {
+                let sql = format!("select t::text from {} t order by 1", quoted(table));
+                sqlx::query_scalar(sql.as_str()).fetch_all(pool).await
+            }
+            Self::Sqlite(pool) => {
+                let columns: Vec<String> = sqlx::query_scalar("select name from pragma_table_info($1) order by cid")
+                    .bind(table)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap_or_else(|error| panic!("columns of {table}: {error}"));
+                assert!(!columns.is_empty(), "{table} has columns");
+                let row =
+                    columns.iter().map(|c| format!("quote({})", quoted(c))).collect::<Vec<_>>().join(" || ',' || ");
+                let sql = format!("select {row} from {} order by 1", quoted(table));
+                sqlx::query_scalar(sql.as_str()).fetch_all(pool).await
+            }
+        }
+        .unwrap_or_else(|error| panic!("rows of {table}: {error}"))
+    }
+
+    /// Every row of every table ([`DbContents`]).
+    pub async fn contents(&self) -> DbContents {
+        let mut contents = DbContents::new();
+        for table in self.tables().await {
+            let rows = self.table_rows(&table).await;
+            contents.insert(table, rows);
+        }
+        contents
+    }
+}
+
+/// Fails naming each table whose rows differ between two [`DbContents`], and the rows that
+/// appeared or vanished (an edited row is one of each).
+pub fn assert_same_contents(before: &DbContents, after: &DbContents, what: &str) {
+    let tables: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut differences = Vec::new();
+    for table in tables {
+        let (old, new) = (before.get(table), after.get(table));
+        if old == new {
+            continue;
+        }
+        let (old, new) = (old.cloned().unwrap_or_default(), new.cloned().unwrap_or_default());
+        let gone: Vec<&String> = old.iter().filter(|row| !new.contains(row)).collect();
+        let appeared: Vec<&String> = new.iter().filter(|row| !old.contains(row)).collect();
+        differences.push(format!("{table}: rows gone {gone:#?}, rows appeared {appeared:#?}"));
+    }
+    assert!(differences.is_empty(), "{what}: the database changed:\n{}", differences.join("\n"));
+}
+
+/// An HTTP answer in full, for comparing two answers byte for byte: the status, every header but
+/// `date` (which only says when), and the body's bytes.
+#[derive(PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Sorted by name, then value.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, std::borrow::Cow<'_, str>)> =
+            self.headers.iter().map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value))).collect();
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+impl Answer {
+    /// Reads a whole response.
+    pub async fn read(response: Response) -> Self {
+        let status = response.status().as_u16();
+        let mut headers: Vec<(String, Vec<u8>)> = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != reqwest::header::DATE)
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        headers.sort();
+        let body = response.bytes().await.expect("the body is read").to_vec();
+        Self { status, headers, body }
+    }
+
+    /// A header's value, if present once or more (the first).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+impl TestApp {
+    /// Sends a request (as `user`, with a JSON body when given) and reads the whole [`Answer`].
+    pub async fn answer(&self, method: Method, path: &str, user: Option<&TestUser>, body: Option<&Value>) -> Answer {
+        let mut request = self.request(method, path, user);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Answer::read(request.send().await.expect("request sent")).await
+    }
+
+    /// Every Redis key of this app's namespace with what it holds (strings, hashes, lists, sets,
+    /// sorted sets and streams, rendered as `redis-cli` prints them): the distributed mode's
+    /// rows outside the database. Read with `redis-cli`, which ships with the Redis server.
+    pub async fn redis_contents(&self) -> Vec<(String, String)> {
+        assert_eq!(self.backend(), Backend::Distributed, "only the distributed mode uses Redis");
+        let url = self.settings.redis_url.expose().to_owned();
+        let pattern = format!("{}:*", self.settings.namespace);
+        tokio::task::spawn_blocking(move || {
+            let cli = |args: &[&str]| -> String {
+                let output = std::process::Command::new("redis-cli")
+                    .arg("-u")
+                    .arg(&url)
+                    .args(args)
+                    .output()
+                    .expect("redis-cli runs (it comes with redis-server)");
+                assert!(output.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            };
+            let mut keys: Vec<String> =
+                cli(&["--scan", "--pattern", &pattern]).lines().map(str::to_owned).filter(|k| !k.is_empty()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .map(|key| {
+                    let held = match cli(&["type", &key]).trim() {
+                        "string" => cli(&["get", &key]),
+                        "hash" => cli(&["hgetall", &key]),
+                        "list" => cli(&["lrange", &key, "0", "-1"]),
+                        "set" => cli(&["smembers", &key]),
+                        "zset" => cli(&["zrange", &key, "0", "-1", "withscores"]),
+                        "stream" => cli(&["xrange", &key, "-", "+"]),
+                        "none" => String::new(), // expired between the scan and now
+                        other => panic!("{key}: a Redis type this reader does not know: {other}"),
+                    };
+                    (key, held)
+                })
+                .collect()
+        })
+        .await
+        .expect("Redis is read")
+    }
+}
+
+// Helpers of the cancellation, crash and outage tests.
+
+impl TestDb {
+    /// Flags a running job's cancellation in its row, as the API's cancel does before it signals
+    /// the job's worker, and sends no signal: what a worker sees when the signal was lost.
+    pub async fn flag_cancel_requested(&self, job_id: &str) {
+        let job_id: uuid::Uuid = job_id.parse().expect("a job id");
+        let sql = "update jobs set cancel_requested_at = $2 where job_id = $1 and status = 'running'";
+        let now = chrono::Utc::now();
+        let flagged = match self {
+            Self::Postgres(pool) => {
+                sqlx::query(sql).bind(job_id).bind(now).execute(pool).await.map(|r| r.rows_affected())
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query(sql).bind(job_id).bind(now).execute(pool).await.map(|r| r.rows_affected())
+            }
+        }
+        .expect("flag the cancellation");
+        assert_eq!(flagged, 1, "the job is running");
+    }
+
+    /// The reply a chat job stored, if any.
+    pub async fn stored_reply(&self, job_id: &str) -> Option<String> {
+        let job_id: uuid::Uuid = job_id.parse().expect("a job id");
+        let sql = "select content from messages where job_id = $1";
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(job_id).fetch_optional(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).bind(job_id).fetch_optional(pool).await,
+        }
+        .expect("read the reply")
+    }
+}
+
+impl TestApp {
+    /// Waits until the simulator has no chat request in flight (hang-guarded): every response
+    /// has ended or its client has gone away.
+    pub async fn wait_until_llm_idle(&self) {
+        let poll = async {
+            while self.sim.stats().in_flight > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll)
+            .await
+            .unwrap_or_else(|_| panic!("LLM requests still in flight: {:?}", self.sim.stats()));
+    }
+
+    /// LLM requests whose user turn (see [`user_turn`]) is exactly `text`.
+    pub fn llm_requests_for(&self, text: &str) -> usize {
+        self.sim.requests().iter().filter(|request| user_turn(request) == Some(text)).count()
+    }
+
+    /// `(ready messages, consumers)` of the app's jobs queue, and the messages in its dead-letter
+    /// queue.
+    pub async fn queue_counts(&self) -> (u32, u32, u32) {
+        let connection = fastnpc_shared::queue::connect(&self.settings.amqp_url).await.expect("broker reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        let topology = Topology::from_settings(&self.settings);
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let jobs = channel
+            .queue_declare(topology.jobs_queue.as_str().into(), passive, lapin::types::FieldTable::default())
+            .await
+            .expect("the jobs queue exists");
+        let dead = channel
+            .queue_declare(topology.dead_queue.as_str().into(), passive, lapin::types::FieldTable::default())
+            .await
+            .expect("the dead-letter queue exists");
+        let _ = connection.close(200, "done".into()).await;
+        (jobs.message_count(), jobs.consumer_count(), dead.message_count())
+    }
+}
+
+/// The user turn of a recorded LLM request: the content of its last message. A chat reply's is
+/// the user message it answers, verbatim (earlier turns of the conversation are in the system
+/// prompt), so it tells which job asked.
+pub fn user_turn(request: &crate::sim::RecordedRequest) -> Option<&str> {
+    request.body["messages"].as_array()?.last()?.get("content")?.as_str()
+}
+
+/// Checks the whole event stream of a job that succeeded — ids 1..N once each and in order, one
+/// terminal event and it is the last, `succeeded` — and returns the text of its `token` events
+/// after the last `reset` (all of them when there is none): what a client shows as the reply.
+pub fn succeeded_stream_text(events: &[SseEvent]) -> String {
+    let ids: Vec<u64> = events.iter().map(|e| e.id.expect("logged events have ids")).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    let terminal: Vec<&str> = events
+        .iter()
+        .map(|e| e.event.as_str())
+        .filter(|e| matches!(*e, "succeeded" | "failed" | "cancelled"))
+        .collect();
+    assert_eq!(terminal, ["succeeded"], "one terminal event");
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("succeeded"), "the terminal event ends the stream");
+    let after_reset = events.iter().rposition(|e| e.event == "reset").map_or(0, |i| i + 1);
+    events[after_reset..]
+        .iter()
+        .filter(|e| e.event == "token")
+        .map(|e| e.data["text"].as_str().expect("a token has text"))
+        .collect()
+}
