@@ -1,11 +1,13 @@
 //! Request extractors that fail with problem details instead of axum's plain-text rejections.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
     Json,
-    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
-    http::{header, request::Parts},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{HeaderMap, header, request::Parts},
 };
-use fastnpc_shared::ids::UserId;
+use fastnpc_shared::{ids::UserId, settings::TrustedProxies};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -137,9 +139,56 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// The client's address, which the login back-off counts by: the TCP peer, or, when the peer is
+/// one of `FASTNPC_TRUSTED_PROXIES`, the address its `X-Forwarded-For` names (see
+/// [`client_address`]). Anyone else's `X-Forwarded-For` is ignored: a client cannot choose the
+/// address it is counted as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Present on every request `Api::run_until` serves (`into_make_service_with_connect_info`).
+        let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("no peer address: the router must be served with connect info"))
+        })?;
+        Ok(Self(client_address(peer.ip(), &parts.headers, &state.config.trusted_proxies)))
+    }
+}
+
+/// The client of a request that arrived from `peer`. A trusted proxy appends the address it
+/// received the request from to `X-Forwarded-For`, so the list is read from the right: past the
+/// entries that are trusted proxies themselves (a chain of them), the first one that is not is
+/// the client. Whatever lies further left was written by the client and is not believed. An
+/// entry that is not an address stops the walk at the last trusted hop.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !trusted.contains(client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.into_iter().rev() {
+        let Ok(address) = hop.parse::<IpAddr>() else { break };
+        client = address.to_canonical();
+        if !trusted.contains(client) {
+            break;
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
-    use super::has_escaped_nul;
+    use axum::http::HeaderValue;
+
+    use super::*;
 
     #[test]
     fn finds_nul_escapes_but_not_escaped_backslashes() {
@@ -147,5 +196,43 @@ mod tests {
         assert!(has_escaped_nul(br#"{"content": "\\\u0000"}"#), "an escaped backslash, then NUL");
         assert!(!has_escaped_nul(br#"{"content": "\\u0000"}"#), "a backslash, then the text u0000");
         assert!(!has_escaped_nul(br#"{"content": "plain"}"#));
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let nobody = TrustedProxies::default();
+        assert_eq!(client_address(ip("203.0.113.7"), &forwarded(&["198.51.100.1"]), &nobody), ip("203.0.113.7"));
+        let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(client_address(ip("203.0.113.7"), &forwarded(&["198.51.100.1"]), &proxies), ip("203.0.113.7"));
+        assert_eq!(client_address(ip("::ffff:203.0.113.7"), &HeaderMap::new(), &nobody), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_a_client_cannot_forge_past_it() {
+        let proxies: TrustedProxies = "10.0.0.0/8, ::1".parse().unwrap();
+        let through = |values: &[&str]| client_address(ip("10.0.0.2"), &forwarded(values), &proxies);
+        assert_eq!(through(&["198.51.100.1"]), ip("198.51.100.1"));
+        // The client sent its own header; the proxy appended the real address.
+        assert_eq!(through(&["1.2.3.4, 198.51.100.1"]), ip("198.51.100.1"));
+        assert_eq!(through(&["1.2.3.4", "198.51.100.1"]), ip("198.51.100.1"), "repeated headers are one list");
+        // A chain of trusted proxies is walked past.
+        assert_eq!(through(&["1.2.3.4, 198.51.100.1, 10.9.9.9"]), ip("198.51.100.1"));
+        assert_eq!(through(&["2001:db8::5"]), ip("2001:db8::5"));
+        // Nothing usable: the last trusted hop is the client.
+        assert_eq!(through(&[]), ip("10.0.0.2"));
+        assert_eq!(through(&["not-an-address"]), ip("10.0.0.2"));
+        assert_eq!(through(&["1.2.3.4, garbage, 10.9.9.9"]), ip("10.9.9.9"));
     }
 }

@@ -86,7 +86,7 @@ pub struct Backends {
     pub publisher: Arc<dyn fastnpc_shared::queue::JobQueue>,
     pub control: Arc<dyn fastnpc_shared::control::CancelSignal>,
     pub login_limiter: Arc<dyn fastnpc_shared::rate_limit::LoginAttempts>,
-    pub stream_tokens: Arc<dyn fastnpc_shared::rate_limit::StreamTokenStore>,
+    pub stream_tokens: Arc<dyn fastnpc_shared::stream_tokens::StreamTokenStore>,
     pub submissions: Arc<dyn fastnpc_shared::rate_limit::SubmissionRate>,
 }
 
@@ -106,7 +106,7 @@ impl Api {
             publisher: Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings))),
             control: Arc::new(fastnpc_shared::control::ControlSender::new(redis.clone(), namespace)),
             login_limiter: Arc::new(fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), namespace)),
-            stream_tokens: Arc::new(fastnpc_shared::rate_limit::StreamTokens::new(redis.clone(), namespace)),
+            stream_tokens: Arc::new(fastnpc_shared::stream_tokens::StreamTokens::new(redis.clone(), namespace)),
             submissions: Arc::new(fastnpc_shared::rate_limit::SubmissionLimiter::new(
                 redis,
                 namespace,
@@ -137,12 +137,12 @@ impl Api {
                 session_ttl: settings.session_ttl,
                 request_timeout: settings.http_request_timeout,
                 limits: settings.limits.clone(),
+                trusted_proxies: settings.trusted_proxies.clone(),
+                password_hashing_queue: settings.password_hashing.queue_timeout,
             }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
-            password_hashing: Arc::new(tokio::sync::Semaphore::new(
-                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            password_hashing: Arc::new(tokio::sync::Semaphore::new(settings.password_hashing.concurrency)),
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
@@ -163,7 +163,8 @@ impl Api {
         tracing::info!(addr = %listener.local_addr()?, "API listening");
         let stopping = stop.clone();
         let pending = state.background.clone();
-        axum::serve(listener, app(state))
+        // With the peer's address on every request: the login back-off counts per client address.
+        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Ends SSE streams and background tasks, so the drain does not wait on them.

@@ -7,7 +7,8 @@ use fastnpc_shared::{
     control::CancelSignal,
     event_bus::{EventHub, EventLog},
     queue::JobQueue,
-    rate_limit::{LoginAttempts, StreamTokenStore, SubmissionRate},
+    rate_limit::{LoginAttempts, SubmissionRate},
+    stream_tokens::StreamTokenStore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -22,7 +23,7 @@ pub struct AppState {
     pub publisher: Arc<dyn JobQueue>,
     /// Cancel signals to the workers.
     pub control: Arc<dyn CancelSignal>,
-    /// Failed-login backoff per username.
+    /// Failed-password back-off per (username, address), per address and per username.
     pub login_limiter: Arc<dyn LoginAttempts>,
     /// Short-lived single-job tokens for browser `EventSource`s.
     pub stream_tokens: Arc<dyn StreamTokenStore>,
@@ -35,7 +36,8 @@ pub struct AppState {
     /// waits for it.
     pub background: TaskTracker,
     /// Bounds concurrent password hashing (argon2id takes ~19 MiB and real CPU per hash), so a
-    /// flood of logins queues instead of exhausting memory and the blocking pool.
+    /// flood of logins queues (for at most `config.password_hashing_queue`, then `503`) instead
+    /// of exhausting memory and the blocking pool.
     pub password_hashing: Arc<tokio::sync::Semaphore>,
 }
 
@@ -46,4 +48,8 @@ pub struct ApiConfig {
     /// `FASTNPC_HTTP_REQUEST_TIMEOUT_SECS` (see [`crate::timeout`]).
     pub request_timeout: Duration,
     pub limits: fastnpc_shared::settings::UserLimits,
+    /// `FASTNPC_TRUSTED_PROXIES`: the peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: fastnpc_shared::settings::TrustedProxies,
+    /// `FASTNPC_PASSWORD_HASHING_QUEUE_MS`: the longest a request waits for a hashing place.
+    pub password_hashing_queue: Duration,
 }

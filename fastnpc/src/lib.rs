@@ -25,8 +25,9 @@ use fastnpc_shared::{
     dispatch,
     embedded::{
         control::LocalControl,
-        limits::{LocalLoginLimiter, LocalStreamTokens, LocalSubmissionLimiter},
+        limits::{LocalLoginLimiter, LocalSubmissionLimiter},
         queue::InProcessQueue,
+        stream_tokens::LocalStreamTokens,
     },
     event_bus::{EventHub, EventLog},
     llm::{LlmClient, OpenAiClient},

@@ -18,7 +18,8 @@
 //!   [`event_bus`] (Redis pub/sub + streams), [`llm`] (any OpenAI-compatible endpoint).
 //! - [`control`]: API → worker signals (cancel a running job).
 //! - [`dispatch`]: handing committed jobs to the queue (event, publish, confirm).
-//! - [`rate_limit`]: login backoff shared by all API replicas.
+//! - [`rate_limit`]: login back-off and submission limits shared by all API replicas.
+//! - [`stream_tokens`]: short-lived single-job tokens for browsers' `EventSource`.
 //! - [`embedded`]: in-process stand-ins for RabbitMQ and Redis, for running the API and the
 //!   workers as one process over SQLite alone (`fastnpc serve`, with `fastnpc-store-sqlite`).
 //! - [`shutdown`]: the SIGINT/SIGTERM future both binaries stop on.
@@ -39,4 +40,5 @@ pub mod rate_limit;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
+pub mod stream_tokens;
 pub mod telemetry;

@@ -1,36 +1,123 @@
-//! Login attempt limiting with lockout backoff, kept in Redis so every API replica sees the
-//! same counts.
+//! Login attempt limiting with lock-out back-off, kept in Redis so every API replica sees the
+//! same counts; `embedded::limits::LocalLoginLimiter` is its in-memory twin, built on the same
+//! policy functions here so the two cannot drift.
 //!
-//! Per username (case-insensitive): the first [`FREE_FAILURES`] failures in a window cost
-//! nothing; each further failure locks the name for twice as long as the last (1 s, 2 s, 4 s,
-//! … up to 15 min), and attempts during a lock are refused with `Retry-After` without checking
-//! the password. A successful login clears the count. Counting by name, not by address, protects
-//! an account from password guessing through many addresses; the lock is short at first so an
-//! attacker cannot lock a user out for long.
+//! A failed password check (login, `POST /v1/auth/password`, `DELETE /v1/me`) counts three
+//! times, each within a [`WINDOW`] after the latest failure:
+//!
+//! - per **username and client address** (the pair): the first [`FREE_FAILURES`] cost nothing;
+//!   each further one locks the pair for twice as long as the last (1 s, 2 s, 4 s, … up to
+//!   15 min). A correct password from the same address clears the pair;
+//! - per **address**, whatever the username: past [`ADDRESS_FREE_FAILURES`] the address backs
+//!   off the same way for every username (one address spraying many accounts);
+//! - per **username**, whatever the address: past [`USERNAME_CEILING`] the username backs off
+//!   the same way, but that lock applies only to addresses that have failed on the username
+//!   themselves (within the window). Guessing through many addresses is thus slowed to about
+//!   one guess per address, while an address that has not been failing is never refused: the
+//!   owner, from their own address, can always log in with the right password.
+//!
+//! Attempts during a lock that applies are refused with `Retry-After` without checking the
+//! password. A success clears only its pair: the address and username counts run out with the
+//! window (a success must not launder an attacker's address count through an account of their
+//! own, nor reopen a username that is being guessed).
+//!
+//! Addresses are bucketed: an IPv4 address (or an IPv4-mapped IPv6 one) is itself, an IPv6
+//! address is its /64, the block one subscriber usually holds (see [`address_bucket`]).
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
 
 use redis::{AsyncCommands, aio::ConnectionManager};
 
-/// Failures allowed before the backoff starts.
+/// Failures per (username, address) before that pair backs off.
 pub const FREE_FAILURES: u32 = 5;
+/// Failures per address, all usernames together, before the address backs off.
+pub const ADDRESS_FREE_FAILURES: u32 = 20;
+/// Failures per username, all addresses together, past which the addresses that have failed on
+/// it back off (never the others).
+pub const USERNAME_CEILING: u32 = 10;
 /// The longest lock.
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 /// Failures are forgotten this long after the last one.
 pub(crate) const WINDOW: Duration = Duration::from_secs(60 * 60);
 
-/// The lock that the `failures`-th failure in a window causes. Shared with the in-process
-/// limiter so both backoffs are the same by construction.
-pub(crate) fn lock_after(failures: u32) -> Option<Duration> {
-    (failures > FREE_FAILURES)
-        .then(|| Duration::from_secs(1u64 << (failures - FREE_FAILURES - 1).min(20)).min(MAX_LOCK))
+/// The lock that the `failures`-th failure in a window causes when `free` are allowed: 1 s for
+/// the first one past them, doubling up to [`MAX_LOCK`].
+pub(crate) fn lock_after(failures: u32, free: u32) -> Option<Duration> {
+    (failures > free).then(|| Duration::from_secs(1u64 << (failures - free - 1).min(20)).min(MAX_LOCK))
 }
 
-/// Login backoff per username.
+/// The bucket an address is counted in: IPv4 addresses (also IPv4-mapped IPv6 ones) alone, IPv6
+/// addresses by their /64 prefix, since one subscriber commonly holds a whole /64 and could
+/// otherwise step to a fresh address for every guess.
+pub fn address_bucket(address: IpAddr) -> String {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{}/64", Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+    }
+}
+
+/// Failures in the window, after the latest one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FailureCounts {
+    /// Of this username from this address.
+    pub pair: u32,
+    /// From this address, any username.
+    pub address: u32,
+    /// Of this username, any address.
+    pub username: u32,
+}
+
+/// The locks one failure sets (each replaces the live lock of its kind; `None` leaves it alone).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Locks {
+    pub pair: Option<Duration>,
+    pub address: Option<Duration>,
+    pub username: Option<Duration>,
+}
+
+impl FailureCounts {
+    /// The locks these counts call for.
+    pub(crate) fn locks(self) -> Locks {
+        Locks {
+            pair: lock_after(self.pair, FREE_FAILURES),
+            address: lock_after(self.address, ADDRESS_FREE_FAILURES),
+            username: lock_after(self.username, USERNAME_CEILING),
+        }
+    }
+}
+
+impl Locks {
+    /// The longest of them: what the failing pair (which the username lock applies to) waits.
+    pub(crate) fn longest(self) -> Option<Duration> {
+        [self.pair, self.address, self.username].into_iter().flatten().max()
+    }
+}
+
+/// What an attempt waits, given the live locks (their remaining time) of its pair, its address
+/// and its username, and whether its pair has failed within the window: the username's lock
+/// applies only to a pair that has.
+pub(crate) fn wait(live: Locks, pair_has_failed: bool) -> Option<Duration> {
+    Locks { username: live.username.filter(|_| pair_has_failed), ..live }.longest()
+}
+
+/// Login back-off per (username, address), per address and per username (see the module doc).
 #[derive(Clone)]
 pub struct LoginLimiter {
     connection: ConnectionManager,
     namespace: String,
+}
+
+/// The Redis keys of one attempt: a failure count and a lock for each of its three scopes.
+struct LoginKeys {
+    pair_failures: String,
+    pair_lock: String,
+    address_failures: String,
+    address_lock: String,
+    username_failures: String,
+    username_lock: String,
 }
 
 impl LoginLimiter {
@@ -38,87 +125,74 @@ impl LoginLimiter {
         Self { connection, namespace: namespace.to_owned() }
     }
 
-    fn keys(&self, username: &str) -> (String, String) {
-        let name = username.to_lowercase();
-        (format!("{}:login:failures:{name}", self.namespace), format!("{}:login:lock:{name}", self.namespace))
+    fn keys(&self, username: &str, address: IpAddr) -> LoginKeys {
+        let (namespace, name, address) = (&self.namespace, username.to_lowercase(), address_bucket(address));
+        // An address bucket never holds `|`, so the first one ends it, whatever the name holds.
+        LoginKeys {
+            pair_failures: format!("{namespace}:login:failures:pair:{address}|{name}"),
+            pair_lock: format!("{namespace}:login:lock:pair:{address}|{name}"),
+            address_failures: format!("{namespace}:login:failures:address:{address}"),
+            address_lock: format!("{namespace}:login:lock:address:{address}"),
+            username_failures: format!("{namespace}:login:failures:username:{name}"),
+            username_lock: format!("{namespace}:login:lock:username:{name}"),
+        }
     }
 
-    /// `Some(wait)` while the name is locked.
-    pub async fn locked_for(&self, username: &str) -> Result<Option<Duration>, redis::RedisError> {
-        let (_, lock) = self.keys(username);
+    /// `Some(wait)` while a lock applies to `username` from `address`.
+    pub async fn locked_for(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, redis::RedisError> {
+        let keys = self.keys(username, address);
         let mut connection = self.connection.clone();
-        let ttl_ms: i64 = connection.pttl(&lock).await?;
-        Ok((ttl_ms > 0).then(|| Duration::from_millis(ttl_ms as u64)))
+        let (pair, address, username, pair_has_failed): (i64, i64, i64, bool) = redis::pipe()
+            .pttl(&keys.pair_lock)
+            .pttl(&keys.address_lock)
+            .pttl(&keys.username_lock)
+            .exists(&keys.pair_failures)
+            .query_async(&mut connection)
+            .await?;
+        let remaining = |ttl_ms: i64| (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms as u64));
+        let live = Locks { pair: remaining(pair), address: remaining(address), username: remaining(username) };
+        Ok(wait(live, pair_has_failed))
     }
 
-    /// Records a failed attempt; returns the lock it caused, if any.
-    pub async fn failed(&self, username: &str) -> Result<Option<Duration>, redis::RedisError> {
-        let (failures_key, lock_key) = self.keys(username);
+    /// Records a failed attempt; returns the longest lock it caused, if any.
+    pub async fn failed(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, redis::RedisError> {
+        let keys = self.keys(username, address);
         let mut connection = self.connection.clone();
-        let failures: u32 = connection.incr(&failures_key, 1).await?;
-        let _: bool = connection.expire(&failures_key, WINDOW.as_secs() as i64).await?;
-        let Some(lock) = lock_after(failures) else {
-            return Ok(None);
-        };
-        let _: () = connection.pset_ex(&lock_key, 1, lock.as_millis() as u64).await?;
-        Ok(Some(lock))
+        let window = WINDOW.as_secs() as i64;
+        let (pair, address, username): (u32, u32, u32) = redis::pipe()
+            .atomic()
+            .incr(&keys.pair_failures, 1)
+            .expire(&keys.pair_failures, window)
+            .ignore()
+            .incr(&keys.address_failures, 1)
+            .expire(&keys.address_failures, window)
+            .ignore()
+            .incr(&keys.username_failures, 1)
+            .expire(&keys.username_failures, window)
+            .ignore()
+            .query_async(&mut connection)
+            .await?;
+        let locks = FailureCounts { pair, address, username }.locks();
+        let mut set = redis::pipe();
+        for (key, lock) in
+            [(&keys.pair_lock, locks.pair), (&keys.address_lock, locks.address), (&keys.username_lock, locks.username)]
+        {
+            if let Some(lock) = lock {
+                set.pset_ex(key, 1, lock.as_millis() as u64).ignore();
+            }
+        }
+        if locks.longest().is_some() {
+            let _: () = set.query_async(&mut connection).await?;
+        }
+        Ok(locks.longest())
     }
 
-    /// A successful login forgets the failures.
-    pub async fn succeeded(&self, username: &str) -> Result<(), redis::RedisError> {
-        let (failures_key, lock_key) = self.keys(username);
+    /// A correct password forgets the pair's failures (not the address's nor the username's).
+    pub async fn succeeded(&self, username: &str, address: IpAddr) -> Result<(), redis::RedisError> {
+        let keys = self.keys(username, address);
         let mut connection = self.connection.clone();
-        let _: i64 = connection.del(&[failures_key, lock_key]).await?;
+        let _: i64 = connection.del(&[keys.pair_failures, keys.pair_lock]).await?;
         Ok(())
-    }
-}
-
-/// Short-lived tokens that let a browser's `EventSource` (which cannot send headers) read one
-/// job's event stream: `?stream_token=…` instead of a long-lived bearer token in a URL. Stored in
-/// Redis (hashed) with a TTL, bound to one user and one job.
-#[derive(Clone)]
-pub struct StreamTokens {
-    connection: ConnectionManager,
-    namespace: String,
-}
-
-/// How long a stream token works (long enough for `EventSource` reconnects during one job).
-pub const STREAM_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
-
-impl StreamTokens {
-    pub fn new(connection: ConnectionManager, namespace: &str) -> Self {
-        Self { connection, namespace: namespace.to_owned() }
-    }
-
-    fn key(&self, token_hash: &str) -> String {
-        format!("{}:stream-token:{token_hash}", self.namespace)
-    }
-
-    /// Stores a token (by its hash) for `user_id` reading `job_id`.
-    pub async fn issue(
-        &self,
-        token_hash: &str,
-        user_id: crate::ids::UserId,
-        job_id: crate::ids::JobId,
-    ) -> Result<(), redis::RedisError> {
-        let mut connection = self.connection.clone();
-        let _: () =
-            connection.set_ex(self.key(token_hash), format!("{user_id}:{job_id}"), STREAM_TOKEN_TTL.as_secs()).await?;
-        Ok(())
-    }
-
-    /// The user a live token was issued to, if it was issued for `job_id`.
-    pub async fn user_for(
-        &self,
-        token_hash: &str,
-        job_id: crate::ids::JobId,
-    ) -> Result<Option<crate::ids::UserId>, redis::RedisError> {
-        let mut connection = self.connection.clone();
-        let value: Option<String> = connection.get(self.key(token_hash)).await?;
-        Ok(value.and_then(|v| {
-            let (user, job) = v.split_once(':')?;
-            (job.parse::<crate::ids::JobId>().ok()? == job_id).then(|| user.parse().ok()).flatten()
-        }))
     }
 }
 
@@ -160,32 +234,16 @@ pub(crate) fn submission_window(since_epoch: Duration) -> (u64, Duration) {
 /// Why a limiter could not answer (its store is unreachable); callers fail open or 503.
 pub type LimiterError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Failed-login backoff per username: Redis ([`LoginLimiter`]) or in memory
+/// Failed-password back-off (see the module doc): Redis ([`LoginLimiter`]) or in memory
 /// (`embedded::limits::LocalLoginLimiter`).
 #[async_trait::async_trait]
 pub trait LoginAttempts: Send + Sync + 'static {
-    /// `Some(wait)` while the name is locked.
-    async fn locked_for(&self, username: &str) -> Result<Option<Duration>, LimiterError>;
-    /// Records a failed attempt; returns the lock it caused, if any.
-    async fn failed(&self, username: &str) -> Result<Option<Duration>, LimiterError>;
-    /// A successful login forgets the failures.
-    async fn succeeded(&self, username: &str) -> Result<(), LimiterError>;
-}
-
-/// Single-job stream tokens for `EventSource`: Redis ([`StreamTokens`]) or in memory.
-#[async_trait::async_trait]
-pub trait StreamTokenStore: Send + Sync + 'static {
-    async fn issue(
-        &self,
-        token_hash: &str,
-        user_id: crate::ids::UserId,
-        job_id: crate::ids::JobId,
-    ) -> Result<(), LimiterError>;
-    async fn user_for(
-        &self,
-        token_hash: &str,
-        job_id: crate::ids::JobId,
-    ) -> Result<Option<crate::ids::UserId>, LimiterError>;
+    /// `Some(wait)` while a lock applies to `username` from `address`.
+    async fn locked_for(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, LimiterError>;
+    /// Records a failed attempt; returns the longest lock it caused, if any.
+    async fn failed(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, LimiterError>;
+    /// A correct password forgets the pair's failures.
+    async fn succeeded(&self, username: &str, address: IpAddr) -> Result<(), LimiterError>;
 }
 
 /// Job submissions per user per minute: Redis ([`SubmissionLimiter`]) or in memory.
@@ -200,34 +258,14 @@ macro_rules! limiter_port {
     ($ty:ty: LoginAttempts) => {
         #[async_trait::async_trait]
         impl LoginAttempts for $ty {
-            async fn locked_for(&self, username: &str) -> Result<Option<Duration>, LimiterError> {
-                Ok(<$ty>::locked_for(self, username).await?)
+            async fn locked_for(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, LimiterError> {
+                Ok(<$ty>::locked_for(self, username, address).await?)
             }
-            async fn failed(&self, username: &str) -> Result<Option<Duration>, LimiterError> {
-                Ok(<$ty>::failed(self, username).await?)
+            async fn failed(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, LimiterError> {
+                Ok(<$ty>::failed(self, username, address).await?)
             }
-            async fn succeeded(&self, username: &str) -> Result<(), LimiterError> {
-                Ok(<$ty>::succeeded(self, username).await?)
-            }
-        }
-    };
-    ($ty:ty: StreamTokenStore) => {
-        #[async_trait::async_trait]
-        impl StreamTokenStore for $ty {
-            async fn issue(
-                &self,
-                token_hash: &str,
-                user_id: crate::ids::UserId,
-                job_id: crate::ids::JobId,
-            ) -> Result<(), LimiterError> {
-                Ok(<$ty>::issue(self, token_hash, user_id, job_id).await?)
-            }
-            async fn user_for(
-                &self,
-                token_hash: &str,
-                job_id: crate::ids::JobId,
-            ) -> Result<Option<crate::ids::UserId>, LimiterError> {
-                Ok(<$ty>::user_for(self, token_hash, job_id).await?)
+            async fn succeeded(&self, username: &str, address: IpAddr) -> Result<(), LimiterError> {
+                Ok(<$ty>::succeeded(self, username, address).await?)
             }
         }
     };
@@ -243,7 +281,44 @@ macro_rules! limiter_port {
 
 limiter_port!(LoginLimiter: LoginAttempts);
 limiter_port!(crate::embedded::limits::LocalLoginLimiter: LoginAttempts);
-limiter_port!(StreamTokens: StreamTokenStore);
-limiter_port!(crate::embedded::limits::LocalStreamTokens: StreamTokenStore);
 limiter_port!(SubmissionLimiter: SubmissionRate);
 limiter_port!(crate::embedded::limits::LocalSubmissionLimiter: SubmissionRate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(secs: u64) -> Option<Duration> {
+        Some(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn each_scope_backs_off_past_its_own_allowance() {
+        let counts = |pair, address, username| FailureCounts { pair, address, username }.locks();
+        assert_eq!(counts(FREE_FAILURES, ADDRESS_FREE_FAILURES, USERNAME_CEILING), Locks::default());
+        assert_eq!(counts(FREE_FAILURES + 1, 1, 1), Locks { pair: secs(1), ..Locks::default() });
+        assert_eq!(counts(1, ADDRESS_FREE_FAILURES + 2, 1), Locks { address: secs(2), ..Locks::default() });
+        assert_eq!(counts(1, 1, USERNAME_CEILING + 3), Locks { username: secs(4), ..Locks::default() });
+        assert_eq!(counts(FREE_FAILURES + 40, 1, 1).pair, secs(15 * 60), "capped");
+        assert_eq!(counts(FREE_FAILURES + 2, 1, USERNAME_CEILING + 4).longest(), secs(8));
+    }
+
+    #[test]
+    fn the_username_lock_holds_only_pairs_that_have_failed() {
+        let live = Locks { pair: None, address: None, username: secs(60) };
+        assert_eq!(wait(live, true), secs(60));
+        assert_eq!(wait(live, false), None, "an address that has not been failing is never held");
+        let address_locked = Locks { address: secs(5), ..live };
+        assert_eq!(wait(address_locked, false), secs(5), "its own address's lock still holds");
+    }
+
+    #[test]
+    fn addresses_are_bucketed_ipv4_alone_and_ipv6_by_64() {
+        let bucket = |text: &str| address_bucket(text.parse().unwrap());
+        assert_eq!(bucket("203.0.113.9"), "203.0.113.9");
+        assert_eq!(bucket("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(bucket("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(bucket("2001:db8:1:2:bbbb::7"), bucket("2001:db8:1:2::1"));
+        assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
+    }
+}

@@ -5,7 +5,13 @@
 //! services, and a bad value fails start-up naming the variable, instead of surfacing later as a
 //! confusing runtime error.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use crate::llm::{ModelRole, Purpose, StructuredOutput};
 
@@ -26,6 +32,12 @@ pub struct Settings {
     /// The longest an ordinary API request may take before it is answered `503` and its handler
     /// dropped (SSE streams and `Prefer: wait` are excluded by design: they are bounded elsewhere).
     pub http_request_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (`FASTNPC_TRUSTED_PROXIES`); from anyone
+    /// else the header is ignored and the peer is the client.
+    pub trusted_proxies: TrustedProxies,
+    /// How many password hashes (argon2id, ~19 MiB each) run at once per API process, and how long
+    /// a request waits for a turn before it is answered `503`.
+    pub password_hashing: PasswordHashing,
     pub llm: LlmSettings,
     /// Postgres connections per process, at most.
     pub db_pool_size: u32,
@@ -142,6 +154,84 @@ impl LlmSettings {
     }
 }
 
+/// `FASTNPC_PASSWORD_HASHING_CONCURRENCY` and `FASTNPC_PASSWORD_HASHING_QUEUE_MS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordHashing {
+    /// Hashes and verifications running at once (default: the number of cores).
+    pub concurrency: usize,
+    /// The longest a request waits for one of those places; past it, `503` with `Retry-After`.
+    pub queue_timeout: Duration,
+}
+
+/// Addresses and networks (`10.0.0.0/8`, `::1`) of the reverse proxies in front of the API: the
+/// only peers whose `X-Forwarded-For` header is believed. Empty (the default) believes nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNetwork>);
+
+impl TrustedProxies {
+    /// Whether `address` is one of the proxies.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(address))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    /// A comma- or space-separated list of addresses and CIDR networks.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        list.split([',', ' ', '\t']).filter(|item| !item.is_empty()).map(str::parse).collect::<Result<_, _>>().map(Self)
+    }
+}
+
+/// An IP network: an address and a prefix length (a lone address is a network of one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNetwork {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `address` lies in the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.address, address.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let address: IpAddr = address.parse().map_err(|_| format!("`{text}` is not an IP address or CIDR network"))?;
+        let address = address.to_canonical();
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|prefix| *prefix <= bits)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {bits}"))?,
+        };
+        Ok(Self { address, prefix })
+    }
+}
+
 /// What one user may use at most. Past a limit the API answers `429` with `Retry-After`.
 #[derive(Clone, Debug)]
 pub struct UserLimits {
@@ -243,6 +333,15 @@ impl Settings {
             namespace,
             http_addr: parse(&lookup, "FASTNPC_HTTP_ADDR", "127.0.0.1:8080")?,
             http_request_timeout: Duration::from_secs(positive(&lookup, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "30")?),
+            trusted_proxies: parse(&lookup, "FASTNPC_TRUSTED_PROXIES", "")?,
+            password_hashing: PasswordHashing {
+                concurrency: positive(
+                    &lookup,
+                    "FASTNPC_PASSWORD_HASHING_CONCURRENCY",
+                    &std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
+                )? as usize,
+                queue_timeout: Duration::from_millis(positive(&lookup, "FASTNPC_PASSWORD_HASHING_QUEUE_MS", "5000")?),
+            },
             llm: LlmSettings {
                 base_url: get("FASTNPC_LLM_BASE_URL", DEFAULT_LLM_BASE_URL).trim_end_matches('/').to_owned(),
                 api_key,
@@ -379,6 +478,45 @@ mod tests {
                     .unwrap_err();
             assert_eq!(error.variable, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "{bad}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_networks() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        assert!(settings.trusted_proxies.is_empty(), "nobody is trusted unless configured");
+        let settings = Settings::from_lookup(|name| {
+            (name == "FASTNPC_TRUSTED_PROXIES").then(|| "10.1.0.0/16, 192.168.7.7 fd00::/8,::1".to_owned())
+        })
+        .unwrap();
+        let proxies = settings.trusted_proxies;
+        for trusted in ["10.1.0.1", "10.1.255.255", "192.168.7.7", "fd12::1", "::1", "::ffff:10.1.2.3"] {
+            assert!(proxies.contains(trusted.parse().unwrap()), "{trusted}");
+        }
+        for untrusted in ["10.2.0.1", "192.168.7.8", "fe80::1", "::2", "127.0.0.1"] {
+            assert!(!proxies.contains(untrusted.parse().unwrap()), "{untrusted}");
+        }
+        let everyone: TrustedProxies = "0.0.0.0/0".parse().unwrap();
+        assert!(everyone.contains("203.0.113.9".parse().unwrap()));
+        assert!(!everyone.contains("2001:db8::1".parse().unwrap()), "an IPv4 network holds no IPv6 address");
+        for bad in ["10.0.0.0/33", "localhost", "::1/129", "10.0.0.1/"] {
+            let error =
+                Settings::from_lookup(|name| (name == "FASTNPC_TRUSTED_PROXIES").then(|| bad.to_owned())).unwrap_err();
+            assert_eq!(error.variable, "FASTNPC_TRUSTED_PROXIES", "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_hashing_defaults_to_the_cores_and_a_short_queue() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(
+            settings.password_hashing,
+            PasswordHashing { concurrency: cores, queue_timeout: Duration::from_secs(5) }
+        );
+        let error =
+            Settings::from_lookup(|name| (name == "FASTNPC_PASSWORD_HASHING_CONCURRENCY").then(|| "0".to_owned()))
+                .unwrap_err();
+        assert_eq!(error.variable, "FASTNPC_PASSWORD_HASHING_CONCURRENCY");
     }
 
     #[test]

@@ -556,7 +556,7 @@ impl TestApp {
                     publisher: Arc::new(embedded::queue::InProcessQueue::new(1)),
                     control: Arc::new(embedded::control::LocalControl::new(CancelRegistry::default())),
                     login_limiter: Arc::new(embedded::limits::LocalLoginLimiter::new()),
-                    stream_tokens: Arc::new(embedded::limits::LocalStreamTokens::new()),
+                    stream_tokens: Arc::new(embedded::stream_tokens::LocalStreamTokens::new()),
                     submissions: Arc::new(embedded::limits::LocalSubmissionLimiter::new(1)),
                 };
                 let started = fastnpc_api::Api::with_backends(&settings, backends, CancellationToken::new()).await;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ApiError,
-    extract::{ApiJson, AuthUser, bearer_token, token_hash},
+    extract::{ApiJson, AuthUser, ClientAddress, bearer_token, token_hash},
     state::AppState,
 };
 
@@ -141,12 +141,13 @@ pub struct LoginView {
 /// `POST /v1/auth/login` → `200 {token, token_type, expires_at, user}`.
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginView>, ApiError> {
     let invalid = ApiError::Unauthorized { detail: "wrong username or password" };
     let body = Credentials { username: normalize_username(&body.username), password: body.password };
     // Redis being down must not lock everyone out: the limiter fails open, loudly.
-    match state.login_limiter.locked_for(&body.username).await {
+    match state.login_limiter.locked_for(&body.username, address).await {
         Ok(Some(wait)) => return Err(too_many_attempts(wait)),
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
@@ -158,7 +159,7 @@ pub async fn login(
     };
     let verified = verify_password(&state, hash, body.password).await?;
     let Some((user_id, disabled)) = account.filter(|_| verified) else {
-        if let Err(error) = state.login_limiter.failed(&body.username).await {
+        if let Err(error) = state.login_limiter.failed(&body.username, address).await {
             tracing::warn!(%error, "login limiter unavailable; not counting");
         }
         return Err(invalid);
@@ -171,7 +172,7 @@ pub async fn login(
             detail: "this account has been disabled by an administrator".into(),
         });
     }
-    if let Err(error) = state.login_limiter.succeeded(&body.username).await {
+    if let Err(error) = state.login_limiter.succeeded(&body.username, address).await {
         tracing::warn!(%error, "login limiter unavailable");
     }
 
@@ -187,21 +188,23 @@ pub async fn login(
 fn too_many_attempts(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests {
         retry_after: wait,
-        detail: "too many wrong passwords for this username; wait before trying again".into(),
+        detail: "too many wrong passwords for this username or from this address; wait before trying again".into(),
     }
 }
 
 /// Checks a signed-in user's own password (`POST /v1/auth/password`, `DELETE /v1/me`) behind the
-/// login back-off, keyed on the same username: a stolen session guesses no faster than a login
-/// would, and failures here and at login add up. `Ok(false)` is a wrong password, already counted.
+/// login back-off, keyed on the same username and client address: a stolen session guesses no
+/// faster than a login would, and failures here and at login add up. `Ok(false)` is a wrong
+/// password, already counted.
 async fn check_own_password(
     state: &AppState,
     user_id: UserId,
     username: &str,
+    address: std::net::IpAddr,
     password: String,
 ) -> Result<bool, ApiError> {
     // Like login, the limiter fails open, loudly, when Redis is down.
-    match state.login_limiter.locked_for(username).await {
+    match state.login_limiter.locked_for(username, address).await {
         Ok(Some(wait)) => return Err(too_many_attempts(wait)),
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "login limiter unavailable; not limiting"),
@@ -209,9 +212,9 @@ async fn check_own_password(
     let stored = state.store.password_hash(user_id).await?;
     let verified = verify_password(state, stored, password).await?;
     let recorded = if verified {
-        state.login_limiter.succeeded(username).await
+        state.login_limiter.succeeded(username, address).await
     } else {
-        state.login_limiter.failed(username).await.map(|_| ())
+        state.login_limiter.failed(username, address).await.map(|_| ())
     };
     if let Err(error) = recorded {
         tracing::warn!(%error, "login limiter unavailable; not counting");
@@ -219,10 +222,28 @@ async fn check_own_password(
     Ok(verified)
 }
 
-/// A place within the hashing bound, moved into the blocking task: a request dropped mid-hash
-/// (its client gone, or the request timeout) cannot free it while the hash still runs.
+/// A place within the hashing bound (`FASTNPC_PASSWORD_HASHING_CONCURRENCY`), waited for at most
+/// `FASTNPC_PASSWORD_HASHING_QUEUE_MS`. The permit is moved into the blocking task, so a request
+/// dropped mid-hash (its client gone, or the request timeout) cannot free it while the hash
+/// still runs.
 async fn hashing_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state.password_hashing.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))
+    queued_permit(&state.password_hashing, state.config.password_hashing_queue).await
+}
+
+/// A permit of `bound`, waited for at most `queue`; past that the request is answered `503` with
+/// `Retry-After` having hashed nothing, so a burst of logins costs queueing time, not memory:
+/// every hash holds ~19 MiB while it runs.
+async fn queued_permit(
+    bound: &std::sync::Arc<tokio::sync::Semaphore>,
+    queue: std::time::Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(queue, bound.clone().acquire_owned()).await {
+        Ok(permit) => permit.map_err(|e| ApiError::Internal(e.into())),
+        Err(_) => Err(ApiError::Busy {
+            retry_after: queue.max(std::time::Duration::from_secs(1)),
+            detail: "too many password checks in progress; retry shortly",
+        }),
+    }
 }
 
 /// Hashes a password with argon2id on the blocking pool, within the hashing bound.
@@ -268,12 +289,13 @@ pub struct PasswordChange {
 pub async fn change_password(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
+    ClientAddress(address): ClientAddress,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
     validate_password(&body.new_password, &username)?;
-    if !check_own_password(&state, user_id, &username, body.current_password).await? {
+    if !check_own_password(&state, user_id, &username, address, body.current_password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             code: "wrong-password",
@@ -298,10 +320,11 @@ pub struct DeleteAccount {
 pub async fn delete_me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
+    ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<DeleteAccount>,
 ) -> Result<StatusCode, ApiError> {
     let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
-    if !check_own_password(&state, user_id, &username, body.password).await? {
+    if !check_own_password(&state, user_id, &username, address, body.password).await? {
         return Err(ApiError::Invalid {
             status: StatusCode::FORBIDDEN,
             code: "wrong-password",
@@ -407,4 +430,37 @@ pub async fn update_me(
         )
         .await?;
     me(State(state), AuthUser(user_id)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use axum::response::IntoResponse;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hash_waits_for_a_place_at_most_the_queue_timeout_then_gets_a_503() {
+        let bound = Arc::new(Semaphore::new(1));
+        let queue = Duration::from_secs(3);
+        let running = queued_permit(&bound, queue).await.expect("a free place");
+
+        // The paused clock jumps to the deadline as soon as the waiter is the only thing left.
+        let refused = queued_permit(&bound, queue).await.expect_err("no place within the queue timeout");
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "3");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+        // A waiter gets the place as soon as it is freed, within its queue timeout.
+        let waiting = tokio::spawn({
+            let bound = bound.clone();
+            async move { queued_permit(&bound, queue).await.map(drop).is_ok() }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(running);
+        assert!(waiting.await.unwrap(), "the queued request got the freed place");
+    }
 }

@@ -296,7 +296,7 @@ pub async fn stream_token(
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(serde_json::json!({
         "stream_token": token,
-        "expires_in": fastnpc_shared::rate_limit::STREAM_TOKEN_TTL.as_secs(),
+        "expires_in": fastnpc_shared::stream_tokens::STREAM_TOKEN_TTL.as_secs(),
         "events_url": format!("/v1/jobs/{job_id}/events?stream_token={token}"),
     })))
 }

@@ -1,10 +1,10 @@
-//! Login backoff, stream tokens and submission limits in memory, for the embedded mode: with one
-//! process there is no replica to share counts with, so Redis is not needed to agree on them.
+//! Login back-off and submission limits in memory, for the embedded mode: with one process there
+//! is no replica to share counts with, so Redis is not needed to agree on them.
 //!
-//! Each type behaves like its twin in `crate::rate_limit` (same constants, same lock formula,
-//! same windows), with Redis's key expiry done lazily: an expired entry is dropped when it is
-//! touched, and the whole map is swept of expired entries whenever it has doubled since the last
-//! sweep, so memory follows the live entries without a background task.
+//! Each type behaves like its twin in `crate::rate_limit` (same constants, same policy
+//! functions, same windows), with Redis's key expiry done lazily: an expired entry is dropped
+//! when it is touched, and the whole map is swept of expired entries whenever it has doubled
+//! since the last sweep, so memory follows the live entries without a background task.
 //!
 //! Time is `tokio::time::Instant`, which is the monotonic clock in production and the paused,
 //! advanceable clock in tests. Locks are `std` mutexes held for a few map operations, never
@@ -15,6 +15,7 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     hash::Hash,
+    net::IpAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -22,8 +23,8 @@ use std::{
 use tokio::time::Instant;
 
 use crate::{
-    ids::{JobId, UserId},
-    rate_limit::{STREAM_TOKEN_TTL, WINDOW, lock_after, submission_window},
+    ids::UserId,
+    rate_limit::{FailureCounts, Locks, WINDOW, address_bucket, submission_window, wait},
 };
 
 /// Below this many entries a map is never swept.
@@ -31,19 +32,19 @@ const SWEEP_FLOOR: usize = 1024;
 
 /// Entries that stop existing at a deadline, like Redis keys with a TTL.
 #[derive(Debug)]
-struct ExpiringMap<K, V> {
+pub(crate) struct ExpiringMap<K, V> {
     entries: HashMap<K, (V, Instant)>,
     /// Sweeping when the map outgrows twice its live size keeps each insert O(1) amortised.
     sweep_above: usize,
 }
 
 impl<K: Eq + Hash, V> ExpiringMap<K, V> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { entries: HashMap::new(), sweep_above: SWEEP_FLOOR }
     }
 
     /// The live entry for `key`; an expired one is dropped.
-    fn get<Q: Eq + Hash + ?Sized>(&mut self, key: &Q, now: Instant) -> Option<&V>
+    pub(crate) fn get<Q: Eq + Hash + ?Sized>(&mut self, key: &Q, now: Instant) -> Option<&V>
     where
         K: Borrow<Q>,
     {
@@ -53,7 +54,7 @@ impl<K: Eq + Hash, V> ExpiringMap<K, V> {
         self.entries.get(key).map(|(value, _)| value)
     }
 
-    fn insert(&mut self, key: K, value: V, expires_at: Instant, now: Instant) {
+    pub(crate) fn insert(&mut self, key: K, value: V, expires_at: Instant, now: Instant) {
         self.entries.insert(key, (value, expires_at));
         if self.entries.len() > self.sweep_above {
             self.entries.retain(|_, (_, expires_at)| *expires_at > now);
@@ -61,7 +62,7 @@ impl<K: Eq + Hash, V> ExpiringMap<K, V> {
         }
     }
 
-    fn remove<Q: Eq + Hash + ?Sized>(&mut self, key: &Q)
+    pub(crate) fn remove<Q: Eq + Hash + ?Sized>(&mut self, key: &Q)
     where
         K: Borrow<Q>,
     {
@@ -70,30 +71,51 @@ impl<K: Eq + Hash, V> ExpiringMap<K, V> {
 
     /// Entries held, expired or not.
     #[cfg(test)]
-    fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.entries.len()
     }
 }
 
 /// Locks an `ExpiringMap`; every critical section leaves it consistent, so a poisoned lock is
 /// still usable and one panicking request does not take the limiter down.
-fn guard<K, V>(map: &Mutex<ExpiringMap<K, V>>) -> MutexGuard<'_, ExpiringMap<K, V>> {
+pub(crate) fn guard<K, V>(map: &Mutex<ExpiringMap<K, V>>) -> MutexGuard<'_, ExpiringMap<K, V>> {
     map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One username's recent failures.
+/// What failures are counted against (see `rate_limit`'s module doc).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    /// A lower-cased username from an address bucket.
+    Pair { address: String, username: String },
+    /// An address bucket, any username.
+    Address(String),
+    /// A lower-cased username, any address.
+    Username(String),
+}
+
+/// The three scopes of an attempt: its pair, its address, its username.
+fn scopes(username: &str, address: IpAddr) -> [Scope; 3] {
+    let (username, address) = (username.to_lowercase(), address_bucket(address));
+    [
+        Scope::Pair { address: address.clone(), username: username.clone() },
+        Scope::Address(address),
+        Scope::Username(username),
+    ]
+}
+
+/// One scope's recent failures.
 #[derive(Clone, Copy, Debug)]
 struct LoginFailures {
     count: u32,
     locked_until: Option<Instant>,
 }
 
-/// Login backoff per username, in memory (see `rate_limit::LoginLimiter`).
+/// Login back-off per (username, address), per address and per username, in memory (see
+/// `rate_limit::LoginLimiter`).
 #[derive(Clone, Debug)]
 pub struct LocalLoginLimiter {
-    /// By lower-cased username; an entry lives [`WINDOW`] after its last failure, which outlasts
-    /// any lock it holds.
-    failures: Arc<Mutex<ExpiringMap<String, LoginFailures>>>,
+    /// An entry lives [`WINDOW`] after its scope's last failure, which outlasts any lock it holds.
+    failures: Arc<Mutex<ExpiringMap<Scope, LoginFailures>>>,
 }
 
 impl Default for LocalLoginLimiter {
@@ -107,65 +129,44 @@ impl LocalLoginLimiter {
         Self { failures: Arc::new(Mutex::new(ExpiringMap::new())) }
     }
 
-    /// `Some(wait)` while the name is locked.
-    pub async fn locked_for(&self, username: &str) -> Result<Option<Duration>, Infallible> {
+    /// `Some(wait)` while a lock applies to `username` from `address`.
+    pub async fn locked_for(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, Infallible> {
+        let now = Instant::now();
+        let [pair, address, username] = scopes(username, address);
+        let mut failures = guard(&self.failures);
+        let pair_has_failed = failures.get(&pair, now).is_some();
+        let mut remaining = |scope: &Scope| {
+            let locked_until = failures.get(scope, now).and_then(|record| record.locked_until);
+            locked_until.filter(|until| *until > now).map(|until| until - now)
+        };
+        let live = Locks { pair: remaining(&pair), address: remaining(&address), username: remaining(&username) };
+        Ok(wait(live, pair_has_failed))
+    }
+
+    /// Records a failed attempt; returns the longest lock it caused, if any.
+    pub async fn failed(&self, username: &str, address: IpAddr) -> Result<Option<Duration>, Infallible> {
         let now = Instant::now();
         let mut failures = guard(&self.failures);
-        let locked_until = failures.get(username.to_lowercase().as_str(), now).and_then(|record| record.locked_until);
-        Ok(locked_until.filter(|until| *until > now).map(|until| until - now))
+        let [pair, address, username] = scopes(username, address).map(|scope| {
+            let previous = failures.get(&scope, now).copied();
+            (scope, previous, previous.map_or(0, |record| record.count) + 1)
+        });
+        let locks = FailureCounts { pair: pair.2, address: address.2, username: username.2 }.locks();
+        for ((scope, previous, count), lock) in
+            [(pair, locks.pair), (address, locks.address), (username, locks.username)]
+        {
+            // A failure without a lock of its own leaves the scope's current lock alone, as in Redis.
+            let locked_until = lock.map(|lock| now + lock).or(previous.and_then(|record| record.locked_until));
+            failures.insert(scope, LoginFailures { count, locked_until }, now + WINDOW, now);
+        }
+        Ok(locks.longest())
     }
 
-    /// Records a failed attempt; returns the lock it caused, if any.
-    pub async fn failed(&self, username: &str) -> Result<Option<Duration>, Infallible> {
-        let now = Instant::now();
-        let name = username.to_lowercase();
-        let mut failures = guard(&self.failures);
-        let previous = failures.get(name.as_str(), now).copied();
-        let count = previous.map_or(0, |record| record.count) + 1;
-        let new_lock = lock_after(count);
-        // A failure without a lock of its own leaves the current lock alone, as in Redis.
-        let locked_until = new_lock.map(|lock| now + lock).or(previous.and_then(|record| record.locked_until));
-        failures.insert(name, LoginFailures { count, locked_until }, now + WINDOW, now);
-        Ok(new_lock)
-    }
-
-    /// A successful login forgets the failures.
-    pub async fn succeeded(&self, username: &str) -> Result<(), Infallible> {
-        guard(&self.failures).remove(username.to_lowercase().as_str());
+    /// A correct password forgets the pair's failures (not the address's nor the username's).
+    pub async fn succeeded(&self, username: &str, address: IpAddr) -> Result<(), Infallible> {
+        let [pair, ..] = scopes(username, address);
+        guard(&self.failures).remove(&pair);
         Ok(())
-    }
-}
-
-/// Stream tokens in memory (see `rate_limit::StreamTokens`): stored by hash for
-/// [`STREAM_TOKEN_TTL`], bound to one user and one job.
-#[derive(Clone, Debug)]
-pub struct LocalStreamTokens {
-    tokens: Arc<Mutex<ExpiringMap<String, (UserId, JobId)>>>,
-}
-
-impl Default for LocalStreamTokens {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LocalStreamTokens {
-    pub fn new() -> Self {
-        Self { tokens: Arc::new(Mutex::new(ExpiringMap::new())) }
-    }
-
-    /// Stores a token (by its hash) for `user_id` reading `job_id`; reissuing a hash replaces it.
-    pub async fn issue(&self, token_hash: &str, user_id: UserId, job_id: JobId) -> Result<(), Infallible> {
-        let now = Instant::now();
-        guard(&self.tokens).insert(token_hash.to_owned(), (user_id, job_id), now + STREAM_TOKEN_TTL, now);
-        Ok(())
-    }
-
-    /// The user a live token was issued to, if it was issued for `job_id`.
-    pub async fn user_for(&self, token_hash: &str, job_id: JobId) -> Result<Option<UserId>, Infallible> {
-        let mut tokens = guard(&self.tokens);
-        let binding = tokens.get(token_hash, Instant::now());
-        Ok(binding.filter(|(_, bound_job)| *bound_job == job_id).map(|(user, _)| *user))
     }
 }
 
@@ -225,7 +226,9 @@ impl LocalSubmissionLimiter {
 
 #[cfg(test)]
 mod tests {
-    use crate::rate_limit::FREE_FAILURES;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use crate::rate_limit::{ADDRESS_FREE_FAILURES, FREE_FAILURES, USERNAME_CEILING};
 
     use super::*;
 
@@ -233,113 +236,150 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// `10.0.0.n`.
+    fn address(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn login_locks_after_the_free_failures_and_doubles() {
+    async fn a_pair_locks_after_the_free_failures_and_doubles() {
         let limiter = LocalLoginLimiter::new();
         for _ in 0..FREE_FAILURES {
-            assert_eq!(limiter.failed("ada").await.unwrap(), None);
-            assert_eq!(limiter.locked_for("ada").await.unwrap(), None);
+            assert_eq!(limiter.failed("ada", address(1)).await.unwrap(), None);
+            assert_eq!(limiter.locked_for("ada", address(1)).await.unwrap(), None);
         }
 
         for expected in [1, 2, 4, 8] {
-            assert_eq!(limiter.failed("ada").await.unwrap(), Some(secs(expected)));
-            assert_eq!(limiter.locked_for("ada").await.unwrap(), Some(secs(expected)));
+            assert_eq!(limiter.failed("ada", address(1)).await.unwrap(), Some(secs(expected)));
+            assert_eq!(limiter.locked_for("ada", address(1)).await.unwrap(), Some(secs(expected)));
             tokio::time::advance(secs(expected) - Duration::from_millis(1)).await;
-            assert_eq!(limiter.locked_for("ada").await.unwrap(), Some(Duration::from_millis(1)));
+            assert_eq!(limiter.locked_for("ada", address(1)).await.unwrap(), Some(Duration::from_millis(1)));
             tokio::time::advance(Duration::from_millis(1)).await;
-            assert_eq!(limiter.locked_for("ada").await.unwrap(), None, "the lock ends on time");
+            assert_eq!(limiter.locked_for("ada", address(1)).await.unwrap(), None, "the lock ends on time");
         }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn login_lock_is_capped_at_fifteen_minutes() {
+    async fn a_pair_lock_is_capped_at_fifteen_minutes() {
         let limiter = LocalLoginLimiter::new();
         let mut last = None;
         for _ in 0..FREE_FAILURES + 30 {
-            last = limiter.failed("ada").await.unwrap();
+            last = limiter.failed("ada", address(1)).await.unwrap();
         }
         assert_eq!(last, Some(secs(15 * 60)));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn login_names_are_case_insensitive_and_independent() {
+    async fn a_pair_lock_holds_neither_other_addresses_nor_other_names() {
         let limiter = LocalLoginLimiter::new();
         for _ in 0..=FREE_FAILURES {
-            limiter.failed("Ada").await.unwrap();
+            limiter.failed("Ada", address(1)).await.unwrap();
         }
-        assert_eq!(limiter.locked_for("ADA").await.unwrap(), Some(secs(1)));
-        assert_eq!(limiter.locked_for("grace").await.unwrap(), None);
-        assert_eq!(limiter.failed("grace").await.unwrap(), None);
+        assert_eq!(limiter.locked_for("ADA", address(1)).await.unwrap(), Some(secs(1)), "names ignore case");
+        assert_eq!(limiter.locked_for("ada", address(2)).await.unwrap(), None, "the owner's address is not locked");
+        assert_eq!(limiter.locked_for("grace", address(1)).await.unwrap(), None);
+        assert_eq!(limiter.failed("grace", address(1)).await.unwrap(), None);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn login_success_clears_failures_and_lock() {
+    async fn success_clears_the_pair_only() {
         let limiter = LocalLoginLimiter::new();
-        for _ in 0..FREE_FAILURES + 2 {
-            limiter.failed("ada").await.unwrap();
+        for _ in 0..=FREE_FAILURES {
+            limiter.failed("ada", address(1)).await.unwrap();
         }
-        assert!(limiter.locked_for("ada").await.unwrap().is_some());
+        assert!(limiter.locked_for("ada", address(1)).await.unwrap().is_some());
 
-        limiter.succeeded("ada").await.unwrap();
+        limiter.succeeded("ada", address(1)).await.unwrap();
 
-        assert_eq!(limiter.locked_for("ada").await.unwrap(), None);
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(limiter.failed("ada").await.unwrap(), None, "the free failures are back");
+        assert_eq!(limiter.locked_for("ada", address(1)).await.unwrap(), None);
+        assert_eq!(2 * FREE_FAILURES, USERNAME_CEILING, "the arithmetic below");
+        for _ in 0..FREE_FAILURES - 1 {
+            assert_eq!(limiter.failed("ada", address(1)).await.unwrap(), None, "the pair's free failures are back");
         }
-        assert_eq!(limiter.failed("ada").await.unwrap(), Some(secs(1)));
+        // The username kept counting: this is its eleventh failure, past its ceiling.
+        assert_eq!(limiter.failed("ada", address(1)).await.unwrap(), Some(secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_failing_on_many_names_is_locked_for_every_name() {
+        let limiter = LocalLoginLimiter::new();
+        for n in 0..ADDRESS_FREE_FAILURES {
+            assert_eq!(limiter.failed(&format!("user{n}"), address(1)).await.unwrap(), None);
+        }
+        assert_eq!(limiter.failed("one-more", address(1)).await.unwrap(), Some(secs(1)));
+        assert_eq!(limiter.locked_for("never-tried", address(1)).await.unwrap(), Some(secs(1)));
+        assert_eq!(limiter.locked_for("never-tried", address(2)).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_username_over_its_ceiling_slows_failing_addresses_and_never_clean_ones() {
+        let limiter = LocalLoginLimiter::new();
+        // Many addresses, two guesses each: no pair or address reaches its own limit.
+        let mut last = None;
+        for n in 0..USERNAME_CEILING / 2 + 5 {
+            for _ in 0..2 {
+                last = limiter.failed("ada", address(n)).await.unwrap();
+            }
+        }
+        let lock = last.expect("the username is over its ceiling");
+        assert!(lock >= secs(512), "{lock:?}: the lock doubles with every failure past the ceiling");
+        assert_eq!(limiter.locked_for("ada", address(0)).await.unwrap(), Some(lock), "a guessing address waits");
+        assert_eq!(limiter.locked_for("ada", address(100)).await.unwrap(), None, "an address that has not failed");
+        assert_eq!(limiter.locked_for("grace", address(0)).await.unwrap(), None, "only that username");
+
+        // A fresh address gets one guess, then waits like the others.
+        assert!(limiter.failed("ada", address(101)).await.unwrap().is_some());
+        assert!(limiter.locked_for("ada", address(101)).await.unwrap().is_some());
+        // Its owner, from an address that has not been failing, still gets the password checked.
+        limiter.succeeded("ada", address(100)).await.unwrap();
+        assert_eq!(limiter.locked_for("ada", address(100)).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ipv6_addresses_count_by_their_64() {
+        let limiter = LocalLoginLimiter::new();
+        let host = |n: u128| IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000 + n));
+        for n in 0..=FREE_FAILURES as u128 {
+            limiter.failed("ada", host(n)).await.unwrap();
+        }
+        assert_eq!(limiter.locked_for("ada", host(1000)).await.unwrap(), Some(secs(1)), "the same /64");
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        for _ in 0..=FREE_FAILURES {
+            limiter.failed("grace", address(1)).await.unwrap();
+        }
+        assert_eq!(limiter.locked_for("grace", mapped).await.unwrap(), Some(secs(1)), "v4-mapped is v4");
     }
 
     #[tokio::test(start_paused = true)]
     async fn login_failures_are_forgotten_a_window_after_the_last_one() {
         let limiter = LocalLoginLimiter::new();
         for _ in 0..FREE_FAILURES {
-            limiter.failed("ada").await.unwrap();
+            limiter.failed("ada", address(1)).await.unwrap();
         }
         tokio::time::advance(WINDOW - secs(1)).await;
-        assert_eq!(limiter.failed("ada").await.unwrap(), Some(secs(1)), "still counted just inside the window");
+        let still = limiter.failed("ada", address(1)).await.unwrap();
+        assert_eq!(still, Some(secs(1)), "still counted just inside the window");
 
         tokio::time::advance(WINDOW).await;
-        assert_eq!(limiter.failed("ada").await.unwrap(), None, "the window restarts after the last failure");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stream_tokens_bind_to_one_job() {
-        let tokens = LocalStreamTokens::new();
-        let (user, job) = (UserId::new(), JobId::new());
-        tokens.issue("hash", user, job).await.unwrap();
-
-        assert_eq!(tokens.user_for("hash", job).await.unwrap(), Some(user));
-        assert_eq!(tokens.user_for("hash", JobId::new()).await.unwrap(), None);
-        assert_eq!(tokens.user_for("other-hash", job).await.unwrap(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stream_tokens_expire_after_their_ttl() {
-        let tokens = LocalStreamTokens::new();
-        let (user, job) = (UserId::new(), JobId::new());
-        tokens.issue("hash", user, job).await.unwrap();
-
-        tokio::time::advance(STREAM_TOKEN_TTL - Duration::from_millis(1)).await;
-        assert_eq!(tokens.user_for("hash", job).await.unwrap(), Some(user));
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(tokens.user_for("hash", job).await.unwrap(), None);
-        assert_eq!(guard(&tokens.tokens).held(), 0, "the expired token is dropped when read");
+        let forgotten = limiter.failed("ada", address(1)).await.unwrap();
+        assert_eq!(forgotten, None, "the window restarts after the last failure");
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_entries_are_swept_as_the_map_grows() {
-        let tokens = LocalStreamTokens::new();
-        let job = JobId::new();
-        for n in 0..SWEEP_FLOOR {
-            tokens.issue(&format!("old-{n}"), UserId::new(), job).await.unwrap();
+        let limiter = LocalLoginLimiter::new();
+        for n in 0..SWEEP_FLOOR as u32 {
+            limiter.failed(&format!("old-{n}"), address(1)).await.unwrap();
         }
-        tokio::time::advance(STREAM_TOKEN_TTL).await;
-        for n in 0..=SWEEP_FLOOR {
-            tokens.issue(&format!("new-{n}"), UserId::new(), job).await.unwrap();
+        tokio::time::advance(WINDOW).await;
+        for n in 0..=SWEEP_FLOOR as u32 {
+            limiter.failed("new", address(n)).await.unwrap();
         }
 
-        let held = guard(&tokens.tokens).held();
-        assert!(held <= SWEEP_FLOOR + 1, "{held} entries held; only the {} live ones should be", SWEEP_FLOOR + 1);
+        let held = guard(&limiter.failures).held();
+        // Live now: `new` from each address (pair and address scopes) and the one username.
+        let live = 2 * (SWEEP_FLOOR + 1) + 1;
+        assert!(held <= live, "{held} entries held; only the {live} live ones should be");
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,12 +22,14 @@
 //! - [`queue`]: [`InProcessQueue`](queue::InProcessQueue), for `queue::JobPublisher` and the
 //!   worker's consumer and dead-letter tools.
 //! - [`control`]: [`LocalControl`](control::LocalControl), for `control::ControlSender`.
-//! - [`limits`]: the in-memory twins of `rate_limit`'s limiters and stream tokens.
+//! - [`limits`]: the in-memory twins of `rate_limit`'s limiters.
+//! - [`stream_tokens`]: the in-memory twin of `stream_tokens::StreamTokens`.
 //! - The event bus's live fan-out is `event_bus::EventHub::in_process`.
 
 pub mod control;
 pub mod limits;
 pub mod queue;
+pub mod stream_tokens;
 
 #[cfg(test)]
 mod tests {
