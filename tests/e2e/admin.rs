@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fastnpc_shared::settings::{AdminAccount, Secret};
 use fastnpc_tests::{
-    harness::{PASSWORD, TestApp, TestAppBuilder, TestUser},
+    harness::{HANG_GUARD, PASSWORD, TestApp, TestAppBuilder, TestUser},
     sim::SimConfig,
 };
 use futures::StreamExt;
@@ -90,9 +90,11 @@ fn uuid_like() -> String {
 
 #[tokio::test]
 async fn disabling_a_user_ends_their_sessions_keys_and_jobs_but_keeps_their_data() {
-    // Calls that would take a minute, one job at a time: one generation runs, the next waits.
+    // Calls that never answer within the test (and are not timed out by the client), one job at
+    // a time: one generation runs, the next waits.
     let app = with_admin(TestApp::builder())
-        .sim(SimConfig { time_to_first_token: Duration::from_secs(60), ..SimConfig::default() })
+        .setting("FASTNPC_LLM_TIMEOUT_SECS", "900")
+        .sim(SimConfig { time_to_first_token: Duration::from_secs(600), ..SimConfig::default() })
         .worker_concurrency(1)
         .spawn()
         .await;
@@ -117,6 +119,12 @@ async fn disabling_a_user_ends_their_sessions_keys_and_jobs_but_keeps_their_data
     assert_eq!(job_status(&app, &queued_job).await, "queued");
 
     let ada_id = me_id(&app, &ada).await;
+    let waiting = async {
+        while app.sim.stats().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, waiting).await.expect("the running generation calls the model");
     // Only the admin may.
     let (status, _) = post(&app, &format!("/v1/admin/users/{ada_id}/disable"), Some(&bob)).await;
     assert_eq!(status, 404);
@@ -137,7 +145,9 @@ async fn disabling_a_user_ends_their_sessions_keys_and_jobs_but_keeps_their_data
         assert!(tokio::time::Instant::now() < deadline, "the running job never ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(app.sim.stats().requests_served, 0, "its LLM calls were dropped");
+    // Its model calls, which would wait ten minutes for a first token, were dropped.
+    app.wait_until_llm_idle().await;
+    assert_eq!(app.sim.stats().requests_served, 0);
 
     // Every credential is dead; the password still checks out but the account is closed.
     assert_eq!(app.get("/v1/me", &ada).await.status(), 401);
