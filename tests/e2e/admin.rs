@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fastnpc_shared::settings::{AdminAccount, Secret};
 use fastnpc_tests::{
-    harness::{HANG_GUARD, PASSWORD, TestApp, TestAppBuilder, TestUser},
+    harness::{PASSWORD, TestApp, TestAppBuilder, TestUser},
     sim::SimConfig,
 };
 use futures::StreamExt;
@@ -119,12 +119,7 @@ async fn disabling_a_user_ends_their_sessions_keys_and_jobs_but_keeps_their_data
     assert_eq!(job_status(&app, &queued_job).await, "queued");
 
     let ada_id = me_id(&app, &ada).await;
-    let waiting = async {
-        while app.sim.stats().in_flight == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(HANG_GUARD, waiting).await.expect("the running generation calls the model");
+    app.wait_for_llm_in_flight(1).await;
     // Only the admin may.
     let (status, _) = post(&app, &format!("/v1/admin/users/{ada_id}/disable"), Some(&bob)).await;
     assert_eq!(status, 404);

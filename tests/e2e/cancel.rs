@@ -28,16 +28,6 @@ async fn app_with_a_model_that_never_answers() -> TestApp {
         .await
 }
 
-/// Waits (hang-guarded) until the simulator has `count` requests in flight.
-async fn until_in_flight(app: &TestApp, count: u64) {
-    let poll = async {
-        while app.sim.stats().in_flight < count {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(HANG_GUARD, poll).await.expect("the LLM calls are in flight");
-}
-
 /// Reads a job's stream until it says the job is running.
 async fn until_running(
     stream: &mut (impl futures::Stream<Item = anyhow::Result<fastnpc_tests::sse_client::SseEvent>> + Unpin),
@@ -64,7 +54,7 @@ async fn a_running_generation_is_cancelled_and_its_character_never_left_half_mad
     let mut stream = app.open_events(&user, job, None).await;
     until_running(&mut stream).await;
     // The nine category calls are out, waiting for a model that will not answer in time.
-    until_in_flight(&app, 9).await;
+    app.wait_for_llm_in_flight(9).await;
     let (status, body) = cancel(&app, &user, job).await;
     assert_eq!(status, 202, "{body}");
     let rest: Vec<_> = stream.map(|e| e.unwrap()).collect().await;
@@ -180,7 +170,7 @@ async fn a_cancellation_whose_signal_was_lost_is_relayed_by_the_heartbeat() {
     let job = created["job"]["id"].as_str().unwrap();
     let mut stream = app.open_events(&user, job, None).await;
     until_running(&mut stream).await;
-    until_in_flight(&app, 9).await;
+    app.wait_for_llm_in_flight(9).await;
 
     // The cancellation is recorded in the job's row, as the API records it, but its signal never
     // reaches the worker (none is sent): only the worker's heartbeat can learn of it.

@@ -35,15 +35,6 @@ async fn characters(app: &TestApp, count: usize) -> Vec<uuid::Uuid> {
     ids
 }
 
-async fn until(condition: impl AsyncFn() -> bool) {
-    let poll = async {
-        while !condition().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(HANG_GUARD, poll).await.expect("the condition is met");
-}
-
 /// The text of the message sent to the `index`th character: what its reply's LLM requests carry
 /// as their user turn, so they can be told apart.
 fn question(index: usize) -> String {
@@ -101,7 +92,7 @@ async fn killing_a_worker_during_50_replies_loses_and_duplicates_nothing() {
     let jobs = send_all(&app, &user, &characters).await;
 
     // Every reply is in flight in the doomed worker: kill it without warning.
-    until(async || app.sim.stats().in_flight >= 50).await;
+    app.wait_for_llm_in_flight(50).await;
     let before_the_kill = app.sim.requests();
     doomed.signal("KILL");
     assert!(!doomed.wait().await, "killed, not exited");
@@ -204,7 +195,7 @@ async fn a_worker_stopped_with_sigterm_finishes_what_it_holds() {
     let characters = characters(&app, 3).await;
     let worker = app.spawn_worker_process(WORKER);
     let jobs = send_all(&app, &user, &characters).await;
-    until(async || app.sim.stats().in_flight >= 3).await;
+    app.wait_for_llm_in_flight(3).await;
 
     worker.signal("TERM");
     assert!(worker.wait().await, "the worker drained and exited cleanly");

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use fastnpc_tests::{
-    harness::{Backend, HANG_GUARD, TestApp, TestDb},
+    harness::{Backend, HANG_GUARD, TestApp, TestDb, succeeded_stream_text},
     sim::{Fault, Rule},
 };
 use futures::StreamExt;
@@ -77,13 +77,7 @@ async fn a_worker_given_sigterm_hands_back_what_outlives_its_grace_and_exits() {
         .await
         .unwrap();
     assert_eq!(character["character"]["status"], "ready");
-    let events = app.collect_events(&user, &job_id, None).await;
-    let terminal: Vec<&str> = events
-        .iter()
-        .map(|e| e.event.as_str())
-        .filter(|e| matches!(*e, "succeeded" | "failed" | "cancelled"))
-        .collect();
-    assert_eq!(terminal, ["succeeded"], "{events:?}");
+    succeeded_stream_text(&app.collect_events(&user, &job_id, None).await);
     app.stop().await;
 }
 

@@ -937,6 +937,18 @@ impl TestApp {
             .unwrap_or_else(|_| panic!("LLM requests still in flight: {:?}", self.sim.stats()));
     }
 
+    /// Waits until the simulator has at least `count` requests in flight (hang-guarded).
+    pub async fn wait_for_llm_in_flight(&self, count: u64) {
+        let poll = async {
+            while self.sim.stats().in_flight < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, poll)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {count} LLM requests in flight: {:?}", self.sim.stats()));
+    }
+
     /// LLM requests whose user turn (see [`user_turn`]) is exactly `text`.
     pub fn llm_requests_for(&self, text: &str) -> usize {
         self.sim.requests().iter().filter(|request| user_turn(request) == Some(text)).count()
