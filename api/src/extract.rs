@@ -11,7 +11,7 @@ use fastnpc_shared::{ids::UserId, settings::TrustedProxies};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{browser_session, error::ApiError, state::AppState};
 
 /// `Json<T>` whose rejections (wrong content type, malformed JSON, missing or unknown fields)
 /// are 400/415/422 problem details naming the problem.
@@ -71,7 +71,9 @@ fn has_escaped_nul(json: &[u8]) -> bool {
     })
 }
 
-/// The authenticated user, from `Authorization: Bearer <token>`.
+/// The authenticated user, from `Authorization: Bearer <token>` (a session or an API key) or,
+/// without that header, from the browser session cookie, whose state-changing requests must come
+/// from this site's own pages (see [`crate::browser_session`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AuthUser(pub UserId);
 
@@ -79,24 +81,41 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token =
-            bearer_token(parts).ok_or(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>`" })?;
-        let user = if token.starts_with(API_KEY_PREFIX) {
-            state.store.api_key_user(&token_hash(token)).await?
-        } else {
-            state.store.session_user(&token_hash(token)).await?
-        };
-        user.map(AuthUser).ok_or(ApiError::Unauthorized { detail: "the token is invalid, expired or revoked" })
+        let invalid = ApiError::Unauthorized { detail: "the token is invalid, expired or revoked" };
+        if let Some(token) = bearer_token(parts) {
+            let user = if token.starts_with(API_KEY_PREFIX) {
+                state.store.api_key_user(&token_hash(token)).await?
+            } else {
+                state.store.session_user(&token_hash(token)).await?
+            };
+            return user.map(AuthUser).ok_or(invalid);
+        }
+        let token = browser_session::session_token(&parts.headers)
+            .ok_or(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>` or log in" })?;
+        browser_session::require_same_origin(&parts.method, &parts.headers)?;
+        let user = state.store.session_user(&token_hash(token)).await?;
+        user.map(AuthUser)
+            .ok_or(ApiError::Unauthorized { detail: "the session has expired or was revoked; log in again" })
     }
 }
 
-/// `Option<AuthUser>`: `None` without an `Authorization` header (the route has another way in,
-/// e.g. a stream token); a header with a bad token is still a 401.
+/// The session token a request authenticates with, bearer or cookie (not an API key): the one
+/// that logging out revokes and that a password change keeps.
+pub fn session_token_of(headers: &HeaderMap) -> Option<&str> {
+    match bearer_token_of(headers) {
+        Some(token) => (!token.starts_with(API_KEY_PREFIX)).then_some(token),
+        None => browser_session::session_token(headers),
+    }
+}
+
+/// `Option<AuthUser>`: `None` without credentials (the route has another way in, e.g. a stream
+/// token); bad credentials are still a 401.
 impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
+        if parts.headers.contains_key(header::AUTHORIZATION) || browser_session::session_token(&parts.headers).is_some()
+        {
             <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
         } else {
             Ok(None)

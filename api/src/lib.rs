@@ -10,7 +10,9 @@
 //! - [`app`]: the router; [`routes`] holds one module per resource.
 //! - [`state`]: the cheap-to-clone handles every handler shares.
 //! - [`error`]: the one error type handlers return, rendered as RFC 9457 problem details.
-//! - [`extract`]: request extractors (bearer auth, JSON with problem-details rejections).
+//! - [`extract`]: request extractors (bearer or cookie auth, JSON with problem-details
+//!   rejections); [`browser_session`]: the web app's session cookie and its CSRF check.
+//! - [`web`]: the web app, compiled in and served at `/`.
 //! - [`idempotency`]: `Idempotency-Key` on job-creating POSTs.
 //! - [`limits`]: per-user abuse limits (429).
 //! - [`sse`]: the resumable job event stream.
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
+pub mod browser_session;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -41,6 +44,7 @@ pub mod routes;
 pub mod sse;
 pub mod state;
 pub mod timeout;
+pub mod web;
 
 pub use state::AppState;
 
@@ -52,7 +56,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::router())
-        .fallback(|| async { error::ApiError::NotFound })
+        .route("/assets/{version}/{*path}", axum::routing::get(web::asset))
+        .fallback(web::fallback)
         // Innermost: bounds the handler and its extractors (not a streamed body, see
         // `timeout`); its 503 is already a problem document.
         .layer(axum::middleware::from_fn_with_state(state.config.request_timeout, timeout::limit))
@@ -139,10 +144,13 @@ impl Api {
                 limits: settings.limits.clone(),
                 trusted_proxies: settings.trusted_proxies.clone(),
                 password_hashing_queue: settings.password_hashing.queue_timeout,
+                llm_simulated: settings.llm.simulated,
+                llm_model: settings.llm.model.clone(),
             }),
             shutdown: stop.clone(),
             background: tokio_util::task::TaskTracker::new(),
             password_hashing: Arc::new(tokio::sync::Semaphore::new(settings.password_hashing.concurrency)),
+            web: web::WebFiles::new(settings.web_dir.clone()),
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;

@@ -39,6 +39,8 @@ pub struct AppState {
     /// flood of logins queues (for at most `config.password_hashing_queue`, then `503`) instead
     /// of exhausting memory and the blocking pool.
     pub password_hashing: Arc<tokio::sync::Semaphore>,
+    /// The web app's files.
+    pub web: crate::web::WebFiles,
 }
 
 /// The API's own knobs.
@@ -52,4 +54,8 @@ pub struct ApiConfig {
     pub trusted_proxies: fastnpc_shared::settings::TrustedProxies,
     /// `FASTNPC_PASSWORD_HASHING_QUEUE_MS`: the longest a request waits for a hashing place.
     pub password_hashing_queue: Duration,
+    /// The workers' LLM is the simulator (`GET /v1/system`; the web app's banner).
+    pub llm_simulated: bool,
+    /// The default model, as configured (`GET /v1/system`).
+    pub llm_model: String,
 }

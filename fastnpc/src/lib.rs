@@ -110,6 +110,7 @@ impl Embedded {
             );
             settings.llm.base_url = simulator.base_url();
             settings.llm.api_key = Some(Secret::new("simulator"));
+            settings.llm.simulated = true;
             Some(simulator)
         };
         let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));

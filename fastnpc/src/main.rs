@@ -38,6 +38,8 @@ async fn main() -> anyhow::Result<()> {
         [] | ["serve"] => {
             let system = fastnpc::Embedded::build(settings).await?;
             tracing::info!(addr = %system.local_addr(), "FastNPC (embedded) listening");
+            // On stdout, whatever the log settings: the one line a person starting it needs.
+            println!("FastNPC is running: open http://{} in a browser (Ctrl-C stops it)", system.local_addr());
             system.run_until(shutdown::signal()).await
         }
         ["export", username, file] => {

@@ -29,6 +29,9 @@ pub struct Settings {
     /// Prefix of queue, exchange and Redis key names, so deployments and tests share one broker.
     pub namespace: String,
     pub http_addr: SocketAddr,
+    /// Serve the web app from this folder, read on every request, instead of the files compiled
+    /// into the binary (`FASTNPC_WEB_DIR`; for front-end development).
+    pub web_dir: Option<std::path::PathBuf>,
     /// The longest an ordinary API request may take before it is answered `503` and its handler
     /// dropped (SSE streams and `Prefer: wait` are excluded by design: they are bounded elsewhere).
     pub http_request_timeout: Duration,
@@ -94,6 +97,10 @@ pub struct LlmSettings {
     pub max_concurrency: usize,
     /// LLM requests per second per process (every attempt counts); `None` for no limit.
     pub rate_per_sec: Option<f64>,
+    /// The endpoint is the LLM simulator (`FASTNPC_LLM_SIMULATED`, set by the start-up scripts
+    /// that start one; the embedded mode sets it when it starts its own): the web app then says
+    /// on every page that replies are placeholders.
+    pub simulated: bool,
 }
 
 /// Per-role model overrides; `None` uses the default model.
@@ -332,6 +339,7 @@ impl Settings {
             redis_url: Secret::new(get("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
             namespace,
             http_addr: parse(&lookup, "FASTNPC_HTTP_ADDR", "127.0.0.1:8080")?,
+            web_dir: lookup("FASTNPC_WEB_DIR").map(Into::into),
             http_request_timeout: Duration::from_secs(positive(&lookup, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "30")?),
             trusted_proxies: parse(&lookup, "FASTNPC_TRUSTED_PROXIES", "")?,
             password_hashing: PasswordHashing {
@@ -367,6 +375,7 @@ impl Settings {
                 rate_per_sec: lookup("FASTNPC_LLM_RATE_PER_SEC")
                     .map(|_| parse(&lookup, "FASTNPC_LLM_RATE_PER_SEC", "0"))
                     .transpose()?,
+                simulated: parse(&lookup, "FASTNPC_LLM_SIMULATED", "false")?,
             },
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,

@@ -29,6 +29,17 @@ use fastnpc_shared::store::messages::MessageRecord;
 use serde_json::Value;
 
 /// Reads both layers and their version in one statement (one consistent snapshot).
+/// Whether a compression of the character's memory is queued or running.
+pub async fn compression_pending(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from jobs where character_id = ?1 and kind = 'compress_memory'
+           and status in ('queued', 'running')) as "pending!: bool""#,
+        character_id.0,
+    )
+    .fetch_one(db)
+    .await
+}
+
 pub async fn load(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select c.memory_version as "memory_version!: i64", m.layer as "layer?: String",
@@ -118,6 +129,10 @@ impl MemoryStore for SqliteStore {
 
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
         load(&self.pool, character_id).await
+    }
+
+    async fn compression_pending(&self, character_id: CharacterId) -> StoreResult<bool> {
+        compression_pending(&self.pool, character_id).await
     }
 
     async fn replace_memories(

@@ -112,6 +112,16 @@ pub async fn revoke_session(db: impl SqliteExecutor<'_>, token_hash: &[u8]) -> R
     Ok(())
 }
 
+/// Revokes every live session of a user; returns how many.
+pub async fn revoke_sessions(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let now = now();
+    let done =
+        sqlx::query!("update sessions set revoked_at = ?2 where user_id = ?1 and revoked_at is null", user_id.0, now)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn update_settings(
     db: impl SqliteExecutor<'_>,
     user_id: UserId,
@@ -349,6 +359,10 @@ impl AccountStore for SqliteStore {
 
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
         revoke_session(&self.pool, token_hash).await
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        revoke_sessions(&self.pool, user_id).await
     }
 
     async fn purge_sessions(&self) -> StoreResult<u64> {

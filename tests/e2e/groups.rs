@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// Text that appears in moderator prompts only.
 const MODERATOR: &str = "群聊中控";
 
-fn moderator_says(speaker: &str, confidence: f64, times: Option<usize>) -> Rule {
+pub(crate) fn moderator_says(speaker: &str, confidence: f64, times: Option<usize>) -> Rule {
     let reply = json!({"next_speaker": speaker, "reason": "轮到他了", "confidence": confidence}).to_string();
     Rule { when_contains: MODERATOR.into(), fault: Fault::Reply(reply), times }
 }

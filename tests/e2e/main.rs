@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod bounds;
+mod browser;
 mod cancel;
 mod characters;
 mod chat;
@@ -27,3 +28,6 @@ mod serial;
 mod shutdown;
 mod streaming;
 mod usage;
+mod web;
+mod web_app;
+mod web_app_more;

@@ -146,3 +146,28 @@ async fn memories_can_be_read_and_edited_by_their_owner_only() {
     assert_eq!(memories(&app, &owner, &character).await, memory, "refused edits changed nothing");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_memory_says_while_a_compression_of_it_is_pending() {
+    use fastnpc_tests::sim::{Fault, Rule};
+    // The compression's first call hangs until the 3 s call timeout; its retry answers.
+    let app = TestApp::builder().setting("FASTNPC_LLM_TIMEOUT_SECS", "3").spawn().await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+    set_budgets(&app, &user, 50, 4000, 4000).await;
+    assert_eq!(memories(&app, &user, &character).await["compressing"], false);
+    app.sim.add_rule(Rule {
+        when_contains: "压缩成".into(),
+        fault: Fault::Stall(std::time::Duration::from_secs(60)),
+        times: Some(1),
+    });
+
+    assert_eq!(app.send_message(&user, &character, "第1问：暗号是青龙一号，请记住", Some(20)).await.status(), 200);
+    app.wait_for_llm_in_flight(1).await;
+    assert_eq!(memories(&app, &user, &character).await["compressing"], true, "the compression is running");
+    app.wait_until_no_pending("compress_memory").await;
+    let after = memories(&app, &user, &character).await;
+    assert_eq!(after["compressing"], false);
+    assert!(!after["short_term"].as_array().unwrap().is_empty(), "the compression wrote the memory: {after}");
+    app.stop().await;
+}

@@ -6,3 +6,4 @@ pub mod harness;
 pub use fastnpc_llm_sim as sim;
 pub mod recording_proxy;
 pub mod sse_client;
+pub mod webdriver;

@@ -7,7 +7,12 @@ use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
 };
-use axum::{Json, extract::State, http::StatusCode, http::request::Parts};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
@@ -18,8 +23,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    browser_session,
     error::ApiError,
-    extract::{ApiJson, AuthUser, ClientAddress, bearer_token, token_hash},
+    extract::{ApiJson, AuthUser, ClientAddress, session_token_of, token_hash},
     state::AppState,
 };
 
@@ -72,8 +78,8 @@ impl From<UserRecord> for UserView {
     }
 }
 
-const MIN_PASSWORD_CHARS: usize = 8;
-const MAX_PASSWORD_CHARS: usize = 256;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 256;
 
 /// Usernames are identifiers: NFKC-normalised, so look-alike compatibility forms (full-width
 /// letters, ligatures) name the same account instead of a second one.
@@ -130,20 +136,41 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": UserView::from(user) }))))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+    /// A browser session: the token goes into an `HttpOnly` cookie instead of the body.
+    #[serde(default)]
+    cookie: bool,
+}
+
 #[derive(Serialize)]
 pub struct LoginView {
-    token: String,
-    token_type: &'static str,
+    /// Absent for a cookie session: page scripts never see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
     expires_at: DateTime<Utc>,
     user: UserView,
 }
 
-/// `POST /v1/auth/login` → `200 {token, token_type, expires_at, user}`.
+/// `POST /v1/auth/login` with `{username, password}` → `200 {token, token_type, expires_at,
+/// user}`; with `"cookie": true` (the web app) → `200 {expires_at, user}` and the session in an
+/// `HttpOnly` cookie (see [`crate::browser_session`]).
 pub async fn login(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
-    ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<LoginView>, ApiError> {
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let cookie = body.cookie;
+    if cookie {
+        // A forged cookie login would sign the victim into the forger's account.
+        browser_session::require_same_origin(&Method::POST, &headers)?;
+    }
     let invalid = ApiError::Unauthorized { detail: "wrong username or password" };
     let body = Credentials { username: normalize_username(&body.username), password: body.password };
     // Redis being down must not lock everyone out: the limiter fails open, loudly.
@@ -181,8 +208,13 @@ pub async fn login(
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let expires_at = Utc::now() + state.config.session_ttl;
     state.store.insert_session(&token_hash(&token), user_id, expires_at).await?;
-    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(LoginView { token, token_type: "Bearer", expires_at, user: user.into() }))
+    let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.into();
+    if !cookie {
+        return Ok(Json(LoginView { token: Some(token), token_type: Some("Bearer"), expires_at, user }).into_response());
+    }
+    let set_cookie = browser_session::set_cookie(&token, state.config.session_ttl, browser_session::is_https(&headers));
+    let view = LoginView { token: None, token_type: None, expires_at, user };
+    Ok(([(header::SET_COOKIE, set_cookie)], Json(view)).into_response())
 }
 
 fn too_many_attempts(wait: std::time::Duration) -> ApiError {
@@ -290,7 +322,7 @@ pub async fn change_password(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ClientAddress(address): ClientAddress,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     let username = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?.username;
@@ -303,7 +335,7 @@ pub async fn change_password(
         });
     }
     let hash = hash_password(&state, body.new_password).await?;
-    let current = crate::extract::bearer_token_of(&headers).map(token_hash);
+    let current = session_token_of(&headers).map(token_hash);
     state.store.change_password(user_id, &hash, current.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -344,12 +376,33 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// `POST /v1/auth/logout` → `204`: revokes the presented token.
-pub async fn logout(State(state): State<AppState>, _user: AuthUser, parts: Parts) -> Result<StatusCode, ApiError> {
-    if let Some(token) = bearer_token(&parts) {
+/// `POST /v1/auth/logout` → `204`: revokes the presented session (bearer or cookie) and clears
+/// the cookie.
+pub async fn logout(State(state): State<AppState>, _user: AuthUser, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = session_token_of(&headers) {
         state.store.revoke_session(&token_hash(token)).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(logged_out())
+}
+
+/// `POST /v1/auth/logout-everywhere` → `204`: revokes every session of the account (each
+/// browser and bearer session; API keys stay, they are revoked one by one) and clears the cookie.
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+) -> Result<Response, ApiError> {
+    let revoked = state.store.revoke_sessions(user_id).await?;
+    tracing::info!(revoked, "logged out everywhere");
+    Ok(logged_out())
+}
+
+/// `204` that deletes the browser's session cookie, if it has one.
+fn logged_out() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    for cookie in browser_session::clear_cookies() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// `GET /v1/me` → `{user}`.
@@ -363,7 +416,7 @@ pub async fn me(
 
 /// Memory budgets a user may set, in characters (the original's range).
 const BUDGET_RANGE: std::ops::RangeInclusive<i32> = 50..=5000;
-const MAX_BIO_CHARS: usize = 200;
+pub(crate) const MAX_BIO_CHARS: usize = 200;
 /// The languages a user may prefer (what `users.language`'s check allows).
 const LANGUAGES: [&str; 2] = ["zh", "en"];
 

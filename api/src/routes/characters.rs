@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Longest character name, as in the original (`normalize_role_name` capped at 64).
-const MAX_NAME_CHARS: usize = 64;
+pub(crate) const MAX_NAME_CHARS: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,7 +214,8 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_before": next_before })))
 }
 
-/// `GET /v1/characters/{id}` → `{character}`.
+/// `GET /v1/characters/{id}` → `{character, job}`: `job` is the generation job (`{id,
+/// status_url, events_url}`), so any client can follow or retry it.
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -222,7 +223,11 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({ "character": CharacterView::from(character) })))
+    let job = state.store.generation_job(character_id).await?;
+    let job = job.map(
+        |id| json!({"id": id, "status_url": format!("/v1/jobs/{id}"), "events_url": format!("/v1/jobs/{id}/events")}),
+    );
+    Ok(Json(json!({ "character": CharacterView::from(character), "job": job })))
 }
 
 /// `DELETE /v1/characters/{id}` → `204`. Its jobs go with it; a worker still generating it

@@ -15,10 +15,11 @@ use crate::{
     state::AppState,
 };
 
-const MAX_ENTRIES: usize = 500;
-const MAX_ENTRY_CHARS: usize = 1000;
+pub(crate) const MAX_ENTRIES: usize = 500;
+pub(crate) const MAX_ENTRY_CHARS: usize = 1000;
 
-/// `GET /v1/characters/{id}/memories` → `{short_term, long_term, version}`.
+/// `GET /v1/characters/{id}/memories` → `{short_term, long_term, version, compressing}`;
+/// `compressing`: a compression that will rewrite them is queued or running.
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -27,10 +28,12 @@ pub async fn get(
     let character_id: CharacterId = parse_id(&id)?;
     state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let memories = state.store.memories(character_id).await?;
+    let compressing = state.store.compression_pending(character_id).await?;
     Ok(Json(json!({
         "short_term": memories.short_term,
         "long_term": memories.long_term,
         "version": memories.version,
+        "compressing": compressing,
     })))
 }
 

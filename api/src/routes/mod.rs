@@ -16,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod system;
 pub mod usage;
 
 pub fn router() -> Router<AppState> {
@@ -23,6 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/logout-everywhere", post(auth::logout_everywhere))
+        .route("/v1/system", get(system::get))
         .route("/v1/me", get(auth::me).patch(auth::update_me).delete(auth::delete_me))
         .route("/v1/me/usage", get(usage::mine))
         .route("/v1/auth/password", post(auth::change_password))

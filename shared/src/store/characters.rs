@@ -211,6 +211,9 @@ pub trait CharacterStore: Send + Sync {
         quota: &Quota,
     ) -> StoreResult<Submitted>;
     async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
+    /// The character's latest generation job (a retry is a new attempt of the same job), so a
+    /// client that did not start it can follow it.
+    async fn generation_job(&self, character_id: CharacterId) -> StoreResult<Option<crate::ids::JobId>>;
     /// Without owner check (worker side).
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
     async fn list_characters(
@@ -264,6 +267,16 @@ impl CharacterStore for PgStore {
 
     async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
         get(&self.pool, user_id, character_id).await
+    }
+
+    async fn generation_job(&self, character_id: CharacterId) -> StoreResult<Option<crate::ids::JobId>> {
+        sqlx::query_scalar!(
+            r#"select job_id as "job_id: crate::ids::JobId" from jobs
+               where character_id = $1 and kind = 'generate_character' order by job_id desc limit 1"#,
+            character_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await
     }
 
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {

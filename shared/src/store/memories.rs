@@ -49,6 +49,20 @@ pub fn chars(entries: &[MemoryEntry]) -> usize {
 }
 
 /// Reads both layers and their version in one statement (one consistent snapshot).
+/// Whether a compression of the character's memory is queued or running.
+pub(crate) async fn compression_pending(
+    db: impl PgExecutor<'_>,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from jobs where character_id = $1 and kind = 'compress_memory'
+           and status in ('queued', 'running')) as "pending!""#,
+        character_id.0,
+    )
+    .fetch_one(db)
+    .await
+}
+
 pub(crate) async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select c.memory_version, m.layer as "layer?", m.content as "content?", m.importance
@@ -131,6 +145,9 @@ pub trait MemoryStore: Send + Sync {
         limit: i64,
     ) -> StoreResult<(Memories, Vec<MessageRecord>)>;
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories>;
+    /// Whether a compression of the character's memory is queued or running (the web app shows
+    /// it beside the memory it will change).
+    async fn compression_pending(&self, character_id: CharacterId) -> StoreResult<bool>;
     /// A user's own edit: replaces both layers whatever the version.
     async fn replace_memories(
         &self,
@@ -167,6 +184,10 @@ impl MemoryStore for PgStore {
 
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
         load(&self.pool, character_id).await
+    }
+
+    async fn compression_pending(&self, character_id: CharacterId) -> StoreResult<bool> {
+        compression_pending(&self.pool, character_id).await
     }
 
     async fn replace_memories(

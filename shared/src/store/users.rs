@@ -114,6 +114,15 @@ pub(crate) async fn revoke_session(db: impl PgExecutor<'_>, token_hash: &[u8]) -
     Ok(())
 }
 
+/// Revokes every live session of a user ("log out everywhere"); returns how many.
+pub(crate) async fn revoke_sessions(db: impl PgExecutor<'_>, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query!("update sessions set revoked_at = now() where user_id = $1 and revoked_at is null", user_id.0)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected())
+}
+
 /// Settings to change; `None` keeps the stored value.
 pub struct SettingsPatch<'a> {
     pub bio: Option<&'a str>,
@@ -345,6 +354,8 @@ pub trait AccountStore: Send + Sync {
     /// The user of a live session of an enabled account.
     async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>>;
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()>;
+    /// Revokes every live session of the user (API keys stay); returns how many.
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64>;
     /// Forgets sessions that expired or were revoked long ago; returns how many.
     async fn purge_sessions(&self) -> StoreResult<u64>;
     async fn is_admin(&self, user_id: UserId) -> StoreResult<bool>;
@@ -403,6 +414,10 @@ impl AccountStore for PgStore {
 
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
         revoke_session(&self.pool, token_hash).await
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        revoke_sessions(&self.pool, user_id).await
     }
 
     async fn purge_sessions(&self) -> StoreResult<u64> {

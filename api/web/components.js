@@ -1,0 +1,141 @@
+// Shared UI pieces: confirmation dialog, error areas, form fields, status badges.
+
+import { h, clear, charCount } from './dom.js';
+import { t } from './i18n.js';
+
+/**
+ * A modal confirmation (<dialog>). Resolves true when confirmed, false otherwise.
+ * Buttons: #confirm-ok (data-test="confirm-ok"), #confirm-cancel (data-test="confirm-cancel").
+ */
+export function confirmDialog({ title, message, confirmLabel, danger = false }) {
+  return new Promise((resolve) => {
+    document.getElementById('confirm-dialog')?.remove();
+    const ok = h('button', { type: 'submit', value: 'ok', id: 'confirm-ok', class: ['btn', danger ? 'btn-danger' : 'btn-primary'], dataset: { test: 'confirm-ok' } }, confirmLabel || t('common.confirm'));
+    const cancel = h('button', { type: 'submit', value: 'cancel', id: 'confirm-cancel', class: 'btn btn-ghost', dataset: { test: 'confirm-cancel' }, formnovalidate: true }, t('common.cancel'));
+    const dialog = h(
+      'dialog',
+      { id: 'confirm-dialog', class: 'dialog', dataset: { test: 'confirm-dialog' }, 'aria-labelledby': 'confirm-title' },
+      h(
+        'form',
+        { method: 'dialog', class: 'dialog-form' },
+        h('h2', { id: 'confirm-title' }, title),
+        message ? h('p', { class: 'dialog-message' }, message) : null,
+        h('div', { class: 'dialog-actions' }, cancel, ok),
+      ),
+    );
+    document.body.append(dialog);
+    dialog.addEventListener('close', () => {
+      const confirmed = dialog.returnValue === 'ok';
+      dialog.remove();
+      resolve(confirmed);
+    });
+    dialog.showModal();
+    cancel.focus();
+  });
+}
+
+/** An error area: hidden until `set(message)`. role=alert so it is announced. */
+export function errorArea(id, extraClass = '') {
+  const el = h('p', { id, class: ['error-message', extraClass], role: 'alert', dataset: { test: 'error' }, hidden: true });
+  return {
+    el,
+    set(message) {
+      el.textContent = message || '';
+      el.hidden = !message;
+    },
+    clear() {
+      el.textContent = '';
+      el.hidden = true;
+    },
+  };
+}
+
+/** A status line (polite live region) for "Saved." style messages. */
+export function statusArea(id) {
+  const el = h('p', { id, class: 'status-message', role: 'status', 'aria-live': 'polite' });
+  let timer = null;
+  return {
+    el,
+    set(message, { fade = true } = {}) {
+      el.textContent = message || '';
+      clearTimeout(timer);
+      if (fade && message) timer = setTimeout(() => (el.textContent = ''), 5000);
+    },
+  };
+}
+
+/** A labelled field: <div class="field"><label for=id>text</label> control hint</div>. */
+export function field(label, control, hint) {
+  const hintEl = hint ? h('p', { class: 'hint', id: `${control.id}-hint` }, hint) : null;
+  if (hintEl) control.setAttribute('aria-describedby', hintEl.id);
+  return h('div', { class: 'field' }, h('label', { for: control.id }, label), control, hintEl);
+}
+
+/**
+ * A live "n / max" counter for a text control with a maximum length (in code points, as the
+ * server counts). Returns the counter element; it turns red and says so past the limit.
+ */
+export function lengthCounter(control, max, id) {
+  const el = h('span', { class: 'counter', id, 'aria-live': 'off' });
+  const update = () => {
+    const n = charCount(control.value);
+    el.textContent = t('common.counter', { n: n.toLocaleString(), max: max.toLocaleString() });
+    el.classList.toggle('over', n > max);
+  };
+  control.addEventListener('input', update);
+  update();
+  return { el, update };
+}
+
+const STATUS_CLASS = { ready: 'ok', generating: 'busy', failed: 'bad' };
+
+/** A character status badge (ready / generating / failed). */
+export function statusBadge(status) {
+  return h('span', { class: ['badge', `badge-${STATUS_CLASS[status] || 'neutral'}`], dataset: { test: 'character-status', status } }, t(`status.${status}`, {}, status));
+}
+
+/** Runs an async action with the button disabled (and aria-busy) meanwhile. */
+export async function busy(button, action) {
+  const wasDisabled = button.disabled;
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  try {
+    return await action();
+  } finally {
+    button.disabled = wasDisabled;
+    button.removeAttribute('aria-busy');
+  }
+}
+
+/** An empty-state box. */
+export function emptyState(text, action) {
+  return h('div', { class: 'empty-state', dataset: { test: 'empty-state' } }, h('p', null, text), action || null);
+}
+
+/** Copies text to the clipboard; resolves true on success. */
+export async function copyText(text, fallbackInput) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    if (fallbackInput) {
+      fallbackInput.focus();
+      fallbackInput.select();
+      try {
+        return document.execCommand('copy');
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  }
+}
+
+/** On narrow screens the conversation sits below the page head: bring it into view. */
+export function revealConversation(root) {
+  if (!window.matchMedia('(max-width: 959px)').matches) return;
+  const main = root.querySelector('.chat-main');
+  if (main) requestAnimationFrame(() => main.scrollIntoView({ block: 'start' }));
+}
+
+export { clear };

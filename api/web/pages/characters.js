@@ -1,0 +1,181 @@
+// The characters list (home): newest first, filter as you type, delete with confirmation,
+// characters still generating link to their progress.
+
+import { api, ApiProblem, query } from '../api.js';
+import { h, clear, formatDateTime, sleep, stored } from '../dom.js';
+import { t } from '../i18n.js';
+import { generationJobKey } from '../state.js';
+import { confirmDialog, errorArea, statusBadge, emptyState } from '../components.js';
+
+const PAGE_SIZE = 100;
+const POLL_MS = 4000;
+
+/** The generation job of a character: named by the API if it ever does, else remembered here. */
+export function generationJob(character) {
+  return character.job?.id || character.job_id || stored.get(localStorage, generationJobKey(character.id));
+}
+
+export function progressHref(character) {
+  const job = generationJob(character);
+  return `/characters/${encodeURIComponent(character.id)}/generating${job ? `?job=${encodeURIComponent(job)}` : ''}`;
+}
+
+export async function render(root, ctx) {
+  ctx.setTitle(t('characters.title'));
+  const items = [];
+  let nextBefore = null;
+
+  const filter = h('input', { id: 'character-filter', type: 'search', autocomplete: 'off', dataset: { test: 'character-filter' }, placeholder: t('characters.filter.placeholder') });
+  const list = h('ul', { id: 'character-list', class: 'item-list', dataset: { test: 'character-list' } });
+  const count = h('p', { id: 'character-count', class: 'muted', role: 'status' });
+  const more = h('button', { type: 'button', id: 'load-more-characters', class: 'btn btn-ghost', hidden: true, dataset: { test: 'load-more' } }, t('common.loadMore'));
+  const error = errorArea('characters-error');
+
+  root.append(
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', null, t('characters.title')),
+      h('a', { href: '/characters/new', class: 'btn btn-primary', id: 'new-character', dataset: { test: 'new-character' } }, t('characters.new')),
+    ),
+    h('div', { class: 'toolbar' }, h('div', { class: 'field field-inline' }, h('label', { for: 'character-filter' }, t('characters.filter')), filter)),
+    error.el,
+    count,
+    list,
+    h('div', { class: 'list-more' }, more),
+  );
+
+  function matches(character) {
+    const needle = filter.value.trim().toLocaleLowerCase();
+    return !needle || character.name.toLocaleLowerCase().includes(needle);
+  }
+
+  function renderList() {
+    const shown = items.filter(matches);
+    if (!items.length) {
+      clear(list);
+      clear(count);
+      list.append(h('li', { class: 'empty' }, emptyState(t('characters.empty'), h('a', { href: '/characters/new', class: 'btn btn-primary' }, t('characters.new')))));
+    } else {
+      clear(list, shown.map(renderItem));
+      count.textContent = filter.value.trim() ? t('characters.filtered', { shown: shown.length, total: items.length }) : t('characters.count', { n: items.length });
+      if (!shown.length) list.append(h('li', { class: 'empty muted' }, t('characters.noMatch')));
+    }
+    more.hidden = !nextBefore;
+  }
+
+  function renderItem(character) {
+    const generating = character.status === 'generating';
+    const href = generating ? progressHref(character) : `/characters/${encodeURIComponent(character.id)}`;
+    const del = h('button', { type: 'button', class: 'btn btn-small btn-danger-ghost', dataset: { test: 'delete-character' }, 'aria-label': t('characters.delete.aria', { name: character.name }) }, t('common.delete'));
+    del.addEventListener('click', () => remove(character));
+    return h(
+      'li',
+      { class: 'item card', dataset: { test: 'character-item', id: character.id, status: character.status } },
+      h(
+        'div',
+        { class: 'item-main' },
+        h('h2', { class: 'item-title' }, h('a', { href, dataset: { test: 'character-link' } }, character.name), ' ', statusBadge(character.status)),
+        character.brief ? h('p', { class: 'item-brief' }, character.brief) : null,
+        generating ? h('p', { class: 'muted' }, h('a', { href, dataset: { test: 'progress-link' } }, t('characters.viewProgress'))) : null,
+        h('p', { class: 'item-meta muted' }, t('characters.created', { when: formatDateTime(character.created_at) })),
+      ),
+      h(
+        'div',
+        { class: 'item-actions' },
+        character.status === 'ready' ? h('a', { href: `/characters/${encodeURIComponent(character.id)}/chat`, class: 'btn btn-small btn-primary', dataset: { test: 'chat-link' } }, t('characters.chat')) : null,
+        del,
+      ),
+    );
+  }
+
+  async function remove(character) {
+    const confirmed = await confirmDialog({
+      title: t('characters.delete.title', { name: character.name }),
+      message: t('characters.delete.body'),
+      confirmLabel: t('common.delete'),
+      danger: true,
+    });
+    if (!confirmed || !ctx.active) return;
+    error.clear();
+    try {
+      await api.delete(`/v1/characters/${encodeURIComponent(character.id)}`);
+    } catch (problem) {
+      if (!(problem instanceof ApiProblem && problem.status === 404)) {
+        error.set(problem.message);
+        return;
+      }
+    }
+    stored.remove(localStorage, generationJobKey(character.id));
+    const index = items.findIndex((c) => c.id === character.id);
+    if (index >= 0) items.splice(index, 1);
+    renderList();
+    filter.focus();
+  }
+
+  async function loadPage() {
+    const page = await api.get(`/v1/characters${query({ limit: PAGE_SIZE, before: nextBefore })}`, { signal: ctx.signal });
+    for (const item of page.items || []) if (!items.some((c) => c.id === item.id)) items.push(item);
+    nextBefore = page.next_before || null;
+  }
+
+  more.addEventListener('click', async () => {
+    more.disabled = true;
+    try {
+      await loadPage();
+      renderList();
+    } catch (problem) {
+      if (problem?.name !== 'AbortError') error.set(problem.message);
+    } finally {
+      more.disabled = false;
+    }
+  });
+
+  filter.addEventListener('input', async () => {
+    renderList();
+    // Filtering looks at every character: fetch the rest once someone filters.
+    while (filter.value.trim() && nextBefore && ctx.active) {
+      try {
+        await loadPage();
+      } catch {
+        break;
+      }
+      renderList();
+    }
+  });
+
+  await loadPage();
+  renderList();
+  poll();
+
+  // Characters still generating: refresh their status until they settle.
+  async function poll() {
+    while (ctx.active) {
+      await sleep(POLL_MS, ctx.signal);
+      if (!ctx.active) return;
+      const pending = items.filter((c) => c.status === 'generating').slice(0, 10);
+      if (!pending.length) continue;
+      let changed = false;
+      for (const character of pending) {
+        try {
+          const { character: fresh } = await api.get(`/v1/characters/${encodeURIComponent(character.id)}`, { signal: ctx.signal });
+          if (fresh.status !== character.status || fresh.brief !== character.brief) {
+            Object.assign(character, { status: fresh.status, brief: fresh.brief, updated_at: fresh.updated_at });
+            changed = true;
+          }
+        } catch (problem) {
+          if (problem?.name === 'AbortError') return;
+          if (problem instanceof ApiProblem && problem.status === 404) {
+            items.splice(items.indexOf(character), 1);
+            changed = true;
+          }
+        }
+      }
+      if (changed && ctx.active) {
+        const focused = document.activeElement === filter;
+        renderList();
+        if (focused) filter.focus();
+      }
+    }
+  }
+}
