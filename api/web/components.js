@@ -1,6 +1,6 @@
 // Shared UI pieces: confirmation dialog, error areas, form fields, status badges.
 
-import { h, clear, charCount } from './dom.js';
+import { h, clear, charCount, formatTime, formatDateTime } from './dom.js';
 import { t } from './i18n.js';
 
 /**
@@ -139,3 +139,50 @@ export function revealConversation(root) {
 }
 
 export { clear };
+
+/**
+ * The live handle of one message bubble (chat and group transcripts): its text (streamed in
+ * with `append`, replaced with `setText`), state (`data-state`; `aria-live` while streaming),
+ * id (registered in `views`), time and note. `stick` keeps the log scrolled to the bottom
+ * across the change when it was there.
+ */
+export function bubbleView({ li, body, time, note, text, views, stick }) {
+  const view = {
+    li,
+    body,
+    text,
+    setText(value) {
+      view.text = value;
+      stick(() => {
+        body.textContent = value;
+        li.classList.toggle('empty', !value);
+      });
+    },
+    append(delta) {
+      view.setText(view.text + delta);
+    },
+    setState(value) {
+      li.dataset.state = value;
+      if (value === 'streaming') body.setAttribute('aria-live', 'polite');
+      else body.removeAttribute('aria-live');
+      li.setAttribute('aria-busy', value === 'streaming' || value === 'sending' ? 'true' : 'false');
+    },
+    setId(value) {
+      if (!value) return;
+      li.dataset.id = value;
+      views.set(value, view);
+    },
+    setTime(iso) {
+      if (!iso) return;
+      time.dateTime = iso;
+      time.title = formatDateTime(iso);
+      time.textContent = formatTime(iso);
+    },
+    setNote(message, kind = '') {
+      note.textContent = message || '';
+      note.hidden = !message;
+      note.className = ['bubble-note', kind].filter(Boolean).join(' ');
+    },
+  };
+  return view;
+}

@@ -62,7 +62,18 @@ pub(crate) async fn assert_fits_the_width(browser: &Browser, what: &str) {
     let widths =
         browser.execute("return [document.documentElement.scrollWidth, window.innerWidth]", &[]).await.unwrap();
     let (scroll, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
-    assert!(scroll <= window, "{what}: the page is {scroll} px wide in a {window} px window");
+    if scroll > window {
+        let culprits = browser
+            .execute(
+                "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > \
+                 window.innerWidth + 1).slice(-6).map(e => `${e.tagName}#${e.id}.${e.className} \
+                 ${Math.round(e.getBoundingClientRect().right)}px`)",
+                &[],
+            )
+            .await
+            .unwrap();
+        panic!("{what}: the page is {scroll} px wide in a {window} px window; too wide: {culprits}");
+    }
 }
 
 /// The JavaScript condition "the progress row of `step` is `state`".

@@ -1,5 +1,6 @@
 //! The web app in real headless Chromium, continued: groups, the memory panel, settings and API
-//! keys, and the CSRF check as a browser meets it.
+//! keys, and the CSRF check as a browser meets it. Every wait is on page state, as in `web_app`,
+//! whose page helpers these tests share.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -17,14 +18,15 @@ use axum::{
 };
 use fastnpc_tests::{
     harness::{PASSWORD, TestApp, TestUser, sample_source},
-    sim::SimConfig,
+    sim::{Fault, Rule, SimConfig},
+    webdriver::Browser,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::{
     groups::moderator_says,
-    web_app::{count, open, signed_in, texts, wait_for_page},
+    web_app::{assert_fits_the_width, count, open, signed_in, texts, wait_for_page},
 };
 
 const GROUP_MESSAGE: &str = "[data-test=\"group-message\"]";
@@ -39,14 +41,14 @@ fn count_is(css: &str, n: usize) -> String {
 
 /// What `fetch(url, init)` from the page answers: its status (0 for an opaque answer), or the
 /// error it threw.
-async fn page_fetch(browser: &fastnpc_tests::webdriver::Browser, url: &str, init: Value) -> Value {
+async fn page_fetch(browser: &Browser, url: &str, init: Value) -> Value {
     let script = "const [url, init, done] = arguments;
         fetch(url, init).then(r => done(r.status), e => done('threw: ' + e));";
     browser.execute_async(script, &[json!(url), init]).await.unwrap()
 }
 
 /// The group transcript on the page, in order: (author, message id, speaker id, text, state).
-async fn page_transcript(browser: &fastnpc_tests::webdriver::Browser) -> Vec<[String; 5]> {
+async fn page_transcript(browser: &Browser) -> Vec<[String; 5]> {
     let script = "return [...document.querySelectorAll(arguments[0])].map(e => [e.dataset.author,
         e.dataset.id || '', e.dataset.speaker || '', e.querySelector('.bubble-text').textContent, e.dataset.state])";
     let rows = browser.execute(script, &[json!(GROUP_MESSAGE)]).await.unwrap();
@@ -87,7 +89,7 @@ async fn set_rounds(app: &TestApp, user: &TestUser, rounds: i32) {
     assert_eq!(response.status(), 200);
 }
 
-async fn say_in_group(browser: &fastnpc_tests::webdriver::Browser, text: &str) {
+async fn say_in_group(browser: &Browser, text: &str) {
     browser.type_into("#group-input", text).await.unwrap();
     browser.press_enter("#group-input").await.unwrap();
 }
@@ -199,6 +201,7 @@ async fn a_group_created_in_the_page_runs_two_speakers_is_interrupted_by_a_new_m
     browser.click("#add-member").await.unwrap();
     browser.wait_for(&format!("[data-test=\"group-member\"][data-id=\"{wang_wei}\"]")).await.unwrap();
     assert_eq!(member_ids(&app, &user, &group).await, sorted([&li_bai, &du_fu, &wang_wei]));
+    assert_fits_the_width(&browser, "the group page").await;
     browser.screenshot("group-desktop").await.unwrap();
     browser.click(&format!("[data-test=\"remove-member\"][data-id=\"{wang_wei}\"]")).await.unwrap();
     browser.wait_gone(&format!("[data-test=\"group-member\"][data-id=\"{wang_wei}\"]")).await.unwrap();
@@ -209,10 +212,15 @@ async fn a_group_created_in_the_page_runs_two_speakers_is_interrupted_by_a_new_m
 }
 
 #[tokio::test]
-async fn a_memory_entry_added_in_the_panel_is_saved_and_shown_after_a_reload() {
-    let app = TestApp::spawn().await;
+async fn a_memory_entry_added_in_the_panel_is_saved_and_a_running_compression_is_shown() {
+    // A compression's first model call hangs until the 3 s call timeout, then its retry answers:
+    // a window in which the memory is being compressed.
+    let app = TestApp::builder().setting("FASTNPC_LLM_TIMEOUT_SECS", "3").spawn().await;
     let user = app.user("keeper").await;
     let character = app.ready_character(&user, "诸葛亮").await;
+    let budgets = json!({"memory_budgets": {"session": 50, "short_term": 4000, "long_term": 4000}});
+    assert_eq!(app.request(Method::PATCH, "/v1/me", Some(&user)).json(&budgets).send().await.unwrap().status(), 200);
+    let memories = format!("/v1/characters/{character}/memories");
     let browser = signed_in(&app, &user).await;
     open(&browser, &app, &format!("/characters/{character}/chat"), "chat").await;
 
@@ -222,22 +230,44 @@ async fn a_memory_entry_added_in_the_panel_is_saved_and_shown_after_a_reload() {
     browser.click("#memory-add-long").await.unwrap();
     let inputs = count(&browser, "#memory-long [data-test=\"memory-entry-input\"]").await;
     assert_eq!(inputs, 1, "one new, empty entry");
-    let entry = "暗号是青龙一号";
+    let entry = "主公喜欢羽扇纶巾";
     browser.type_into("#memory-long_term-0", entry).await.unwrap();
     browser.click("#memory-save").await.unwrap();
     browser.wait_for_text("#memory-status", "Memory saved").await.unwrap();
-
-    let memory: Value = app.get(&format!("/v1/characters/{character}/memories"), &user).await.json().await.unwrap();
+    let memory: Value = app.get(&memories, &user).await.json().await.unwrap();
     let long: Vec<&str> =
         memory["long_term"].as_array().unwrap().iter().map(|e| e["content"].as_str().unwrap()).collect();
     assert_eq!(long, [entry], "{memory}");
-    browser.screenshot("memory-desktop").await.unwrap();
 
     browser.refresh().await.unwrap();
     wait_for_page(&browser, "chat").await;
     let shown = texts(&browser, "#memory-long [data-test=\"memory-entry\"]").await;
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert!(shown[0].contains(entry), "{shown:?}");
+    assert_eq!(count(&browser, "#memory-short [data-test=\"memory-entry\"]").await, 0, "no short-term memory yet");
+
+    // A reply outgrows the 50-character session budget: its compression is shown while it runs.
+    app.sim.add_rule(Rule {
+        when_contains: "压缩成".into(),
+        fault: Fault::Stall(Duration::from_secs(60)),
+        times: Some(1),
+    });
+    browser.type_into("#chat-input", "第1问：暗号是青龙一号，请记住").await.unwrap();
+    browser.press_enter("#chat-input").await.unwrap();
+    browser.wait_for("#memory-watch").await.unwrap();
+    let memory: Value = app.get(&memories, &user).await.json().await.unwrap();
+    assert_eq!(memory["compressing"], true, "shown while the API says so: {memory}");
+    browser.wait_for_text("#memory-status", "Memory updated").await.unwrap();
+    browser.wait_gone("#memory-watch").await.unwrap();
+    let memory: Value = app.get(&memories, &user).await.json().await.unwrap();
+    assert_eq!(memory["compressing"], false, "{memory}");
+    let stored: Vec<&str> =
+        memory["short_term"].as_array().unwrap().iter().map(|e| e["content"].as_str().unwrap()).collect();
+    assert!(!stored.is_empty(), "the compression wrote short-term memory: {memory}");
+    let shown = texts(&browser, "#memory-short [data-test=\"memory-entry\"] .memory-text").await;
+    assert_eq!(shown, stored, "the panel shows the compressed memory");
+    assert_fits_the_width(&browser, "the chat page").await;
+    browser.screenshot("memory-desktop").await.unwrap();
     browser.assert_no_console_errors().await.unwrap();
     browser.close().await.unwrap();
     app.stop().await;
@@ -287,9 +317,8 @@ async fn settings_are_saved_an_api_key_is_shown_once_works_and_is_revoked_and_th
     let key_id = keys["items"][0]["id"].as_str().unwrap();
     let item = format!("[data-test=\"api-key-item\"][data-id=\"{key_id}\"][data-revoked=\"false\"]");
     assert!(browser.text(&item).await.unwrap().contains("script"), "the key is listed");
+    assert_fits_the_width(&browser, "the settings page").await;
     browser.screenshot("settings-desktop").await.unwrap();
-    let wide = browser.execute("return [document.documentElement.scrollWidth, window.innerWidth, ...[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth).slice(0, 15).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + Math.round(e.getBoundingClientRect().width))]", &[]).await.unwrap();
-    eprintln!("DEBUG {wide:#}");
 
     // Revoked through the page: the key stops working.
     browser.click(&format!("{item} [data-test=\"api-key-revoke\"]")).await.unwrap();

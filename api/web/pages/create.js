@@ -89,8 +89,14 @@ export async function render(root, ctx) {
   root.append(h('div', { class: 'page-head' }, h('h1', null, t('create.title'))), h('p', { class: 'lead' }, t('create.lead')), form);
   mountKind();
 
+  let submitMarked = false;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
+    // User Timing for the web benchmark (tests/src/bin/webbench.rs): the first submit only.
+    if (!submitMarked) {
+      submitMarked = true;
+      performance.mark('fastnpc:create-submitted');
+    }
     error.clear();
     const trimmed = name.value.trim();
     if (!trimmed) return fail(t('create.error.nameEmpty'), name);

@@ -67,6 +67,7 @@ export async function render(root, ctx) {
   );
 
   const rows = new Map();
+  let progressMarked = false; // the first progress event was marked (User Timing)
   function row(step) {
     if (!rows.has(step)) {
       const li = h('li', { class: 'step', dataset: { test: 'progress-step', step, state: 'pending' } }, h('span', { class: 'step-icon', 'aria-hidden': 'true' }), h('span', { class: 'step-label' }, stepLabel(step)), h('span', { class: 'step-state visually-hidden' }));
@@ -213,6 +214,13 @@ export async function render(root, ctx) {
           connection.textContent = s === 'reconnecting' ? t('stream.reconnecting') : '';
         },
         onEvent: (event) => {
+          // User Timing for the web benchmark (tests/src/bin/webbench.rs): the first progress
+          // event of the page, when it arrives and in the frame that paints its row.
+          const firstProgress = event.type === 'progress' && !progressMarked;
+          if (firstProgress) {
+            progressMarked = true;
+            performance.mark('fastnpc:progress-received');
+          }
           if (event.id !== null) state.lastId = event.id;
           const data = event.data || {};
           switch (event.type) {
@@ -241,6 +249,7 @@ export async function render(root, ctx) {
           save();
           paint();
           tick();
+          if (firstProgress) requestAnimationFrame(() => performance.mark('fastnpc:progress-shown'));
         },
       });
       if (!ctx.active || !terminal) return;

@@ -5,7 +5,7 @@ import { api, ApiProblem, streamJob, query } from '../api.js';
 import { h, clear, charCount, formatTime, formatDateTime, randomId, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { limits } from '../state.js';
-import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation } from '../components.js';
+import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation, bubbleView } from '../components.js';
 import { allCharacters, MAX_MEMBERS } from './groups.js';
 
 const PAGE_SIZE = 30;
@@ -191,42 +191,7 @@ export async function render(root, ctx) {
       { class: ['message', `message-${role}`], dataset: { test: 'group-message', author: author === 'user' ? 'user' : 'character', role, state, id, speaker: speakerId } },
       h('div', { class: 'bubble' }, h('div', { class: 'bubble-head' }, h('span', { class: 'bubble-who' }, author === 'user' ? t('chat.you') : name), ' ', time), body, note, moderatorNote(moderator)),
     );
-    const view = {
-      li,
-      text,
-      setText(value) {
-        view.text = value;
-        stick(() => {
-          body.textContent = value;
-          li.classList.toggle('empty', !value);
-        });
-      },
-      append(delta) {
-        view.setText(view.text + delta);
-      },
-      setState(value) {
-        li.dataset.state = value;
-        if (value === 'streaming') body.setAttribute('aria-live', 'polite');
-        else body.removeAttribute('aria-live');
-        li.setAttribute('aria-busy', value === 'streaming' || value === 'sending' ? 'true' : 'false');
-      },
-      setId(value) {
-        if (!value) return;
-        li.dataset.id = value;
-        views.set(value, view);
-      },
-      setTime(iso) {
-        if (!iso) return;
-        time.dateTime = iso;
-        time.title = formatDateTime(iso);
-        time.textContent = formatTime(iso);
-      },
-      setNote(message, kind = '') {
-        note.textContent = message || '';
-        note.hidden = !message;
-        note.className = ['bubble-note', kind].filter(Boolean).join(' ');
-      },
-    };
+    const view = bubbleView({ li, body, time, note, text, views, stick });
     view.setState(state);
     li.classList.toggle('empty', !text);
     if (truncated) view.setNote(t('chat.truncated'), 'muted');
