@@ -371,3 +371,100 @@ async fn the_simulator_banner_both_languages_and_phone_width() {
     browser.close().await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn over_long_input_is_refused_in_the_page_a_failed_generation_can_be_retried_and_deleting_asks_first() {
+    let app = TestApp::spawn().await;
+    // The background category never parses: the generation fails for good.
+    app.sim.add_rule(Rule { when_contains: "背景故事".into(), fault: Fault::InvalidJson, times: None });
+    let user = app.user("retrier").await;
+    let browser = signed_in(&app, &user).await;
+    open(&browser, &app, "/characters/new", "create-character").await;
+
+    // A name over the API's limit (pasted past `maxlength`) is refused before anything is sent.
+    let too_long = "名".repeat(65);
+    let paste = "const e = document.getElementById('character-name'); e.removeAttribute('maxlength'); \
+                 e.value = arguments[0]; e.dispatchEvent(new Event('input', {bubbles: true}))";
+    browser.execute(paste, &[json!(too_long)]).await.unwrap();
+    browser.type_into("#source-text", &fastnpc_tests::harness::sample_source("王安石")).await.unwrap();
+    browser.click("#create-submit").await.unwrap();
+    browser
+        .wait_until(
+            "the name refused, naming the limit",
+            "(document.getElementById('create-error')?.textContent || '').includes('64')",
+        )
+        .await
+        .unwrap();
+    let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "nothing was sent");
+
+    // The failure is shown as its message, with a retry that (the model fixed) finishes it.
+    browser.type_into("#character-name", "王安石").await.unwrap();
+    browser.click("#create-submit").await.unwrap();
+    wait_for_page(&browser, "generating").await;
+    browser.wait_for("#job-status[data-status=\"failed\"]").await.unwrap();
+    let error = browser.text("#job-error").await.unwrap();
+    assert!(!error.trim().is_empty() && !error.contains("{\""), "the error's message, not JSON: {error:?}");
+    browser.screenshot("generating-failed-desktop").await.unwrap();
+    app.sim.reset();
+    browser.click("#retry-job").await.unwrap();
+    wait_for_page(&browser, "character").await;
+    assert_eq!(count(&browser, "[data-test=\"profile-category\"]").await, 8);
+
+    // Deleting asks first: cancelling keeps the character, confirming deletes it.
+    open(&browser, &app, "/", "characters").await;
+    browser.click("[data-test=\"delete-character\"]").await.unwrap();
+    browser.wait_for("#confirm-dialog[open]").await.unwrap();
+    browser.click("#confirm-cancel").await.unwrap();
+    browser.wait_gone("#confirm-dialog[open]").await.unwrap();
+    assert_eq!(count(&browser, "[data-test=\"character-item\"]").await, 1, "cancelled: still there");
+    browser.click("[data-test=\"delete-character\"]").await.unwrap();
+    browser.click("#confirm-ok").await.unwrap();
+    browser
+        .wait_until("the character gone", "document.querySelectorAll('[data-test=\"character-item\"]').length === 0")
+        .await
+        .unwrap();
+    let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0, "deleted on the server too");
+    browser.assert_no_console_errors().await.unwrap();
+    browser.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_page_shows_users_and_stats_and_disables_and_enables_an_account_and_nobody_else_sees_it() {
+    let app = TestApp::builder()
+        .setting("FASTNPC_ADMIN_USERNAME", "overseer")
+        .setting("FASTNPC_ADMIN_PASSWORD", PASSWORD)
+        .spawn()
+        .await;
+    let admin = app.login("overseer", PASSWORD).await;
+    let member = app.user("member").await;
+    let me: Value = app.get("/v1/me", &member).await.json().await.unwrap();
+    let member_id = me["user"]["id"].as_str().unwrap().to_owned();
+
+    // Not for members: no link, and the page is not found.
+    let browser = signed_in(&app, &member).await;
+    assert_eq!(count(&browser, "#nav-admin").await, 0);
+    open(&browser, &app, "/admin", "not-found").await;
+    browser.close().await.unwrap();
+
+    let browser = signed_in(&app, &admin).await;
+    browser.click("#nav-admin").await.unwrap();
+    wait_for_page(&browser, "admin").await;
+    let users = browser.text("[data-test=\"stat-users\"]").await.unwrap();
+    assert!(users.contains('2'), "two accounts counted: {users:?}");
+    let row = format!("[data-test=\"admin-user\"][data-id=\"{member_id}\"]");
+    assert_eq!(browser.attribute(&row, "data-disabled").await.unwrap().as_deref(), Some("false"));
+    browser.screenshot("admin-desktop").await.unwrap();
+    browser.click(&format!("{row} [data-test=\"admin-disable\"]")).await.unwrap();
+    browser.click("#confirm-ok").await.unwrap();
+    browser.wait_for(&format!("{row}[data-disabled=\"true\"]")).await.unwrap();
+    assert_eq!(app.get("/v1/me", &member).await.status(), 401, "the member's sessions ended");
+    browser.click(&format!("{row} [data-test=\"admin-enable\"]")).await.unwrap();
+    browser.wait_for(&format!("{row}[data-disabled=\"false\"]")).await.unwrap();
+    assert_eq!(app.login("member", PASSWORD).await.username, "member", "the account works again");
+    browser.assert_no_console_errors().await.unwrap();
+    browser.close().await.unwrap();
+    app.stop().await;
+}
