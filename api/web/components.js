@@ -186,3 +186,20 @@ export function bubbleView({ li, body, time, note, text, views, stick }) {
   };
   return view;
 }
+
+/**
+ * Scrolling of a transcript that grows at the bottom: `stick(change)` runs a DOM change and keeps
+ * the view at the bottom if it was there (a person reading older messages is not pulled down).
+ */
+export function stickyScroll(log) {
+  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+  const scrollToBottom = () => {
+    log.scrollTop = log.scrollHeight;
+  };
+  const stick = (change) => {
+    const atBottom = nearBottom();
+    change();
+    if (atBottom) scrollToBottom();
+  };
+  return { nearBottom, scrollToBottom, stick };
+}

@@ -468,3 +468,68 @@ async fn the_admin_page_shows_users_and_stats_and_disables_and_enables_an_accoun
     browser.close().await.unwrap();
     app.stop().await;
 }
+
+/// The id of the focused element, and whether its focus is drawn (an outline or a ring).
+async fn focused(browser: &Browser) -> (String, bool) {
+    let script = "const e = document.activeElement; const s = e && getComputedStyle(e); \
+                  return [e?.id || e?.tagName || '', !!s && (s.outlineStyle !== 'none' && s.outlineWidth !== '0px' \
+                  || s.boxShadow !== 'none')]";
+    let found = browser.execute(script, &[]).await.unwrap();
+    (found[0].as_str().unwrap().to_owned(), found[1].as_bool().unwrap())
+}
+
+/// Fails naming every visible form control that has no accessible name (label, `aria-label`,
+/// `aria-labelledby`, text or title).
+async fn assert_every_control_is_labelled(browser: &Browser, page: &str) {
+    let script = "return [...document.querySelectorAll('input, select, textarea, button')]
+        .filter(e => e.type !== 'hidden' && e.getClientRects().length > 0 && !e.closest('[aria-hidden=\"true\"]'))
+        .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')
+            || e.textContent.trim() || e.title))
+        .map(e => e.outerHTML.slice(0, 120))";
+    let unlabelled = browser.execute(script, &[]).await.unwrap();
+    assert_eq!(unlabelled, json!([]), "{page}: controls without a label");
+}
+
+#[tokio::test]
+async fn the_keyboard_alone_signs_in_with_focus_drawn_and_every_control_is_labelled() {
+    let app = TestApp::spawn().await;
+    let (user, character) = user_with_character(&app, "keyboard", "白居易").await;
+    let browser = Browser::start().await.unwrap();
+    open(&browser, &app, "/login", "login").await;
+    assert_every_control_is_labelled(&browser, "login").await;
+
+    // The login page puts the focus in the username field (else Tab gets there from the top),
+    // and every focus is drawn.
+    browser.execute("window.focus()", &[]).await.unwrap();
+    let mut stops = Vec::new();
+    loop {
+        let (id, drawn) = focused(&browser).await;
+        if id == "login-username" {
+            assert!(drawn, "the focus on {id} is not drawn");
+            break;
+        }
+        browser.press_key(fastnpc_tests::webdriver::keys::TAB).await.unwrap();
+        stops.push(id);
+        assert!(stops.len() < 15, "Tab never reached the username field: {stops:?}");
+    }
+    browser.find(":focus").await.unwrap().send_keys(&user.username).await.unwrap();
+    browser.press_key(fastnpc_tests::webdriver::keys::TAB).await.unwrap();
+    assert_eq!(focused(&browser).await, ("login-password".to_owned(), true), "Tab goes on to the password, drawn");
+    let password = format!("{PASSWORD}{}", fastnpc_tests::webdriver::keys::ENTER);
+    browser.find(":focus").await.unwrap().send_keys(&password).await.unwrap();
+    wait_for_page(&browser, "characters").await;
+
+    for (path, page) in [
+        ("/".to_owned(), "characters"),
+        ("/characters/new".to_owned(), "create-character"),
+        (format!("/characters/{character}"), "character"),
+        (format!("/characters/{character}/chat"), "chat"),
+        ("/groups".to_owned(), "groups"),
+        ("/settings".to_owned(), "settings"),
+    ] {
+        open(&browser, &app, &path, page).await;
+        assert_every_control_is_labelled(&browser, page).await;
+    }
+    browser.close().await.unwrap();
+    app.stop().await;
+}

@@ -546,6 +546,14 @@ impl Browser {
         self.command(Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await.map(drop)
     }
 
+    /// Presses and releases `key` (e.g. [`keys::TAB`]) wherever the focus is — the page itself
+    /// when nothing is focused — as a keyboard would (WebDriver actions).
+    pub async fn press_key(&self, key: &str) -> Result<()> {
+        let strokes = json!([{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]);
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": strokes}]});
+        self.command(Method::POST, "/actions", Some(actions)).await.map(drop)
+    }
+
     /// Lays pages out as a phone of `width` × `height` CSS pixels would (a mobile viewport,
     /// through the DevTools protocol): a headless window cannot be narrower than 500 px.
     pub async fn emulate_phone(&self, width: u32, height: u32) -> Result<()> {

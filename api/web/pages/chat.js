@@ -5,7 +5,7 @@ import { api, ApiProblem, streamJob, query } from '../api.js';
 import { h, append, clear, charCount, formatTime, formatDateTime, randomId, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { limits } from '../state.js';
-import { errorArea, statusBadge, revealConversation, bubbleView } from '../components.js';
+import { errorArea, statusBadge, revealConversation, bubbleView, stickyScroll } from '../components.js';
 import { memoryPanel } from '../memory.js';
 
 const PAGE_SIZE = 30;
@@ -57,16 +57,7 @@ export async function render(root, ctx) {
   ]);
 
   // ---- scrolling
-  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  const scrollToBottom = () => {
-    log.scrollTop = log.scrollHeight;
-  };
-  /** Runs a DOM change, keeping the view at the bottom if it was there. */
-  const stick = (change) => {
-    const atBottom = nearBottom();
-    change();
-    if (atBottom) scrollToBottom();
-  };
+  const { scrollToBottom, stick } = stickyScroll(log);
 
   // ---- message views
   const views = new Map(); // message id → view

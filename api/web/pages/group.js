@@ -5,7 +5,7 @@ import { api, ApiProblem, streamJob, query } from '../api.js';
 import { h, clear, charCount, formatTime, formatDateTime, randomId, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { limits } from '../state.js';
-import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation, bubbleView } from '../components.js';
+import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation, bubbleView, stickyScroll } from '../components.js';
 import { allCharacters, MAX_MEMBERS } from './groups.js';
 
 const PAGE_SIZE = 30;
@@ -155,15 +155,7 @@ export async function render(root, ctx) {
   renderMembers();
 
   // ---- scrolling
-  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  const scrollToBottom = () => {
-    log.scrollTop = log.scrollHeight;
-  };
-  const stick = (change) => {
-    const atBottom = nearBottom();
-    change();
-    if (atBottom) scrollToBottom();
-  };
+  const { scrollToBottom, stick } = stickyScroll(log);
 
   // ---- message views
   const views = new Map(); // message id → view
