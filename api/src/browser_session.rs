@@ -37,7 +37,9 @@ pub const SESSION_COOKIE: &str = "fastnpc_session";
 /// The session cookie over HTTPS.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-fastnpc_session";
 
-/// The session token a request's cookies carry, if any (the secure name first).
+/// The session token a request's cookies carry, if any. Over HTTPS only the `__Host-` cookie
+/// counts: a plain-named one there was not set by us but planted (by a sibling subdomain or a
+/// tampered plain-HTTP answer) to work the victim into the planter's account.
 pub fn session_token(headers: &HeaderMap) -> Option<&str> {
     let pairs = || {
         headers
@@ -47,9 +49,9 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
             .flat_map(|value| value.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
     };
-    [SECURE_SESSION_COOKIE, SESSION_COOKIE]
-        .into_iter()
-        .find_map(|name| pairs().find(|(key, value)| *key == name && !value.is_empty()).map(|(_, value)| value))
+    let names: &[&str] =
+        if is_https(headers) { &[SECURE_SESSION_COOKIE] } else { &[SECURE_SESSION_COOKIE, SESSION_COOKIE] };
+    names.iter().find_map(|name| pairs().find(|(key, value)| key == name && !value.is_empty()).map(|(_, value)| value))
 }
 
 /// Whether the browser reached us over HTTPS (see the module docs).
@@ -131,6 +133,8 @@ mod tests {
         assert_eq!(session_token(&headers(&[("cookie", "fastnpc_session=")])), None);
         assert_eq!(session_token(&headers(&[("cookie", "xfastnpc_session=no")])), None);
         assert_eq!(session_token(&HeaderMap::new()), None);
+        let planted = headers(&[("cookie", "fastnpc_session=planted"), ("x-forwarded-proto", "https")]);
+        assert_eq!(session_token(&planted), None, "over HTTPS only the __Host- cookie counts");
     }
 
     #[test]

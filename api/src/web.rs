@@ -83,14 +83,19 @@ struct Asset {
     body: Bytes,
     gzip: Option<Bytes>,
     content_type: &'static str,
+    /// Of the plain body; the gzipped one has its own (`…-gz`): two encodings of a file are two
+    /// representations, and a cache must not answer one for the other.
     etag: HeaderValue,
+    gzip_etag: HeaderValue,
 }
 
 impl Asset {
     fn new(path: &str, body: Vec<u8>, compress: bool) -> Self {
         let content_type = content_type(path);
-        let etag = HeaderValue::from_str(&format!("\"{}\"", &hex(&Sha256::digest(&body))[..32]))
-            .expect("hex is a valid header value");
+        let digest = hex(&Sha256::digest(&body));
+        let etag = HeaderValue::from_str(&format!("\"{}\"", &digest[..32])).expect("hex is a valid header value");
+        let gzip_etag =
+            HeaderValue::from_str(&format!("\"{}-gz\"", &digest[..32])).expect("hex is a valid header value");
         let textual =
             content_type.starts_with("text/") || content_type.contains("json") || content_type.contains("svg");
         let gzip = (compress && textual)
@@ -98,7 +103,7 @@ impl Asset {
             .flatten()
             .filter(|compressed| compressed.len() < body.len())
             .map(Bytes::from);
-        Self { body: body.into(), gzip, content_type, etag }
+        Self { body: body.into(), gzip, content_type, etag, gzip_etag }
     }
 }
 
@@ -154,7 +159,7 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri, h
     let path = uri.path();
     let is_api = path == "/v1" || path.starts_with("/v1/");
     let names_a_file = path.rsplit('/').next().is_some_and(|last| last.contains('.'));
-    if method != Method::GET || is_api || names_a_file || path.starts_with("/assets/") {
+    if !(method == Method::GET || method == Method::HEAD) || is_api || names_a_file || path.starts_with("/assets/") {
         return ApiError::NotFound.into_response();
     }
     match state.web.app().await {
@@ -173,40 +178,51 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri, h
 
 /// `asset` with `cache_control`: `304` when the client's copy is current, gzipped when accepted.
 fn serve(asset: &Asset, request: &HeaderMap, cache_control: &'static str) -> Response {
+    let gzipped = asset.gzip.as_ref().filter(|_| accepts_gzip(request));
+    let etag = if gzipped.is_some() { &asset.gzip_etag } else { &asset.etag };
     let fresh = request
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|tag| tag.trim().trim_start_matches("W/") == asset.etag);
-    let accepts_gzip = request
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| coding.split(';').next().is_some_and(|name| name.trim().eq_ignore_ascii_case("gzip")));
+        .any(|tag| tag.trim().trim_start_matches("W/") == etag);
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
+    } else if let Some(compressed) = gzipped {
+        let mut response = Response::new(Body::from(compressed.clone()));
+        response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
     } else {
-        match (&asset.gzip, accepts_gzip) {
-            (Some(compressed), true) => {
-                let mut response = Response::new(Body::from(compressed.clone()));
-                response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                response
-            }
-            _ => Response::new(Body::from(asset.body.clone())),
-        }
+        Response::new(Body::from(asset.body.clone()))
     };
     let headers = response.headers_mut();
     if !fresh {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     }
-    headers.insert(header::ETAG, asset.etag.clone());
+    headers.insert(header::ETAG, etag.clone());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     if asset.gzip.is_some() {
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     response
+}
+
+/// Whether `Accept-Encoding` takes gzip: named (or `*`) with a non-zero `q`.
+fn accepts_gzip(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next()?;
+            let quality = parts
+                .find_map(|parameter| parameter.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
+                .unwrap_or(1.0);
+            Some((name, quality))
+        })
+        .any(|(name, quality)| (name.eq_ignore_ascii_case("gzip") || name == "*") && quality > 0.0)
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -235,17 +251,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The files of a development folder, as the build script collects them.
+/// The files of a development folder, as the build script collects them (no dot files, not the
+/// folder's README); symbolic links are not followed, so nothing outside the folder is served.
 fn read_folder(root: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let mut files = Vec::new();
     let mut folders = vec![root.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
-            if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.')) {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if name.starts_with('.') || kind.is_symlink() || (folder == root && name == "README.md") {
                 continue;
             }
-            if path.is_dir() {
+            if kind.is_dir() {
                 folders.push(path);
             } else {
                 let relative = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
@@ -295,8 +315,18 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
         let plain = serve(script, &HeaderMap::new(), "no-cache");
         assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_ne!(response.headers()[header::ETAG], plain.headers()[header::ETAG], "two representations");
         let mut revalidate = HeaderMap::new();
         revalidate.insert(header::IF_NONE_MATCH, script.etag.clone());
         assert_eq!(serve(script, &revalidate, "no-cache").status(), StatusCode::NOT_MODIFIED);
+        revalidate.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(
+            serve(script, &revalidate, "no-cache").status(),
+            StatusCode::OK,
+            "the plain tag is not the gzip one"
+        );
+        let mut refuses = HeaderMap::new();
+        refuses.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, identity"));
+        assert!(serve(script, &refuses, "no-cache").headers().get(header::CONTENT_ENCODING).is_none(), "q=0 is a no");
     }
 }

@@ -5,7 +5,7 @@
 // page the context's signal aborts (streams and fetches stop) and the page's cleanups run.
 
 import { api, ApiProblem, onUnauthorized } from './api.js';
-import { h, clear } from './dom.js';
+import { h, clear, safeNext } from './dom.js';
 import { t, getLang, setLang, onLangChange, LANGS } from './i18n.js';
 import { session } from './state.js';
 
@@ -63,11 +63,6 @@ function match(pathname) {
 }
 
 /** A local path is safe to go back to after logging in. */
-export function safeNext(next) {
-  if (typeof next !== 'string' || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
-  if (/^\/(v1|assets)(\/|$)/.test(next) || next.startsWith('/login') || next.startsWith('/register')) return '/';
-  return next;
-}
 
 // ---------------------------------------------------------------- shell
 
@@ -171,8 +166,13 @@ async function logOut() {
   try {
     await api.post('/v1/auth/logout', undefined, { noRedirect: true });
   } catch (error) {
-    // Already logged out (401) is fine; anything else: still leave the app's logged-in state.
-    if (!(error instanceof ApiProblem)) console.error(error);
+    // Already logged out (401) is what was asked for. Anything else (the network, a 5xx) left
+    // the session alive on the server: saying "logged out" then would leave the next person at
+    // a shared computer signed in.
+    if (!(error instanceof ApiProblem && error.status === 401)) {
+      window.alert(t('logout.failed', { message: error?.message || String(error) }));
+      return;
+    }
   }
   session.user = null;
   navigate('/login', { replace: true });

@@ -142,3 +142,22 @@ export const stored = {
     }
   },
 };
+
+/**
+ * Where a login may send the person back to (`?next=`): a path of this app on this origin, or
+ * `/` for anything else — another origin (`//evil.example`, `/\tevil`, which URL parsing turns
+ * into one), the API, the login pages themselves.
+ */
+export function safeNext(next) {
+  if (typeof next !== 'string' || !next.startsWith('/')) return '/';
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== location.origin) return '/';
+  const path = url.pathname;
+  if (/^\/(v1|assets)(\/|$)/.test(path) || path.startsWith('/login') || path.startsWith('/register')) return '/';
+  return path + url.search + url.hash;
+}

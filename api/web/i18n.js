@@ -16,6 +16,7 @@ const STRINGS = {
   'nav.admin': ['Admin', '管理'],
   'nav.logout': ['Log out', '退出登录'],
   'nav.signedInAs': ['Signed in as {name}', '当前用户：{name}'],
+  'logout.failed': ['Logging out did not work ({message}); you are still signed in. Try again.', '退出登录未成功（{message}），你仍处于登录状态，请重试。'],
   'nav.skip': ['Skip to content', '跳到正文'],
   'footer.text': ['FastNPC — role-play characters from encyclopedia text', 'FastNPC — 从百科文本生成可对话的角色'],
   'lang.label': ['Interface language', '界面语言'],

@@ -28,7 +28,6 @@ use fastnpc_shared::store::memories::MemoryStore;
 use fastnpc_shared::store::messages::MessageRecord;
 use serde_json::Value;
 
-/// Reads both layers and their version in one statement (one consistent snapshot).
 /// Whether a compression of the character's memory is queued or running.
 pub async fn compression_pending(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
@@ -40,6 +39,7 @@ pub async fn compression_pending(db: impl SqliteExecutor<'_>, character_id: Char
     .await
 }
 
+/// Reads both layers and their version in one statement (one consistent snapshot).
 pub async fn load(db: impl SqliteExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select c.memory_version as "memory_version!: i64", m.layer as "layer?: String",

@@ -91,9 +91,19 @@ async fn the_web_app_is_served_from_the_binary_with_caching_and_a_strict_policy(
         http.get(app.url(&format!("{prefix}/app.js"))).header(header::ACCEPT_ENCODING, "gzip").send().await.unwrap();
     assert_eq!(compressed.headers()[header::CONTENT_ENCODING], "gzip");
     let etag = compressed.headers()[header::ETAG].clone();
-    let again =
-        http.get(app.url(&format!("{prefix}/app.js"))).header(header::IF_NONE_MATCH, etag).send().await.unwrap();
+    let again = http
+        .get(app.url(&format!("{prefix}/app.js")))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::IF_NONE_MATCH, etag.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let plain =
+        http.get(app.url(&format!("{prefix}/app.js"))).header(header::IF_NONE_MATCH, etag).send().await.unwrap();
+    assert_eq!(plain.status(), 200, "the gzip body's tag does not validate the plain one");
+    let head = http.head(app.url("/characters")).send().await.unwrap();
+    assert_eq!(head.status(), 200, "HEAD of a page answers like GET");
     app.stop().await;
 }
 

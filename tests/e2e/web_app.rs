@@ -495,7 +495,9 @@ async fn the_keyboard_alone_signs_in_with_focus_drawn_and_every_control_is_label
     let app = TestApp::spawn().await;
     let (user, character) = user_with_character(&app, "keyboard", "白居易").await;
     let browser = Browser::start().await.unwrap();
-    open(&browser, &app, "/login", "login").await;
+    // A `next` that URL parsing turns into another origin (`/<tab>/evil.example` is
+    // `//evil.example`) must not be followed after the login.
+    open(&browser, &app, "/login?next=%2F%09%2Fevil.example", "login").await;
     assert_every_control_is_labelled(&browser, "login").await;
 
     // The login page puts the focus in the username field (else Tab gets there from the top),
@@ -518,6 +520,10 @@ async fn the_keyboard_alone_signs_in_with_focus_drawn_and_every_control_is_label
     let password = format!("{PASSWORD}{}", fastnpc_tests::webdriver::keys::ENTER);
     browser.find(":focus").await.unwrap().send_keys(&password).await.unwrap();
     wait_for_page(&browser, "characters").await;
+    assert_eq!(browser.current_url().await.unwrap(), app.url("/"), "home, on this origin");
+    // Signed in already, the login page passes straight on to `next`: the same rule.
+    open(&browser, &app, "/login?next=%2F%09%2Fevil.example", "characters").await;
+    assert_eq!(browser.current_url().await.unwrap(), app.url("/"));
 
     for (path, page) in [
         ("/".to_owned(), "characters"),

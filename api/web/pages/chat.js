@@ -303,7 +303,8 @@ export async function render(root, ctx) {
             userView.setState('sending');
             userView.setNote('');
             userView.setActions();
-            userView.li.after(replyView.li);
+            // Sent now, so after everything sent meanwhile: where the server stores it.
+            list.append(userView.li, replyView.li);
             replyView.setState('streaming');
             attempt();
           });

@@ -1,16 +1,10 @@
 // Log in (/login) and sign up (/register). After either, back to ?next= (or home).
 
 import { api, ApiProblem } from '../api.js';
-import { h, charCount } from '../dom.js';
+import { h, charCount, safeNext } from '../dom.js';
 import { t } from '../i18n.js';
 import { session, limits } from '../state.js';
 import { errorArea, field, busy } from '../components.js';
-
-function safeNext(next) {
-  if (typeof next !== 'string' || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
-  if (/^\/(v1|assets)(\/|$)/.test(next) || next.startsWith('/login') || next.startsWith('/register')) return '/';
-  return next;
-}
 
 export async function render(root, ctx) {
   const registering = ctx.page === 'register';

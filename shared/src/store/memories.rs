@@ -48,7 +48,6 @@ pub fn chars(entries: &[MemoryEntry]) -> usize {
     entries.iter().map(|e| e.content.chars().count()).sum()
 }
 
-/// Reads both layers and their version in one statement (one consistent snapshot).
 /// Whether a compression of the character's memory is queued or running.
 pub(crate) async fn compression_pending(
     db: impl PgExecutor<'_>,
@@ -63,6 +62,7 @@ pub(crate) async fn compression_pending(
     .await
 }
 
+/// Reads both layers and their version in one statement (one consistent snapshot).
 pub(crate) async fn load(db: impl PgExecutor<'_>, character_id: CharacterId) -> Result<Memories, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select c.memory_version, m.layer as "layer?", m.content as "content?", m.importance
