@@ -39,6 +39,7 @@ pub mod queue;
 pub mod rate_limit;
 pub mod settings;
 pub mod shutdown;
+pub mod sources;
 pub mod store;
 pub mod stream_tokens;
 pub mod telemetry;

@@ -26,6 +26,7 @@ mod real_llm;
 mod security;
 mod serial;
 mod shutdown;
+mod sources;
 mod streaming;
 mod usage;
 mod web;
