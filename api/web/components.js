@@ -203,3 +203,63 @@ export function stickyScroll(log) {
   };
   return { nearBottom, scrollToBottom, stick };
 }
+
+/**
+ * A transcript's history (chat and group): the newest page first, then older pages by the
+ * `before=` cursor, one request at a time, as the log is scrolled to its top or "Load earlier
+ * messages" (`#load-older`) is pressed, keeping the reader's place; `#history-start` says when
+ * the beginning is reached. Puts those two and `list` into `log`.
+ *
+ * - `fetchPage(before)`: a page `{items (newest first), next_before}`; `before` is null for the
+ *   newest page.
+ * - `insert(items)`: puts a page's messages (oldest first) at the top of `list`.
+ * - `onFirstPage(items)`: after the newest page is shown at the bottom of the log.
+ * - `onError(problem)`: a failed page load (not an abort).
+ */
+export function historyPager({ log, list, fetchPage, insert, onFirstPage = async () => {}, onError, isActive }) {
+  const older = h('button', { type: 'button', id: 'load-older', class: 'btn btn-small btn-ghost load-older', hidden: true, dataset: { test: 'load-older' } }, t('chat.older'));
+  const start = h('p', { id: 'history-start', class: 'muted history-start', hidden: true }, t('chat.historyStart'));
+  log.append(older, start, list);
+  let nextBefore = null;
+  let loading = false;
+  let loadedOnce = false;
+
+  async function loadOlder() {
+    if (loading || (loadedOnce && !nextBefore)) return;
+    loading = true;
+    older.disabled = true;
+    try {
+      const page = await fetchPage(loadedOnce ? nextBefore : null);
+      const items = (page.items || []).slice().reverse();
+      const first = !loadedOnce;
+      const previousHeight = log.scrollHeight;
+      const previousTop = log.scrollTop;
+      insert(items);
+      nextBefore = page.next_before || null;
+      loadedOnce = true;
+      if (first) {
+        log.scrollTop = log.scrollHeight;
+        await onFirstPage(items);
+      } else {
+        log.scrollTop = previousTop + (log.scrollHeight - previousHeight);
+      }
+      older.hidden = !nextBefore;
+      start.hidden = Boolean(nextBefore) || list.children.length === 0;
+    } finally {
+      loading = false;
+      older.disabled = false;
+    }
+    // Not enough to scroll yet: fetch the next page (one at a time).
+    if (nextBefore && log.scrollHeight <= log.clientHeight + 10 && isActive()) await loadOlder();
+  }
+
+  const loadInBackground = () =>
+    loadOlder().catch((problem) => {
+      if (problem?.name !== 'AbortError') onError(problem);
+    });
+  older.addEventListener('click', loadInBackground);
+  log.addEventListener('scroll', () => {
+    if (log.scrollTop < 60 && nextBefore && !loading) loadInBackground();
+  });
+  return { loadOlder };
+}

@@ -154,7 +154,6 @@ export function memoryPanel(characterId, ctx) {
       }
       memories = fresh;
       paint();
-      watchNote.hidden = !fresh.compressing;
       if (fresh.compressing) afterReply();
       if (changed) status.set(t('memory.updated'));
       else if (announce) status.set(t('memory.upToDate'));

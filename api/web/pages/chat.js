@@ -5,7 +5,7 @@ import { api, ApiProblem, streamJob, query } from '../api.js';
 import { h, append, clear, charCount, formatTime, formatDateTime, randomId, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { limits } from '../state.js';
-import { errorArea, statusBadge, revealConversation, bubbleView, stickyScroll } from '../components.js';
+import { errorArea, statusBadge, revealConversation, bubbleView, stickyScroll, historyPager } from '../components.js';
 import { memoryPanel } from '../memory.js';
 
 const PAGE_SIZE = 30;
@@ -23,10 +23,7 @@ export async function render(root, ctx) {
 
   // ---- layout
   const log = h('div', { id: 'chat-log', class: 'chat-log', tabindex: '0', 'aria-label': t('chat.log', { name: character.name }) });
-  const older = h('button', { type: 'button', id: 'load-older', class: 'btn btn-small btn-ghost load-older', hidden: true, dataset: { test: 'load-older' } }, t('chat.older'));
-  const historyStart = h('p', { id: 'history-start', class: 'muted history-start', hidden: true }, t('chat.historyStart'));
   const list = h('ol', { id: 'chat-messages', class: 'messages', role: 'log', dataset: { test: 'chat-messages' } });
-  log.append(older, historyStart, list);
 
   const input = h('textarea', { id: 'chat-input', name: 'message', rows: 2, maxlength: lim.message_chars, dataset: { test: 'chat-input' }, placeholder: t('chat.placeholder') });
   const send = h('button', { type: 'submit', id: 'chat-send', class: 'btn btn-primary', dataset: { test: 'chat-send' } }, t('chat.send'));
@@ -168,12 +165,9 @@ export async function render(root, ctx) {
   }
 
   // ---- history
-  let nextBefore = null;
-  let loading = false;
-  let loadedOnce = false;
-
-  function insertBatch(messages, { prepend }) {
-    // messages: oldest first. Replies go right after the message they answer when it is shown.
+  /** Puts a page of history (oldest first) at the top. Replies go right after the message they
+   *  answer when it is shown. */
+  function prependBatch(messages) {
     const fragment = document.createDocumentFragment();
     const inFragment = [];
     for (const message of messages) {
@@ -193,38 +187,19 @@ export async function render(root, ctx) {
       }
       if (message.author === 'user') lastOfThread.set(message.id, view.li);
     }
-    if (prepend) list.prepend(fragment);
-    else list.append(fragment);
+    list.prepend(fragment);
   }
 
-  async function loadOlder() {
-    if (loading || (loadedOnce && !nextBefore)) return;
-    loading = true;
-    older.disabled = true;
-    try {
-      const page = await api.get(`/v1/characters/${encodeURIComponent(characterId)}/messages${query({ limit: PAGE_SIZE, before: loadedOnce ? nextBefore : null })}`, { signal: ctx.signal });
-      const items = (page.items || []).slice().reverse();
-      const first = !loadedOnce;
-      const previousHeight = log.scrollHeight;
-      const previousTop = log.scrollTop;
-      insertBatch(items, { prepend: true });
-      nextBefore = page.next_before || null;
-      loadedOnce = true;
-      if (first) {
-        scrollToBottom();
-        await resumePending(items);
-      } else {
-        log.scrollTop = previousTop + (log.scrollHeight - previousHeight);
-      }
-      older.hidden = !nextBefore;
-      historyStart.hidden = Boolean(nextBefore) || list.children.length === 0;
-    } finally {
-      loading = false;
-      older.disabled = false;
-    }
-    // Not enough to scroll yet: fetch the next page (one at a time).
-    if (nextBefore && log.scrollHeight <= log.clientHeight + 10 && ctx.active) await loadOlder();
-  }
+  const history = historyPager({
+    log,
+    list,
+    fetchPage: (before) =>
+      api.get(`/v1/characters/${encodeURIComponent(characterId)}/messages${query({ limit: PAGE_SIZE, before })}`, { signal: ctx.signal }),
+    insert: prependBatch,
+    onFirstPage: resumePending,
+    onError: (problem) => formError.set(problem.message),
+    isActive: () => ctx.active,
+  });
 
   /** Replies that were on their way when the page was left or reloaded. */
   async function resumePending(items) {
@@ -258,14 +233,6 @@ export async function render(root, ctx) {
     }
     savePending();
     scrollToBottom();
-  }
-
-  older.addEventListener('click', () => loadOlder().catch(showLoadError));
-  log.addEventListener('scroll', () => {
-    if (log.scrollTop < 60 && nextBefore && !loading) loadOlder().catch(showLoadError);
-  });
-  function showLoadError(problem) {
-    if (problem?.name !== 'AbortError') formError.set(problem.message);
   }
 
   // ---- sending
@@ -335,7 +302,7 @@ export async function render(root, ctx) {
     }
   });
 
-  await Promise.all([loadOlder(), memory.load()]);
+  await Promise.all([history.loadOlder(), memory.load()]);
   revealConversation(root);
   if (ready) input.focus({ preventScroll: true });
 }

@@ -5,7 +5,7 @@ import { api, ApiProblem, streamJob, query } from '../api.js';
 import { h, clear, charCount, formatTime, formatDateTime, randomId, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { limits } from '../state.js';
-import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation, bubbleView, stickyScroll } from '../components.js';
+import { confirmDialog, errorArea, field, busy, statusBadge, statusArea, revealConversation, bubbleView, stickyScroll, historyPager } from '../components.js';
 import { allCharacters, MAX_MEMBERS } from './groups.js';
 
 const PAGE_SIZE = 30;
@@ -21,10 +21,7 @@ export async function render(root, ctx) {
   // ---- layout
   const title = h('h1', { id: 'group-title' }, group.name);
   const log = h('div', { id: 'group-log', class: 'chat-log', tabindex: '0', 'aria-label': t('group.log', { name: group.name }) });
-  const older = h('button', { type: 'button', id: 'load-older', class: 'btn btn-small btn-ghost load-older', hidden: true, dataset: { test: 'load-older' } }, t('chat.older'));
-  const historyStart = h('p', { id: 'history-start', class: 'muted history-start', hidden: true }, t('chat.historyStart'));
   const list = h('ol', { id: 'group-messages', class: 'messages', role: 'log', dataset: { test: 'group-messages' } });
-  log.append(older, historyStart, list);
 
   const turnStatus = h('p', { id: 'turn-status', class: 'turn-status muted', 'aria-live': 'polite', dataset: { test: 'turn-status' } });
   const waiting = h('p', { id: 'waiting-indicator', class: 'waiting', hidden: true, role: 'status', dataset: { test: 'waiting-indicator' } });
@@ -327,40 +324,14 @@ export async function render(root, ctx) {
   }
 
   // ---- history
-  let nextBefore = null;
-  let loading = false;
-  let loadedOnce = false;
-
-  async function loadOlder() {
-    if (loading || (loadedOnce && !nextBefore)) return;
-    loading = true;
-    older.disabled = true;
-    try {
-      const page = await api.get(`${groupUrl}/messages${query({ limit: PAGE_SIZE, before: loadedOnce ? nextBefore : null })}`, { signal: ctx.signal });
-      const items = (page.items || []).slice().reverse().filter((m) => !views.has(m.id));
-      const first = !loadedOnce;
-      const previousHeight = log.scrollHeight;
-      const previousTop = log.scrollTop;
-      list.prepend(...items.map((m) => viewFor(m).li));
-      nextBefore = page.next_before || null;
-      loadedOnce = true;
-      if (first) scrollToBottom();
-      else log.scrollTop = previousTop + (log.scrollHeight - previousHeight);
-      older.hidden = !nextBefore;
-      historyStart.hidden = Boolean(nextBefore) || list.children.length === 0;
-    } finally {
-      loading = false;
-      older.disabled = false;
-    }
-    if (nextBefore && log.scrollHeight <= log.clientHeight + 10 && ctx.active) await loadOlder();
-  }
-  older.addEventListener('click', () => loadOlder().catch(showLoadError));
-  log.addEventListener('scroll', () => {
-    if (log.scrollTop < 60 && nextBefore && !loading) loadOlder().catch(showLoadError);
+  const history = historyPager({
+    log,
+    list,
+    fetchPage: (before) => api.get(`${groupUrl}/messages${query({ limit: PAGE_SIZE, before })}`, { signal: ctx.signal }),
+    insert: (items) => list.prepend(...items.filter((m) => !views.has(m.id)).map((m) => viewFor(m).li)),
+    onError: (problem) => formError.set(problem.message),
+    isActive: () => ctx.active,
   });
-  function showLoadError(problem) {
-    if (problem?.name !== 'AbortError') formError.set(problem.message);
-  }
 
   // ---- sending (allowed while a loop runs: the server interrupts it and a new loop follows)
   let sendChain = Promise.resolve();
@@ -414,7 +385,7 @@ export async function render(root, ctx) {
     }
   });
 
-  await loadOlder();
+  await history.loadOlder();
 
   // A loop that was running when this tab was reloaded: follow it again.
   const remembered = stored.get(sessionStorage, turnKey);
