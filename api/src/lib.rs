@@ -45,6 +45,7 @@ pub mod sse;
 pub mod state;
 pub mod timeout;
 pub mod web;
+mod web_files;
 
 pub use state::AppState;
 

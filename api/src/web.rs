@@ -251,29 +251,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The files of a development folder, as the build script collects them (no dot files, not the
-/// folder's README); symbolic links are not followed, so nothing outside the folder is served.
+/// The files of a development folder: the set the build script compiles in.
 fn read_folder(root: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut files = Vec::new();
-    let mut folders = vec![root.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let entry = entry?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let kind = entry.file_type()?;
-            if name.starts_with('.') || kind.is_symlink() || (folder == root && name == "README.md") {
-                continue;
-            }
-            if kind.is_dir() {
-                folders.push(path);
-            } else {
-                let relative = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
-                files.push((relative, std::fs::read(&path)?));
-            }
-        }
-    }
-    Ok(files)
+    crate::web_files::servable_files(root)?
+        .into_iter()
+        .map(|(relative, path)| Ok((relative, std::fs::read(path)?)))
+        .collect()
 }
 
 #[cfg(test)]
