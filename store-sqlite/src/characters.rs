@@ -222,14 +222,19 @@ impl CharacterStore for SqliteStore {
         get(&self.pool, user_id, character_id).await
     }
 
-    async fn generation_job(&self, character_id: CharacterId) -> StoreResult<Option<fastnpc_shared::ids::JobId>> {
-        sqlx::query_scalar!(
-            r#"select job_id as "job_id: fastnpc_shared::ids::JobId" from jobs
+    async fn generation_job(
+        &self,
+        character_id: CharacterId,
+    ) -> StoreResult<Option<(fastnpc_shared::ids::JobId, fastnpc_shared::jobs::JobStatus)>> {
+        let row = sqlx::query!(
+            r#"select job_id as "job_id!: fastnpc_shared::ids::JobId",
+                      status as "status!: fastnpc_shared::jobs::JobStatus" from jobs
                where character_id = ?1 and kind = 'generate_character' order by job_id desc limit 1"#,
             character_id.0,
         )
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        Ok(row.map(|row| (row.job_id, row.status)))
     }
 
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {

@@ -182,6 +182,8 @@ async fn a_browser_session_lives_in_an_http_only_cookie_and_changes_state_only_f
         with_cookie(Method::GET, &format!("/v1/characters/{character_id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(read["job"]["id"], job.as_str(), "{read}");
     assert_eq!(read["job"]["events_url"], format!("/v1/jobs/{job}/events"));
+    assert_eq!(read["job"]["status_url"], format!("/v1/jobs/{job}"));
+    assert!(["queued", "running", "succeeded"].contains(&read["job"]["status"].as_str().unwrap()), "{read}");
 
     // The job stream follows the cookie too (an EventSource or fetch from the page).
     let events = with_cookie(Method::GET, &format!("/v1/jobs/{job}/events")).send().await.unwrap();

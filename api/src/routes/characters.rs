@@ -214,8 +214,8 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_before": next_before })))
 }
 
-/// `GET /v1/characters/{id}` → `{character, job}`: `job` is the generation job (`{id,
-/// status_url, events_url}`), so any client can follow or retry it.
+/// `GET /v1/characters/{id}` → `{character, job}`: `job` is the generation job (`{id, status,
+/// status_url, events_url}`, as a `202` names it), so any client can follow or retry it.
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -223,10 +223,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let job = state.store.generation_job(character_id).await?;
-    let job = job.map(
-        |id| json!({"id": id, "status_url": format!("/v1/jobs/{id}"), "events_url": format!("/v1/jobs/{id}/events")}),
-    );
+    let job = state.store.generation_job(character_id).await?.map(|(id, status)| JobLinks::new(id, status));
     Ok(Json(json!({ "character": CharacterView::from(character), "job": job })))
 }
 

@@ -213,7 +213,10 @@ pub trait CharacterStore: Send + Sync {
     async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
     /// The character's latest generation job (a retry is a new attempt of the same job), so a
     /// client that did not start it can follow it.
-    async fn generation_job(&self, character_id: CharacterId) -> StoreResult<Option<crate::ids::JobId>>;
+    async fn generation_job(
+        &self,
+        character_id: CharacterId,
+    ) -> StoreResult<Option<(crate::ids::JobId, crate::jobs::JobStatus)>>;
     /// Without owner check (worker side).
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>>;
     async fn list_characters(
@@ -269,14 +272,18 @@ impl CharacterStore for PgStore {
         get(&self.pool, user_id, character_id).await
     }
 
-    async fn generation_job(&self, character_id: CharacterId) -> StoreResult<Option<crate::ids::JobId>> {
-        sqlx::query_scalar!(
-            r#"select job_id as "job_id: crate::ids::JobId" from jobs
+    async fn generation_job(
+        &self,
+        character_id: CharacterId,
+    ) -> StoreResult<Option<(crate::ids::JobId, crate::jobs::JobStatus)>> {
+        let row = sqlx::query!(
+            r#"select job_id as "job_id: crate::ids::JobId", status as "status: crate::jobs::JobStatus" from jobs
                where character_id = $1 and kind = 'generate_character' order by job_id desc limit 1"#,
             character_id.0,
         )
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        Ok(row.map(|row| (row.job_id, row.status)))
     }
 
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
