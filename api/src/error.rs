@@ -23,6 +23,13 @@ pub enum ApiError {
     NotFound,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// An encyclopedia title that names several entries: 409 listing them (`candidates`), so the
+    /// client asks its user to choose instead of the server picking one.
+    #[error("{detail}")]
+    Ambiguous { detail: String, candidates: Vec<fastnpc_shared::sources::Candidate> },
+    /// A source the request needed answered with an error or not at all: 502, naming it.
+    #[error("{detail}")]
+    SourceFailed { code: &'static str, detail: String },
     /// A rate limit: retry after the given time.
     #[error("{detail}")]
     TooManyRequests { retry_after: std::time::Duration, detail: String },
@@ -76,6 +83,10 @@ impl IntoResponse for ApiError {
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".to_owned()),
             Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, "Conflict", detail.clone()),
+            Self::Ambiguous { detail, .. } => {
+                (StatusCode::CONFLICT, "ambiguous-source", "The title names several entries", detail.clone())
+            }
+            Self::SourceFailed { code, detail } => (StatusCode::BAD_GATEWAY, *code, "Source failed", detail.clone()),
             Self::TooManyRequests { detail, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests", detail.clone())
             }
@@ -109,12 +120,15 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = json!({
+        let mut body = json!({
             "type": format!("/problems/{code}"),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
         });
+        if let Self::Ambiguous { candidates, .. } = &self {
+            body["candidates"] = json!(candidates);
+        }
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match self {

@@ -7,7 +7,7 @@ use axum::{
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
     http::{HeaderMap, header, request::Parts},
 };
-use fastnpc_shared::{ids::UserId, settings::TrustedProxies};
+use fastnpc_shared::{ids::UserId, settings::IpNetworks};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -182,7 +182,7 @@ impl FromRequestParts<AppState> for ClientAddress {
 /// entries that are trusted proxies themselves (a chain of them), the first one that is not is
 /// the client. Whatever lies further left was written by the client and is not believed. An
 /// entry that is not an address stops the walk at the last trusted hop.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &IpNetworks) -> IpAddr {
     let mut client = peer.to_canonical();
     if !trusted.contains(client) {
         return client;
@@ -231,16 +231,16 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
-        let nobody = TrustedProxies::default();
+        let nobody = IpNetworks::default();
         assert_eq!(client_address(ip("203.0.113.7"), &forwarded(&["198.51.100.1"]), &nobody), ip("203.0.113.7"));
-        let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let proxies: IpNetworks = "10.0.0.0/8".parse().unwrap();
         assert_eq!(client_address(ip("203.0.113.7"), &forwarded(&["198.51.100.1"]), &proxies), ip("203.0.113.7"));
         assert_eq!(client_address(ip("::ffff:203.0.113.7"), &HeaderMap::new(), &nobody), ip("203.0.113.7"));
     }
 
     #[test]
     fn a_trusted_proxy_names_the_client_and_a_client_cannot_forge_past_it() {
-        let proxies: TrustedProxies = "10.0.0.0/8, ::1".parse().unwrap();
+        let proxies: IpNetworks = "10.0.0.0/8, ::1".parse().unwrap();
         let through = |values: &[&str]| client_address(ip("10.0.0.2"), &forwarded(values), &proxies);
         assert_eq!(through(&["198.51.100.1"]), ip("198.51.100.1"));
         // The client sent its own header; the proxy appended the real address.

@@ -94,6 +94,8 @@ pub struct Backends {
     pub login_limiter: Arc<dyn fastnpc_shared::rate_limit::LoginAttempts>,
     pub stream_tokens: Arc<dyn fastnpc_shared::stream_tokens::StreamTokenStore>,
     pub submissions: Arc<dyn fastnpc_shared::rate_limit::SubmissionRate>,
+    /// Encyclopedia search results, kept briefly.
+    pub search_cache: Arc<dyn fastnpc_shared::sources::search_cache::SearchCache>,
 }
 
 impl Api {
@@ -114,10 +116,11 @@ impl Api {
             login_limiter: Arc::new(fastnpc_shared::rate_limit::LoginLimiter::new(redis.clone(), namespace)),
             stream_tokens: Arc::new(fastnpc_shared::stream_tokens::StreamTokens::new(redis.clone(), namespace)),
             submissions: Arc::new(fastnpc_shared::rate_limit::SubmissionLimiter::new(
-                redis,
+                redis.clone(),
                 namespace,
                 settings.limits.submissions_per_minute,
             )),
+            search_cache: Arc::new(fastnpc_shared::sources::search_cache::RedisSearchCache::new(redis, namespace)),
         };
         Self::with_backends(&settings, backends, stop).await
     }
@@ -129,7 +132,17 @@ impl Api {
         backends: Backends,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let Backends { store, events, hub, publisher, control, login_limiter, stream_tokens, submissions } = backends;
+        let Backends {
+            store,
+            events,
+            hub,
+            publisher,
+            control,
+            login_limiter,
+            stream_tokens,
+            submissions,
+            search_cache,
+        } = backends;
         let state = AppState {
             store,
             events,
@@ -152,6 +165,7 @@ impl Api {
             background: tokio_util::task::TaskTracker::new(),
             password_hashing: Arc::new(tokio::sync::Semaphore::new(settings.password_hashing.concurrency)),
             web: web::WebFiles::new(settings.web_dir.clone()),
+            sources: fastnpc_shared::sources::Sources::new(&settings.sources, search_cache)?,
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;

@@ -1,4 +1,5 @@
-//! Housekeeping that keeps the database from growing without bound. Any replica may run it:
+//! Housekeeping that keeps the database from growing without bound (old sessions, fetched source
+//! documents past the cache's age). Any replica may run it:
 //! each step is an idempotent delete, so replicas racing on it do no harm.
 
 use std::time::Duration;
@@ -11,13 +12,20 @@ use crate::state::AppState;
 /// without adding load.
 const SESSION_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Forgets expired and revoked sessions, at start and then every [`SESSION_PURGE_INTERVAL`].
+/// Forgets expired and revoked sessions and fetched documents older than the fetch cache keeps
+/// them (`FASTNPC_SOURCE_CACHE_SECS`; a character's own snapshot stays), at start and then every
+/// [`SESSION_PURGE_INTERVAL`].
 pub async fn purge_sessions(state: AppState, stop: CancellationToken) {
     loop {
         match state.store.purge_sessions().await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged old sessions"),
             Err(error) => tracing::warn!(%error, "cannot purge old sessions"),
+        }
+        match state.store.expire_documents(state.sources.cache_ttl()).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "forgot fetched source documents past the cache's age"),
+            Err(error) => tracing::warn!(%error, "cannot expire fetched source documents"),
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub password_hashing: Arc<tokio::sync::Semaphore>,
     /// The web app's files.
     pub web: crate::web::WebFiles,
+    /// Encyclopedia search and the ambiguity check of new characters' sources.
+    pub sources: fastnpc_shared::sources::Sources,
 }
 
 /// The API's own knobs.
@@ -51,7 +53,7 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     pub limits: fastnpc_shared::settings::UserLimits,
     /// `FASTNPC_TRUSTED_PROXIES`: the peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: fastnpc_shared::settings::TrustedProxies,
+    pub trusted_proxies: fastnpc_shared::settings::IpNetworks,
     /// `FASTNPC_PASSWORD_HASHING_QUEUE_MS`: the longest a request waits for a hashing place.
     pub password_hashing_queue: Duration,
     /// The workers' LLM is the simulator (`GET /v1/system`; the web app's banner).

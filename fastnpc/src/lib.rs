@@ -33,6 +33,10 @@ use fastnpc_shared::{
     llm::{LlmClient, OpenAiClient},
     queue::{DELIVERY_LIMIT, JobQueue},
     settings::{Secret, Settings},
+    sources::{
+        Sources,
+        search_cache::{LocalSearchCache, SearchCache},
+    },
     store::{
         Store,
         transfer::{ExportRefusal, FORMAT, Imported, UserExport},
@@ -121,6 +125,7 @@ impl Embedded {
         let queue = InProcessQueue::new(DELIVERY_LIMIT.unsigned_abs());
         let publisher: Arc<dyn JobQueue> = Arc::new(queue.clone());
         let cancels = CancelRegistry::default();
+        let search_cache: Arc<dyn SearchCache> = Arc::new(LocalSearchCache::default());
         let backends = Backends {
             store: store.clone(),
             events: events.clone(),
@@ -130,6 +135,7 @@ impl Embedded {
             login_limiter: Arc::new(LocalLoginLimiter::new()),
             stream_tokens: Arc::new(LocalStreamTokens::new()),
             submissions: Arc::new(LocalSubmissionLimiter::new(settings.limits.submissions_per_minute)),
+            search_cache: search_cache.clone(),
         };
         let api = Api::with_backends(&settings, backends, CancellationToken::new()).await?;
         let deps = Deps {
@@ -138,6 +144,7 @@ impl Embedded {
             llm,
             publisher,
             cancels,
+            sources: Sources::new(&settings.sources, search_cache)?,
             config: WorkerConfig::from_settings(&settings),
         };
         Ok(Self { lock, api, deps, queue, store, sqlite, workers, simulator })

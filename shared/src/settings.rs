@@ -37,11 +37,13 @@ pub struct Settings {
     pub http_request_timeout: Duration,
     /// Peers whose `X-Forwarded-For` names the client (`FASTNPC_TRUSTED_PROXIES`); from anyone
     /// else the header is ignored and the peer is the client.
-    pub trusted_proxies: TrustedProxies,
+    pub trusted_proxies: IpNetworks,
     /// How many password hashes (argon2id, ~19 MiB each) run at once per API process, and how long
     /// a request waits for a turn before it is answered `503`.
     pub password_hashing: PasswordHashing,
     pub llm: LlmSettings,
+    /// Where encyclopedia and web sources are fetched from, and how.
+    pub sources: SourceSettings,
     /// Postgres connections per process, at most.
     pub db_pool_size: u32,
     /// Jobs in flight per worker process (also its RabbitMQ prefetch).
@@ -101,6 +103,30 @@ pub struct LlmSettings {
     /// that start one; the embedded mode sets it when it starts its own): the web app then says
     /// on every page that replies are placeholders.
     pub simulated: bool,
+}
+
+/// `FASTNPC_WIKIPEDIA_API_URL`, `FASTNPC_BAIKE_URL`, `FASTNPC_FETCH_*`, `FASTNPC_SOURCE_*`.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    /// The MediaWiki Action API, `{lang}` standing for the language edition.
+    pub wikipedia_api_url: String,
+    /// Baidu Baike's origin; lemma pages are `<origin>/item/<title>[/<id>]`.
+    pub baike_url: String,
+    /// Networks a user-given URL may lead to although they are not public (an internal wiki; the
+    /// tests' fixture server). The encyclopedia endpoints above are the operator's own choice and
+    /// are not checked against it.
+    pub fetch_allowed: IpNetworks,
+    /// Largest document fetched, in bytes.
+    pub fetch_max_bytes: usize,
+    /// The longest one fetch (redirects included) may take.
+    pub fetch_timeout: Duration,
+    /// Fetches of one document per job attempt when the source fails transiently (timeouts,
+    /// `5xx`, `429`), with backoff between them.
+    pub fetch_tries: u32,
+    /// How long a fetched document is reused for another character of the same source.
+    pub cache_ttl: Duration,
+    /// How long search results (candidates) are reused.
+    pub search_cache_ttl: Duration,
 }
 
 /// Per-role model overrides; `None` uses the default model.
@@ -170,13 +196,14 @@ pub struct PasswordHashing {
     pub queue_timeout: Duration,
 }
 
-/// Addresses and networks (`10.0.0.0/8`, `::1`) of the reverse proxies in front of the API: the
-/// only peers whose `X-Forwarded-For` header is believed. Empty (the default) believes nobody.
+/// A list of addresses and networks (`10.0.0.0/8`, `::1`): the reverse proxies whose
+/// `X-Forwarded-For` is believed (`FASTNPC_TRUSTED_PROXIES`), the non-public networks a fetch may
+/// reach (`FASTNPC_FETCH_ALLOW`). Empty, the default, matches nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNetwork>);
+pub struct IpNetworks(Vec<IpNetwork>);
 
-impl TrustedProxies {
-    /// Whether `address` is one of the proxies.
+impl IpNetworks {
+    /// Whether `address` lies in one of the networks.
     pub fn contains(&self, address: IpAddr) -> bool {
         self.0.iter().any(|network| network.contains(address))
     }
@@ -184,9 +211,13 @@ impl TrustedProxies {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    pub fn networks(&self) -> &[IpNetwork] {
+        &self.0
+    }
 }
 
-impl FromStr for TrustedProxies {
+impl FromStr for IpNetworks {
     type Err = String;
 
     /// A comma- or space-separated list of addresses and CIDR networks.
@@ -377,6 +408,16 @@ impl Settings {
                     .transpose()?,
                 simulated: parse(&lookup, "FASTNPC_LLM_SIMULATED", "false")?,
             },
+            sources: SourceSettings {
+                wikipedia_api_url: get("FASTNPC_WIKIPEDIA_API_URL", "https://{lang}.wikipedia.org/w/api.php"),
+                baike_url: get("FASTNPC_BAIKE_URL", "https://baike.baidu.com").trim_end_matches('/').to_owned(),
+                fetch_allowed: parse(&lookup, "FASTNPC_FETCH_ALLOW", "")?,
+                fetch_max_bytes: positive(&lookup, "FASTNPC_FETCH_MAX_BYTES", "5242880")? as usize,
+                fetch_timeout: Duration::from_secs(positive(&lookup, "FASTNPC_FETCH_TIMEOUT_SECS", "30")?),
+                fetch_tries: positive(&lookup, "FASTNPC_FETCH_TRIES", "4")? as u32,
+                cache_ttl: Duration::from_secs(parse(&lookup, "FASTNPC_SOURCE_CACHE_SECS", "86400")?),
+                search_cache_ttl: Duration::from_secs(parse(&lookup, "FASTNPC_SOURCE_SEARCH_CACHE_SECS", "600")?),
+            },
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
             worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
             job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
@@ -504,7 +545,7 @@ mod tests {
         for untrusted in ["10.2.0.1", "192.168.7.8", "fe80::1", "::2", "127.0.0.1"] {
             assert!(!proxies.contains(untrusted.parse().unwrap()), "{untrusted}");
         }
-        let everyone: TrustedProxies = "0.0.0.0/0".parse().unwrap();
+        let everyone: IpNetworks = "0.0.0.0/0".parse().unwrap();
         assert!(everyone.contains("203.0.113.9".parse().unwrap()));
         assert!(!everyone.contains("2001:db8::1".parse().unwrap()), "an IPv4 network holds no IPv6 address");
         for bad in ["10.0.0.0/33", "localhost", "::1/129", "10.0.0.1/"] {

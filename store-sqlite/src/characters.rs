@@ -60,6 +60,7 @@ pub async fn get(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
+                  source_snapshot as "source_snapshot: Value",
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1 and user_id = ?2"#,
         character_id.0,
@@ -78,6 +79,7 @@ pub async fn get_by_id(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
+                  source_snapshot as "source_snapshot: Value",
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1"#,
         character_id.0,

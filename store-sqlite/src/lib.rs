@@ -38,6 +38,7 @@ pub mod groups;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod sources;
 pub mod stats;
 mod store;
 pub mod usage;

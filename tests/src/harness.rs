@@ -115,6 +115,10 @@ impl TestAppBuilder {
             ("FASTNPC_LLM_BASE_URL", sim.base_url()),
             ("FASTNPC_LLM_API_KEY", "test-key".to_owned()),
             ("FASTNPC_LLM_MODEL", "sim-model".to_owned()),
+            // No test reaches the internet: the encyclopedias are the source fixtures' server
+            // (`source_fixtures`) for the tests that use them, and a closed port for the rest.
+            ("FASTNPC_WIKIPEDIA_API_URL", format!("http://{CLOSED}/{{lang}}/w/api.php")),
+            ("FASTNPC_BAIKE_URL", format!("http://{CLOSED}")),
             ("FASTNPC_LLM_TIMEOUT_SECS", "10".to_owned()),
             ("FASTNPC_WORKER_CONCURRENCY", self.worker_concurrency.to_string()),
             ("FASTNPC_DB_POOL_SIZE", "8".to_owned()),
@@ -558,6 +562,7 @@ impl TestApp {
                     login_limiter: Arc::new(embedded::limits::LocalLoginLimiter::new()),
                     stream_tokens: Arc::new(embedded::stream_tokens::LocalStreamTokens::new()),
                     submissions: Arc::new(embedded::limits::LocalSubmissionLimiter::new(1)),
+                    search_cache: Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
                 };
                 let started = fastnpc_api::Api::with_backends(&settings, backends, CancellationToken::new()).await;
                 store.pool().close().await;

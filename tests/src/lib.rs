@@ -5,5 +5,6 @@ pub mod answer_losing_proxy;
 pub mod harness;
 pub use fastnpc_llm_sim as sim;
 pub mod recording_proxy;
+pub mod source_fixtures;
 pub mod sse_client;
 pub mod webdriver;

@@ -42,6 +42,8 @@ pub struct Deps {
     pub publisher: Arc<dyn JobQueue>,
     /// The jobs running here, for cancel signals from the API.
     pub cancels: CancelRegistry,
+    /// Fetchers of Wikipedia, Baike and web pages (generation from a fetched source).
+    pub sources: fastnpc_shared::sources::Sources,
     pub config: WorkerConfig,
 }
 
@@ -102,6 +104,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         llm,
         publisher,
         cancels,
+        sources: fastnpc_shared::sources::Sources::new(
+            &settings.sources,
+            Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
+        )?,
         config: WorkerConfig::from_settings(&settings),
     };
     consumer::run(deps, settings.amqp_url.clone(), topology, shutdown).await;

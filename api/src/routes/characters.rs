@@ -9,7 +9,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     dispatch,
-    domain::{CharacterSource, profile::CATEGORY_COUNT},
+    domain::{CharacterSource, profile::CATEGORY_COUNT, prompt_document},
     ids::{CharacterId, JobId, UserId},
     jobs::{JobKind, JobStatus},
     prompts::Language,
@@ -75,7 +75,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = body.validate()?;
     let source = serde_json::to_value(&body.source).map_err(|e| ApiError::Internal(e.into()))?;
-    let language = body.language.unwrap_or_else(|| Language::detect(&body.source.to_prompt_markdown(&name)));
+    let language = body.language.unwrap_or_else(|| default_language(&body.source, &name));
     let idempotency = Idempotency::from_request(
         &headers,
         &json!({"create_character": {"name": name, "source": source, "language": language}}),
@@ -86,6 +86,16 @@ pub async fn create(
         return replay(&state, user_id, job).await;
     }
     crate::limits::admit_job(&state, user_id).await?;
+    if let Some(candidates) = ambiguity(&state, &body.source).await {
+        return Err(ApiError::Ambiguous {
+            detail: format!(
+                "{} names {} entries; choose one and create the character from it (kind and title, and id for Baike)",
+                body.source.describe(),
+                candidates.len()
+            ),
+            candidates,
+        });
+    }
 
     let character_id = CharacterId::new();
     let job_id = JobId::new();
@@ -113,6 +123,41 @@ pub async fn create(
     // The job is durable from the commit on; publishing it is not the client's wait.
     state.background.spawn(enqueue(state.clone(), job_id));
     Ok(accepted(&character, job_id, JobStatus::Queued))
+}
+
+/// The longest a new character waits for the encyclopedia to say whether its title is ambiguous.
+/// Past it the character is created; its job asks again and fails `source_ambiguous` rather than
+/// pick an entry.
+const AMBIGUITY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The entries an encyclopedia title names, when it names several.
+async fn ambiguity(state: &AppState, source: &CharacterSource) -> Option<Vec<fastnpc_shared::sources::Candidate>> {
+    match tokio::time::timeout(AMBIGUITY_CHECK_TIMEOUT, state.sources.ambiguity(source)).await {
+        Ok(Ok(candidates)) => candidates,
+        Ok(Err(failure)) => {
+            tracing::info!(code = failure.code(), "the ambiguity check failed; the job will check again");
+            None
+        }
+        Err(_) => {
+            tracing::info!("the ambiguity check timed out; the job will check again");
+            None
+        }
+    }
+}
+
+/// The language of a character whose creator named none: its source's. A fetched source is not
+/// read yet, so its kind decides (an edition's language, Baike's Chinese) or, for a web page,
+/// the character's name.
+fn default_language(source: &CharacterSource, name: &str) -> Language {
+    match source {
+        CharacterSource::Text { text } => Language::detect(&prompt_document(name, text)),
+        CharacterSource::Wikipedia { lang, .. } => {
+            let chinese = ["zh", "yue", "wuu", "gan", "hak", "cdo", "lzh"];
+            if chinese.contains(&lang.split('-').next().unwrap_or_default()) { Language::Zh } else { Language::En }
+        }
+        CharacterSource::Baike { .. } => Language::Zh,
+        CharacterSource::Url { .. } => Language::detect(name),
+    }
 }
 
 /// After the commit: announce the job and hand it to the broker (see `fastnpc_shared::dispatch`).
@@ -149,6 +194,9 @@ pub struct CharacterView {
     language: String,
     /// The prompt set that wrote the profile; null until it is generated.
     prompt_version: Option<String>,
+    /// What a fetched source gave: `{url, title, revision, fetched_at, bytes, chars, sha256,
+    /// truncated, markdown}`; null for pasted text and until the job fetched it.
+    source_snapshot: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -164,6 +212,7 @@ impl From<CharacterRecord> for CharacterView {
             source: c.source,
             language: c.language,
             prompt_version: c.prompt_version,
+            source_snapshot: c.source_snapshot,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

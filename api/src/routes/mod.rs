@@ -16,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod sources;
 pub mod system;
 pub mod usage;
 
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/password", post(auth::change_password))
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route("/v1/sources/search", get(sources::search))
         .route("/v1/characters", post(characters::create).get(characters::list))
         .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
         .route("/v1/characters/{id}/messages", post(messages::send).get(messages::history))

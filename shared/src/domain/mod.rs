@@ -4,4 +4,4 @@ pub mod profile;
 pub mod source;
 
 pub use profile::{CATEGORIES, CategorySpec, FieldSpec, Profile, ProfileError};
-pub use source::{CharacterSource, SourceError};
+pub use source::{CharacterSource, SourceError, prompt_document};

@@ -25,13 +25,16 @@ use std::{
 use futures::StreamExt;
 use reqwest::{StatusCode, Url, header};
 
-use crate::settings::IpNetwork;
+use crate::settings::IpNetworks;
 
 /// How a fetch is guarded and bounded.
 #[derive(Clone, Debug)]
 pub struct FetchPolicy {
     /// Networks fetched from although [`refused_reason`] refuses them.
-    pub allowed: Vec<IpNetwork>,
+    pub allowed: IpNetworks,
+    /// No address is refused: for the endpoints an operator configured (their Wikipedia mirror,
+    /// their Baike origin), never for an address a user gave.
+    pub any_address: bool,
     pub max_bytes: usize,
     pub timeout: Duration,
     pub max_redirects: usize,
@@ -41,7 +44,8 @@ pub struct FetchPolicy {
 impl Default for FetchPolicy {
     fn default() -> Self {
         Self {
-            allowed: Vec::new(),
+            allowed: IpNetworks::default(),
+            any_address: false,
             max_bytes: 5 * 1024 * 1024,
             timeout: Duration::from_secs(30),
             max_redirects: 5,
@@ -161,7 +165,7 @@ fn refused_v6(address: Ipv6Addr) -> Option<&'static str> {
 impl FetchPolicy {
     fn permits(&self, address: IpAddr) -> Result<(), &'static str> {
         match refused_reason(address) {
-            Some(reason) if !self.allowed.iter().any(|network| network.contains(address)) => Err(reason),
+            Some(reason) if !self.any_address && !self.allowed.contains(address) => Err(reason),
             _ => Ok(()),
         }
     }
@@ -356,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_allow_list_lifts_a_refusal_for_its_networks_only() {
-        let policy = FetchPolicy { allowed: vec!["127.0.0.2/32".parse().unwrap()], ..FetchPolicy::default() };
+        let policy = FetchPolicy { allowed: "127.0.0.2/32".parse().unwrap(), ..FetchPolicy::default() };
         assert!(policy.permits("127.0.0.2".parse().unwrap()).is_ok());
         assert_eq!(policy.permits("127.0.0.3".parse().unwrap()), Err("loopback"));
         assert!(policy.permits("93.184.216.34".parse().unwrap()).is_ok());

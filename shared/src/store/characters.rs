@@ -30,6 +30,9 @@ pub struct CharacterRecord {
     pub language: String,
     /// The prompt set that wrote the profile; none until it is generated.
     pub prompt_version: Option<String>,
+    /// The fetched document it was built from (`crate::sources::Snapshot`); none for pasted
+    /// text and until the job fetched it.
+    pub source_snapshot: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -81,7 +84,7 @@ pub(crate) async fn get(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, created_at, updated_at
            from characters where character_id = $1 and user_id = $2"#,
         character_id.0,
         user_id.0,
@@ -98,7 +101,7 @@ pub(crate) async fn get_by_id(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, created_at, updated_at
            from characters where character_id = $1"#,
         character_id.0,
     )

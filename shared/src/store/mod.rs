@@ -16,6 +16,7 @@ pub mod memories;
 pub mod messages;
 pub mod port;
 pub mod postgres;
+pub mod sources;
 pub mod stats;
 pub mod transfer;
 pub mod usage;
@@ -29,7 +30,7 @@ pub use postgres::PgStore;
 pub mod prelude {
     pub use super::{
         Store, api_keys::ApiKeyStore, characters::CharacterStore, groups::GroupStore, jobs::ClaimStore,
-        jobs::DeliveryStore, jobs::JobStore, memories::MemoryStore, messages::MessageStore, stats::StatsStore,
-        transfer::TransferStore, usage::UsageStore, users::AccountStore,
+        jobs::DeliveryStore, jobs::JobStore, memories::MemoryStore, messages::MessageStore, sources::SourceStore,
+        stats::StatsStore, transfer::TransferStore, usage::UsageStore, users::AccountStore,
     };
 }

@@ -198,6 +198,7 @@ pub trait Store:
     + MemoryStore
     + GroupStore
     + JobStore
+    + SourceStore
     + DeliveryStore
     + ClaimStore
     + UsageStore

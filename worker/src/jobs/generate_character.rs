@@ -1,4 +1,5 @@
-//! Character generation: nine category calls and the brief, all at once.
+//! Character generation: nine category calls and the brief, all at once, after the source's
+//! document is fetched when the source is not pasted text (`super::source_document`).
 //!
 //! The original made the nine category calls concurrently and then a tenth, sequential call for
 //! the brief, written from the nine results. Here the brief is written from the same source in
@@ -12,7 +13,7 @@
 //! empty `{}` as the original did.
 
 use fastnpc_shared::{
-    domain::{CATEGORIES, CategorySpec, CharacterSource, Profile, profile::SOURCE_CATEGORY},
+    domain::{CATEGORIES, CategorySpec, CharacterSource, Profile, profile::SOURCE_CATEGORY, prompt_document},
     events::EventPayload,
     jobs::JobError,
     llm::{self, ChatRequest, JsonSchema, Message, Purpose},
@@ -23,7 +24,7 @@ use futures::{StreamExt, TryFutureExt, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::JobFailure;
+use super::{JobFailure, source_document::source_document};
 use crate::{Deps, runner::emit};
 
 /// Asks per category before giving up on a reply that does not parse.
@@ -38,10 +39,18 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
         return Err(JobFailure::Failed(JobError::new("character_deleted", "the character was deleted")));
     };
     let prompts = character.prompts();
-    let source: CharacterSource = serde_json::from_value(character.source)
+    let source: CharacterSource = serde_json::from_value(character.source.clone())
         .map_err(|error| JobFailure::Failed(JobError::new("invalid_source", error.to_string())))?;
-    let markdown = source.to_prompt_markdown(&character.name);
     let total = CATEGORIES.len() as u32;
+    // What the profile's `source` category states as facts: the address and size of the text.
+    let (text, source_url) = match source.pasted_text() {
+        Some(text) => (text.to_owned(), String::new()),
+        None => {
+            let snapshot = source_document(deps, claim, &character, &source, total, cancel).await?;
+            (snapshot.markdown, snapshot.url)
+        }
+    };
+    let markdown = prompt_document(&character.name, &text);
 
     let brief = write_brief(deps, prompts, &character.name, &markdown).map_err(JobFailure::from);
     let categories = async {
@@ -66,7 +75,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
         joined = futures::future::try_join(categories, brief) => joined?,
         () = cancel.cancelled() => return Err(JobFailure::LostClaim),
     };
-    patch_source_facts(&mut profile, &source, prompts);
+    patch_source_facts(&mut profile, &source_url, text.chars().count(), prompts);
 
     let profile = Value::Object(profile);
     let result = json!({
@@ -125,9 +134,9 @@ async fn write_brief(
 }
 
 /// The source category's address and size are facts we know; the model only guesses them.
-fn patch_source_facts(profile: &mut Profile, source: &CharacterSource, prompts: &dyn PromptSet) {
+fn patch_source_facts(profile: &mut Profile, url: &str, chars: usize, prompts: &dyn PromptSet) {
     if let Some(Value::Object(facts)) = profile.get_mut(SOURCE_CATEGORY) {
-        facts.insert("source_url".into(), Value::String(source.url().unwrap_or_default().to_owned()));
-        facts.insert("source_size".into(), Value::String(prompts.source_size(source.size_chars())));
+        facts.insert("source_url".into(), Value::String(url.to_owned()));
+        facts.insert("source_size".into(), Value::String(prompts.source_size(chars)));
     }
 }

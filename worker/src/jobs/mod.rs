@@ -16,6 +16,7 @@ pub mod chat_reply;
 pub mod compress_memory;
 pub mod generate_character;
 pub mod group_turn;
+pub mod source_document;
 
 /// How a job attempt ended, when it did not succeed.
 #[derive(Debug)]
