@@ -20,16 +20,29 @@ fn limited(detail: String, retry_after: Duration) -> ApiError {
 /// user holds (active jobs, characters, groups) are the store's to enforce, atomically with the
 /// write ([`quota`], [`over_quota`]).
 pub async fn admit_job(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
+    admit_submission(state, user_id).await?;
+    admit_spend(state, user_id).await
+}
+
+/// Before an encyclopedia search: it counts against the same per-minute budget as a job
+/// submission, since each may make the server fetch from the web on the user's behalf.
+pub async fn admit_search(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
+    admit_submission(state, user_id).await
+}
+
+async fn admit_submission(state: &AppState, user_id: UserId) -> Result<(), ApiError> {
     match state.submissions.admit(user_id).await {
         Ok(Some(wait)) => {
             let per_minute = state.config.limits.submissions_per_minute;
-            return Err(limited(format!("at most {per_minute} job submissions per minute"), wait));
+            Err(limited(format!("at most {per_minute} job submissions and searches per minute"), wait))
         }
-        Ok(None) => {}
+        Ok(None) => Ok(()),
         // Like login limiting, this fails open: Redis trouble must not stop all work.
-        Err(error) => tracing::warn!(%error, "submission limiter unavailable; not limiting"),
+        Err(error) => {
+            tracing::warn!(%error, "submission limiter unavailable; not limiting");
+            Ok(())
+        }
     }
-    admit_spend(state, user_id).await
 }
 
 /// The caps a submission is checked against inside its transaction.

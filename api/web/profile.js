@@ -102,17 +102,18 @@ function renderInline(value) {
   return String(value);
 }
 
-/** A link only for http(s) addresses; anything else is text. */
-export function safeLink(url) {
+/** A link (new tab) only for http(s) addresses, showing `label` (default: the URL); anything
+ * else is text. */
+export function safeLink(url, label = url) {
   try {
     const parsed = new URL(url);
     if (parsed.protocol === 'http:' || parsed.protocol === 'https:') {
-      return h('a', { href: parsed.href, rel: 'noopener noreferrer nofollow', target: '_blank' }, url);
+      return h('a', { href: parsed.href, rel: 'noopener noreferrer nofollow', target: '_blank' }, String(label));
     }
   } catch {
     /* not a URL */
   }
-  return document.createTextNode(String(url));
+  return document.createTextNode(String(label));
 }
 
 /** One category as a section: heading and a definition list of its non-empty fields. */

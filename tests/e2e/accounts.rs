@@ -104,7 +104,11 @@ async fn invalid_character_submissions_get_problem_details_and_create_nothing() 
         (json!({"name": "  ", "source": source(&good_text)}), 422, "name"),
         (json!({"name": "李白", "source": source("")}), 422, "empty"),
         (json!({"name": "李白", "source": source(&"字".repeat(100_001))}), 422, "limit"),
-        (json!({"name": "李白", "source": {"kind": "baike", "text": good_text}}), 422, "baike"),
+        (json!({"name": "李白", "source": {"kind": "book", "text": good_text}}), 422, "book"),
+        (json!({"name": "李白", "source": {"kind": "baike", "text": good_text}}), 422, "text"),
+        (json!({"name": "李白", "source": {"kind": "wikipedia", "lang": "zh/../x", "title": "李白"}}), 422, "lang"),
+        (json!({"name": "李白", "source": {"kind": "wikipedia", "lang": "zh", "title": "李白|杜甫"}}), 422, "title"),
+        (json!({"name": "李白", "source": {"kind": "url", "url": "gopher://example.org/"}}), 422, "source.url"),
         (json!({"name": "李白", "source": source(&good_text), "model": "gpt"}), 422, "model"),
         (json!({"name": "李".repeat(65), "source": source(&good_text)}), 422, "64"),
     ];

@@ -32,3 +32,4 @@ mod usage;
 mod web;
 mod web_app;
 mod web_app_more;
+mod web_app_sources;

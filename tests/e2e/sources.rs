@@ -344,6 +344,10 @@ mod kinds {
             assert!(markdown.contains("号青莲居士"), "{path} decoded: {markdown}");
         }
 
+        let (code, message) = failure(&app, &user, page("/pages/no-such-page.html")).await;
+        assert_eq!(code, "source_not_found", "{message}");
+        assert!(message.contains("/pages/no-such-page.html"), "the message names the page: {message}");
+
         let (job, _) = generate(&app, &user, "Ada Lovelace", page("/busy-once")).await;
         assert_eq!(job["status"], "succeeded", "a 503 with Retry-After is retried: {job}");
         assert_eq!(fixtures.hits("/busy-once"), 2);

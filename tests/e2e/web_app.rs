@@ -480,7 +480,7 @@ async fn focused(browser: &Browser) -> (String, bool) {
 
 /// Fails naming every visible form control that has no accessible name (label, `aria-label`,
 /// `aria-labelledby`, text or title).
-async fn assert_every_control_is_labelled(browser: &Browser, page: &str) {
+pub(crate) async fn assert_every_control_is_labelled(browser: &Browser, page: &str) {
     let script = "return [...document.querySelectorAll('input, select, textarea, button')]
         .filter(e => e.type !== 'hidden' && e.getClientRects().length > 0 && !e.closest('[aria-hidden=\"true\"]'))
         .filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')

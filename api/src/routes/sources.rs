@@ -33,10 +33,11 @@ pub struct SearchResults {
 }
 
 /// `GET /v1/sources/search?kind=wikipedia&lang=zh&q=李白` → `{candidates: [{title, id?,
-/// description, url}]}`, best first; none is an empty list.
+/// description, url}]}`, best first; none is an empty list. Counts against the user's
+/// per-minute submission budget.
 pub async fn search(
     State(state): State<AppState>,
-    AuthUser(_): AuthUser,
+    AuthUser(user_id): AuthUser,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<SearchResults>, ApiError> {
     let text = params.q.trim().to_owned();
@@ -53,6 +54,7 @@ pub async fn search(
         }
     };
     as_source.validate().map_err(|error| ApiError::invalid_field(error.to_string().replace("source.title", "q")))?;
+    crate::limits::admit_search(&state, user_id).await?;
     let candidates = state.sources.search(&within, &text).await.map_err(source_failed)?;
     Ok(Json(SearchResults { candidates }))
 }

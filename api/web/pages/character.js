@@ -5,7 +5,7 @@ import { h, formatDateTime, charCount, formatNumber, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { generationJobKey } from '../state.js';
 import { confirmDialog, errorArea, statusBadge } from '../components.js';
-import { renderCategory, personaCategories, SOURCE_CATEGORY, categoryLabel } from '../profile.js';
+import { renderCategory, personaCategories, SOURCE_CATEGORY, categoryLabel, safeLink } from '../profile.js';
 import { progressHref } from './characters.js';
 
 export async function render(root, ctx) {
@@ -68,15 +68,25 @@ function sourceSection(character, metadata) {
   const rows = [];
   const kind = source.kind ? t(`source.kind.${source.kind}`, {}, source.kind) : '—';
   rows.push([t('character.source.kind'), kind]);
+  if (source.kind === 'wikipedia' && source.lang) rows.push([t('character.source.edition'), source.lang]);
+  if ((source.kind === 'wikipedia' || source.kind === 'baike') && source.title) {
+    rows.push([t('character.source.title'), source.title]);
+    if (source.id) rows.push([t('character.source.entry'), source.id]);
+  }
   if (typeof source.text === 'string') rows.push([t('character.source.length'), t('character.source.chars', { n: formatNumber(charCount(source.text)) })]);
-  if (source.url) rows.push([t('character.source.url'), source.url]);
+  if (source.url) rows.push([t('character.source.url'), safeLink(source.url, displayUrl(source.url))]);
   if (character.prompt_version) rows.push([t('character.promptVersion'), character.prompt_version]);
   const section = h(
     'section',
-    { class: 'card source-section', id: 'character-source', dataset: { test: 'character-source' } },
+    { class: 'card source-section', id: 'character-source', dataset: { test: 'character-source', kind: source.kind || null } },
     h('h2', null, t('character.source')),
     h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
   );
+  const snapshot = character.source_snapshot;
+  if (snapshot && typeof snapshot === 'object') section.append(snapshotBlock(snapshot));
+  else if (source.kind && source.kind !== 'text' && character.status !== 'ready') {
+    section.append(h('p', { class: 'muted', id: 'source-snapshot-pending' }, t('character.source.notFetched')));
+  }
   if (metadata && typeof metadata === 'object') {
     const meta = renderCategory(SOURCE_CATEGORY, metadata);
     meta.classList.remove('card');
@@ -89,4 +99,55 @@ function sourceSection(character, metadata) {
     section.append(h('details', { class: 'source-text' }, h('summary', null, t('character.source.show')), h('pre', { class: 'source-pre' }, source.text)));
   }
   return section;
+}
+
+/** A URL as people read it (percent-escapes decoded); the link itself keeps the real one. */
+function displayUrl(url) {
+  try {
+    return decodeURI(url);
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * What the job fetched: address, title, revision, time, size, and the Markdown it was reduced
+ * to, shown as plain text (never rendered).
+ */
+function snapshotBlock(snapshot) {
+  const rows = [];
+  if (snapshot.url) {
+    const link = safeLink(String(snapshot.url), displayUrl(String(snapshot.url)));
+    if (link.nodeType === Node.ELEMENT_NODE) {
+      link.id = 'source-snapshot-url';
+      link.dataset.test = 'source-snapshot-url';
+    }
+    rows.push([t('character.snapshot.url'), link]);
+  }
+  if (snapshot.title) rows.push([t('character.snapshot.title'), h('span', { id: 'source-snapshot-title' }, String(snapshot.title))]);
+  if (snapshot.revision) rows.push([t('character.snapshot.revision'), h('span', { id: 'source-snapshot-revision', class: 'mono' }, String(snapshot.revision))]);
+  if (snapshot.fetched_at) {
+    rows.push([t('character.snapshot.fetched'), h('time', { id: 'source-snapshot-fetched', datetime: String(snapshot.fetched_at) }, formatDateTime(snapshot.fetched_at))]);
+  }
+  const markdown = typeof snapshot.markdown === 'string' ? snapshot.markdown : '';
+  const chars = Number.isFinite(Number(snapshot.chars)) && snapshot.chars !== null ? Number(snapshot.chars) : charCount(markdown);
+  const size = snapshot.truncated ? t('character.snapshot.truncated', { n: formatNumber(chars) }) : t('character.source.chars', { n: formatNumber(chars) });
+  rows.push([t('character.snapshot.size'), h('span', { id: 'source-snapshot-size', dataset: { truncated: String(Boolean(snapshot.truncated)) } }, size)]);
+  const block = h(
+    'div',
+    { class: 'source-snapshot', id: 'source-snapshot', dataset: { test: 'source-snapshot' } },
+    h('h3', null, t('character.snapshot')),
+    h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
+  );
+  if (markdown) {
+    block.append(
+      h(
+        'details',
+        { class: 'source-text', id: 'source-markdown', dataset: { test: 'source-markdown' } },
+        h('summary', null, t('character.snapshot.show')),
+        h('pre', { class: 'source-pre', id: 'source-markdown-text' }, markdown),
+      ),
+    );
+  }
+  return block;
 }

@@ -12,9 +12,28 @@ import { GENERATION_STEPS, categoryLabel, SOURCE_CATEGORY } from '../profile.js'
 
 const stateKey = (jobId) => `fastnpc.job.${jobId}`;
 
+/** The step a job whose source is fetched (not pasted) reports first, before the categories. */
+const FETCHING_STEP = 'fetching';
+/** Failure codes of a fetched source, each with a friendly message (`generating.error.<code>`). */
+const SOURCE_ERRORS = new Set(['source_not_found', 'source_unavailable', 'source_blocked', 'source_too_short', 'source_ambiguous']);
+/** Source failures a retry of the same job cannot mend: the character is to be created again. */
+const CREATE_AGAIN = new Set(['source_not_found', 'source_blocked', 'source_too_short', 'source_ambiguous']);
+
 function stepLabel(step) {
+  if (step === FETCHING_STEP) return t('generating.step.fetching');
   if (step === SOURCE_CATEGORY) return t('generating.step.source');
   return categoryLabel(step);
+}
+
+/** What a failed job says: a friendly sentence for the source codes, and the server's message. */
+function failureMessage(failure) {
+  const code = failure?.code;
+  const message = failure?.message;
+  if (code && SOURCE_ERRORS.has(code)) {
+    const friendly = t(`generating.error.${code}`);
+    return message ? t('generating.error.withDetails', { friendly, message }) : friendly;
+  }
+  return message || t('generating.failed');
 }
 
 export async function render(root, ctx) {
@@ -46,6 +65,7 @@ export async function render(root, ctx) {
   const deleteButton = h('button', { type: 'button', id: 'delete-character', class: 'btn btn-danger-ghost', hidden: true, dataset: { test: 'delete-character' } }, t('common.delete'));
   const note = h('p', { class: 'muted hint', id: 'generating-note' }, t('generating.note'));
   const viewLink = h('a', { href: `/characters/${encodeURIComponent(characterId)}`, id: 'view-character', class: 'btn btn-ghost', dataset: { test: 'view-character' } }, t('generating.viewCharacter'));
+  const createAgain = h('a', { href: '/characters/new', id: 'create-again', class: 'btn btn-primary', hidden: true, dataset: { test: 'create-again' } }, t('generating.createAgain'));
 
   root.append(
     h('div', { class: 'page-head' }, title),
@@ -61,29 +81,42 @@ export async function render(root, ctx) {
       ),
       steps,
       error.el,
-      h('div', { class: 'form-actions' }, cancel, retry, deleteButton, viewLink),
+      h('div', { class: 'form-actions' }, cancel, retry, createAgain, deleteButton, viewLink),
     ),
     note,
   );
 
   const rows = new Map();
   let progressMarked = false; // the first progress event was marked (User Timing)
+  let sourceFetched = false; // the character has its source snapshot (a retried job fetches nothing)
   function row(step) {
     if (!rows.has(step)) {
       const li = h('li', { class: 'step', dataset: { test: 'progress-step', step, state: 'pending' } }, h('span', { class: 'step-icon', 'aria-hidden': 'true' }), h('span', { class: 'step-label' }, stepLabel(step)), h('span', { class: 'step-state visually-hidden' }));
       rows.set(step, li);
-      steps.append(li);
+      // Fetching the source comes before the categories.
+      if (step === FETCHING_STEP) steps.prepend(li);
+      else steps.append(li);
     }
     return rows.get(step);
   }
   GENERATION_STEPS.forEach(row);
 
+  /** The state of a step's row: `done`, `pending`, or `failed` (the fetching row only). */
+  function stepState(step) {
+    if (state.terminal === 'succeeded') return 'done';
+    if (step !== FETCHING_STEP) return state.steps.includes(step) ? 'done' : 'pending';
+    // The source is fetched once the first category arrives.
+    if (sourceFetched || state.steps.some((s) => s !== FETCHING_STEP)) return 'done';
+    if (state.terminal === 'failed' && SOURCE_ERRORS.has(state.error?.code)) return 'failed';
+    return 'pending';
+  }
+
   function paint() {
     for (const step of state.steps) row(step);
     for (const [step, li] of rows) {
-      const done = state.steps.includes(step) || state.terminal === 'succeeded';
-      li.dataset.state = done ? 'done' : 'pending';
-      li.querySelector('.step-state').textContent = done ? t('generating.stepDone') : t('generating.stepPending');
+      const stepNow = stepState(step);
+      li.dataset.state = stepNow;
+      li.querySelector('.step-state').textContent = t(stepNow === 'done' ? 'generating.stepDone' : stepNow === 'failed' ? 'generating.stepFailed' : 'generating.stepPending');
     }
     const total = state.total || GENERATION_STEPS.length;
     bar.max = total;
@@ -96,7 +129,9 @@ export async function render(root, ctx) {
     note.hidden = over;
     retry.hidden = !(state.terminal === 'failed' || state.terminal === 'cancelled');
     deleteButton.hidden = retry.hidden;
-    if (state.terminal === 'failed') error.set(state.error?.message || t('generating.failed'));
+    createAgain.hidden = !(state.terminal === 'failed' && CREATE_AGAIN.has(state.error?.code));
+    error.el.dataset.code = state.terminal === 'failed' ? state.error?.code || '' : '';
+    if (state.terminal === 'failed') error.set(failureMessage(state.error));
     else if (state.terminal === 'cancelled') error.set(t('generating.cancelled'));
   }
 
@@ -168,6 +203,10 @@ export async function render(root, ctx) {
   const [{ character }, jobAnswer] = await Promise.all([characterPromise, jobPromise]);
   title.textContent = t('generating.titleNamed', { name: character.name });
   title.dataset.name = character.name;
+  // A fetched source: its row is there from the start, done when the character already has it.
+  if (character.source?.kind && character.source.kind !== 'text') row(FETCHING_STEP);
+  sourceFetched = Boolean(character.source_snapshot);
+  paint();
   ctx.setTitle(t('generating.titleNamed', { name: character.name }));
   const job = jobAnswer?.job;
   if (job) {
@@ -227,11 +266,14 @@ export async function render(root, ctx) {
             case 'status':
               state.status = data.status || state.status;
               break;
-            case 'progress':
+            case 'progress': {
               if (data.step && !state.steps.includes(data.step)) state.steps.push(data.step);
-              state.done = Math.max(state.done, Number(data.done) || state.steps.length);
+              // `done` counts categories (the fetching step says 0).
+              const done = Number(data.done);
+              state.done = Math.max(state.done, Number.isFinite(done) ? done : state.steps.filter((s) => s !== FETCHING_STEP).length);
               if (data.total) state.total = Number(data.total);
               break;
+            }
             case 'succeeded':
               state.terminal = 'succeeded';
               break;
