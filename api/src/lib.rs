@@ -64,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.config.request_timeout, timeout::limit))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::problem_for_bare_errors))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), record_request))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let route = request
                 .extensions()
@@ -75,9 +76,41 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Counts and times every answer by method, route template and status (the metrics'
+/// `fastnpc_http_requests_total` and `fastnpc_http_request_duration_seconds`).
+async fn record_request(
+    axum::extract::State(metrics): axum::extract::State<Arc<fastnpc_shared::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use fastnpc_shared::metrics::{HttpLabels, RouteLabels};
+    // Label values must stay few: a method a client made up is `other`; a path no route
+    // matched (the web app's pages, 404s) is `fallback`.
+    let method = match *request.method() {
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS => {
+            request.method().as_str().to_owned()
+        }
+        _ => "other".to_owned(),
+    };
+    let route =
+        request.extensions().get::<axum::extract::MatchedPath>().map_or("fallback", |path| path.as_str()).to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.get_or_create(&HttpLabels { method, route, status }).inc();
+    response
+}
+
 /// A built API: connected, migrated, bound, not yet serving.
 pub struct Api {
     listener: TcpListener,
+    /// `FASTNPC_METRICS_ADDR`'s listener, when set.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     /// Stops the background loops (re-publisher, event hub) and tells SSE streams to end.
     stop: CancellationToken,
@@ -96,6 +129,8 @@ pub struct Backends {
     pub submissions: Arc<dyn fastnpc_shared::rate_limit::SubmissionRate>,
     /// Encyclopedia search results, kept briefly.
     pub search_cache: Arc<dyn fastnpc_shared::sources::search_cache::SearchCache>,
+    /// The registry the API records into (the embedded mode's workers share it).
+    pub metrics: Arc<fastnpc_shared::metrics::Metrics>,
 }
 
 impl Api {
@@ -121,6 +156,7 @@ impl Api {
                 settings.limits.submissions_per_minute,
             )),
             search_cache: Arc::new(fastnpc_shared::sources::search_cache::RedisSearchCache::new(redis, namespace)),
+            metrics: Arc::new(fastnpc_shared::metrics::Metrics::new()),
         };
         Self::with_backends(&settings, backends, stop).await
     }
@@ -142,6 +178,7 @@ impl Api {
             stream_tokens,
             submissions,
             search_cache,
+            metrics,
         } = backends;
         let state = AppState {
             store,
@@ -166,10 +203,15 @@ impl Api {
             password_hashing: Arc::new(tokio::sync::Semaphore::new(settings.password_hashing.concurrency)),
             web: web::WebFiles::new(settings.web_dir.clone()),
             sources: fastnpc_shared::sources::Sources::new(&settings.sources, search_cache)?,
+            metrics,
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
-        Ok(Self { listener, state, stop })
+        let metrics_listener = match settings.metrics_addr {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
+        Ok(Self { listener, metrics_listener, state, stop })
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -177,10 +219,18 @@ impl Api {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The metrics listener's address, when `FASTNPC_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
     /// (SSE streams are told to end), and stops the background tasks.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, stop } = self;
+        let Self { listener, metrics_listener, state, stop } = self;
+        if let Some(metrics_listener) = metrics_listener {
+            fastnpc_shared::metrics::serve(state.metrics.clone(), metrics_listener, stop.clone());
+        }
         tokio::spawn(republisher::run(state.clone(), stop.clone()));
         tokio::spawn(maintenance::purge_sessions(state.clone(), stop.clone()));
         tracing::info!(addr = %listener.local_addr()?, "API listening");

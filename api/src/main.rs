@@ -1,4 +1,6 @@
-//! `fastnpc-api`: the HTTP API. `fastnpc-api migrate` applies migrations and exits.
+//! `fastnpc-api`: the HTTP API. `fastnpc-api migrate` applies migrations and exits;
+//! `fastnpc-api healthcheck` asks the running API's `/readyz` and exits 0 when it is ready (for
+//! container healthchecks: the image has no shell tools to do it).
 
 use fastnpc_shared::{settings::Settings, shutdown, store, telemetry};
 
@@ -24,6 +26,22 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default) or `migrate`"),
+        Some("healthcheck") => healthcheck(&settings).await,
+        Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default), `migrate` or `healthcheck`"),
     }
+}
+
+/// `GET /readyz` on this API's own listen address (loopback when it listens on every address).
+async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    let mut address = settings.http_addr;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+    let response = client.get(format!("http://{address}/readyz")).send().await?;
+    anyhow::ensure!(response.status().is_success(), "/readyz answered {}", response.status());
+    Ok(())
 }

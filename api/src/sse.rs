@@ -43,6 +43,8 @@ struct Cursor {
     last_seq: u64,
     pending: VecDeque<JobEvent>,
     finished: bool,
+    /// Counts the stream in `fastnpc_sse_streams` while it is open.
+    _open: fastnpc_shared::metrics::GaugeGuard,
 }
 
 /// The SSE event stream for `job`, starting after `after`.
@@ -55,6 +57,7 @@ pub async fn job_events(state: AppState, job: JobRecord, after: u64) -> impl Str
         last_seq: after,
         pending: VecDeque::new(),
         finished: false,
+        _open: fastnpc_shared::metrics::GaugeGuard::new(&state.metrics.sse_streams),
         state,
     };
     cursor.backfill().await;

@@ -41,6 +41,8 @@ pub struct AppState {
     pub password_hashing: Arc<tokio::sync::Semaphore>,
     /// The web app's files.
     pub web: crate::web::WebFiles,
+    /// What the process records for Prometheus (served on `FASTNPC_METRICS_ADDR`).
+    pub metrics: Arc<fastnpc_shared::metrics::Metrics>,
     /// Encyclopedia search and the ambiguity check of new characters' sources.
     pub sources: fastnpc_shared::sources::Sources,
 }

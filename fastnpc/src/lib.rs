@@ -30,7 +30,8 @@ use fastnpc_shared::{
         stream_tokens::LocalStreamTokens,
     },
     event_bus::{EventHub, EventLog},
-    llm::{LlmClient, OpenAiClient},
+    llm::{LlmClient, MonitoredLlm, OpenAiClient},
+    metrics::Metrics,
     queue::{DELIVERY_LIMIT, JobQueue},
     settings::{Secret, Settings},
     sources::{
@@ -117,7 +118,10 @@ impl Embedded {
             settings.llm.simulated = true;
             Some(simulator)
         };
-        let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
+        // One registry for the API and the workers: `/metrics` (FASTNPC_METRICS_ADDR) shows both.
+        let metrics = Arc::new(Metrics::new());
+        let llm: Arc<dyn LlmClient> =
+            Arc::new(MonitoredLlm::new(Arc::new(OpenAiClient::new(&settings.llm)), metrics.clone()));
 
         let hub = EventHub::in_process();
         let events: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(sqlite.pool().clone(), hub.clone()));
@@ -136,6 +140,7 @@ impl Embedded {
             stream_tokens: Arc::new(LocalStreamTokens::new()),
             submissions: Arc::new(LocalSubmissionLimiter::new(settings.limits.submissions_per_minute)),
             search_cache: search_cache.clone(),
+            metrics: metrics.clone(),
         };
         let api = Api::with_backends(&settings, backends, CancellationToken::new()).await?;
         let deps = Deps {
@@ -145,6 +150,7 @@ impl Embedded {
             publisher,
             cancels,
             sources: Sources::new(&settings.sources, search_cache)?,
+            metrics,
             config: WorkerConfig::from_settings(&settings),
         };
         Ok(Self { lock, api, deps, queue, store, sqlite, workers, simulator })
@@ -153,6 +159,11 @@ impl Embedded {
     /// The bound address (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.api.local_addr()
+    }
+
+    /// The metrics listener's address, when `FASTNPC_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.api.metrics_addr()
     }
 
     /// The simulator's address, when it stands in for the LLM.

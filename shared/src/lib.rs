@@ -34,6 +34,7 @@ pub mod events;
 pub mod ids;
 pub mod jobs;
 pub mod llm;
+pub mod metrics;
 pub mod prompts;
 pub mod queue;
 pub mod rate_limit;

@@ -143,6 +143,11 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn publish(&self, message: &QueueMessage) -> Result<(), QueueError>;
     /// Whether the queue is reachable right now (readiness reports it).
     fn is_connected(&self) -> bool;
+    /// Messages waiting, per queue (`jobs`, `dead`), for the metrics; none where there is no
+    /// broker to ask.
+    async fn depths(&self) -> Result<Vec<(&'static str, u64)>, QueueError> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait::async_trait]
@@ -153,6 +158,10 @@ impl JobQueue for JobPublisher {
 
     fn is_connected(&self) -> bool {
         JobPublisher::is_connected(self)
+    }
+
+    async fn depths(&self) -> Result<Vec<(&'static str, u64)>, QueueError> {
+        JobPublisher::depths(self).await
     }
 }
 
@@ -247,6 +256,19 @@ impl JobPublisher {
         self.topology.declare(&channel).await?;
         *link = Some(Link { _connection: connection, channel: channel.clone() });
         Ok(channel)
+    }
+
+    /// Messages ready in the jobs queue and in the dead-letter queue, as the broker counts them
+    /// (a passive declare: it creates nothing).
+    pub async fn depths(&self) -> Result<Vec<(&'static str, u64)>, QueueError> {
+        let channel = self.channel().await?;
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let mut depths = Vec::with_capacity(2);
+        for (label, name) in [("jobs", &self.topology.jobs_queue), ("dead", &self.topology.dead_queue)] {
+            let queue = channel.queue_declare(name.as_str().into(), passive, FieldTable::default()).await?;
+            depths.push((label, u64::from(queue.message_count())));
+        }
+        Ok(depths)
     }
 
     /// True when the publisher currently holds a live channel (for readiness). Never waits: a

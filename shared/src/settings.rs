@@ -29,6 +29,9 @@ pub struct Settings {
     /// Prefix of queue, exchange and Redis key names, so deployments and tests share one broker.
     pub namespace: String,
     pub http_addr: SocketAddr,
+    /// Where Prometheus metrics are served (`GET /metrics`, a listener of its own); none when
+    /// unset (`FASTNPC_METRICS_ADDR`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Serve the web app from this folder, read on every request, instead of the files compiled
     /// into the binary (`FASTNPC_WEB_DIR`; for front-end development).
     pub web_dir: Option<std::path::PathBuf>,
@@ -370,6 +373,9 @@ impl Settings {
             redis_url: Secret::new(get("FASTNPC_REDIS_URL", "redis://127.0.0.1:6379")),
             namespace,
             http_addr: parse(&lookup, "FASTNPC_HTTP_ADDR", "127.0.0.1:8080")?,
+            metrics_addr: lookup("FASTNPC_METRICS_ADDR")
+                .map(|_| parse(&lookup, "FASTNPC_METRICS_ADDR", ""))
+                .transpose()?,
             web_dir: lookup("FASTNPC_WEB_DIR").map(Into::into),
             http_request_timeout: Duration::from_secs(positive(&lookup, "FASTNPC_HTTP_REQUEST_TIMEOUT_SECS", "30")?),
             trusted_proxies: parse(&lookup, "FASTNPC_TRUSTED_PROXIES", "")?,

@@ -19,6 +19,7 @@ mod llm_faults;
 mod llm_servers;
 mod matrix;
 mod memory;
+mod operations;
 mod outages;
 mod parsers;
 mod quotas;

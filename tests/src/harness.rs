@@ -112,6 +112,7 @@ impl TestAppBuilder {
         [
             ("FASTNPC_NAMESPACE", format!("test-{unique}")),
             ("FASTNPC_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("FASTNPC_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("FASTNPC_LLM_BASE_URL", sim.base_url()),
             ("FASTNPC_LLM_API_KEY", "test-key".to_owned()),
             ("FASTNPC_LLM_MODEL", "sim-model".to_owned()),
@@ -147,6 +148,8 @@ impl TestAppBuilder {
             .await
             .expect("the embedded system starts");
         let api_url = format!("http://{}", system.local_addr());
+        let metrics_urls =
+            system.metrics_addr().map(|address| format!("http://{address}/metrics")).into_iter().collect();
         let stop = CancellationToken::new();
         let tasks = vec![tokio::spawn({
             let stop = stop.clone();
@@ -165,6 +168,7 @@ impl TestAppBuilder {
             store: Arc::new(store),
             settings,
             env,
+            metrics_urls,
             stop,
             tasks,
             cleanup: Cleanup::Directory(data_dir),
@@ -192,6 +196,8 @@ impl TestAppBuilder {
         let stop = CancellationToken::new();
         let api = fastnpc_api::Api::build(settings.clone()).await.expect("the API starts");
         let api_url = format!("http://{}", api.local_addr());
+        let mut metrics_urls: Vec<String> =
+            api.metrics_addr().map(|address| format!("http://{address}/metrics")).into_iter().collect();
         let mut tasks = vec![tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -199,10 +205,10 @@ impl TestAppBuilder {
             }
         })];
         for _ in 0..self.workers {
-            let (settings, stop) = (settings.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                fastnpc_worker::run(settings, stop).await.expect("the worker runs");
-            }));
+            let worker = fastnpc_worker::Worker::build(settings.clone()).await.expect("the worker starts");
+            metrics_urls.extend(worker.metrics_addr().map(|address| format!("http://{address}/metrics")));
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move { worker.run(stop).await }));
         }
         let db = PgPool::connect(&database_url).await.expect("test pool");
         TestApp {
@@ -213,6 +219,7 @@ impl TestAppBuilder {
             db: TestDb::Postgres(db),
             settings,
             env: env_for_children,
+            metrics_urls,
             stop,
             tasks,
             cleanup: Cleanup::Database(db_name),
@@ -232,6 +239,9 @@ pub struct TestApp {
     pub settings: Settings,
     /// The environment the app's settings were read from: a child process given it joins the app.
     pub env: HashMap<String, String>,
+    /// Every process part's `/metrics`: the API's first, then each worker's (the embedded mode
+    /// has one for all).
+    pub metrics_urls: Vec<String>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     cleanup: Cleanup,
@@ -563,6 +573,7 @@ impl TestApp {
                     stream_tokens: Arc::new(embedded::stream_tokens::LocalStreamTokens::new()),
                     submissions: Arc::new(embedded::limits::LocalSubmissionLimiter::new(1)),
                     search_cache: Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
+                    metrics: Arc::new(fastnpc_shared::metrics::Metrics::new()),
                 };
                 let started = fastnpc_api::Api::with_backends(&settings, backends, CancellationToken::new()).await;
                 store.pool().close().await;

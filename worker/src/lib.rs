@@ -19,7 +19,8 @@ use std::{sync::Arc, time::Duration};
 use fastnpc_shared::{
     control::CancelRegistry,
     event_bus::{EventLog, RedisEventLog},
-    llm::{LlmClient, OpenAiClient},
+    llm::{LlmClient, MonitoredLlm, OpenAiClient},
+    metrics::Metrics,
     queue::{JobPublisher, JobQueue, Topology},
     settings::Settings,
     store,
@@ -44,6 +45,8 @@ pub struct Deps {
     pub cancels: CancelRegistry,
     /// Fetchers of Wikipedia, Baike and web pages (generation from a fetched source).
     pub sources: fastnpc_shared::sources::Sources,
+    /// What the worker records for Prometheus.
+    pub metrics: Arc<Metrics>,
     pub config: WorkerConfig,
 }
 
@@ -81,35 +84,73 @@ impl WorkerConfig {
     }
 }
 
-/// Runs a worker until `shutdown` is cancelled, then drains: no new jobs are taken, in-flight
-/// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
-    let events = Arc::new(RedisEventLog::new(
-        fastnpc_shared::event_bus::connect(&settings.redis_url).await?,
-        &settings.namespace,
-    ));
-    let llm: Arc<dyn LlmClient> = Arc::new(OpenAiClient::new(&settings.llm));
-    if settings.llm.api_key.is_none() {
-        tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");
+/// A worker connected to its services, not yet consuming.
+pub struct Worker {
+    deps: Deps,
+    settings: Settings,
+    /// `FASTNPC_METRICS_ADDR`'s listener, when set.
+    metrics_listener: Option<tokio::net::TcpListener>,
+}
+
+impl Worker {
+    /// Connects to Postgres and Redis and binds the metrics listener; the broker is connected
+    /// (and reconnected) by the consumer.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::PgStore::connect(settings.database_url.expose(), settings.db_pool_size).await?;
+        let events = Arc::new(RedisEventLog::new(
+            fastnpc_shared::event_bus::connect(&settings.redis_url).await?,
+            &settings.namespace,
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let llm: Arc<dyn LlmClient> =
+            Arc::new(MonitoredLlm::new(Arc::new(OpenAiClient::new(&settings.llm)), metrics.clone()));
+        if settings.llm.api_key.is_none() {
+            tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");
+        }
+        let metrics_listener = match settings.metrics_addr {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+            None => None,
+        };
+        let deps = Deps {
+            store: Arc::new(store),
+            events,
+            llm,
+            publisher: Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings))),
+            cancels: CancelRegistry::default(),
+            sources: fastnpc_shared::sources::Sources::new(
+                &settings.sources,
+                Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
+            )?,
+            metrics,
+            config: WorkerConfig::from_settings(&settings),
+        };
+        Ok(Self { deps, settings, metrics_listener })
     }
-    tracing::info!(llm.base_url = %settings.llm.base_url, llm.model = %settings.llm.model, concurrency = settings.worker_concurrency, "worker starting");
-    let topology = Topology::from_settings(&settings);
-    let publisher = Arc::new(JobPublisher::new(settings.amqp_url.clone(), topology.clone()));
-    let cancels = CancelRegistry::default();
-    tokio::spawn(cancels.clone().listen(settings.redis_url.clone(), settings.namespace.clone(), shutdown.clone()));
-    let deps = Deps {
-        store: Arc::new(store),
-        events,
-        llm,
-        publisher,
-        cancels,
-        sources: fastnpc_shared::sources::Sources::new(
-            &settings.sources,
-            Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
-        )?,
-        config: WorkerConfig::from_settings(&settings),
-    };
-    consumer::run(deps, settings.amqp_url.clone(), topology, shutdown).await;
+
+    /// The metrics listener's address, when `FASTNPC_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// Consumes jobs until `shutdown` is cancelled, then drains: no new jobs are taken, in-flight
+    /// jobs get [`WorkerConfig::shutdown_grace`] to finish, and the rest are handed back.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self { deps, settings, metrics_listener } = self;
+        tracing::info!(llm.base_url = %settings.llm.base_url, llm.model = %settings.llm.model, concurrency = settings.worker_concurrency, "worker starting");
+        if let Some(listener) = metrics_listener {
+            fastnpc_shared::metrics::serve(deps.metrics.clone(), listener, shutdown.clone());
+        }
+        tokio::spawn(deps.cancels.clone().listen(
+            settings.redis_url.clone(),
+            settings.namespace.clone(),
+            shutdown.clone(),
+        ));
+        consumer::run(deps, settings.amqp_url.clone(), Topology::from_settings(&settings), shutdown).await;
+    }
+}
+
+/// Builds a worker and runs it until `shutdown` (see [`Worker::run`]).
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Worker::build(settings).await?.run(shutdown).await;
     Ok(())
 }

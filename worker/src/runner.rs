@@ -90,6 +90,9 @@ pub async fn handle(deps: &Deps, delivery: impl Delivery, abandon: &Cancellation
             Settle::DeadLetter
         }
     };
+    if settle == Settle::DeadLetter {
+        deps.metrics.dead_lettered.inc();
+    }
     if let Err(error) = delivery.settle(settle).await {
         // The channel died under us: the broker redelivers, and the claim makes that harmless.
         tracing::warn!(%error, ?settle, "could not settle the delivery");
@@ -150,6 +153,9 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         );
         return fail(deps, &claim, error).await;
     }
+    // The queue wait of a first attempt; a retry's would include the earlier attempts' run time.
+    let queue_wait = (claim.attempt == 1).then(|| (chrono::Utc::now() - claim.created_at).to_std().ok()).flatten();
+    let mut timer = deps.metrics.job_started(claim.kind.as_str(), queue_wait);
     emit(deps, job_id, EventPayload::Status { status: JobStatus::Running }).await;
 
     // Three ways an attempt stops early, each its own token so the outcome knows which:
@@ -176,6 +182,7 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
     };
     heartbeat.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    timer.set_outcome(outcome_label(&outcome, claim.attempt < deps.config.max_job_attempts));
 
     let settle = match outcome {
         Err(Stop::Cancelled) => cancelled(deps, &claim, json!({"stopped": "cancelled"}), elapsed_ms).await,
@@ -193,6 +200,21 @@ async fn process(deps: &Deps, job_id: JobId, abandon: &CancellationToken) -> Set
         publish_next_in_series(deps, serial_key).await;
     }
     settle
+}
+
+/// How an attempt ended, as the metrics count it (see `settle_outcome` for what each means).
+fn outcome_label(
+    outcome: &Result<std::thread::Result<Result<serde_json::Value, JobFailure>>, Stop>,
+    attempts_left: bool,
+) -> &'static str {
+    match outcome {
+        Err(Stop::Cancelled) | Ok(Ok(Err(JobFailure::Interrupted(_)))) => "cancelled",
+        Err(Stop::LeaseLost | Stop::Abandoned) | Ok(Ok(Err(JobFailure::LostClaim))) => "abandoned",
+        Err(Stop::Deadline) | Ok(Err(_)) | Ok(Ok(Err(JobFailure::Failed(_)))) => "failed",
+        Ok(Ok(Err(JobFailure::Retryable(_)))) if attempts_left => "retried",
+        Ok(Ok(Err(JobFailure::Retryable(_)))) => "failed",
+        Ok(Ok(Ok(_))) => "succeeded",
+    }
 }
 
 /// Why an attempt stopped before its handler finished.
@@ -339,7 +361,10 @@ async fn keep_lease(deps: Deps, claim: Claim, lease_lost: CancellationToken, can
 /// Appends an event; a failure is logged, not fatal (the job's row is the truth, and SSE
 /// clients fall back to it for the terminal state).
 pub(crate) async fn emit(deps: &Deps, job_id: JobId, payload: EventPayload) {
-    if let Err(error) = deps.events.append_with_retry(job_id, &payload).await {
+    let started = std::time::Instant::now();
+    let appended = deps.events.append_with_retry(job_id, &payload).await;
+    deps.metrics.event_append_duration.observe(started.elapsed().as_secs_f64());
+    if let Err(error) = appended {
         tracing::error!(%error, event = payload.event_type(), "cannot append job event");
     }
 }

@@ -121,7 +121,7 @@ pub async fn create(
 
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     // The job is durable from the commit on; publishing it is not the client's wait.
-    state.background.spawn(enqueue(state.clone(), job_id));
+    state.background.spawn(enqueue(state.clone(), job_id, JobKind::GenerateCharacter));
     Ok(accepted(&character, job_id, JobStatus::Queued))
 }
 
@@ -160,8 +160,10 @@ fn default_language(source: &CharacterSource, name: &str) -> Language {
     }
 }
 
-/// After the commit: announce the job and hand it to the broker (see `fastnpc_shared::dispatch`).
-pub(crate) async fn enqueue(state: AppState, job_id: JobId) {
+/// After the commit: count the job as accepted, announce it and hand it to the broker (see
+/// `fastnpc_shared::dispatch`).
+pub(crate) async fn enqueue(state: AppState, job_id: JobId, kind: JobKind) {
+    state.metrics.jobs_accepted.get_or_create(&fastnpc_shared::metrics::KindLabels { kind: kind.as_str() }).inc();
     dispatch::enqueue_new(state.store.as_ref(), state.events.as_ref(), state.publisher.as_ref(), job_id).await;
 }
 

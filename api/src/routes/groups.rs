@@ -281,7 +281,7 @@ pub async fn send(
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, group.group_id, winner).await;
     }
-    state.background.spawn(enqueue(state.clone(), job_id));
+    state.background.spawn(enqueue(state.clone(), job_id, JobKind::GroupTurn));
     let message = json!({
         "id": message_id, "author": "user", "speaker_name": user.username, "content": content, "truncated": false,
     });

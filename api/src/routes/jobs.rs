@@ -215,7 +215,7 @@ pub async fn retry(
         return Err(conflict(refusal));
     }
     crate::limits::created(&state, outcome)?;
-    state.background.spawn(super::characters::enqueue(state.clone(), new_id));
+    state.background.spawn(super::characters::enqueue(state.clone(), new_id, job.kind));
     let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
     Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))
 }

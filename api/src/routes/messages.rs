@@ -135,7 +135,7 @@ pub async fn send(
 
     // Listen before the job can possibly finish, so a fast reply is not missed.
     let subscription = wait.map(|_| state.hub.subscribe(job_id));
-    state.background.spawn(enqueue(state.clone(), job_id));
+    state.background.spawn(enqueue(state.clone(), job_id, JobKind::ChatReply));
     let message = state.store.message(user_id, message_id).await?.ok_or(ApiError::NotFound)?;
     let message = MessageView::new(message, false);
 

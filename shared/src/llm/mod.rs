@@ -13,6 +13,7 @@ use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
 
 mod metered;
+mod monitored;
 mod openai;
 mod pacing;
 pub mod reply;
@@ -21,6 +22,7 @@ pub mod structured;
 mod usage;
 
 pub use metered::MeteredLlm;
+pub use monitored::MonitoredLlm;
 pub use openai::OpenAiClient;
 pub use pacing::Pacer;
 pub use retry::RetryPolicy;

@@ -113,6 +113,8 @@ pub struct Claim {
     pub attempt: i32,
     /// The user asked to cancel the job (before this claim, e.g. while its last worker died).
     pub cancel_requested: bool,
+    /// When the job was created (its queue wait is measured from here).
+    pub created_at: DateTime<Utc>,
     /// What this attempt's LLM calls spent so far (clones share it). Fresh for every claim, so
     /// the write that ends or hands back the attempt adds exactly this attempt's spend to the
     /// job and to the user's day.
@@ -131,6 +133,7 @@ pub struct ClaimRow {
     pub serial_key: Option<String>,
     pub attempt: i32,
     pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
 }
 
 impl From<ClaimRow> for Claim {
@@ -145,6 +148,7 @@ impl From<ClaimRow> for Claim {
             serial_key: row.serial_key,
             attempt: row.attempt,
             cancel_requested: row.cancel_requested,
+            created_at: row.created_at,
             usage: UsageMeter::default(),
         }
     }
@@ -303,7 +307,7 @@ pub(crate) async fn claim(
            returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                      character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
                      group_id as "group_id: GroupId", serial_key, attempts as attempt,
-                     cancel_requested_at is not null as "cancel_requested!""#,
+                     cancel_requested_at is not null as "cancel_requested!", created_at"#,
         job_id.0,
         lease.as_secs_f64(),
     )
