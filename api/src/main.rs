@@ -12,22 +12,45 @@ use fastnpc_shared::{settings::Settings, shutdown, store, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// FastNPC's HTTP API (distributed mode): accounts, characters, chats, groups and jobs over
+/// Postgres, RabbitMQ and Redis, and the web app. Configured by environment variables (the
+/// README's "Configuration" lists them: DATABASE_URL, FASTNPC_AMQP_URL, FASTNPC_REDIS_URL,
+/// FASTNPC_HTTP_ADDR, FASTNPC_METRICS_ADDR, …).
+#[derive(clap::Parser)]
+#[command(name = "fastnpc-api", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve on FASTNPC_HTTP_ADDR until SIGTERM or Ctrl-C (the
+    /// default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Ask the running API's /readyz (on its own FASTNPC_HTTP_ADDR); exit 0 when it is ready.
+    /// For container healthchecks: the image has no shell tools to do it.
+    Healthcheck,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = <Cli as clap::Parser>::parse();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    match std::env::args().nth(1).as_deref() {
-        None | Some("serve") => {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
             let api = fastnpc_api::Api::build(settings).await?;
             api.run_until(shutdown::signal()).await
         }
-        Some("migrate") => {
+        Command::Migrate => {
             store::PgStore::connect(settings.database_url.expose(), 1).await?.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
-        Some("healthcheck") => healthcheck(&settings).await,
-        Some(other) => anyhow::bail!("unknown command `{other}`; use `serve` (default), `migrate` or `healthcheck`"),
+        Command::Healthcheck => healthcheck(&settings).await,
     }
 }
 

@@ -18,53 +18,75 @@ use fastnpc_shared::{settings::Settings, shutdown, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const USAGE: &str = "\
-usage: fastnpc [serve]
-       fastnpc export USERNAME FILE
-       fastnpc import FILE [--into postgres|embedded]
-       fastnpc eval [--help]
+/// FastNPC in one process, with no external services: the API, the workers, an in-process queue
+/// and event bus over SQLite in FASTNPC_DATA_DIR (default ./data). The distributed binaries'
+/// environment variables apply (the README's "Configuration"); the service URLs are unused. With
+/// no LLM configured it runs its own simulator and says so.
+#[derive(clap::Parser)]
+#[command(name = "fastnpc", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-  serve    run the API and the workers in this process, over FASTNPC_DATA_DIR (default)
-  export   write a user's data from FASTNPC_DATA_DIR to FILE (JSON)
-  import   write an exported user into Postgres (DATABASE_URL, default) or FASTNPC_DATA_DIR
-  eval     generate, chat with and score a fixed set of characters with the configured LLM";
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the API and the workers in this process, over FASTNPC_DATA_DIR (the default).
+    Serve,
+    /// Write a user's data from FASTNPC_DATA_DIR to a file (JSON).
+    Export { username: String, file: std::path::PathBuf },
+    /// Write an exported user into Postgres (DATABASE_URL) or into FASTNPC_DATA_DIR.
+    Import {
+        file: std::path::PathBuf,
+        /// Where to: the distributed mode's Postgres, or this machine's embedded store.
+        #[arg(long, value_enum, default_value_t = ImportTarget::Postgres)]
+        into: ImportTarget,
+    },
+    /// Generate, chat with and score a fixed set of characters with the configured LLM
+    /// (`fastnpc eval --help` for its options).
+    #[command(disable_help_flag = true)]
+    Eval {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportTarget {
+    Postgres,
+    Embedded,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = <Cli as clap::Parser>::parse();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] | ["serve"] => {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
             let system = fastnpc::Embedded::build(settings).await?;
             tracing::info!(addr = %system.local_addr(), "FastNPC (embedded) listening");
             // On stdout, whatever the log settings: the one line a person starting it needs.
             println!("FastNPC is running: open http://{} in a browser (Ctrl-C stops it)", system.local_addr());
             system.run_until(shutdown::signal()).await
         }
-        ["export", username, file] => {
-            let document = fastnpc::export_user(&settings, username).await?;
-            tokio::fs::write(file, serde_json::to_vec_pretty(&document)?).await?;
-            tracing::info!(user = %username, file = %file, characters = document.characters.len(), "exported");
+        Command::Export { username, file } => {
+            let document = fastnpc::export_user(&settings, &username).await?;
+            tokio::fs::write(&file, serde_json::to_vec_pretty(&document)?).await?;
+            tracing::info!(user = %username, file = %file.display(), characters = document.characters.len(), "exported");
             Ok(())
         }
-        ["import", file, rest @ ..] => {
-            let target = match rest {
-                [] | ["--into", "postgres"] => fastnpc::Target::Postgres,
-                ["--into", "embedded"] => fastnpc::Target::Embedded,
-                _ => anyhow::bail!("{USAGE}"),
+        Command::Import { file, into } => {
+            let target = match into {
+                ImportTarget::Postgres => fastnpc::Target::Postgres,
+                ImportTarget::Embedded => fastnpc::Target::Embedded,
             };
-            let text = tokio::fs::read_to_string(file).await?;
+            let text = tokio::fs::read_to_string(&file).await?;
             let document = serde_json::from_str(&text)?;
             fastnpc::import_user(&settings, &document, target).await?;
-            tracing::info!(file = %file, ?target, "imported");
+            tracing::info!(file = %file.display(), ?target, "imported");
             Ok(())
         }
-        ["eval", ..] => fastnpc::eval::main(settings, &args[1..]).await,
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => anyhow::bail!("unknown command\n{USAGE}"),
+        Command::Eval { args } => fastnpc::eval::main(settings, &args).await,
     }
 }

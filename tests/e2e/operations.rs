@@ -144,3 +144,34 @@ async fn the_healthcheck_command_succeeds_against_a_ready_api_and_fails_without_
     assert!(!closed.status.success(), "nothing listens on port 9, so the check fails");
     app.stop().await;
 }
+
+#[test]
+fn every_binary_explains_itself_and_refuses_what_it_does_not_know() {
+    let run = |binary: &str, args: &[&str]| {
+        let output = std::process::Command::new(binary).args(args).output().expect("the binary runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for (binary, commands) in [
+        (env!("CARGO_BIN_EXE_fastnpc-test-api"), &["serve", "migrate", "healthcheck"][..]),
+        (env!("CARGO_BIN_EXE_fastnpc-test-worker"), &["run", "dead-letters"][..]),
+        (env!("CARGO_BIN_EXE_fastnpc-embedded"), &["serve", "export", "import", "eval"][..]),
+    ] {
+        let (code, help, _) = run(binary, &["--help"]);
+        assert_eq!(code, Some(0), "{binary} --help");
+        for command in commands {
+            assert!(help.contains(command), "{binary} --help lists {command}: {help}");
+        }
+        // No settings are read before the arguments: a bad argument is a usage error (2), not a
+        // configuration one.
+        let (code, _, stderr) = run(binary, &["frobnicate"]);
+        assert_eq!(code, Some(2), "{binary} frobnicate: {stderr}");
+        assert!(stderr.contains("Usage:"), "{stderr}");
+    }
+    let (code, _, stderr) = run(env!("CARGO_BIN_EXE_fastnpc-test-worker"), &["dead-letters", "requeue", "not-a-job"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("invalid value 'not-a-job'"), "{stderr}");
+}

@@ -7,13 +7,47 @@ use fastnpc_shared::{ids::JobId, settings::Settings, shutdown, telemetry};
 use fastnpc_worker::dead_letters::{self, Selection};
 use tokio_util::sync::CancellationToken;
 
+/// A FastNPC worker (distributed mode): takes jobs off RabbitMQ and does their LLM work. Run as
+/// many as you like. Configured by environment variables (the README's "Configuration":
+/// DATABASE_URL, FASTNPC_AMQP_URL, FASTNPC_REDIS_URL, FASTNPC_LLM_*, FASTNPC_METRICS_ADDR, …).
+#[derive(clap::Parser)]
+#[command(name = "fastnpc-worker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Consume jobs until SIGTERM or Ctrl-C, then drain (the default).
+    Run,
+    /// The dead-letter queue: jobs that failed for good or could not be read.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(clap::Subcommand)]
+enum DeadLetters {
+    /// List the dead letters: job id, reason, message.
+    List,
+    /// Give failed jobs another chance: their letters go back to the jobs queue.
+    Requeue {
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+        /// The jobs to requeue.
+        #[arg(value_name = "JOB_ID", required_unless_present = "all")]
+        jobs: Vec<JobId>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = <Cli as clap::Parser>::parse();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] | ["run"] => {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
             let stop = CancellationToken::new();
             tokio::spawn({
                 let stop = stop.clone();
@@ -24,19 +58,15 @@ async fn main() -> anyhow::Result<()> {
             });
             fastnpc_worker::run(settings, stop).await
         }
-        ["dead-letters", "list"] => {
+        Command::DeadLetters(DeadLetters::List) => {
             for letter in dead_letters::list(&settings).await? {
                 let job = letter.job_id.map_or_else(|| "-".to_owned(), |id| id.to_string());
                 println!("{job}\t{}\t{}", letter.reason, letter.body);
             }
             Ok(())
         }
-        ["dead-letters", "requeue", rest @ ..] if !rest.is_empty() => {
-            let selection = if rest == ["--all"] {
-                Selection::All
-            } else {
-                Selection::Jobs(rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?)
-            };
+        Command::DeadLetters(DeadLetters::Requeue { all, jobs }) => {
+            let selection = if all { Selection::All } else { Selection::Jobs(jobs) };
             let outcome = dead_letters::requeue(&settings, &selection).await?;
             for job_id in &outcome.requeued {
                 println!("requeued {job_id}");
@@ -52,9 +82,6 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             Ok(())
-        }
-        _ => {
-            anyhow::bail!("usage: fastnpc-worker [run] | dead-letters list | dead-letters requeue (--all | JOB_ID...)")
         }
     }
 }
