@@ -47,6 +47,7 @@ use fastnpc_store_sqlite::{SqliteEventLog, SqliteStore};
 use fastnpc_worker::{Deps, WorkerConfig, consumer};
 use tokio_util::sync::CancellationToken;
 
+pub mod client;
 pub mod eval;
 
 /// The database file inside `FASTNPC_DATA_DIR`.

@@ -42,6 +42,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ImportTarget::Postgres)]
         into: ImportTarget,
     },
+    /// The command-line client of any FastNPC server (login, create, say, characters, jobs).
+    #[command(flatten)]
+    Client(fastnpc::client::ClientCommand),
     /// Generate, chat with and score a fixed set of characters with the configured LLM
     /// (`fastnpc eval --help` for its options).
     #[command(disable_help_flag = true)]
@@ -58,8 +61,18 @@ enum ImportTarget {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = <Cli as clap::Parser>::parse();
+    // The client needs none of the server's settings, nor its logs.
+    if let Some(Command::Client(command)) = cli.command {
+        return Ok(match fastnpc::client::run(command).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(exit) => {
+                eprintln!("error: {}", exit.message);
+                std::process::ExitCode::from(exit.code)
+            }
+        });
+    }
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
@@ -68,13 +81,12 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(addr = %system.local_addr(), "FastNPC (embedded) listening");
             // On stdout, whatever the log settings: the one line a person starting it needs.
             println!("FastNPC is running: open http://{} in a browser (Ctrl-C stops it)", system.local_addr());
-            system.run_until(shutdown::signal()).await
+            system.run_until(shutdown::signal()).await?;
         }
         Command::Export { username, file } => {
             let document = fastnpc::export_user(&settings, &username).await?;
             tokio::fs::write(&file, serde_json::to_vec_pretty(&document)?).await?;
             tracing::info!(user = %username, file = %file.display(), characters = document.characters.len(), "exported");
-            Ok(())
         }
         Command::Import { file, into } => {
             let target = match into {
@@ -85,8 +97,9 @@ async fn main() -> anyhow::Result<()> {
             let document = serde_json::from_str(&text)?;
             fastnpc::import_user(&settings, &document, target).await?;
             tracing::info!(file = %file.display(), ?target, "imported");
-            Ok(())
         }
-        Command::Eval { args } => fastnpc::eval::main(settings, &args).await,
+        Command::Eval { args } => fastnpc::eval::main(settings, &args).await?,
+        Command::Client(_) => unreachable!("handled before the settings are read"),
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }

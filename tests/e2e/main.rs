@@ -8,6 +8,7 @@ mod browser;
 mod cancel;
 mod characters;
 mod chat;
+mod cli;
 mod crash;
 mod dead_letters;
 mod delivery;

@@ -6,5 +6,6 @@ pub mod harness;
 pub use fastnpc_llm_sim as sim;
 pub mod recording_proxy;
 pub mod source_fixtures;
-pub mod sse_client;
+/// The SSE reader the command-line client uses, for the tests too.
+pub use fastnpc::client::sse as sse_client;
 pub mod webdriver;

@@ -1,6 +1,7 @@
-//! A small Server-Sent Events client for tests and the load generator: parses `text/event-stream`
-//! per the WHATWG rules we rely on (`id`, `event`, multi-line `data`, comments ignored, an event
-//! ends at a blank line, a trailing partial event is discarded).
+//! A small Server-Sent Events client for the command-line client, the tests and the load
+//! generator: parses `text/event-stream` per the WHATWG rules we rely on (`id`, `event`,
+//! multi-line `data`, comments ignored, an event ends at a blank line, a trailing partial event is
+//! discarded).
 
 use futures::{Stream, StreamExt};
 

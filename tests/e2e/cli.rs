@@ -1,0 +1,160 @@
+//! The command-line client (`fastnpc login|whoami|create|say|characters|jobs|logout`) against a
+//! live API, in both modes, as a script and a person use it: exit codes that mean something,
+//! `--json` for scripts, the session kept readable by its owner only, and — under a
+//! pseudo-terminal (util-linux `script`) — the live progress bar and the reply streamed as it is
+//! written.
+
+use std::{io::Write, os::unix::fs::PermissionsExt, path::Path, process::Stdio};
+
+use fastnpc_tests::harness::{PASSWORD, TestApp, sample_source};
+use serde_json::Value;
+
+const CLI: &str = env!("CARGO_BIN_EXE_fastnpc-embedded");
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the client with `config` as its configuration folder (and no inherited session).
+async fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let (config, args, stdin) =
+        (config.to_owned(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(), stdin.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(CLI)
+            .args(&args)
+            .env("FASTNPC_CONFIG_DIR", &config)
+            .env_remove("FASTNPC_SERVER")
+            .env_remove("FASTNPC_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the client starts");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_script_logs_in_creates_a_character_talks_to_it_and_reads_exit_codes() {
+    let app = TestApp::spawn().await;
+    let user = app.user("scripter").await;
+    let config = tempdir("cli");
+
+    let anonymous = cli(&config, &["whoami"], None).await;
+    assert_eq!(anonymous.code, Some(3), "not logged in: {}", anonymous.stderr);
+    assert!(anonymous.stderr.contains("fastnpc login"), "{}", anonymous.stderr);
+    let wrong = cli(
+        &config,
+        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
+        Some("nope\n"),
+    )
+    .await;
+    assert_eq!(wrong.code, Some(3), "a wrong password: {}", wrong.stderr);
+
+    let login = cli(
+        &config,
+        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .await;
+    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    let credentials = config.join("credentials.json");
+    assert_eq!(std::fs::metadata(&credentials).unwrap().permissions().mode() & 0o777, 0o600, "only its owner reads it");
+    let me = cli(&config, &["whoami", "--json"], None).await;
+    assert_eq!(me.code, Some(0), "{}", me.stderr);
+    assert_eq!(serde_json::from_str::<Value>(&me.stdout).unwrap()["user"]["username"], user.username.as_str());
+
+    let text = sample_source("诸葛亮");
+    let created = cli(&config, &["create", "诸葛亮", "--text", &text, "--json"], None).await;
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let character: Value = serde_json::from_str(&created.stdout).expect("--json prints JSON");
+    assert_eq!(character["character"]["status"], "ready");
+    assert!(created.stderr.is_empty(), "no progress drawn without a terminal: {}", created.stderr);
+    let id = character["character"]["id"].as_str().unwrap().to_owned();
+
+    let said = cli(&config, &["say", &id, "先生以为天下大势如何？"], None).await;
+    assert_eq!(said.code, Some(0), "{}", said.stderr);
+    let history: Value = app.get(&format!("/v1/characters/{id}/messages"), &user).await.json().await.unwrap();
+    let reply = history["items"][0]["content"].as_str().unwrap();
+    assert_eq!(said.stdout.trim_end(), reply, "the streamed reply is the stored one");
+
+    let listed = cli(&config, &["characters", "list", "--json"], None).await;
+    assert_eq!(serde_json::from_str::<Value>(&listed.stdout).unwrap().as_array().unwrap().len(), 1);
+    let shown = cli(&config, &["characters", "show", &id], None).await;
+    assert!(shown.stdout.starts_with("诸葛亮"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("[basic_identity]"), "the profile, readable: {}", shown.stdout);
+
+    let missing = cli(&config, &["jobs", "show", "0190a0a0-0000-7000-8000-000000000000"], None).await;
+    assert_eq!(missing.code, Some(4), "{}", missing.stderr);
+    let refused = cli(&config, &["create", "某人", "--text", "太短"], None).await;
+    assert_eq!(refused.code, Some(2), "bad input: {}", refused.stderr);
+    assert!(refused.stderr.contains("source.text"), "the server's detail: {}", refused.stderr);
+    let usage = cli(&config, &["create", "某人"], None).await;
+    assert_eq!(usage.code, Some(2), "no source named: {}", usage.stderr);
+
+    let logout = cli(&config, &["logout"], None).await;
+    assert_eq!(logout.code, Some(0), "{}", logout.stderr);
+    assert!(!credentials.exists());
+    assert_eq!(cli(&config, &["whoami"], None).await.code, Some(3));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn on_a_terminal_creation_draws_its_progress_and_a_reply_streams() {
+    let app = TestApp::spawn().await;
+    let user = app.user("viewer").await;
+    let config = tempdir("cli-tty");
+    let login = cli(
+        &config,
+        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .await;
+    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    // util-linux `script` runs the client under a pseudo-terminal and records what it drew.
+    let under_a_terminal = |command: String| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("script")
+                .args(["-qec", &command, "/dev/null"])
+                .env("FASTNPC_CONFIG_DIR", &config)
+                .env("COLUMNS", "120")
+                .stdin(Stdio::null())
+                .output()
+                .expect("script runs");
+            assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stdout));
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+    };
+    let text = sample_source("李白");
+    let drawn = under_a_terminal(format!("{CLI} create 李白 --text '{text}'")).await.unwrap();
+    assert!(drawn.contains("wrote "), "the progress bar named finished categories: {drawn}");
+    assert!(drawn.contains("/9"), "the bar counts the nine categories: {drawn}");
+    assert!(drawn.contains("[basic_identity]"), "then the profile: {drawn}");
+    let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
+    let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let said = under_a_terminal(format!("{CLI} say {id} 你好")).await.unwrap();
+    let history: Value = app.get(&format!("/v1/characters/{id}/messages"), &user).await.json().await.unwrap();
+    let reply = history["items"][0]["content"].as_str().unwrap();
+    assert!(said.replace("\r\n", "\n").contains(reply), "the reply as written: {said}");
+    app.stop().await;
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fastnpc-{name}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
