@@ -125,36 +125,158 @@ async fn on_a_terminal_creation_draws_its_progress_and_a_reply_streams() {
     .await;
     assert_eq!(login.code, Some(0), "{}", login.stderr);
     // util-linux `script` runs the client under a pseudo-terminal and records what it drew.
-    let under_a_terminal = |command: String| {
+    let under_a_terminal = |command: String, typed: Option<&'static str>| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            let output = std::process::Command::new("script")
+            let mut child = std::process::Command::new("script")
                 .args(["-qec", &command, "/dev/null"])
                 .env("FASTNPC_CONFIG_DIR", &config)
                 .env("COLUMNS", "120")
-                .stdin(Stdio::null())
-                .output()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
                 .expect("script runs");
+            let mut input = child.stdin.take().unwrap();
+            if let Some(typed) = typed {
+                input.write_all(typed.as_bytes()).unwrap();
+            }
+            // Kept open until the client exits: `script` ends its session at its input's end.
+            let output = child.wait_with_output().unwrap();
+            drop(input);
             assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stdout));
             String::from_utf8_lossy(&output.stdout).into_owned()
         })
     };
     let text = sample_source("李白");
-    let drawn = under_a_terminal(format!("{CLI} create 李白 --text '{text}'")).await.unwrap();
+    let drawn = under_a_terminal(format!("{CLI} create 李白 --text '{text}'"), None).await.unwrap();
     assert!(drawn.contains("wrote "), "the progress bar named finished categories: {drawn}");
     assert!(drawn.contains("/9"), "the bar counts the nine categories: {drawn}");
     assert!(drawn.contains("[basic_identity]"), "then the profile: {drawn}");
     let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
     let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
-    let said = under_a_terminal(format!("{CLI} say {id} 你好")).await.unwrap();
+    let said = under_a_terminal(format!("{CLI} say {id} 你好"), None).await.unwrap();
     let history: Value = app.get(&format!("/v1/characters/{id}/messages"), &user).await.json().await.unwrap();
     let reply = history["items"][0]["content"].as_str().unwrap();
     assert!(said.replace("\r\n", "\n").contains(reply), "the reply as written: {said}");
+
+    // The REPL: a line typed, its reply, then — once the prompt is back — Ctrl-D.
+    let chatted = chat_under_a_terminal(&config, &id, "李白", "先生安好？").await;
+    let history: Value = app.get(&format!("/v1/characters/{id}/messages"), &user).await.json().await.unwrap();
+    assert_eq!(history["items"][1]["content"], "先生安好？", "the typed line was sent: {history}");
+    let reply = history["items"][0]["content"].as_str().unwrap();
+    assert!(chatted.contains(&format!("李白: {reply}")), "the reply, named: {chatted}");
     app.stop().await;
+}
+
+/// `fastnpc chat` under a pseudo-terminal: types `line`, waits for the reply and the next prompt
+/// on the screen, then ends the session with Ctrl-D (a Ctrl-D typed earlier would reach the
+/// terminal before the line editor does). Returns what the terminal showed.
+async fn chat_under_a_terminal(config: &Path, character: &str, name: &str, line: &str) -> String {
+    use std::{
+        io::Read,
+        sync::{Arc, Mutex},
+    };
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("{CLI} chat {character}"), "/dev/null"])
+        .env("FASTNPC_CONFIG_DIR", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut output = child.stdout.take().unwrap();
+    let reader = std::thread::spawn({
+        let screen = screen.clone();
+        move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(read @ 1..) = output.read(&mut chunk) {
+                screen.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..read]));
+            }
+        }
+    });
+    let mut input = child.stdin.take().unwrap();
+    let shown = |screen: &Mutex<String>| screen.lock().unwrap().replace("\r\n", "\n");
+    let wait_for = |what: &'static str, done: Box<dyn Fn(&str) -> bool + Send>| {
+        let screen = screen.clone();
+        async move {
+            let poll = async {
+                while !done(&shown(&screen)) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), poll)
+                .await
+                .unwrap_or_else(|_| panic!("{what}; the terminal showed: {}", shown(&screen)));
+        }
+    };
+    wait_for("the first prompt", Box::new(|text| text.contains("> "))).await;
+    input.write_all(format!("{line}\r").as_bytes()).unwrap();
+    // The reply is printed after the character's name; the prompt (among the line editor's
+    // escape codes) comes back on the next line.
+    let replied = format!("{name}: ");
+    wait_for(
+        "the reply and the next prompt",
+        Box::new(move |text| {
+            text.rfind(&replied).and_then(|at| text[at..].split_once('\n')).is_some_and(|(_, rest)| rest.contains("> "))
+        }),
+    )
+    .await;
+    input.write_all(b"\x04").unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "Ctrl-D ends the chat");
+    reader.join().unwrap();
+    drop(input);
+    shown(&screen)
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fastnpc-{name}-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[tokio::test]
+async fn a_group_turn_loop_is_followed_live_speaker_by_speaker() {
+    let app = TestApp::builder().setting("FASTNPC_GROUP_TURN_PAUSE_MS", "50").spawn().await;
+    let user = app.user("host").await;
+    let patched = app
+        .request(reqwest::Method::PATCH, "/v1/me", Some(&user))
+        .json(&serde_json::json!({"max_group_rounds": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let (libai, dufu) = (app.ready_character(&user, "李白").await, app.ready_character(&user, "杜甫").await);
+    for name in ["杜甫", "李白"] {
+        app.sim.add_rule(crate::groups::moderator_says(name, 0.9, Some(1)));
+    }
+    let config = tempdir("cli-group");
+    let login = cli(
+        &config,
+        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .await;
+    assert_eq!(login.code, Some(0), "{}", login.stderr);
+
+    let created = cli(&config, &["group", "create", "诗会", "--member", &libai, "--member", &dufu], None).await;
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let group = created.stdout.trim().to_owned();
+    let said = cli(&config, &["group", "say", &group, "今晚赏月作诗如何？"], None).await;
+    assert_eq!(said.code, Some(0), "{}", said.stderr);
+    assert!(said.stderr.contains("[your turn: max_rounds]"), "the loop waits for the user: {}", said.stderr);
+    let transcript: Value = app.get(&format!("/v1/groups/{group}/messages"), &user).await.json().await.unwrap();
+    let replies: Vec<String> = transcript["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|m| m["author"] != "user")
+        .map(|m| format!("{}: {}", m["speaker_name"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(replies.len(), 2, "{transcript}");
+    assert_eq!(said.stdout.lines().collect::<Vec<_>>(), replies, "each turn, named, as it was stored");
+    let listed = cli(&config, &["group", "list"], None).await;
+    assert!(listed.stdout.contains("诗会"), "{}", listed.stdout);
+    app.stop().await;
 }

@@ -1,4 +1,5 @@
-//! The command-line client: `fastnpc login`, `create`, `say`, `characters`, `jobs`, … against
+//! The command-line client: `fastnpc login`, `create`, `say`, `chat`, `group`, `characters`,
+//! `jobs`, … against
 //! any FastNPC API (the embedded one or a distributed deployment), for people at a terminal and
 //! for scripts.
 //!
@@ -61,6 +62,15 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Talk with a character: each line you type is sent and the reply printed as it is written
+    /// (line editing and history; Ctrl-D ends).
+    Chat {
+        /// The character's id.
+        character: String,
+    },
+    /// Create a group of characters, list groups, or speak in one and follow its turns live.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// List, show or delete characters.
     #[command(subcommand)]
     Characters(CharactersCommand),
@@ -101,6 +111,27 @@ pub struct CreateArgs {
     /// Print the character as JSON when it is ready, and no progress.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum GroupCommand {
+    /// Create a group of your characters.
+    Create {
+        name: String,
+        /// A member's character id (repeat for each).
+        #[arg(long = "member", required = true, value_name = "CHARACTER")]
+        members: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say something in a group and follow the turns it starts: who speaks, and what they say as
+    /// they say it.
+    Say { group: String, message: String },
 }
 
 #[derive(clap::Subcommand)]
@@ -169,6 +200,8 @@ async fn dispatch(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Say { character, message, json } => {
             say(&Client::from_saved()?, &character, &message, json).await
         }
+        ClientCommand::Chat { character } => chat(&Client::from_saved()?, &character).await,
+        ClientCommand::Group(command) => group(&Client::from_saved()?, command).await,
         ClientCommand::Characters(command) => characters(&Client::from_saved()?, command).await,
         ClientCommand::Jobs(command) => jobs(&Client::from_saved()?, command).await,
     }
@@ -445,38 +478,130 @@ fn describe_character(character: &Value) -> String {
 }
 
 async fn say(client: &Client, character: &str, message: &str, json: bool) -> anyhow::Result<()> {
+    let job_id = send(client, character, message).await?;
+    if json {
+        follow(client, &job_id, |_| {}).await?;
+        let job = client.call(Method::GET, &format!("/v1/jobs/{job_id}"), None).await?;
+        println!("{}", serde_json::to_string_pretty(&job["job"]["result"])?);
+        return Ok(());
+    }
+    print_reply(client, &job_id).await
+}
+
+/// Sends a message to a character; returns the reply's job.
+async fn send(client: &Client, character: &str, message: &str) -> anyhow::Result<String> {
     let sent = client
         .call(Method::POST, &format!("/v1/characters/{character}/messages"), Some(&json!({"content": message})))
         .await?;
-    let job_id = sent["job"]["id"].as_str().context("no job in the answer")?.to_owned();
-    let mut shown = String::new();
-    follow(client, &job_id, |event| {
-        if json {
-            return;
+    Ok(sent["job"]["id"].as_str().context("no job in the answer")?.to_owned())
+}
+
+/// Prints a reply as it is written, then a newline.
+async fn print_reply(client: &Client, job_id: &str) -> anyhow::Result<()> {
+    let mut shown = false;
+    follow(client, job_id, |event| match event.event.as_str() {
+        "token" => {
+            shown = true;
+            write_now(event.data["text"].as_str().unwrap_or_default());
         }
-        match event.event.as_str() {
-            "token" => {
-                let text = event.data["text"].as_str().unwrap_or_default();
-                shown.push_str(text);
-                print!("{text}");
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            }
-            // The model's stream broke and the reply starts over: say so, on a new line.
-            "reset" if !shown.is_empty() => {
-                shown.clear();
-                println!("\n[the reply restarts]");
-            }
-            _ => {}
+        // The model's stream broke and the reply starts over: say so, on a new line.
+        "reset" if shown => {
+            shown = false;
+            println!("\n[the reply restarts]");
         }
+        _ => {}
     })
     .await?;
-    if json {
-        let job = client.call(Method::GET, &format!("/v1/jobs/{job_id}"), None).await?;
-        println!("{}", serde_json::to_string_pretty(&job["job"]["result"])?);
-    } else {
-        println!();
-    }
+    println!();
     Ok(())
+}
+
+fn write_now(text: &str) {
+    print!("{text}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+async fn chat(client: &Client, character: &str) -> anyhow::Result<()> {
+    use rustyline::error::ReadlineError;
+    let shown = client.call(Method::GET, &format!("/v1/characters/{character}"), None).await?;
+    let name = shown["character"]["name"].as_str().unwrap_or("?").to_owned();
+    eprintln!("talking with {name}; Ctrl-D ends");
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let history = config_dir()?.join("chat-history");
+    let _ = editor.load_history(&history);
+    loop {
+        // Reading a line blocks on the terminal: off the async threads' duty.
+        let line = tokio::task::block_in_place(|| editor.readline("> "));
+        match line {
+            Ok(line) if line.trim().is_empty() => {}
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                let job_id = send(client, character, &line).await?;
+                write_now(&format!("{name}: "));
+                print_reply(client, &job_id).await?;
+            }
+            Err(ReadlineError::Eof | ReadlineError::Interrupted) => break,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if let Some(folder) = history.parent() {
+        let _ = std::fs::create_dir_all(folder);
+    }
+    let _ = editor.save_history(&history);
+    Ok(())
+}
+
+async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::Create { name, members, json } => {
+            let created =
+                client.call(Method::POST, "/v1/groups", Some(&json!({"name": name, "character_ids": members}))).await?;
+            print_or(json, &created, || created["group"]["id"].as_str().unwrap_or_default().to_owned())
+        }
+        GroupCommand::List { json } => {
+            let listed = client.call(Method::GET, "/v1/groups", None).await?;
+            print_or(json, &listed["items"], || {
+                let rows: Vec<String> = listed["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        format!("{}  {}", g["id"].as_str().unwrap_or_default(), g["name"].as_str().unwrap_or_default())
+                    })
+                    .collect();
+                if rows.is_empty() { "no groups yet".to_owned() } else { rows.join("\n") }
+            })
+        }
+        GroupCommand::Say { group, message } => {
+            let sent = client
+                .call(Method::POST, &format!("/v1/groups/{group}/messages"), Some(&json!({"content": message})))
+                .await?;
+            let job_id = sent["job"]["id"].as_str().context("no job in the answer")?.to_owned();
+            let mut speaking = false;
+            follow(client, &job_id, |event| match event.event.as_str() {
+                "speaker" => {
+                    if speaking {
+                        println!();
+                    }
+                    speaking = true;
+                    write_now(&format!("{}: ", event.data["name"].as_str().unwrap_or("?")));
+                }
+                "token" => write_now(event.data["text"].as_str().unwrap_or_default()),
+                "reset" => write_now("\n[the reply restarts] "),
+                "waiting" => {
+                    println!();
+                    speaking = false;
+                    eprintln!("[your turn: {}]", event.data["reason"].as_str().unwrap_or_default());
+                }
+                _ => {}
+            })
+            .await?;
+            if speaking {
+                println!();
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn characters(client: &Client, command: CharactersCommand) -> anyhow::Result<()> {
