@@ -6,7 +6,7 @@
 
 use std::{io::Write, os::unix::fs::PermissionsExt, path::Path, process::Stdio};
 
-use fastnpc_tests::harness::{PASSWORD, TestApp, sample_source};
+use fastnpc_tests::harness::{PASSWORD, TestApp, TestUser, sample_source};
 use serde_json::Value;
 
 const CLI: &str = env!("CARGO_BIN_EXE_fastnpc-embedded");
@@ -64,13 +64,7 @@ async fn a_script_logs_in_creates_a_character_talks_to_it_and_reads_exit_codes()
     .await;
     assert_eq!(wrong.code, Some(3), "a wrong password: {}", wrong.stderr);
 
-    let login = cli(
-        &config,
-        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    )
-    .await;
-    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    log_in(&app, &user, &config).await;
     let credentials = config.join("credentials.json");
     assert_eq!(std::fs::metadata(&credentials).unwrap().permissions().mode() & 0o777, 0o600, "only its owner reads it");
     let me = cli(&config, &["whoami", "--json"], None).await;
@@ -117,13 +111,7 @@ async fn on_a_terminal_creation_draws_its_progress_and_a_reply_streams() {
     let app = TestApp::spawn().await;
     let user = app.user("viewer").await;
     let config = tempdir("cli-tty");
-    let login = cli(
-        &config,
-        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    )
-    .await;
-    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    log_in(&app, &user, &config).await;
     // util-linux `script` runs the client under a pseudo-terminal and records what it drew.
     let under_a_terminal = |command: String, typed: Option<&'static str>| {
         let config = config.clone();
@@ -166,6 +154,14 @@ async fn on_a_terminal_creation_draws_its_progress_and_a_reply_streams() {
     let reply = history["items"][0]["content"].as_str().unwrap();
     assert!(chatted.contains(&format!("李白: {reply}")), "the reply, named: {chatted}");
     app.stop().await;
+}
+
+/// `fastnpc login` as `user`, keeping the session in `config`.
+async fn log_in(app: &TestApp, user: &TestUser, config: &Path) {
+    let password = format!("{PASSWORD}\n");
+    let args = ["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"];
+    let login = cli(config, &args, Some(&password)).await;
+    assert_eq!(login.code, Some(0), "{}", login.stderr);
 }
 
 /// `fastnpc chat` under a pseudo-terminal: types `line`, waits for the reply and the next prompt
@@ -251,13 +247,7 @@ async fn a_group_turn_loop_is_followed_live_speaker_by_speaker() {
         app.sim.add_rule(crate::groups::moderator_says(name, 0.9, Some(1)));
     }
     let config = tempdir("cli-group");
-    let login = cli(
-        &config,
-        &["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    )
-    .await;
-    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    log_in(&app, &user, &config).await;
 
     let created = cli(&config, &["group", "create", "诗会", "--member", &libai, "--member", &dufu], None).await;
     assert_eq!(created.code, Some(0), "{}", created.stderr);
