@@ -19,6 +19,7 @@
 //! - [`republisher`]: re-sends jobs whose publish the broker never confirmed.
 //! - [`maintenance`]: housekeeping (purging old sessions).
 //! - [`timeout`]: the request timeout (not for SSE streams nor `Prefer: wait`).
+//! - [`openapi`]: the OpenAPI 3.1 description (`/v1/openapi.json`) and its reference page (`/docs`).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -39,6 +40,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod limits;
 pub mod maintenance;
+pub mod openapi;
 pub mod republisher;
 pub mod routes;
 pub mod sse;
@@ -55,8 +57,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The router with all routes and middleware.
 pub fn app(state: AppState) -> Router {
+    let (api, _) = routes::router();
     Router::new()
-        .merge(routes::router())
+        .merge(api)
+        .merge(openapi::docs())
         .route("/assets/{version}/{*path}", axum::routing::get(web::asset))
         .fallback(web::fallback)
         // Innermost: bounds the handler and its extractors (not a streamed body, see
@@ -202,15 +206,12 @@ impl Api {
             background: tokio_util::task::TaskTracker::new(),
             password_hashing: Arc::new(tokio::sync::Semaphore::new(settings.password_hashing.concurrency)),
             web: web::WebFiles::new(settings.web_dir.clone()),
-            sources: fastnpc_shared::sources::Sources::new(&settings.sources, search_cache)?,
+            sources: fastnpc_shared::sources::Sources::new(&settings.sources, Some(search_cache))?,
             metrics,
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
         let listener = TcpListener::bind(settings.http_addr).await?;
-        let metrics_listener = match settings.metrics_addr {
-            Some(address) => Some(TcpListener::bind(address).await?),
-            None => None,
-        };
+        let metrics_listener = fastnpc_shared::metrics::bind(settings.metrics_addr).await?;
         Ok(Self { listener, metrics_listener, state, stop })
     }
 

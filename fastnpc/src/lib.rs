@@ -150,7 +150,7 @@ impl Embedded {
             llm,
             publisher,
             cancels,
-            sources: Sources::new(&settings.sources, search_cache)?,
+            sources: Sources::new(&settings.sources, Some(search_cache))?,
             metrics,
             config: WorkerConfig::from_settings(&settings),
         };

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// What happened. The serde tag is the SSE `event:` name; the content is its `data:`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum EventPayload {
     /// The job changed state (queued, running).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::JobId;
 
 /// What a job does. Stored as text in `jobs.kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Nine concurrent category calls plus the brief, then the character is `ready`.
@@ -29,7 +29,7 @@ pub enum JobKind {
 
 /// A job's lifecycle: `queued → running → succeeded | failed | cancelled`. Terminal states are
 /// final; every write that ends a job is guarded on the job not being terminal yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,

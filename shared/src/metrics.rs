@@ -237,6 +237,15 @@ impl Drop for GaugeGuard {
 }
 
 /// Serves `GET /metrics` (any other path: 404) on `listener` until `stop`, in the background.
+/// Binds `FASTNPC_METRICS_ADDR`'s listener, when it is set (at start-up, so a taken port fails
+/// the start rather than the first scrape).
+pub async fn bind(address: Option<std::net::SocketAddr>) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match address {
+        Some(address) => tokio::net::TcpListener::bind(address).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 pub fn serve(metrics: Arc<Metrics>, listener: tokio::net::TcpListener, stop: CancellationToken) {
     use axum::{Router, http::header, routing::get};
     let app = Router::new().route(

@@ -23,7 +23,7 @@ use fastnpc_shared::{
     ids::{CharacterId, GroupId, JobId, MessageId, UserId},
     jobs::{JobError, JobKind, JobStatus},
     store::{
-        jobs::{CancelOutcome, Claim, ClaimRow, Heartbeat, JobRecord, JobRow, NewJob},
+        jobs::{CancelOutcome, Claim, ClaimRow, Heartbeat, JobFilter, JobRecord, JobRow, NewJob},
         usage::to_columns,
     },
 };
@@ -95,6 +95,43 @@ pub async fn get(
     .fetch_optional(db)
     .await?;
     Ok(row.map(JobRecord::from))
+}
+
+/// A page of a user's jobs, newest first, optionally of one status and kind.
+pub async fn list(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    filter: JobFilter,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    let status = filter.status.map(JobStatus::as_str);
+    let kind = filter.kind.map(JobKind::as_str);
+    let before = before.map(|id| id.0);
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"select job_id as "job_id!: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
+                  status as "status: JobStatus", character_id as "character_id: CharacterId",
+                  message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
+                  progress_done as "progress_done: i32", progress_total as "progress_total: i32",
+                  result as "result: Value", error as "error: Value", attempts as "attempts: i32",
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
+                  finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
+           from jobs
+           where user_id = ?1 and (?2 is null or job_id < ?2)
+             and (?3 is null or status = ?3) and (?4 is null or kind = ?4)
+           order by job_id desc
+           limit ?5"#,
+        user_id.0,
+        before,
+        status,
+        kind,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(JobRecord::from).collect())
 }
 
 /// The job a user created with `key`, with the fingerprint of the request that created it.
@@ -559,6 +596,16 @@ impl JobStore for SqliteStore {
 
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
         get(&self.pool, user_id, job_id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        user_id: UserId,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> StoreResult<Vec<JobRecord>> {
+        list(&self.pool, user_id, filter, before, limit).await
     }
 
     async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>> {

@@ -1,4 +1,4 @@
-//! The command-line client (`fastnpc login|whoami|create|say|characters|jobs|logout`) against a
+//! The command-line client (`fastnpc login|whoami|create|say|chat|group|characters|jobs|logout`) against a
 //! live API, in both modes, as a script and a person use it: exit codes that mean something,
 //! `--json` for scripts, the session kept readable by its owner only, and — under a
 //! pseudo-terminal (util-linux `script`) — the live progress bar and the reply streamed as it is
@@ -157,6 +157,50 @@ async fn on_a_terminal_creation_draws_its_progress_and_a_reply_streams() {
 }
 
 /// `fastnpc login` as `user`, keeping the session in `config`.
+#[tokio::test]
+async fn jobs_are_listed_and_a_character_exports_with_its_whole_conversation() {
+    let app = TestApp::spawn().await;
+    let user = app.user("archivist").await;
+    let config = tempdir("cli-export");
+    log_in(&app, &user, &config).await;
+    let id = app.ready_character(&user, "诸葛亮").await;
+    for line in ["先生以为天下大势如何？", "何以取荆州？"] {
+        assert_eq!(cli(&config, &["say", &id, line], None).await.code, Some(0));
+    }
+
+    // The listing is the API's, newest first, and its filters are the server's.
+    let listed = cli(&config, &["jobs", "list", "--json"], None).await;
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    let jobs: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let api: Value = app.get("/v1/jobs?limit=50", &user).await.json().await.unwrap();
+    assert_eq!(jobs, api["items"], "the same jobs as the API lists");
+    let kinds: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "chat_reply").count(), 2, "{kinds:?}");
+    assert_eq!(*kinds.last().unwrap(), "generate_character", "newest first: {kinds:?}");
+    let replies = cli(&config, &["jobs", "list", "--kind", "chat_reply", "--status", "succeeded"], None).await;
+    assert_eq!(replies.code, Some(0), "{}", replies.stderr);
+    assert_eq!(replies.stdout.lines().count(), 2, "{}", replies.stdout);
+    assert!(replies.stdout.lines().all(|line| line.contains("chat_reply") && line.contains("succeeded")));
+    let bad = cli(&config, &["jobs", "list", "--status", "sleeping"], None).await;
+    assert_eq!(bad.code, Some(2), "an unknown status is the server's 400: {}", bad.stderr);
+
+    let file = config.join("export.json");
+    let exported = cli(&config, &["characters", "export", &id, "--output", file.to_str().unwrap()], None).await;
+    assert_eq!(exported.code, Some(0), "{}", exported.stderr);
+    let document: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let character: Value = app.get(&format!("/v1/characters/{id}"), &user).await.json().await.unwrap();
+    assert_eq!(document["character"], character["character"]);
+    let history: Value = app.get(&format!("/v1/characters/{id}/messages"), &user).await.json().await.unwrap();
+    let mut newest_first = history["items"].as_array().unwrap().clone();
+    newest_first.reverse();
+    assert_eq!(document["messages"], Value::Array(newest_first), "every message, oldest first");
+    assert_eq!(document["messages"][0]["content"], "先生以为天下大势如何？");
+    assert!(document["memories"].is_object(), "{}", document["memories"]);
+    let to_stdout = cli(&config, &["characters", "export", &id], None).await;
+    assert_eq!(serde_json::from_str::<Value>(&to_stdout.stdout).unwrap(), document);
+    app.stop().await;
+}
+
 async fn log_in(app: &TestApp, user: &TestUser, config: &Path) {
     let password = format!("{PASSWORD}\n");
     let args = ["login", "--server", &app.api_url, "--username", &user.username, "--password-stdin"];

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// One series: its family's name, its labels, and its number (a counter's or gauge's value, a
 /// histogram's count).
-struct Series {
+pub(crate) struct Series {
     family: String,
     labels: HashMap<String, String>,
     value: f64,
@@ -19,7 +19,7 @@ struct Series {
 
 /// Every process part's series (the API's and each worker's, or the embedded process's), parsed
 /// by a strict OpenMetrics parser.
-async fn scrape(app: &TestApp) -> Vec<Series> {
+pub(crate) async fn scrape(app: &TestApp) -> Vec<Series> {
     assert!(!app.metrics_urls.is_empty(), "the test app serves metrics");
     let mut series = Vec::new();
     for url in &app.metrics_urls {
@@ -53,7 +53,7 @@ async fn scrape(app: &TestApp) -> Vec<Series> {
 }
 
 /// The sum over the series of family `name` whose labels include `labels`.
-fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> f64 {
     series
         .iter()
         .filter(|s| {

@@ -1,6 +1,6 @@
 //! The web app in real headless Chromium, continued: groups, the memory panel, settings and API
-//! keys, and the CSRF check as a browser meets it. Every wait is on page state, as in `web_app`,
-//! whose page helpers these tests share.
+//! keys, the CSRF check as a browser meets it, and the API reference page (`/docs`). Every wait
+//! is on page state, as in `web_app`, whose page helpers these tests share.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -474,6 +474,48 @@ async fn another_origin_of_the_same_site_gets_the_cookie_sent_and_is_refused_by_
     browser.assert_no_console_errors().await.unwrap();
     proxy_task.abort();
     attacker_task.abort();
+    browser.close().await.unwrap();
+    app.stop().await;
+}
+
+/// The API reference at `/docs`: Swagger UI, served from the binary under its own content
+/// policy, lists every described operation (no console error: nothing the policy refused), and
+/// "Try it out" calls the API from the page.
+#[tokio::test]
+async fn the_api_reference_lists_every_operation_and_tries_one_out() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.http.get(app.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "put", "post", "delete", "patch"].contains(&k.as_str()))
+                .count()
+        })
+        .sum();
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&app.url("/docs/")).await.unwrap();
+    browser
+        .wait_until(
+            "every operation is listed",
+            &format!("document.querySelectorAll('.opblock').length === {operations}"),
+        )
+        .await
+        .unwrap();
+
+    // GET /v1/system needs no credentials: open it, try it out, execute, read the live answer.
+    let system = "#operations-system-get_system";
+    browser.click(&format!("{system} .opblock-summary-control")).await.unwrap();
+    browser.click(&format!("{system} .try-out__btn")).await.unwrap();
+    browser.click(&format!("{system} .execute")).await.unwrap();
+    browser.wait_for_text(&format!("{system} .live-responses-table .response-col_status"), "200").await.unwrap();
+    let body = browser.text(&format!("{system} .live-responses-table .response-col_description pre")).await.unwrap();
+    assert!(body.contains("simulated") && body.contains("name_chars"), "the live answer: {body}");
+    browser.assert_no_console_errors().await.unwrap();
     browser.close().await.unwrap();
     app.stop().await;
 }

@@ -107,20 +107,15 @@ impl Worker {
         if settings.llm.api_key.is_none() {
             tracing::warn!(llm.base_url = %settings.llm.base_url, "no LLM API key configured (FASTNPC_LLM_API_KEY / OPENROUTER_API_KEY)");
         }
-        let metrics_listener = match settings.metrics_addr {
-            Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
-            None => None,
-        };
+        let metrics_listener = fastnpc_shared::metrics::bind(settings.metrics_addr).await?;
         let deps = Deps {
             store: Arc::new(store),
             events,
             llm,
             publisher: Arc::new(JobPublisher::new(settings.amqp_url.clone(), Topology::from_settings(&settings))),
             cancels: CancelRegistry::default(),
-            sources: fastnpc_shared::sources::Sources::new(
-                &settings.sources,
-                Arc::new(fastnpc_shared::sources::search_cache::LocalSearchCache::default()),
-            )?,
+            // Workers fetch documents and never search: no search cache.
+            sources: fastnpc_shared::sources::Sources::new(&settings.sources, None)?,
             metrics,
             config: WorkerConfig::from_settings(&settings),
         };

@@ -5,6 +5,8 @@
 //! user's data — the original's "cleanup" wiped every user's characters. Disabling keeps the
 //! data, revokes the sessions, stops the API keys and ends the user's queued and running jobs.
 
+use std::collections::BTreeMap;
+
 use axum::{
     Json,
     extract::{Path, Query, State},
@@ -17,20 +19,24 @@ use fastnpc_shared::{
     store::{self, users::AccountSummary},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{auth, page_limit, parse_id};
 use crate::{error::ApiError, extract::AdminUser, state::AppState};
 
-#[derive(Serialize)]
-struct AccountView {
+/// An account as the admin sees it: no settings, no content, only what it owns and runs.
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
     id: UserId,
     username: String,
     admin: bool,
     disabled: bool,
+    /// When it was disabled; null while enabled.
     disabled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    /// Characters it owns.
     characters: i64,
+    /// Its queued and running jobs.
     active_jobs: i64,
 }
 
@@ -49,34 +55,129 @@ impl From<AccountSummary> for AccountView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The `next_after` of the previous page.
     after: Option<UserId>,
+    /// Page size, 1 to 200 (50 by default).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
+/// One page of accounts, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct AccountPage {
+    items: Vec<AccountView>,
+    /// Pass as `after` for the next page; null on the last one.
+    next_after: Option<UserId>,
+}
+
+/// `{user, revoked_sessions, stopped_jobs}`: a disabled account and what disabling it ended.
+#[derive(Serialize, ToSchema)]
+pub struct AccountDisabled {
+    user: AccountView,
+    /// Sessions revoked now (0 when it was already disabled).
+    revoked_sessions: u64,
+    /// Queued jobs cancelled and running ones asked to stop.
+    stopped_jobs: u32,
+}
+
+/// `{user}`: an account.
+#[derive(Serialize, ToSchema)]
+pub struct AccountEnvelope {
+    user: AccountView,
+}
+
+/// Whole-system counts.
+#[derive(Serialize, ToSchema)]
+pub struct AdminStats {
+    users: AdminUserCounts,
+    /// Characters per status (`generating`, `ready`, `failed`); a status with none is absent.
+    characters: BTreeMap<String, i64>,
+    /// One-to-one chat messages, the users' and the characters'.
+    messages: i64,
+    groups: AdminGroupCounts,
+    /// Jobs per kind, then per status: `{"chat_reply": {"succeeded": 10, …}, …}`; absent when none.
+    jobs: BTreeMap<String, BTreeMap<String, i64>>,
+    jobs_last_hour: AdminRecentJobs,
+    /// Whether this API process is connected to the job queue's broker.
+    broker_connected: bool,
+}
+
+/// Accounts: all, disabled and admins.
+#[derive(Serialize, ToSchema)]
+pub struct AdminUserCounts {
+    total: i64,
+    disabled: i64,
+    admins: i64,
+}
+
+/// Group chats and their messages.
+#[derive(Serialize, ToSchema)]
+pub struct AdminGroupCounts {
+    total: i64,
+    messages: i64,
+}
+
+/// Jobs that ended in the last hour, and those of them that failed.
+#[derive(Serialize, ToSchema)]
+pub struct AdminRecentJobs {
+    finished: i64,
+    failed: i64,
+}
+
 /// `GET /v1/admin/users?after=&limit=` → `{items, next_after}`, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "admin",
+    summary = "List accounts, oldest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = AccountPage),
+        (status = 404, description = "The caller is not the admin (the admin routes answer as if they did not \
+            exist)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`/problems/invalid-field`: `limit` is not between 1 and 200",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     _admin: AdminUser,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountPage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     let accounts = state.store.list_accounts(query.after, limit).await?;
     let next_after = (accounts.len() as i64 == limit).then(|| accounts.last().map(|a| a.user_id)).flatten();
-    let items: Vec<AccountView> = accounts.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "items": items, "next_after": next_after })))
+    Ok(Json(AccountPage { items: accounts.into_iter().map(Into::into).collect(), next_after }))
 }
 
 /// `POST /v1/admin/users/{id}/disable` → `{user, revoked_sessions, stopped_jobs}`. Idempotent.
 /// The account's data stays; it can be enabled again.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/disable",
+    tag = "admin",
+    summary = "Disable an account (idempotent)",
+    description = "Its data stays; its sessions are revoked, its API keys stop working, its queued jobs are \
+        cancelled and its running ones asked to stop. It can be enabled again.",
+    params(("id" = UserId, Path, description = "The account")),
+    responses(
+        (status = 200, description = "Disabled", body = AccountDisabled),
+        (status = 404, description = "No such account, or the caller is not the admin", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/cannot-disable-self`: the admin's own account",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn disable_user(
     State(state): State<AppState>,
     AdminUser(admin_id): AdminUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountDisabled>, ApiError> {
     let user_id: UserId = parse_id(&id)?;
     if user_id == admin_id {
         return Err(ApiError::Conflict {
@@ -94,7 +195,7 @@ pub async fn disable_user(
     // Queued jobs first: stopping a running one frees its worker, which would otherwise claim
     // the user's next queued job before the sweep reaches it.
     jobs.sort_by_key(|job| job.status != JobStatus::Queued);
-    let mut stopped_jobs = 0;
+    let mut stopped_jobs = 0u32;
     for job in &jobs {
         if super::jobs::stop_job(&state, job).await? != store::jobs::CancelOutcome::AlreadyFinished {
             stopped_jobs += 1;
@@ -102,42 +203,65 @@ pub async fn disable_user(
     }
     tracing::info!(admin.id = %admin_id, user.id = %user_id, revoked_sessions, stopped_jobs, "account disabled");
     let account = state.store.account(user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({
-        "user": AccountView::from(account),
-        "revoked_sessions": revoked_sessions,
-        "stopped_jobs": stopped_jobs,
-    })))
+    Ok(Json(AccountDisabled { user: AccountView::from(account), revoked_sessions, stopped_jobs }))
 }
 
 /// `POST /v1/admin/users/{id}/enable` → `{user}`. The user logs in again; API keys work again.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/enable",
+    tag = "admin",
+    summary = "Enable a disabled account (idempotent)",
+    description = "Its API keys work again; its old sessions stay revoked (the user logs in again).",
+    params(("id" = UserId, Path, description = "The account")),
+    responses(
+        (status = 200, description = "Enabled", body = AccountEnvelope),
+        (status = 404, description = "No such account, or the caller is not the admin", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn enable_user(
     State(state): State<AppState>,
     AdminUser(admin_id): AdminUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountEnvelope>, ApiError> {
     let user_id: UserId = parse_id(&id)?;
     if !state.store.enable_user(user_id).await? {
         return Err(ApiError::NotFound);
     }
     tracing::info!(admin.id = %admin_id, user.id = %user_id, "account enabled");
     let account = state.store.account(user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({ "user": AccountView::from(account) })))
+    Ok(Json(AccountEnvelope { user: AccountView::from(account) }))
 }
 
 /// `GET /v1/admin/stats` → counts of users, characters, conversations and jobs, and whether the
 /// broker is connected.
-pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stats",
+    tag = "admin",
+    summary = "Whole-system counts",
+    responses(
+        (status = 200, description = "The counts", body = AdminStats),
+        (status = 404, description = "The caller is not the admin (the admin routes answer as if they did not \
+            exist)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<AdminStats>, ApiError> {
     let store::SystemStats { totals, characters_by_status: characters, jobs_by_kind_and_status: jobs } =
         state.store.system_stats().await?;
-    Ok(Json(json!({
-        "users": { "total": totals.users, "disabled": totals.disabled_users, "admins": totals.admins },
-        "characters": characters,
-        "messages": totals.messages,
-        "groups": { "total": totals.groups, "messages": totals.group_messages },
-        "jobs": jobs,
-        "jobs_last_hour": { "finished": totals.jobs_finished_last_hour, "failed": totals.jobs_failed_last_hour },
-        "broker_connected": state.publisher.is_connected(),
-    })))
+    Ok(Json(AdminStats {
+        users: AdminUserCounts { total: totals.users, disabled: totals.disabled_users, admins: totals.admins },
+        characters,
+        messages: totals.messages,
+        groups: AdminGroupCounts { total: totals.groups, messages: totals.group_messages },
+        jobs,
+        jobs_last_hour: AdminRecentJobs {
+            finished: totals.jobs_finished_last_hour,
+            failed: totals.jobs_failed_last_hour,
+        },
+        broker_connected: state.publisher.is_connected(),
+    }))
 }
 
 /// Makes the configured account the one admin, creating it when absent; without a configured

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::store;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{parse_id, with_location};
 use crate::{
@@ -22,24 +22,56 @@ use crate::{
 
 const MAX_NAME_CHARS: usize = 64;
 
-#[derive(Deserialize)]
+/// A new API key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// What the key is for: 1 to 64 characters after trimming, no control characters.
     name: String,
 }
 
-#[derive(Serialize)]
-struct KeyView {
+/// An API key, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
     id: uuid::Uuid,
     name: String,
+    /// The secret's first characters (`fnpk_` and six more), to tell keys apart.
     prefix: String,
     created_at: DateTime<Utc>,
+    /// Recorded at most once a minute; null if never used.
     last_used_at: Option<DateTime<Utc>>,
+    /// Null while the key works.
     revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new key and its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    api_key: ApiKeyView,
+    /// The secret (`fnpk_…`): send it as `Authorization: Bearer <key>`. Only its SHA-256 is kept.
+    key: String,
+}
+
+/// `{items}`: the caller's API keys, newest first, revoked ones included.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    items: Vec<ApiKeyView>,
 }
 
 /// `POST /v1/api-keys` with `{name}` → `201 {api_key, key}`: `key` is the secret, shown this
 /// once (only its SHA-256 is stored).
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "create_api_key",
+    tag = "auth",
+    summary = "Create an API key (its secret is shown this once)",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created: the key and its secret", body = ApiKeyCreated,
+            headers(("Location" = String, description = "The key's URL (for `DELETE`)"))),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -57,12 +89,12 @@ pub async fn create(
     state.store.insert_api_key(key_id, user_id, name, &prefix, &token_hash(&key)).await?;
     let record = state.store.list_api_keys(user_id).await?.into_iter().find(|k| k.key_id == key_id);
     let record = record.ok_or(ApiError::NotFound)?;
-    let body = json!({"api_key": view(record), "key": key});
-    Ok(with_location(StatusCode::CREATED, body, &format!("/v1/api-keys/{key_id}")))
+    let body = ApiKeyCreated { api_key: view(record), key };
+    Ok(with_location(StatusCode::CREATED, &body, &format!("/v1/api-keys/{key_id}")))
 }
 
-fn view(record: store::api_keys::ApiKeyRecord) -> KeyView {
-    KeyView {
+fn view(record: store::api_keys::ApiKeyRecord) -> ApiKeyView {
+    ApiKeyView {
         id: record.key_id,
         name: record.name,
         prefix: record.prefix,
@@ -73,12 +105,30 @@ fn view(record: store::api_keys::ApiKeyRecord) -> KeyView {
 }
 
 /// `GET /v1/api-keys` → `{items}` (no secrets).
-pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
-    let items: Vec<KeyView> = state.store.list_api_keys(user_id).await?.into_iter().map(view).collect();
-    Ok(Json(json!({ "items": items })))
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "list_api_keys",
+    tag = "auth",
+    summary = "List your API keys (without their secrets)",
+    responses((status = 200, description = "The keys", body = ApiKeyList)),
+)]
+pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
+    let items = state.store.list_api_keys(user_id).await?.into_iter().map(view).collect();
+    Ok(Json(ApiKeyList { items }))
 }
 
 /// `DELETE /v1/api-keys/{id}` → `204`: the key stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revoke_api_key",
+    tag = "auth",
+    summary = "Revoke an API key",
+    description = "The key stops working at once; it stays listed, with `revoked_at`. Idempotent.",
+    params(("id" = Uuid, Path, description = "The key")),
+    responses((status = 204, description = "Revoked (or already revoked)")),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

@@ -21,6 +21,7 @@ use fastnpc_shared::{
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     browser_session,
@@ -29,34 +30,49 @@ use crate::{
     state::AppState,
 };
 
-#[derive(Deserialize)]
+/// A new account's username and password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// 3 to 32 letters, digits, `_`, `-` or `.`, counted after trimming and NFKC normalisation
+    /// (full-width and other compatibility forms name the same account); unique.
     username: String,
+    /// 8 to 256 characters, at least 4 different ones, not containing the username (in any case).
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
-#[derive(Serialize)]
+/// An account as its owner sees it.
+#[derive(Serialize, ToSchema)]
 pub struct UserView {
     id: UserId,
     username: String,
+    /// What characters are told about the user (at most 200 characters; empty when unset).
     bio: String,
-    memory_budgets: MemoryBudgets,
+    memory_budgets: UserMemoryBudgets,
+    /// The most rounds a group chat's moderator runs for one message (1 to 10).
     max_group_rounds: i32,
     /// `zh` or `en`: the preferred language, the one a group chat whose members speak different
     /// languages is moderated in.
+    #[schema(value_type = fastnpc_shared::prompts::Language)]
     language: String,
     /// Whether this account is the deployment's admin (`/v1/admin/...`).
     admin: bool,
     created_at: DateTime<Utc>,
 }
 
-/// Memory budgets, in characters.
-#[derive(Serialize)]
-struct MemoryBudgets {
+/// Memory budgets, in characters (50 to 5000 each).
+#[derive(Serialize, ToSchema)]
+struct UserMemoryBudgets {
     session: i32,
     short_term: i32,
     long_term: i32,
+}
+
+/// `{user}`: the caller's account.
+#[derive(Serialize, ToSchema)]
+pub struct UserEnvelope {
+    user: UserView,
 }
 
 impl From<UserRecord> for UserView {
@@ -65,7 +81,7 @@ impl From<UserRecord> for UserView {
             id: user.user_id,
             username: user.username,
             bio: user.bio,
-            memory_budgets: MemoryBudgets {
+            memory_budgets: UserMemoryBudgets {
                 session: user.ctx_max_chat,
                 short_term: user.ctx_max_stm,
                 long_term: user.ctx_max_ltm,
@@ -120,10 +136,24 @@ pub(crate) fn validate_password(password: &str, username: &str) -> Result<(), Ap
 }
 
 /// `POST /v1/auth/register` → `201 {user}`.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/register",
+    tag = "auth",
+    summary = "Create an account",
+    description = "The account is created with default settings; log in to get a session.",
+    security(()),
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Created: the new account", body = UserEnvelope),
+        (status = 409, description = "`/problems/username-taken`: the username (as normalised) is taken",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
     let username = normalize_username(&body.username);
     validate_username(&username)?;
     validate_password(&body.password, &username)?;
@@ -133,25 +163,31 @@ pub async fn register(
         return Err(ApiError::Conflict { code: "username-taken", detail: "that username is taken".into() });
     }
     let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": UserView::from(user) }))))
+    Ok((StatusCode::CREATED, Json(UserEnvelope { user: UserView::from(user) })))
 }
 
-#[derive(Deserialize)]
+/// A login: the account's credentials, and whether the session is the web app's cookie.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// Trimmed and NFKC-normalised, as at registration.
     username: String,
     password: String,
-    /// A browser session: the token goes into an `HttpOnly` cookie instead of the body.
+    /// A browser session: the token goes into an `HttpOnly` cookie instead of the body. Such a
+    /// login must come from this site's pages (`Sec-Fetch-Site` / `Origin`), or it answers 403.
     #[serde(default)]
     cookie: bool,
 }
 
-#[derive(Serialize)]
+/// A new session.
+#[derive(Serialize, ToSchema)]
 pub struct LoginView {
-    /// Absent for a cookie session: page scripts never see it.
+    /// The bearer token. Absent for a cookie session: page scripts never see it.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// `Bearer`; absent for a cookie session.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Bearer")]
     token_type: Option<&'static str>,
     expires_at: DateTime<Utc>,
     user: UserView,
@@ -160,6 +196,29 @@ pub struct LoginView {
 /// `POST /v1/auth/login` with `{username, password}` → `200 {token, token_type, expires_at,
 /// user}`; with `"cookie": true` (the web app) → `200 {expires_at, user}` and the session in an
 /// `HttpOnly` cookie (see [`crate::browser_session`]).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    summary = "Log in: a session token, or the web app's session cookie",
+    description = "Wrong passwords are counted per username and per client address; past a few, both are \
+        refused for a while (429, `Retry-After`), whatever the password.",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: the token (or, with `\"cookie\": true`, only its expiry) and \
+            the account", body = LoginView,
+            headers(("Set-Cookie" = String, description = "With `\"cookie\": true` only: the session \
+                (`HttpOnly; SameSite=Strict`; `__Host-` prefixed and `Secure` over HTTPS)"))),
+        (status = 401, description = "`/problems/unauthorized`: wrong username or password (the same answer \
+            for an unknown username)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`/problems/account-disabled`: the password is right but an administrator \
+            disabled the account; or `/problems/cross-site-request`: a cookie login not from this site's pages",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this username or from this address \
+            (`Retry-After`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -309,15 +368,35 @@ pub(crate) async fn verify_password(
     .map_err(|e| ApiError::Internal(e.into()))
 }
 
-#[derive(Deserialize)]
+/// A password change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,
+    /// 8 to 256 characters, at least 4 different ones, not containing the username (in any case).
+    #[schema(min_length = 8, max_length = 256)]
     new_password: String,
 }
 
 /// `POST /v1/auth/password` with `{current_password, new_password}` → `204`. Every other session
 /// is revoked (a stolen session dies with the old password); API keys stay.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    summary = "Change your password",
+    description = "Every other session of the account is revoked; the one making the request (when it is a \
+        session) and API keys stay. Wrong current passwords count towards the login back-off.",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 403, description = "`/problems/wrong-password`: `current_password` is wrong; or \
+            `/problems/cross-site-request`: a cookie-authenticated change not from this site's pages",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this username or from this address \
+            (`Retry-After`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -340,7 +419,8 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The account's password, to confirm its deletion.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccount {
     password: String,
@@ -349,6 +429,23 @@ pub struct DeleteAccount {
 /// `DELETE /v1/me` with `{password}` → `204`: the account and everything it owns (characters,
 /// messages, memories, groups, jobs, sessions, API keys) are deleted; nobody else's data is
 /// touched (every row is owned through the user).
+#[utoipa::path(
+    delete,
+    path = "/v1/me",
+    tag = "auth",
+    summary = "Delete your account and everything it owns",
+    description = "Characters, messages, memories, groups, jobs, sessions and API keys go with it. Wrong \
+        passwords count towards the login back-off.",
+    request_body = DeleteAccount,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`/problems/wrong-password`: `password` is wrong; or \
+            `/problems/cross-site-request`: a cookie-authenticated change not from this site's pages",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this username or from this address \
+            (`Retry-After`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn delete_me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -378,6 +475,17 @@ fn dummy_hash() -> &'static str {
 
 /// `POST /v1/auth/logout` → `204`: revokes the presented session (bearer or cookie) and clears
 /// the cookie.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    summary = "Log out: revoke this session",
+    description = "With an API key, nothing is revoked (revoke keys with `DELETE /v1/api-keys/{id}`).",
+    responses(
+        (status = 204, description = "Logged out",
+            headers(("Set-Cookie" = String, description = "Deletes the session cookie (both names)"))),
+    ),
+)]
 pub async fn logout(State(state): State<AppState>, _user: AuthUser, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = session_token_of(&headers) {
         state.store.revoke_session(&token_hash(token)).await?;
@@ -387,6 +495,17 @@ pub async fn logout(State(state): State<AppState>, _user: AuthUser, headers: Hea
 
 /// `POST /v1/auth/logout-everywhere` → `204`: revokes every session of the account (each
 /// browser and bearer session; API keys stay, they are revoked one by one) and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout-everywhere",
+    tag = "auth",
+    summary = "Log out everywhere: revoke every session of the account",
+    description = "Every browser and bearer session; API keys stay (they are revoked one by one).",
+    responses(
+        (status = 204, description = "Logged out",
+            headers(("Set-Cookie" = String, description = "Deletes the session cookie (both names)"))),
+    ),
+)]
 pub async fn logout_everywhere(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -406,12 +525,16 @@ fn logged_out() -> Response {
 }
 
 /// `GET /v1/me` → `{user}`.
-pub async fn me(
-    State(state): State<AppState>,
-    AuthUser(user_id): AuthUser,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "auth",
+    summary = "Your account and settings",
+    responses((status = 200, description = "The account", body = UserEnvelope)),
+)]
+pub async fn me(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<UserEnvelope>, ApiError> {
     let user = state.store.user(user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(serde_json::json!({ "user": UserView::from(user) })))
+    Ok(Json(UserEnvelope { user: UserView::from(user) }))
 }
 
 /// Memory budgets a user may set, in characters (the original's range).
@@ -420,30 +543,47 @@ pub(crate) const MAX_BIO_CHARS: usize = 200;
 /// The languages a user may prefer (what `users.language`'s check allows).
 const LANGUAGES: [&str; 2] = ["zh", "en"];
 
-#[derive(Deserialize)]
+/// Memory budgets to change, in characters (50 to 5000 each); absent or null ones stay.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetsPatch {
+    #[schema(minimum = 50, maximum = 5000)]
     session: Option<i32>,
+    #[schema(minimum = 50, maximum = 5000)]
     short_term: Option<i32>,
+    #[schema(minimum = 50, maximum = 5000)]
     long_term: Option<i32>,
 }
 
-#[derive(Deserialize)]
+/// Settings to change; absent or null ones stay.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MePatch {
+    /// At most 200 characters after trimming, without control characters; empty clears it.
     bio: Option<String>,
     memory_budgets: Option<BudgetsPatch>,
+    /// 1 to 10.
+    #[schema(minimum = 1, maximum = 10)]
     max_group_rounds: Option<i32>,
+    #[schema(value_type = Option<fastnpc_shared::prompts::Language>)]
     language: Option<String>,
 }
 
 /// `PATCH /v1/me` with any of `{bio, memory_budgets: {session, short_term, long_term},
 /// max_group_rounds, language}` → `{user}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/me",
+    tag = "auth",
+    summary = "Change your settings",
+    request_body = MePatch,
+    responses((status = 200, description = "The account as changed", body = UserEnvelope)),
+)]
 pub async fn update_me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiJson(body): ApiJson<MePatch>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserEnvelope>, ApiError> {
     let bio = body.bio.map(|bio| bio.trim().to_owned());
     if bio.as_ref().is_some_and(|bio| bio.chars().count() > MAX_BIO_CHARS || bio.chars().any(char::is_control)) {
         return Err(ApiError::invalid_field(format!(

@@ -22,6 +22,7 @@ use fastnpc_shared::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{jobs::JobLinks, page_limit, parse_id, with_location};
 use crate::{
@@ -34,9 +35,11 @@ use crate::{
 /// Longest character name, as in the original (`normalize_role_name` capped at 64).
 pub(crate) const MAX_NAME_CHARS: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCharacter {
+    /// 1 to 64 characters (after trimming; NFC), no control characters.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     source: CharacterSource,
     /// The language of the profile and the character's replies; detected from the source when
@@ -67,6 +70,26 @@ impl CreateCharacter {
 
 /// `POST /v1/characters` → `202 {character, job}` with `Location`. The character exists at once
 /// (status `generating`); the job fills it in.
+#[utoipa::path(
+    post,
+    operation_id = "create_character",
+    path = "/v1/characters",
+    tag = "characters",
+    summary = "Create a character (a generation job)",
+    description = "The character exists at once (status `generating`); its generation job fetches the \
+        source (for encyclopedia and web sources), writes the eight profile categories and the brief \
+        concurrently, and makes it `ready`. Follow the job's events for progress.",
+    params(crate::openapi::IdempotencyKey),
+    request_body = CreateCharacter,
+    responses(
+        (status = 202, description = "Accepted: the character and its generation job", body = CharacterAccepted,
+            headers(("Location" = String, description = "The character's URL"))),
+        (status = 409, description = "`/problems/ambiguous-source`: the encyclopedia title names several \
+            entries, listed in `candidates`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many jobs submitted, running, or queued for this user (`Retry-After`)",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -175,22 +198,38 @@ async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) 
 }
 
 fn accepted(character: &CharacterRecord, job_id: JobId, status: JobStatus) -> Response {
-    let body = json!({
-        "character": CharacterView::from(character.clone()),
-        "job": JobLinks::new(job_id, status),
-    });
-    with_location(StatusCode::ACCEPTED, body, &format!("/v1/characters/{}", character.character_id))
+    let body =
+        CharacterAccepted { character: CharacterView::from(character.clone()), job: JobLinks::new(job_id, status) };
+    with_location(StatusCode::ACCEPTED, &body, &format!("/v1/characters/{}", character.character_id))
+}
+
+/// A new character and the job generating it.
+#[derive(Serialize, ToSchema)]
+pub struct CharacterAccepted {
+    character: CharacterView,
+    job: JobLinks,
+}
+
+/// A character and its generation job.
+#[derive(Serialize, ToSchema)]
+pub struct CharacterWithJob {
+    character: CharacterView,
+    /// The generation job (null for a character imported without one).
+    job: Option<JobLinks>,
 }
 
 /// A character as clients see it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CharacterView {
     id: CharacterId,
     name: String,
+    /// `generating`, `ready` or `failed`.
     status: String,
     brief: Option<String>,
     /// One object per category (English keys); null until generation succeeds.
+    #[schema(value_type = Option<Object>)]
     profile: Option<Value>,
+    #[schema(value_type = CharacterSource)]
     source: Value,
     /// `zh` or `en`: the language of the profile and of the character's replies.
     language: String,
@@ -198,6 +237,7 @@ pub struct CharacterView {
     prompt_version: Option<String>,
     /// What a fetched source gave: `{url, title, revision, fetched_at, bytes, chars, sha256,
     /// truncated, markdown}`; null for pasted text and until the job fetched it.
+    #[schema(value_type = Option<Object>)]
     source_snapshot: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -221,10 +261,11 @@ impl From<CharacterRecord> for CharacterView {
     }
 }
 
-#[derive(Serialize)]
-struct CharacterListItem {
+#[derive(Serialize, ToSchema)]
+pub struct CharacterListItem {
     id: CharacterId,
     name: String,
+    /// `generating`, `ready` or `failed`.
     status: String,
     brief: Option<String>,
     created_at: DateTime<Utc>,
@@ -244,42 +285,80 @@ impl From<CharacterSummary> for CharacterListItem {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The `next_before` of the previous page.
     before: Option<CharacterId>,
+    /// Page size, 1 to 200 (50 by default).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
+/// One page of characters, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct CharacterPage {
+    items: Vec<CharacterListItem>,
+    /// Pass as `before` for the next page; null on the last one.
+    next_before: Option<CharacterId>,
+}
+
 /// `GET /v1/characters?before=&limit=` → `{items, next_before}`, newest first.
+#[utoipa::path(
+    get,
+    operation_id = "list_characters",
+    path = "/v1/characters",
+    tag = "characters",
+    summary = "List your characters, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "One page", body = CharacterPage)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CharacterPage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     let items = state.store.list_characters(user_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|c| c.character_id)).flatten();
-    let items: Vec<CharacterListItem> = items.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "items": items, "next_before": next_before })))
+    Ok(Json(CharacterPage { items: items.into_iter().map(Into::into).collect(), next_before }))
 }
 
 /// `GET /v1/characters/{id}` → `{character, job}`: `job` is the generation job (`{id, status,
 /// status_url, events_url}`, as a `202` names it), so any client can follow or retry it.
+#[utoipa::path(
+    get,
+    operation_id = "get_character",
+    path = "/v1/characters/{id}",
+    tag = "characters",
+    summary = "A character, with its generation job",
+    params(("id" = CharacterId, Path, description = "The character")),
+    responses((status = 200, description = "The character", body = CharacterWithJob)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CharacterWithJob>, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let job = state.store.generation_job(character_id).await?.map(|(id, status)| JobLinks::new(id, status));
-    Ok(Json(json!({ "character": CharacterView::from(character), "job": job })))
+    Ok(Json(CharacterWithJob { character: CharacterView::from(character), job }))
 }
 
 /// `DELETE /v1/characters/{id}` → `204`. Its jobs go with it; a worker still generating it
 /// finds the character gone and stops.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_character",
+    path = "/v1/characters/{id}",
+    tag = "characters",
+    summary = "Delete a character, its chats, memories and jobs",
+    params(("id" = CharacterId, Path, description = "The character")),
+    responses((status = 204, description = "Deleted")),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

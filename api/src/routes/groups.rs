@@ -20,10 +20,14 @@ use fastnpc_shared::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{
-    characters::enqueue, include_prompt, jobs::JobLinks, messages::MAX_MESSAGE_CHARS, page_limit, parse_id,
-    with_location,
+    characters::enqueue,
+    include_prompt,
+    jobs::JobLinks,
+    messages::{MAX_MESSAGE_CHARS, MessageHistoryQuery},
+    page_limit, parse_id, with_location,
 };
 use crate::{
     error::ApiError,
@@ -47,35 +51,62 @@ fn validate_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
-#[derive(Serialize)]
-struct MemberView {
+/// A member of a group: one of the owner's characters.
+#[derive(Serialize, ToSchema)]
+pub struct GroupMember {
     character_id: CharacterId,
     name: String,
     brief: Option<String>,
+    /// `generating`, `ready` or `failed`.
     status: String,
 }
 
-async fn group_view(state: &AppState, group: GroupRecord) -> Result<Value, ApiError> {
-    let members: Vec<MemberView> = state
+/// A group as clients see it.
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
+    id: GroupId,
+    name: String,
+    members: Vec<GroupMember>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `{group}`: a group with its members.
+#[derive(Serialize, ToSchema)]
+pub struct GroupEnvelope {
+    group: GroupView,
+}
+
+/// Your groups, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct GroupList {
+    items: Vec<GroupView>,
+}
+
+async fn group_view(state: &AppState, group: GroupRecord) -> Result<GroupView, ApiError> {
+    let members: Vec<GroupMember> = state
         .store
         .group_members(group.group_id)
         .await?
         .into_iter()
-        .map(|m| MemberView { character_id: m.character_id, name: m.name, brief: m.brief, status: m.status })
+        .map(|m| GroupMember { character_id: m.character_id, name: m.name, brief: m.brief, status: m.status })
         .collect();
-    Ok(json!({
-        "id": group.group_id,
-        "name": group.name,
-        "members": members,
-        "created_at": group.created_at,
-        "updated_at": group.updated_at,
-    }))
+    Ok(GroupView {
+        id: group.group_id,
+        name: group.name,
+        members,
+        created_at: group.created_at,
+        updated_at: group.updated_at,
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    /// 1 to 64 characters (after trimming; NFC), no control characters.
     name: String,
+    /// 1 to 12 of your characters (a repeated id counts once as a member, twice toward the 12).
+    #[schema(min_items = 1, max_items = 12)]
     character_ids: Vec<CharacterId>,
 }
 
@@ -96,6 +127,20 @@ async fn check_owned(
 }
 
 /// `POST /v1/groups` with `{name, character_ids}` → `201 {group}`.
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    operation_id = "create_group",
+    tag = "groups",
+    summary = "Create a group of your characters",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "Created", body = GroupEnvelope,
+            headers(("Location" = String, description = "The group's URL"))),
+        (status = 429, description = "Too many groups for this user (`Retry-After`)", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -114,17 +159,25 @@ pub async fn create(
         return Err(crate::limits::over_quota(&state, cap));
     }
     let group = state.store.group(user_id, group_id).await?.ok_or(ApiError::NotFound)?;
-    let body = json!({"group": group_view(&state, group).await?});
-    Ok(with_location(StatusCode::CREATED, body, &format!("/v1/groups/{group_id}")))
+    let body = GroupEnvelope { group: group_view(&state, group).await? };
+    Ok(with_location(StatusCode::CREATED, &body, &format!("/v1/groups/{group_id}")))
 }
 
 /// `GET /v1/groups` → `{items}`, newest first.
-pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    operation_id = "list_groups",
+    tag = "groups",
+    summary = "List your groups, newest first (all of them)",
+    responses((status = 200, description = "Your groups", body = GroupList)),
+)]
+pub async fn list(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<GroupList>, ApiError> {
     let mut items = Vec::new();
     for group in state.store.list_groups(user_id).await? {
         items.push(group_view(&state, group).await?);
     }
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(GroupList { items }))
 }
 
 async fn owned_group(
@@ -137,28 +190,48 @@ async fn owned_group(
 }
 
 /// `GET /v1/groups/{id}` → `{group}` with its members.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}",
+    operation_id = "get_group",
+    tag = "groups",
+    summary = "A group, with its members",
+    params(("id" = GroupId, Path, description = "The group")),
+    responses((status = 200, description = "The group", body = GroupEnvelope)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupEnvelope>, ApiError> {
     let group = owned_group(&state, user_id, &id).await?;
-    Ok(Json(json!({"group": group_view(&state, group).await?})))
+    Ok(Json(GroupEnvelope { group: group_view(&state, group).await? }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchGroup {
+    /// 1 to 64 characters (after trimming; NFC), no control characters.
     name: String,
 }
 
 /// `PATCH /v1/groups/{id}` with `{name}` → `{group}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/groups/{id}",
+    operation_id = "rename_group",
+    tag = "groups",
+    summary = "Rename a group",
+    params(("id" = GroupId, Path, description = "The group")),
+    request_body = PatchGroup,
+    responses((status = 200, description = "The renamed group", body = GroupEnvelope)),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchGroup>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupEnvelope>, ApiError> {
     let name = validate_name(&body.name)?;
     let group = owned_group(&state, user_id, &id).await?;
     state.store.rename_group(user_id, group.group_id, &name).await?;
@@ -166,6 +239,15 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/groups/{id}` → `204` (messages and turn jobs go with it; characters stay).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}",
+    operation_id = "delete_group",
+    tag = "groups",
+    summary = "Delete a group, its messages and turn jobs (the characters stay)",
+    params(("id" = GroupId, Path, description = "The group")),
+    responses((status = 204, description = "Deleted")),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -176,19 +258,35 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AddMember {
+pub struct AddGroupMember {
+    /// One of your characters.
     character_id: CharacterId,
 }
 
 /// `POST /v1/groups/{id}/members` with `{character_id}` → `{group}`.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/members",
+    operation_id = "add_group_member",
+    tag = "groups",
+    summary = "Add one of your characters to a group",
+    description = "Adding a member already in the group changes nothing (still `200`), unless the group is full.",
+    params(("id" = GroupId, Path, description = "The group")),
+    request_body = AddGroupMember,
+    responses(
+        (status = 200, description = "The group with its members", body = GroupEnvelope),
+        (status = 409, description = "`/problems/group-full`: the group has 12 members", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn add_member(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<AddMember>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<AddGroupMember>,
+) -> Result<Json<GroupEnvelope>, ApiError> {
     let group = owned_group(&state, user_id, &id).await?;
     check_owned(&state, user_id, &[body.character_id]).await?;
     if state.store.group_members(group.group_id).await?.len() >= MAX_MEMBERS {
@@ -202,6 +300,18 @@ pub async fn add_member(
 }
 
 /// `DELETE /v1/groups/{id}/members/{character_id}` → `204`.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}/members/{character_id}",
+    operation_id = "remove_group_member",
+    tag = "groups",
+    summary = "Remove a member from a group (the character stays)",
+    params(
+        ("id" = GroupId, Path, description = "The group"),
+        ("character_id" = CharacterId, Path, description = "The member (`404` when not a member)"),
+    ),
+    responses((status = 204, description = "Removed")),
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -216,15 +326,55 @@ pub async fn remove_member(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendGroupMessage {
+    /// 1 to 8000 characters (after trimming).
     content: String,
+}
+
+/// The user's message as stored, as a `202` names it.
+#[derive(Serialize, ToSchema)]
+pub struct GroupUserMessage {
+    id: MessageId,
+    /// Always `user`.
+    author: &'static str,
+    /// The user's username.
+    speaker_name: String,
+    content: String,
+    /// Always false for a user's message.
+    truncated: bool,
+}
+
+/// The user's message and the turn job it started.
+#[derive(Serialize, ToSchema)]
+pub struct GroupMessageAccepted {
+    message: GroupUserMessage,
+    job: JobLinks,
 }
 
 /// `POST /v1/groups/{id}/messages` with `{content}` → `202 {message, job}`: stores the user's
 /// message and starts a turn loop; a loop still running is interrupted (see the worker's
 /// `group_turn`).
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/messages",
+    operation_id = "send_group_message",
+    tag = "groups",
+    summary = "Send a message to a group (a turn job)",
+    description = "Stores the message and starts a turn loop: up to your `max_group_rounds` rounds in which \
+        the moderator picks who speaks and that character replies (the job's `speaker`, `token` and \
+        `message` events). A loop still running for this group is interrupted.",
+    params(("id" = GroupId, Path, description = "The group"), crate::openapi::IdempotencyKey),
+    request_body = SendGroupMessage,
+    responses(
+        (status = 202, description = "Accepted: the message and its turn job", body = GroupMessageAccepted,
+            headers(("Location" = String, description = "The turn job's URL"))),
+        (status = 429, description = "Too many jobs submitted, running, or queued for this user, or the daily \
+            token budget is spent (`Retry-After`)", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -282,37 +432,52 @@ pub async fn send(
         return replay(&state, group.group_id, winner).await;
     }
     state.background.spawn(enqueue(state.clone(), job_id, JobKind::GroupTurn));
-    let message = json!({
-        "id": message_id, "author": "user", "speaker_name": user.username, "content": content, "truncated": false,
-    });
+    let message = GroupUserMessage {
+        id: message_id,
+        author: "user",
+        speaker_name: user.username,
+        content: content.to_owned(),
+        truncated: false,
+    };
     Ok(accepted(message, job_id, JobStatus::Queued))
 }
 
-fn accepted(message: Value, job_id: JobId, status: JobStatus) -> Response {
-    let body = json!({"message": message, "job": JobLinks::new(job_id, status)});
-    with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}"))
+fn accepted(message: GroupUserMessage, job_id: JobId, status: JobStatus) -> Response {
+    let body = GroupMessageAccepted { message, job: JobLinks::new(job_id, status) };
+    with_location(StatusCode::ACCEPTED, &body, &format!("/v1/jobs/{job_id}"))
 }
 
 /// The original answer for a repeated request.
 async fn replay(state: &AppState, group_id: GroupId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
     let message = state.store.group_message_of_turn(group_id, job.job_id).await?.ok_or(ApiError::NotFound)?;
-    let message = json!({
-        "id": message.message_id, "author": "user", "speaker_name": message.speaker_name, "content": message.content,
-        "truncated": message.truncated,
-    });
+    let message = GroupUserMessage {
+        id: message.message_id,
+        author: "user",
+        speaker_name: message.speaker_name,
+        content: message.content,
+        truncated: message.truncated,
+    };
     Ok(accepted(message, job.job_id, job.status))
 }
 
-#[derive(Serialize)]
-struct GroupMessageView {
+/// A group message as clients see it: the user's, or a character's reply.
+#[derive(Serialize, ToSchema)]
+pub struct GroupMessageView {
     id: MessageId,
+    /// `user` or `character`.
     author: String,
+    /// For a character's reply: the speaker.
     character_id: Option<CharacterId>,
+    /// The user's username or the character's name.
     speaker_name: String,
     content: String,
-    /// The moderator decision that gave this character the turn.
+    /// The moderator decision that gave this character the turn: `{next_speaker, reason,
+    /// confidence, decision}`.
+    #[schema(value_type = Option<Object>)]
     moderator: Option<Value>,
+    /// For a character's reply: the turn job that produced it.
     job_id: Option<JobId>,
+    /// For a character's reply: its round in the turn loop (1, 2, …).
     round: Option<i32>,
     /// A character's reply the model stopped at its output limit.
     truncated: bool,
@@ -321,18 +486,40 @@ struct GroupMessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_version: Option<String>,
     created_at: DateTime<Utc>,
+    /// The system prompt a character's reply was written with (only with `?include=prompt`).
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<String>,
 }
 
+/// One page of a group's conversation, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct GroupMessagePage {
+    items: Vec<GroupMessageView>,
+    /// Pass as `before` for the next page; null on the last one.
+    next_before: Option<MessageId>,
+}
+
 /// `GET /v1/groups/{id}/messages?before=&limit=&include=prompt` → `{items, next_before}`, newest
 /// first.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}/messages",
+    operation_id = "group_history",
+    tag = "groups",
+    summary = "A group's history, newest first",
+    params(("id" = GroupId, Path, description = "The group"), MessageHistoryQuery),
+    responses(
+        (status = 200, description = "One page", body = GroupMessagePage),
+        (status = 422, description = "`limit` is not 1 to 200, or `include` is not `prompt`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn history(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-    query: Result<Query<super::HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<MessageHistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<GroupMessagePage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let include_prompt = include_prompt(query.include.as_deref())?;
     let limit = page_limit(query.limit)?;
@@ -356,5 +543,5 @@ pub async fn history(
             prompt: if include_prompt { m.prompt_snapshot } else { None },
         })
         .collect();
-    Ok(Json(json!({"items": items, "next_before": next_before})))
+    Ok(Json(GroupMessagePage { items, next_before }))
 }

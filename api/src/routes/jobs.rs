@@ -1,4 +1,5 @@
-//! Jobs: poll (`GET /v1/jobs/{id}`) and stream (`GET /v1/jobs/{id}/events`).
+//! Jobs: list (`GET /v1/jobs`), poll (`GET /v1/jobs/{id}`) and stream (`GET /v1/jobs/{id}/events`);
+//! cancel and retry.
 
 use axum::{
     Json,
@@ -16,12 +17,13 @@ use fastnpc_shared::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::parse_id;
 use crate::{SSE_KEEP_ALIVE, X_ACCEL_BUFFERING, error::ApiError, extract::AuthUser, sse, state::AppState};
 
 /// A job's id, status and where to follow it: what a `202` carries.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct JobLinks {
     id: JobId,
     status: JobStatus,
@@ -35,14 +37,16 @@ impl JobLinks {
     }
 }
 
-#[derive(Serialize)]
-struct Progress {
+/// Steps done of the job's total (the nine generation steps; 0 of 0 for other kinds).
+#[derive(Serialize, ToSchema)]
+pub struct Progress {
     done: i32,
     total: i32,
 }
 
-#[derive(Serialize)]
-struct JobView {
+/// A job as clients see it.
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
     id: JobId,
     kind: JobKind,
     status: JobStatus,
@@ -52,7 +56,11 @@ struct JobView {
     message_id: Option<fastnpc_shared::ids::MessageId>,
     /// For group jobs: the group.
     group_id: Option<fastnpc_shared::ids::GroupId>,
+    /// What a succeeded job produced (e.g. `{character_id}`, `{message_id}`).
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
+    /// Why a failed job failed: `{code, message}`.
+    #[schema(value_type = Option<Object>)]
     error: Option<Value>,
     attempts: i32,
     /// LLM calls and tokens of the attempts that ended so far (a running attempt adds its own
@@ -88,20 +96,85 @@ impl From<JobRecord> for JobView {
     }
 }
 
+/// `{job}`: a job's state.
+#[derive(Serialize, ToSchema)]
+pub struct JobEnvelope {
+    job: JobView,
+}
+
 /// `GET /v1/jobs/{id}` → `{job}`. Reads Postgres only: polling works while Redis is down.
+#[utoipa::path(
+    get,
+    operation_id = "get_job",
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "A job's status, progress, result or error",
+    params(("id" = JobId, Path, description = "The job")),
+    responses((status = 200, description = "The job", body = JobEnvelope)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobEnvelope>, ApiError> {
     let job_id: JobId = parse_id(&id)?;
     let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(serde_json::json!({ "job": JobView::from(job) })))
+    Ok(Json(JobEnvelope { job: JobView::from(job) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs in this state.
+    status: Option<JobStatus>,
+    /// Only jobs of this kind.
+    kind: Option<JobKind>,
+    /// The `next_before` of the previous page.
+    before: Option<JobId>,
+    /// Page size, 1 to 200 (50 by default).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    items: Vec<JobView>,
+    /// Pass as `before` for the next page; null on the last one.
+    next_before: Option<JobId>,
+}
+
+/// `GET /v1/jobs?status=&kind=&before=&limit=` → `{items, next_before}`: the user's jobs, newest
+/// first — what is running, what failed and can be retried.
+#[utoipa::path(
+    get,
+    operation_id = "list_jobs",
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "List your jobs, newest first (optionally of one status and kind)",
+    params(JobListQuery),
+    responses((status = 200, description = "One page", body = JobPage)),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    query: Result<Query<JobListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let limit = super::page_limit(query.limit)?;
+    let filter = store::jobs::JobFilter { status: query.status, kind: query.kind };
+    let jobs = state.store.list_jobs(user_id, filter, query.before, limit).await?;
+    let next_before = (jobs.len() as i64 == limit).then(|| jobs.last().map(|job| job.job_id)).flatten();
+    Ok(Json(JobPage { items: jobs.into_iter().map(JobView::from).collect(), next_before }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Resume after this event id (a first connection's cursor; `Last-Event-ID` wins).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
     /// A short-lived single-job token (`POST /v1/jobs/{id}/stream-token`), for `EventSource`.
     stream_token: Option<String>,
@@ -109,6 +182,29 @@ pub struct EventsQuery {
 
 /// `GET /v1/jobs/{id}/events` (SSE). Resumes after `Last-Event-ID` (what browsers send on
 /// reconnect) or `?after=N` (for a first connection); the header wins when both are present.
+#[utoipa::path(
+    get,
+    operation_id = "job_events",
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    summary = "A job's events, as Server-Sent Events",
+    description = "Each event has `id: <seq>` (1, 2, 3, … per job), `event: <type>` and the payload as \
+        JSON `data` — see the `EventPayload` schema: its `type` is the SSE event name and its `data` the \
+        SSE data. The stream replays the job's log after the cursor, then follows it live, and ends after \
+        the job's one terminal event (`succeeded`, `failed` or `cancelled`). Comments (`:`) keep it alive. \
+        Authenticate with a bearer token, the session cookie, or `?stream_token=` (for `EventSource`).",
+    params(
+        ("id" = JobId, Path, description = "The job"),
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+            description = "Resume after this event id (what browsers send on reconnect)"),
+        EventsQuery,
+    ),
+    security(("bearer" = []), ("session_cookie" = []), ()),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream",
+            body = fastnpc_shared::events::EventPayload),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     user: Option<AuthUser>,
@@ -138,11 +234,9 @@ pub async fn events(
             return Err(ApiError::Unauthorized { detail: "send `Authorization: Bearer <token>` or `?stream_token=`" });
         }
     };
-    let header_cursor = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or("Last-Event-ID"))
-        .transpose();
-    let query_cursor = query.after.map(|s| s.trim().parse::<u64>().map_err(|_| "after")).transpose();
+    let header_cursor =
+        headers.get("last-event-id").map(|v| v.to_str().ok().and_then(event_id).ok_or("Last-Event-ID")).transpose();
+    let query_cursor = query.after.map(|s| event_id(&s).ok_or("after")).transpose();
     let after = match (header_cursor, query_cursor) {
         (Err(name), _) | (_, Err(name)) => {
             return Err(ApiError::bad_request(format!("{name} must be a non-negative integer event id")));
@@ -156,9 +250,32 @@ pub async fn events(
     Ok(response)
 }
 
+/// An event id a client sends back: a non-negative integer that fits the 63 bits ids are
+/// described with (clients in languages without unsigned 64-bit integers read them too).
+fn event_id(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|&id| i64::try_from(id).is_ok())
+}
+
 /// `POST /v1/jobs/{id}/retry` → `202 {job}`: a new job that does what a failed or cancelled job
 /// set out to do (the old job stays as it ended). A chat reply is retried only while its message
 /// has no reply and no other attempt on its way.
+#[utoipa::path(
+    post,
+    operation_id = "retry_job",
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    summary = "Retry a failed or cancelled job (as a new job)",
+    params(("id" = JobId, Path, description = "The failed or cancelled job")),
+    responses(
+        (status = 202, description = "The new job", body = RetryAccepted,
+            headers(("Location" = String, description = "The new job's URL"))),
+        (status = 409, description = "`/problems/job-not-retryable`: the job did not fail nor was cancelled, \
+            or what it set out to do is done or on its way", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "Too many jobs for this user (`Retry-After`)", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -216,14 +333,26 @@ pub async fn retry(
     }
     crate::limits::created(&state, outcome)?;
     state.background.spawn(super::characters::enqueue(state.clone(), new_id, job.kind));
-    let body = serde_json::json!({ "job": JobLinks::new(new_id, JobStatus::Queued), "retry_of": job_id });
-    Ok(super::with_location(axum::http::StatusCode::ACCEPTED, body, &format!("/v1/jobs/{new_id}")))
+    let body = RetryAccepted { job: JobLinks::new(new_id, JobStatus::Queued), retry_of: job_id };
+    Ok(super::with_location(axum::http::StatusCode::ACCEPTED, &body, &format!("/v1/jobs/{new_id}")))
 }
 
 /// `POST /v1/jobs/{id}/cancel` → `{job}`. Idempotent. A queued job is cancelled at once (it will
 /// never start) and answers `200`; a running job is asked to stop — its worker drops its
 /// in-flight LLM requests and ends it `cancelled` — and answers `202` with the job as it is now;
 /// a finished job answers `200` unchanged.
+#[utoipa::path(
+    post,
+    operation_id = "cancel_job",
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job (idempotent)",
+    params(("id" = JobId, Path, description = "The job")),
+    responses(
+        (status = 200, description = "Cancelled (it was queued), or already finished: the job as it is", body = JobEnvelope),
+        (status = 202, description = "Running: its worker was asked to stop; the job as it is now", body = JobEnvelope),
+    ),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -238,7 +367,7 @@ pub async fn cancel(
         }
     };
     let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
-    Ok((status, Json(serde_json::json!({ "job": JobView::from(job) }))).into_response())
+    Ok((status, Json(JobEnvelope { job: JobView::from(job) })).into_response())
 }
 
 /// Cancels a queued job in place (its character, if it was being generated, fails; the next job
@@ -277,11 +406,20 @@ fn hex_hash(token: &str) -> String {
 /// `POST /v1/jobs/{id}/stream-token` → `{stream_token, expires_in, events_url}`: a token that
 /// lets a browser's `EventSource` (which cannot send headers) read this one job's events for
 /// ten minutes — instead of putting a long-lived credential in a URL.
+#[utoipa::path(
+    post,
+    operation_id = "create_stream_token",
+    path = "/v1/jobs/{id}/stream-token",
+    tag = "jobs",
+    summary = "A short-lived token to read one job's events with `EventSource`",
+    params(("id" = JobId, Path, description = "The job")),
+    responses((status = 200, description = "The token", body = StreamToken)),
+)]
 pub async fn stream_token(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StreamToken>, ApiError> {
     use base64::Engine;
     use rand::RngCore;
     let job_id: JobId = parse_id(&id)?;
@@ -294,9 +432,27 @@ pub async fn stream_token(
         .issue(&hex_hash(&token), user_id, job_id)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(serde_json::json!({
-        "stream_token": token,
-        "expires_in": fastnpc_shared::stream_tokens::STREAM_TOKEN_TTL.as_secs(),
-        "events_url": format!("/v1/jobs/{job_id}/events?stream_token={token}"),
-    })))
+    Ok(Json(StreamToken {
+        expires_in: fastnpc_shared::stream_tokens::STREAM_TOKEN_TTL.as_secs(),
+        events_url: format!("/v1/jobs/{job_id}/events?stream_token={token}"),
+        stream_token: token,
+    }))
+}
+
+/// A single-job stream token.
+#[derive(Serialize, ToSchema)]
+pub struct StreamToken {
+    stream_token: String,
+    /// Seconds the token is valid for.
+    expires_in: u64,
+    /// The events URL with the token in it.
+    events_url: String,
+}
+
+/// A retry's new job.
+#[derive(Serialize, ToSchema)]
+pub struct RetryAccepted {
+    job: JobLinks,
+    /// The job retried.
+    retry_of: JobId,
 }

@@ -16,7 +16,8 @@ use fastnpc_shared::{
     store::{self, jobs::NewJob, messages::MessageRecord},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{characters::enqueue, include_prompt, jobs::JobLinks, page_limit, parse_id, with_location};
 use crate::{
@@ -31,16 +32,18 @@ pub const MAX_MESSAGE_CHARS: usize = 8000;
 /// Longest `Prefer: wait` honoured, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
+    /// 1 to 8000 characters (after trimming).
     content: String,
 }
 
 /// A message as clients see it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MessageView {
     id: MessageId,
+    /// `user` or `character`.
     author: String,
     content: String,
     created_at: DateTime<Utc>,
@@ -77,8 +80,52 @@ impl MessageView {
     }
 }
 
+/// The user's message and the job writing the reply.
+#[derive(Serialize, ToSchema)]
+pub struct MessageAccepted {
+    message: MessageView,
+    job: JobLinks,
+}
+
+/// The user's message, the character's reply and the finished job (`Prefer: wait=N`).
+#[derive(Serialize, ToSchema)]
+pub struct MessageWithReply {
+    message: MessageView,
+    reply: MessageView,
+    job: JobLinks,
+}
+
 /// `POST /v1/characters/{id}/messages` → `202 {message, job}`; with `Prefer: wait=N`, `200
 /// {message, reply, job}` when the reply is stored within N seconds.
+#[utoipa::path(
+    post,
+    path = "/v1/characters/{id}/messages",
+    operation_id = "send_message",
+    tag = "chat",
+    summary = "Send a message (a reply job)",
+    description = "Stores the message and queues the job writing the character's reply; the reply's text \
+        streams as the job's `token` events. Replies to one character are written one at a time, in order.",
+    params(
+        ("id" = CharacterId, Path, description = "The character (must be `ready`)"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): wait up to N seconds (at \
+            most 60) for the reply. If it is stored in time the answer is `200` with the reply and \
+            `Preference-Applied: wait=N`; otherwise the usual `202` (its job's status as it is then). \
+            Other preferences are ignored; a repeated `Idempotency-Key` answers `202` without waiting."),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SendMessage,
+    responses(
+        (status = 200, description = "With `Prefer: wait=N`: the reply, stored within N seconds", body = MessageWithReply,
+            headers(("Preference-Applied" = String, description = "`wait=N`, N as honoured (at most 60)"))),
+        (status = 202, description = "Accepted: the message and its reply job", body = MessageAccepted,
+            headers(("Location" = String, description = "The reply job's URL"))),
+        (status = 409, description = "`/problems/character-not-ready`: the character is still generating or \
+            failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many jobs submitted, running, or queued for this user, or the daily \
+            token budget is spent (`Retry-After`)", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -144,7 +191,8 @@ pub async fn send(
         if status == JobStatus::Succeeded
             && let Some(reply) = state.store.reply_of_job(job_id).await?
         {
-            let body = json!({"message": message, "reply": MessageView::new(reply, false), "job": JobLinks::new(job_id, status)});
+            let body =
+                MessageWithReply { message, reply: MessageView::new(reply, false), job: JobLinks::new(job_id, status) };
             let mut response = (StatusCode::OK, Json(body)).into_response();
             let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("ASCII header");
             response.headers_mut().insert("preference-applied", applied);
@@ -163,8 +211,8 @@ async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) 
 }
 
 fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response {
-    let body = json!({"message": message, "job": JobLinks::new(job_id, status)});
-    with_location(StatusCode::ACCEPTED, body, &format!("/v1/jobs/{job_id}"))
+    let body = MessageAccepted { message, job: JobLinks::new(job_id, status) };
+    with_location(StatusCode::ACCEPTED, &body, &format!("/v1/jobs/{job_id}"))
 }
 
 /// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT_SECS`]; other preferences are ignored.
@@ -212,14 +260,59 @@ async fn wait_for_terminal(
     }
 }
 
+/// `?before=<message id>&limit=&include=prompt`: a page of a conversation's history (a
+/// character's or a group's).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessageHistoryQuery {
+    /// The `next_before` of the previous page.
+    pub before: Option<MessageId>,
+    /// Page size, 1 to 200 (50 by default).
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<i64>,
+    /// `prompt`: show the system prompt each reply was written with.
+    #[param(value_type = Option<MessageInclude>, inline)]
+    pub include: Option<String>,
+}
+
+// What `include` may name.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // A schema only: `include_prompt` reads the string.
+pub enum MessageInclude {
+    Prompt,
+}
+
+/// One page of a conversation, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    items: Vec<MessageView>,
+    /// Pass as `before` for the next page; null on the last one.
+    next_before: Option<MessageId>,
+}
+
 /// `GET /v1/characters/{id}/messages?before=&limit=&include=prompt` → `{items, next_before}`,
 /// newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/characters/{id}/messages",
+    operation_id = "message_history",
+    tag = "chat",
+    summary = "A chat's history, newest first",
+    params(("id" = CharacterId, Path, description = "The character"), MessageHistoryQuery),
+    responses(
+        (status = 200, description = "One page", body = MessagePage),
+        (status = 422, description = "`limit` is not 1 to 200, or `include` is not `prompt`",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn history(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-    query: Result<Query<super::HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<MessageHistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MessagePage>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let character_id: CharacterId = parse_id(&id)?;
     let include_prompt = include_prompt(query.include.as_deref())?;
@@ -228,7 +321,7 @@ pub async fn history(
     let items = state.store.message_history(user_id, character_id, query.before, limit).await?;
     let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
     let items: Vec<MessageView> = items.into_iter().map(|m| MessageView::new(m, include_prompt)).collect();
-    Ok(Json(json!({"items": items, "next_before": next_before})))
+    Ok(Json(MessagePage { items, next_before }))
 }
 
 #[cfg(test)]

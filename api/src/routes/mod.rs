@@ -1,9 +1,8 @@
 //! Routes, one module per resource. Paths are `/v1/...`; health probes are unversioned.
 
-use axum::{
-    Router,
-    routing::{delete, get, post, put},
-};
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
@@ -20,39 +19,47 @@ pub mod sources;
 pub mod system;
 pub mod usage;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/auth/logout-everywhere", post(auth::logout_everywhere))
-        .route("/v1/system", get(system::get))
-        .route("/v1/me", get(auth::me).patch(auth::update_me).delete(auth::delete_me))
-        .route("/v1/me/usage", get(usage::mine))
-        .route("/v1/auth/password", post(auth::change_password))
-        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
-        .route("/v1/sources/search", get(sources::search))
-        .route("/v1/characters", post(characters::create).get(characters::list))
-        .route("/v1/characters/{id}", get(characters::get).delete(characters::delete))
-        .route("/v1/characters/{id}/messages", post(messages::send).get(messages::history))
-        .route("/v1/characters/{id}/memories", get(memories::get).merge(put(memories::replace)))
-        .route("/v1/groups", post(groups::create).get(groups::list))
-        .route("/v1/groups/{id}", get(groups::get).patch(groups::patch).delete(groups::delete))
-        .route("/v1/groups/{id}/members", post(groups::add_member))
-        .route("/v1/groups/{id}/members/{character_id}", delete(groups::remove_member))
-        .route("/v1/groups/{id}/messages", post(groups::send).get(groups::history))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/stream-token", post(jobs::stream_token))
-        .route("/v1/jobs/{id}/events", get(jobs::events))
-        .route("/v1/admin/users", get(admin::list_users))
-        .route("/v1/admin/users/{id}/disable", post(admin::disable_user))
-        .route("/v1/admin/users/{id}/enable", post(admin::enable_user))
-        .route("/v1/admin/stats", get(admin::stats))
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
+/// The routes and their OpenAPI description, from one list (see [`crate::openapi`]). Routes on
+/// one path are registered together: `routes!` takes the handlers of one path.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_everywhere))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::me, auth::update_me, auth::delete_me))
+        .routes(routes!(usage::mine))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(sources::search))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::disable_user))
+        .routes(routes!(admin::enable_user))
+        .routes(routes!(admin::stats))
+        .routes(routes!(messages::send, messages::history))
+        .routes(routes!(memories::get, memories::replace))
+        .routes(routes!(groups::create, groups::list))
+        .routes(routes!(groups::get, groups::patch, groups::delete))
+        .routes(routes!(groups::add_member))
+        .routes(routes!(groups::remove_member))
+        .routes(routes!(groups::send, groups::history))
+        .routes(routes!(system::get))
+        .routes(routes!(characters::create, characters::list))
+        .routes(routes!(characters::get, characters::delete))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::stream_token))
+        .routes(routes!(jobs::events))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(crate::openapi::document))
+        .split_for_parts();
+    crate::openapi::complete(&mut doc);
+    let router = router.layer(axum::Extension(crate::openapi::Document::new(&doc)));
+    (router, doc)
 }
 
 /// Parses a path id; a malformed id is as unknown as a missing one.
@@ -63,7 +70,7 @@ pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, crate::erro
 /// A JSON response with a `Location` header (`201` for a created resource, `202` for a job).
 pub(crate) fn with_location(
     status: axum::http::StatusCode,
-    body: serde_json::Value,
+    body: &impl serde::Serialize,
     location: &str,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -94,11 +101,42 @@ pub(crate) fn include_prompt(include: Option<&str>) -> Result<bool, crate::error
     }
 }
 
-/// `?before=<message id>&limit=&include=prompt`: a page of a conversation's history.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    pub before: Option<fastnpc_shared::ids::MessageId>,
-    pub limit: Option<i64>,
-    pub include: Option<String>,
+#[cfg(test)]
+mod description_tests {
+    /// The router is the description's route list and nothing else: every handler goes through
+    /// `routes!` (which needs its `#[utoipa::path]`), none through a plain `.route`, and the
+    /// description has exactly one operation per handler listed.
+    #[test]
+    fn every_route_is_described_and_every_description_is_routed() {
+        let source = include_str!("mod.rs");
+        let body = &source[source.find("pub fn router()").unwrap()..source.find(".split_for_parts()").unwrap()];
+        for plain in [".route(", ".merge(", ".nest(", ".fallback(", ".route_service("] {
+            assert!(!body.contains(plain), "routes::router registers a route outside the description: {plain}");
+        }
+        let handlers: usize = body
+            .split("routes!(")
+            .skip(1)
+            .map(|list| list[..list.find(')').unwrap()].split(',').filter(|h| !h.trim().is_empty()).count())
+            .sum();
+        let (_, doc) = super::router();
+        let operations: usize = doc
+            .paths
+            .paths
+            .values()
+            .map(|item| {
+                [&item.get, &item.put, &item.post, &item.delete, &item.patch, &item.head, &item.options, &item.trace]
+                    .iter()
+                    .filter(|operation| operation.is_some())
+                    .count()
+            })
+            .sum();
+        assert_eq!(operations, handlers, "one described operation per routed handler");
+        let mut ids = std::collections::BTreeSet::new();
+        for item in doc.paths.paths.values() {
+            for operation in [&item.get, &item.put, &item.post, &item.delete, &item.patch].into_iter().flatten() {
+                let id = operation.operation_id.clone().expect("every operation has an id");
+                assert!(ids.insert(id.clone()), "operation ids are unique: {id}");
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ use axum::{
 use chrono::NaiveDate;
 use fastnpc_shared::llm::Usage;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{error::ApiError, extract::AuthUser, state::AppState};
 
@@ -18,41 +18,67 @@ const DEFAULT_DAYS: u32 = 30;
 /// The longest window: a year, leap day included.
 const MAX_DAYS: u32 = 366;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// Text, so a bad value gets a detail naming the field instead of the query parser's.
+    /// The last N UTC days, today included: 1 to 366 (30 by default).
+    // Text, so a bad value gets a detail naming the field instead of the query parser's.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 366)]
     days: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DayView {
+/// One UTC day's LLM calls and tokens.
+#[derive(Serialize, ToSchema)]
+pub struct UsageDay {
     day: NaiveDate,
     #[serde(flatten)]
     usage: Usage,
 }
 
+/// The caller's usage per UTC day, and its sum.
+#[derive(Serialize, ToSchema)]
+pub struct UsageReport {
+    /// The days of the window that had any usage, newest first.
+    days: Vec<UsageDay>,
+    /// The sum of `days`.
+    total: Usage,
+}
+
 /// `GET /v1/me/usage?days=N` → `{days: [{day, calls, prompt_tokens, completion_tokens}], total}`:
 /// the last N UTC days (today included) that had any usage, newest first, and their sum.
+#[utoipa::path(
+    get,
+    path = "/v1/me/usage",
+    tag = "auth",
+    summary = "Your LLM calls and tokens per UTC day",
+    description = "The figures the daily token budget is checked against. Days without usage are left out.",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The usage", body = UsageReport),
+        (status = 422, description = "`/problems/invalid-field`: `days` is not a whole number from 1 to 366",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn mine(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsageReport>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let days = window(query.days.as_deref())?;
-    let days: Vec<DayView> = state
+    let days: Vec<UsageDay> = state
         .store
         .daily_usage(user_id, days)
         .await?
         .into_iter()
-        .map(|d| DayView { day: d.day, usage: d.usage })
+        .map(|d| UsageDay { day: d.day, usage: d.usage })
         .collect();
     let mut total = Usage::default();
     for day in &days {
         total += day.usage;
     }
-    Ok(Json(json!({ "days": days, "total": total })))
+    Ok(Json(UsageReport { days, total }))
 }
 
 /// `days`: 1 to [`MAX_DAYS`], [`DEFAULT_DAYS`] when absent.

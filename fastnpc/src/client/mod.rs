@@ -149,10 +149,31 @@ pub enum CharactersCommand {
     },
     /// Delete a character and its conversations.
     Delete { id: String },
+    /// Write a character, its memories and its whole conversation as one JSON document.
+    Export {
+        id: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Subcommand)]
 pub enum JobsCommand {
+    /// List your jobs, newest first.
+    List {
+        /// Only jobs in this state (queued, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs of this kind (generate_character, chat_reply, group_turn, compress_memory, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// How many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a job's status, progress, result or error.
     Show {
         id: String,
@@ -634,11 +655,70 @@ async fn characters(client: &Client, command: CharactersCommand) -> anyhow::Resu
             eprintln!("deleted {id}");
             Ok(())
         }
+        CharactersCommand::Export { id, output } => {
+            let document = export(client, &id).await?;
+            let text = serde_json::to_string_pretty(&document)? + "\n";
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .map_err(|error| Exit::new(1, format!("cannot write {}: {error}", path.display())))?;
+                    eprintln!("exported {id} to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
     }
+}
+
+/// `{character, memories, messages}`: the character as `GET /v1/characters/{id}` shows it, its
+/// memory layers, and every message of its conversation, oldest first.
+async fn export(client: &Client, id: &str) -> anyhow::Result<Value> {
+    let character = client.call(Method::GET, &format!("/v1/characters/{id}"), None).await?;
+    let memories = client.call(Method::GET, &format!("/v1/characters/{id}/memories"), None).await?;
+    let mut messages = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let cursor = before.as_deref().map(|b| format!("&before={b}")).unwrap_or_default();
+        let page = client.call(Method::GET, &format!("/v1/characters/{id}/messages?limit=200{cursor}"), None).await?;
+        messages.extend(page["items"].as_array().into_iter().flatten().cloned());
+        match page["next_before"].as_str() {
+            Some(next) => before = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    messages.reverse();
+    Ok(json!({"character": character["character"], "memories": memories, "messages": messages}))
 }
 
 async fn jobs(client: &Client, command: JobsCommand) -> anyhow::Result<()> {
     match command {
+        JobsCommand::List { status, kind, limit, json } => {
+            let mut path = format!("/v1/jobs?limit={limit}");
+            for (name, value) in [("status", status), ("kind", kind)] {
+                if let Some(value) = value {
+                    path.push_str(&format!("&{name}={value}"));
+                }
+            }
+            let listed = client.call(Method::GET, &path, None).await?;
+            print_or(json, &listed["items"], || {
+                let rows: Vec<String> = listed["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|job| {
+                        format!(
+                            "{}  {:<20}  {:<10}  {}",
+                            job["id"].as_str().unwrap_or_default(),
+                            job["kind"].as_str().unwrap_or_default(),
+                            job["status"].as_str().unwrap_or_default(),
+                            job["created_at"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() { "no jobs".to_owned() } else { rows.join("\n") }
+            })
+        }
         JobsCommand::Show { id, json } => {
             let shown = client.call(Method::GET, &format!("/v1/jobs/{id}"), None).await?;
             let job = &shown["job"];

@@ -18,21 +18,37 @@ pub const MAX_URL_CHARS: usize = 2048;
 
 /// Where a character's facts come from, tagged by `kind`. Every kind but `text` is fetched by
 /// the worker as the first step of the generation job (`crate::sources`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CharacterSource {
-    /// Text the user pasted (an encyclopedia entry, a biography, a story excerpt).
-    Text { text: String },
+    /// Text the user pasted (an encyclopedia entry, a biography, a story excerpt): 20 to 100,000
+    /// characters after trimming.
+    Text {
+        #[schema(min_length = 20)]
+        text: String,
+    },
     /// A Wikipedia article, in the language edition `lang` (`zh`, `en`, `zh-yue`, `simple`, …).
-    Wikipedia { lang: String, title: String },
+    Wikipedia {
+        #[schema(pattern = "^[a-z]{2,12}(-[a-z]{2,12})*$", max_length = 24)]
+        lang: String,
+        /// Without `|#<>[]{}`.
+        #[schema(min_length = 1, max_length = 255)]
+        title: String,
+    },
     /// A Baidu Baike lemma; `id` picks one meaning of a polysemous title.
     Baike {
+        /// Without `/?#`.
+        #[schema(min_length = 1, max_length = 255)]
         title: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(pattern = "^[0-9]{1,20}$")]
         id: Option<String>,
     },
-    /// Any web page.
-    Url { url: String },
+    /// Any web page: an `http(s)` URL without credentials, resolving to a public address.
+    Url {
+        #[schema(max_length = 2048, format = "uri")]
+        url: String,
+    },
 }
 
 /// Why a source was refused; each message names the field.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::Message;
 
 /// Tokens spent by one or more calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub calls: u32,
     pub prompt_tokens: u64,

@@ -24,7 +24,7 @@ pub mod en;
 pub mod zh;
 
 /// A language FastNPC has prompts in.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     /// Chinese, the default: FastNPC is Chinese-first, like the original.

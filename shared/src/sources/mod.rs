@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// One entry a name may mean: what `GET /v1/sources/search` lists and a `409` offers when a
 /// title is ambiguous. `id` picks the entry where the title alone does not (Baike's lemma id).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Candidate {
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +155,7 @@ pub struct Sources {
     user_policy: FetchPolicy,
     /// For the operator's configured endpoints.
     endpoint_policy: FetchPolicy,
-    search_cache: Arc<dyn SearchCache>,
+    search_cache: Option<Arc<dyn SearchCache>>,
     search_ttl: Duration,
     cache_ttl: Duration,
     fetch_tries: u32,
@@ -170,7 +170,8 @@ pub struct EndpointError {
 }
 
 impl Sources {
-    pub fn new(settings: &SourceSettings, search_cache: Arc<dyn SearchCache>) -> Result<Self, EndpointError> {
+    /// `search_cache` keeps search and ambiguity answers a while (`None` where nothing searches).
+    pub fn new(settings: &SourceSettings, search_cache: Option<Arc<dyn SearchCache>>) -> Result<Self, EndpointError> {
         wikipedia::endpoint(&settings.wikipedia_api_url, "en")
             .map_err(|error| EndpointError { variable: "FASTNPC_WIKIPEDIA_API_URL", reason: error.to_string() })?;
         let baike_origin = Url::parse(&settings.baike_url)
@@ -390,14 +391,15 @@ impl Sources {
         key: &str,
         compute: impl Future<Output = Result<Vec<Candidate>, SourceFailure>>,
     ) -> Result<Vec<Candidate>, SourceFailure> {
-        if let Some(hit) = self.search_cache.get(key).await
+        let Some(cache) = &self.search_cache else { return compute.await };
+        if let Some(hit) = cache.get(key).await
             && let Ok(candidates) = serde_json::from_str(&hit)
         {
             return Ok(candidates);
         }
         let candidates = compute.await?;
         if let Ok(value) = serde_json::to_string(&candidates) {
-            self.search_cache.put(key, &value, self.search_ttl).await;
+            cache.put(key, &value, self.search_ttl).await;
         }
         Ok(candidates)
     }

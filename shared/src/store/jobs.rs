@@ -49,6 +49,13 @@ pub struct JobRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which jobs a listing shows: all, or those of one status and/or kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<JobKind>,
+}
+
 /// A job row as both adapters read it: a [`JobRecord`] with its usage still in three columns.
 #[derive(Clone, Debug)]
 pub struct JobRow {
@@ -216,6 +223,38 @@ pub(crate) async fn get(
     .fetch_optional(db)
     .await?;
     Ok(row.map(JobRecord::from))
+}
+
+/// A page of a user's jobs, newest first, optionally of one status and kind.
+pub(crate) async fn list(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    filter: JobFilter,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
+                  status as "status: JobStatus", character_id as "character_id: CharacterId",
+                  message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
+                  progress_done, progress_total, result, error, attempts,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  created_at, started_at, finished_at, updated_at
+           from jobs
+           where user_id = $1 and ($2::uuid is null or job_id < $2)
+             and ($3::text is null or status = $3) and ($4::text is null or kind = $4)
+           order by job_id desc
+           limit $5"#,
+        user_id.0,
+        before.map(|id| id.0),
+        filter.status.map(JobStatus::as_str),
+        filter.kind.map(JobKind::as_str),
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(JobRecord::from).collect())
 }
 
 /// The job a user created with `key`, with the fingerprint of the request that created it.
@@ -742,6 +781,14 @@ pub trait JobStore: Send + Sync {
     /// A job on its own (follow-up work a worker schedules).
     async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()>;
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>>;
+    /// A page of a user's jobs, newest first.
+    async fn list_jobs(
+        &self,
+        user_id: UserId,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> StoreResult<Vec<JobRecord>>;
     async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>>;
     /// A retry of a failed or cancelled job, if `guard` still holds (else `NotRetryable`) and the
     /// quota allows it.
@@ -762,6 +809,16 @@ impl JobStore for PgStore {
 
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
         get(&self.pool, user_id, job_id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        user_id: UserId,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: i64,
+    ) -> StoreResult<Vec<JobRecord>> {
+        list(&self.pool, user_id, filter, before, limit).await
     }
 
     async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>> {
