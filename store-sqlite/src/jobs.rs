@@ -239,13 +239,15 @@ pub async fn renew_lease(
     lease: Duration,
 ) -> Result<Heartbeat, sqlx::Error> {
     let lease_until = plus(now(), lease);
+    let progress = claim.progress.done();
     let row = sqlx::query!(
-        r#"update jobs set lease_until = ?3
+        r#"update jobs set lease_until = ?3, progress_done = max(progress_done, ?4)
            where job_id = ?1 and attempts = ?2 and status = 'running'
            returning cancel_requested_at is not null as "cancel_requested!: bool""#,
         claim.job_id.0,
         claim.attempt,
         lease_until,
+        progress,
     )
     .fetch_optional(db)
     .await?;
@@ -692,7 +694,13 @@ impl DeliveryStore for SqliteStore {
 #[async_trait::async_trait]
 impl ClaimStore for SqliteStore {
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
-        claim(&self.pool, job_id, lease).await
+        // The write lock first, then the clock: a claim stamped before it waited for the lock
+        // could start a job of a series earlier than the previous one, committing meanwhile,
+        // was stamped as finished.
+        let mut tx = begin_immediate(&self.pool).await?;
+        let claimed = claim(&mut *tx, job_id, lease).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>> {
@@ -701,10 +709,6 @@ impl ClaimStore for SqliteStore {
 
     async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat> {
         renew_lease(&self.pool, claim, lease).await
-    }
-
-    async fn set_progress(&self, claim: &Claim, done: i32) -> StoreResult<bool> {
-        set_progress(&self.pool, claim, done).await
     }
 
     async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {

@@ -265,3 +265,39 @@ async fn a_character_speaks_the_language_of_its_source_or_the_one_asked_for() {
     assert!(problem["detail"].as_str().unwrap().contains("language"), "{problem}");
     app.stop().await;
 }
+
+/// Progress is not a commit per category: the lease's heartbeat carries it to the job row, so a
+/// client that polls sees it within a heartbeat (a third of the lease) while the stream shows
+/// each step at once.
+#[tokio::test]
+async fn polled_progress_arrives_with_the_heartbeat_while_a_step_is_still_running() {
+    let app = TestApp::builder().setting("FASTNPC_JOB_LEASE_SECS", "3").spawn().await;
+    // The background category's call hangs: eight steps finish, the ninth does not.
+    app.sim.add_rule(Rule {
+        when_contains: "背景故事".into(),
+        fault: Fault::Stall(Duration::from_secs(600)),
+        times: None,
+    });
+    let user = app.user("poller").await;
+    let created = app.create_character(&user, "诸葛亮").await;
+    let job_id = created["job"]["id"].as_str().unwrap().to_owned();
+
+    let eight_done = async {
+        loop {
+            let body: Value = app.get(&format!("/v1/jobs/{job_id}"), &user).await.json().await.unwrap();
+            if body["job"]["progress"]["done"] == 8 {
+                return body["job"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let job = tokio::time::timeout(Duration::from_secs(60), eight_done).await.expect("the row shows the eight steps");
+    assert_eq!(job["status"], "running", "the ninth is still being written");
+    assert_eq!(job["progress"]["total"], 9);
+
+    let cancel =
+        app.request(reqwest::Method::POST, &format!("/v1/jobs/{job_id}/cancel"), Some(&user)).send().await.unwrap();
+    assert_eq!(cancel.status(), 202);
+    assert_eq!(app.wait_for_job(&user, &job_id).await["status"], "cancelled");
+    app.stop().await;
+}

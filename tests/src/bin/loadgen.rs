@@ -5,7 +5,9 @@
 //!
 //! 1. creates characters one at a time and follows each over SSE to its terminal event;
 //! 2. creates `--concurrency` characters at once and follows them all;
-//! 3. polls `GET /v1/jobs/{id}` to time a plain API read.
+//! 3. polls `GET /v1/jobs/{id}` to time a plain API read;
+//!
+//! and counts PostgreSQL's commits during the burst (`pg_stat_database`), per character.
 //!
 //! With every call taking exactly `--latency-ms`, one character's critical path is one call (the
 //! nine categories and the brief overlap), so `end-to-end − latency` is what the system adds:
@@ -49,6 +51,42 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
+}
+
+/// Transactions committed in the app's database so far (read-only statements included: each is
+/// a transaction), and WAL flushes of the whole server (what a writing commit costs; the machine
+/// is otherwise idle). Backends report their counts when idle, at most every 10 s (PostgreSQL's
+/// `PGSTAT_IDLE_INTERVAL`): the wait lets every count in.
+async fn commits(app: &TestApp) -> anyhow::Result<Counts> {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let pool = app.db.postgres();
+    let (transactions, wal_syncs): (i64, i64) = sqlx::query_as(
+        "select (select xact_commit from pg_stat_database where datname = current_database()), \
+                (select wal_sync from pg_stat_wal)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Counts { transactions: transactions as f64, wal_syncs: wal_syncs as f64 })
+}
+
+#[derive(Clone, Copy)]
+struct Counts {
+    transactions: f64,
+    wal_syncs: f64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Self;
+    fn sub(self, other: Self) -> Self {
+        Self { transactions: self.transactions - other.transactions, wal_syncs: self.wal_syncs - other.wal_syncs }
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self { transactions: self.transactions + other.transactions, wal_syncs: self.wal_syncs + other.wal_syncs }
+    }
 }
 
 /// Client-side timings of one character.
@@ -122,6 +160,12 @@ async fn main() -> anyhow::Result<()> {
     }
 
     app.sim.reset();
+    // What the app commits with nothing to do (re-publisher sweeps, heartbeats), per second.
+    let idle_started = Instant::now();
+    let commits_before = commits(&app).await?;
+    let idle_commits = commits(&app).await? - commits_before;
+    let idle_seconds = idle_started.elapsed().as_secs_f64();
+    let commits_before = commits_before + idle_commits;
     let started = Instant::now();
     let burst = futures::future::join_all((0..args.concurrency).map(|i| {
         let (app, user) = (&app, &user);
@@ -132,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     .collect::<anyhow::Result<Vec<_>>>()?;
     let burst_wall = started.elapsed();
     let burst_stats = app.sim.stats();
+    let burst_commits = commits(&app).await? - commits_before;
+    let share = started.elapsed().as_secs_f64() / idle_seconds;
+    let per_character = |total: f64, idle: f64| (total - idle * share) / args.concurrency as f64;
 
     let job_id = {
         let created = app.create_character(&user, "poll-target").await;
@@ -209,6 +256,12 @@ async fn main() -> anyhow::Result<()> {
         ms(burst_wall),
         burst_stats.requests_served,
         burst_stats.peak_in_flight
+    );
+    println!(
+        "PostgreSQL per character (the idle app's own background work subtracted): {:.1} transactions, \
+         {:.1} WAL flushes.",
+        per_character(burst_commits.transactions, idle_commits.transactions),
+        per_character(burst_commits.wal_syncs, idle_commits.wal_syncs),
     );
     app.stop().await;
     Ok(())

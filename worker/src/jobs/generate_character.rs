@@ -63,9 +63,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
             let (category, fields) = finished?;
             profile.insert(category.key.to_owned(), Value::Object(fields));
             let done = profile.len() as u32;
-            if !deps.store.set_progress(claim, done as i32).await? {
-                return Err(JobFailure::LostClaim);
-            }
+            claim.progress.advance(done as i32);
             emit(deps, claim.job_id, EventPayload::Progress { done, total, step: category.key.to_owned() }).await;
         }
         Ok(profile)
