@@ -157,6 +157,15 @@ pub async fn mark_published(db: impl SqliteExecutor<'_>, job_id: JobId) -> Resul
     Ok(())
 }
 
+/// A round of confirmations: one transaction, so one commit for all of them.
+async fn mark_all_published(pool: &SqlitePool, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
+    let mut tx = begin_immediate(pool).await?;
+    for &job_id in job_ids {
+        mark_published(&mut *tx, job_id).await?;
+    }
+    tx.commit().await
+}
+
 /// Jobs that need a message and may have none; the same three cases as the Postgres function
 /// (never-confirmed queued jobs older than `grace`, serial-key heads published more than `stale`
 /// ago and still queued, running jobs whose lease expired more than `grace` ago and that were not
@@ -663,7 +672,15 @@ impl JobStore for SqliteStore {
 #[async_trait::async_trait]
 impl DeliveryStore for SqliteStore {
     async fn mark_published(&self, job_id: JobId) -> StoreResult<()> {
-        mark_published(&self.pool, job_id).await
+        let pool = self.pool.clone();
+        self.confirms
+            .submit(job_id, move || {
+                Box::new(move |job_ids: Vec<JobId>| {
+                    let pool = pool.clone();
+                    Box::pin(async move { mark_all_published(&pool, &job_ids).await })
+                })
+            })
+            .await
     }
 
     async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()> {

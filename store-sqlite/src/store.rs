@@ -20,6 +20,8 @@ use crate::{characters, groups, is_unique_violation, jobs};
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// Publish confirmations, written in rounds (`fastnpc_shared::store::batch`).
+    pub(crate) confirms: fastnpc_shared::store::batch::Batch<fastnpc_shared::ids::JobId>,
 }
 
 impl SqliteStore {
@@ -27,7 +29,7 @@ impl SqliteStore {
     pub async fn open(path: &Path, max_connections: u32) -> Result<Self, anyhow::Error> {
         let pool = crate::connect(path, max_connections).await?;
         crate::migrate(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, confirms: Default::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {

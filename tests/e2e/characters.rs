@@ -301,3 +301,27 @@ async fn polled_progress_arrives_with_the_heartbeat_while_a_step_is_still_runnin
     assert_eq!(app.wait_for_job(&user, &job_id).await["status"], "cancelled");
     app.stop().await;
 }
+
+/// Under a burst, the broker's confirms are recorded in rounds (one write for all that arrive
+/// together): none is lost at a round's edge, and each job runs once.
+#[tokio::test]
+async fn a_burst_of_characters_is_confirmed_in_rounds_and_each_job_runs_once() {
+    let app = TestApp::spawn().await;
+    let user = app.user("burst").await;
+    let created = futures::future::join_all((0..40).map(|i| {
+        let (app, user) = (&app, &user);
+        async move { app.create_character(user, &format!("角色{i}")).await }
+    }))
+    .await;
+    let jobs: Vec<String> = created.iter().map(|c| c["job"]["id"].as_str().unwrap().to_owned()).collect();
+    for job in &jobs {
+        app.wait_for_job_published(job).await;
+    }
+    for job in &jobs {
+        let finished = app.wait_for_job(&user, job).await;
+        assert_eq!(finished["status"], "succeeded");
+        assert_eq!(finished["attempts"], 1, "claimed once");
+    }
+    assert_eq!(app.sim.stats().requests_served, 400, "ten calls per character, no job run twice");
+    app.stop().await;
+}

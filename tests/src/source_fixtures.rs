@@ -8,8 +8,9 @@
 //!
 //! Routes of the fixture host:
 //! - `/wiki/{lang}/api.php?…` — the MediaWiki Action API: `wikipedia/<lang>/<file>.json`, the
-//!   file named by the request (`article-<titles>`, `search-<gsrsearch>`, `links-<titles>`); a
-//!   search without a file finds nothing, as MediaWiki answers it;
+//!   file named by the request (`article-<titles>`, `search-<gsrsearch>`, `links-<titles>`);
+//!   `/wiki-lenient/{lang}/api.php` the same, except that a search without a file finds nothing
+//!   (for the schema fuzzer, which searches at random);
 //! - `/baike/item/{title}[/{id}]` — Baidu Baike's lemma pages (`baike/*.html`); a lemma it does
 //!   not have redirects to `/baike/error.html`, as Baike does;
 //! - `/pages/{file}` — ordinary pages (`pages/*`), `text/html` without a charset;
@@ -79,6 +80,16 @@ fn html(body: Vec<u8>) -> Response {
 }
 
 async fn wikipedia(Path(lang): Path<String>, Query(query): Query<HashMap<String, String>>) -> Response {
+    mediawiki(&lang, &query, false)
+}
+
+/// The same API for a client that searches at random (the schema fuzzer): a search without a
+/// file finds nothing, as MediaWiki answers it, in any edition.
+async fn lenient_wikipedia(Path(lang): Path<String>, Query(query): Query<HashMap<String, String>>) -> Response {
+    mediawiki(&lang, &query, true)
+}
+
+fn mediawiki(lang: &str, query: &HashMap<String, String>, lenient: bool) -> Response {
     let param = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
     let name = match param("generator") {
         "search" => format!("search-{}.json", param("gsrsearch")),
@@ -88,8 +99,7 @@ async fn wikipedia(Path(lang): Path<String>, Query(query): Query<HashMap<String,
     let json = |body: Vec<u8>| ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response();
     match fixture(&format!("wikipedia/{lang}"), &name) {
         Some(body) => json(body),
-        // What MediaWiki answers a search that finds nothing (the schema fuzzer searches at random).
-        None if param("generator") == "search" => json(br#"{"batchcomplete":true}"#.to_vec()),
+        None if lenient && param("generator") == "search" => json(br#"{"batchcomplete":true}"#.to_vec()),
         // A request no test prepared for is a test's mistake: say so loudly.
         None => (StatusCode::IM_A_TEAPOT, format!("no fixture wikipedia/{lang}/{name}")).into_response(),
     }
@@ -155,6 +165,7 @@ impl SourceFixtures {
         let counted = hits.clone();
         let app = Router::new()
             .route("/wiki/{lang}/api.php", get(wikipedia))
+            .route("/wiki-lenient/{lang}/api.php", get(lenient_wikipedia))
             .route("/baike/item/{*path}", get(baike_item))
             .route(
                 "/baike/error.html",
@@ -184,6 +195,12 @@ impl SourceFixtures {
             .setting("FASTNPC_WIKIPEDIA_API_URL", format!("{}/wiki/{{lang}}/api.php", self.base))
             .setting("FASTNPC_BAIKE_URL", format!("{}/baike", self.base))
             .setting("FASTNPC_FETCH_ALLOW", format!("{FIXTURE_HOST}/32"))
+    }
+
+    /// [`SourceFixtures::configure`] with the lenient MediaWiki API (any search answers).
+    pub fn configure_lenient(&self, builder: TestAppBuilder) -> TestAppBuilder {
+        self.configure(builder)
+            .setting("FASTNPC_WIKIPEDIA_API_URL", format!("{}/wiki-lenient/{{lang}}/api.php", self.base))
     }
 
     /// Requests the fixture host saw whose path and query start with `prefix` (percent-encoded

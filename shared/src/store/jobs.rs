@@ -294,10 +294,11 @@ pub(crate) async fn find_by_idempotency_key(
     Ok(row.map(|r| (r.job_id, r.request_fingerprint.unwrap_or_default())))
 }
 
-/// The broker confirmed the job's message.
-pub(crate) async fn mark_published(db: impl PgExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
+/// The broker confirmed these jobs' messages (a round of [`super::batch::Batch`]).
+pub(crate) async fn mark_published(db: impl PgExecutor<'_>, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
+    let job_ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
     // Always the latest confirm: the re-publisher's staleness rules compare against it.
-    sqlx::query!("update jobs set published_at = now() where job_id = $1", job_id.0).execute(db).await?;
+    sqlx::query!("update jobs set published_at = now() where job_id = any($1)", &job_ids).execute(db).await?;
     Ok(())
 }
 
@@ -914,7 +915,15 @@ pub trait DeliveryStore: Send + Sync {
 #[async_trait::async_trait]
 impl DeliveryStore for PgStore {
     async fn mark_published(&self, job_id: JobId) -> StoreResult<()> {
-        mark_published(&self.pool, job_id).await
+        let pool = self.pool.clone();
+        self.confirms
+            .submit(job_id, move || {
+                Box::new(move |job_ids: Vec<JobId>| {
+                    let pool = pool.clone();
+                    Box::pin(async move { mark_published(&pool, &job_ids).await })
+                })
+            })
+            .await
     }
 
     async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()> {

@@ -8,6 +8,7 @@
 //! of work decides what shares a transaction — and `PgStore`'s implementation of the trait.
 
 pub mod api_keys;
+pub mod batch;
 pub mod characters;
 mod export;
 pub mod groups;

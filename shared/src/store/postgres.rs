@@ -24,6 +24,8 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// Publish confirmations, written in rounds (see [`super::batch`]).
+    pub(super) confirms: super::batch::Batch<crate::ids::JobId>,
 }
 
 impl PgStore {
@@ -37,11 +39,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(database_url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, confirms: super::batch::Batch::default() }
     }
 
     /// Applies pending migrations. sqlx serialises concurrent runs with an advisory lock, so
