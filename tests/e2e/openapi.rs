@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::operations::{scrape, value};
 
 /// Every `(method, path template)` the description holds.
-fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+pub(crate) fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     let paths = doc["paths"].as_object().expect("the description has paths");
     paths
         .iter()

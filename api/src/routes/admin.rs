@@ -151,7 +151,7 @@ pub async fn list_users(
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     let accounts = state.store.list_accounts(query.after, limit).await?;
-    let next_after = (accounts.len() as i64 == limit).then(|| accounts.last().map(|a| a.user_id)).flatten();
+    let next_after = super::next_cursor(&accounts, limit, |a| a.user_id);
     Ok(Json(AccountPage { items: accounts.into_iter().map(Into::into).collect(), next_after }))
 }
 

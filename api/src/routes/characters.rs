@@ -322,7 +322,7 @@ pub async fn list(
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     let items = state.store.list_characters(user_id, query.before, limit).await?;
-    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|c| c.character_id)).flatten();
+    let next_before = super::next_cursor(&items, limit, |c| c.character_id);
     Ok(Json(CharacterPage { items: items.into_iter().map(Into::into).collect(), next_before }))
 }
 

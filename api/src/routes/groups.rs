@@ -525,7 +525,7 @@ pub async fn history(
     let limit = page_limit(query.limit)?;
     let group = owned_group(&state, user_id, &id).await?;
     let items = state.store.group_history(group.group_id, query.before, limit).await?;
-    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
+    let next_before = super::next_cursor(&items, limit, |m| m.message_id);
     let items: Vec<GroupMessageView> = items
         .into_iter()
         .map(|m: GroupMessageRecord| GroupMessageView {

@@ -165,7 +165,7 @@ pub async fn list(
     let limit = super::page_limit(query.limit)?;
     let filter = store::jobs::JobFilter { status: query.status, kind: query.kind };
     let jobs = state.store.list_jobs(user_id, filter, query.before, limit).await?;
-    let next_before = (jobs.len() as i64 == limit).then(|| jobs.last().map(|job| job.job_id)).flatten();
+    let next_before = super::next_cursor(&jobs, limit, |job| job.job_id);
     Ok(Json(JobPage { items: jobs.into_iter().map(JobView::from).collect(), next_before }))
 }
 

@@ -319,7 +319,7 @@ pub async fn history(
     let limit = page_limit(query.limit)?;
     state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let items = state.store.message_history(user_id, character_id, query.before, limit).await?;
-    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|m| m.message_id)).flatten();
+    let next_before = super::next_cursor(&items, limit, |m| m.message_id);
     let items: Vec<MessageView> = items.into_iter().map(|m| MessageView::new(m, include_prompt)).collect();
     Ok(Json(MessagePage { items, next_before }))
 }

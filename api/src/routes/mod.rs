@@ -90,6 +90,12 @@ pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiErr
     Ok(limit)
 }
 
+/// The cursor of the page after `items`: the last item's id when the page is full (there may be
+/// more), none when it is not (this was the last page).
+pub(crate) fn next_cursor<T, C>(items: &[T], limit: i64, id: impl Fn(&T) -> C) -> Option<C> {
+    if items.len() as i64 == limit { items.last().map(id) } else { None }
+}
+
 /// `?include=prompt`: whether to show replies' system prompts.
 pub(crate) fn include_prompt(include: Option<&str>) -> Result<bool, crate::error::ApiError> {
     match include {

@@ -82,13 +82,6 @@ impl std::ops::Sub for Counts {
     }
 }
 
-impl std::ops::Add for Counts {
-    type Output = Self;
-    fn add(self, other: Self) -> Self {
-        Self { transactions: self.transactions + other.transactions, wal_syncs: self.wal_syncs + other.wal_syncs }
-    }
-}
-
 /// Client-side timings of one character.
 struct Timing {
     /// `POST /v1/characters` until its `202`.
@@ -162,10 +155,10 @@ async fn main() -> anyhow::Result<()> {
     app.sim.reset();
     // What the app commits with nothing to do (re-publisher sweeps, heartbeats), per second.
     let idle_started = Instant::now();
+    let idle_start = commits(&app).await?;
     let commits_before = commits(&app).await?;
-    let idle_commits = commits(&app).await? - commits_before;
+    let idle_commits = commits_before - idle_start;
     let idle_seconds = idle_started.elapsed().as_secs_f64();
-    let commits_before = commits_before + idle_commits;
     let started = Instant::now();
     let burst = futures::future::join_all((0..args.concurrency).map(|i| {
         let (app, user) = (&app, &user);
