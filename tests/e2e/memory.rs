@@ -171,3 +171,64 @@ async fn the_memory_says_while_a_compression_of_it_is_pending() {
     assert!(!after["short_term"].as_array().unwrap().is_empty(), "the compression wrote the memory: {after}");
     app.stop().await;
 }
+
+/// A reply's prompt is read in one piece (`Store::chat_context`; in Postgres one statement of
+/// JSON aggregates): it must hold exactly what reading the character, the user, the message and
+/// the memory and session snapshot one by one gives, in the same order.
+#[tokio::test]
+async fn a_replys_context_read_at_once_equals_its_parts_read_one_by_one() {
+    use fastnpc_shared::ids::{CharacterId, MessageId, UserId};
+    let app = TestApp::spawn().await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+    let path = format!("/v1/characters/{character}/memories");
+    let body = json!({"short_term": ["用户 | 喜欢 | 兵法", "用户 | 来自 | 成都"],
+                      "long_term": [{"content": "用户 | 是 | 谋士", "importance": 12}, {"content": "用户 | 名叫 | 阿达"}]});
+    assert_eq!(app.request(Method::PUT, &path, Some(&user)).json(&body).send().await.unwrap().status(), 200);
+    let mut last = None;
+    for turn in 1..=3 {
+        let sent: Value = app
+            .send_message(&user, &character, &format!("第{turn}问：如何治蜀？"), Some(20))
+            .await
+            .json()
+            .await
+            .unwrap();
+        last = Some(sent["message"]["id"].as_str().unwrap().parse::<MessageId>().unwrap());
+    }
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let user_id: UserId = me["user"]["id"].as_str().unwrap().parse().unwrap();
+    let character_id: CharacterId = character.parse().unwrap();
+    let message_id = last.unwrap();
+
+    for limit in [200, 3] {
+        let context = app.store.chat_context(user_id, character_id, message_id, limit).await.unwrap().unwrap();
+        let character = app.store.character_by_id(character_id).await.unwrap().unwrap();
+        let user = app.store.user(user_id).await.unwrap().unwrap();
+        let message = app.store.message(user_id, message_id).await.unwrap().unwrap();
+        let (memories, session) = app.store.memory_and_session(character_id, Some(message_id), limit).await.unwrap();
+        assert_eq!(format!("{:?}", context.character), format!("{character:?}"));
+        assert_eq!(format!("{:?}", context.user), format!("{user:?}"));
+        assert_eq!(context.message, message.content);
+        assert_eq!(context.memories.version, memories.version);
+        assert_eq!(
+            (&context.memories.short_term, &context.memories.long_term),
+            (&memories.short_term, &memories.long_term)
+        );
+        let transcript: Vec<(bool, String)> = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
+        assert_eq!(context.transcript, transcript, "session window {limit}");
+    }
+    let context = app.store.chat_context(user_id, character_id, message_id, 200).await.unwrap().unwrap();
+    assert_eq!(context.transcript[0], (true, "第1问：如何治蜀？".to_owned()), "oldest first");
+    assert!(
+        !context.transcript.contains(&(true, "第3问：如何治蜀？".to_owned())),
+        "the message answered is the user turn"
+    );
+    assert_eq!((context.memories.short_term.len(), context.memories.long_term.len()), (2, 2));
+    let stranger: Value = app.get("/v1/me", &app.user("eve").await).await.json().await.unwrap();
+    let stranger: UserId = stranger["user"]["id"].as_str().unwrap().parse().unwrap();
+    assert!(
+        app.store.chat_context(stranger, character_id, message_id, 200).await.unwrap().is_none(),
+        "another user's message"
+    );
+    app.stop().await;
+}

@@ -55,27 +55,6 @@ pub struct CharacterSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) async fn insert(
-    db: impl PgExecutor<'_>,
-    character_id: CharacterId,
-    user_id: UserId,
-    name: &str,
-    source: &Value,
-    language: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "insert into characters (character_id, user_id, name, source, language) values ($1, $2, $3, $4, $5)",
-        character_id.0,
-        user_id.0,
-        name,
-        source,
-        language,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 pub(crate) async fn get(
     db: impl PgExecutor<'_>,
     user_id: UserId,
@@ -250,25 +229,39 @@ impl CharacterStore for PgStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = self.begin_for_quota(character.user_id).await?;
-        insert(
-            &mut *tx,
-            character.character_id,
-            character.user_id,
+        // One statement, like a message's submission (see `submit_message`).
+        let submitted = sqlx::query!(
+            r#"with usage as materialized (select characters, active_jobs from quota_usage($2)),
+                    character as (
+                        insert into characters (character_id, user_id, name, source, language)
+                        select $1, $2, $3, $4, $5 from usage where characters < $12 and active_jobs < $13
+                    ),
+                    job as (
+                        insert into jobs (job_id, user_id, kind, character_id, serial_key, progress_total,
+                                          idempotency_key, request_fingerprint)
+                        select $6, $2, $7, $1, $8, $9, $10, $11 from usage
+                        where characters < $12 and active_jobs < $13
+                    )
+               select characters as "characters!", active_jobs as "active_jobs!" from usage"#,
+            character.character_id.0,
+            character.user_id.0,
             character.name,
             character.source,
             character.language,
+            job.job_id.0,
+            job.kind.as_str(),
+            job.serial_key,
+            job.progress_total,
+            job.idempotency.map(|(key, _)| key),
+            job.idempotency.map(|(_, fingerprint)| fingerprint),
+            quota.limit(Capped::Characters),
+            quota.limit(Capped::ActiveJobs),
         )
-        .await?;
-        if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
-            return Ok(taken);
-        }
-        let caps = [Capped::Characters, Capped::ActiveJobs];
-        if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &caps).await? {
-            return Ok(Submitted::OverQuota(cap));
-        }
-        tx.commit().await?;
-        Ok(Submitted::Created)
+        .fetch_one(&self.pool)
+        .await;
+        let held = submitted
+            .map(|usage| vec![(Capped::Characters, usage.characters), (Capped::ActiveJobs, usage.active_jobs)]);
+        Self::submitted(held, quota)
     }
 
     async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {

@@ -95,7 +95,9 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
     .await?;
     let usage_days = sqlx::query_as!(
         ExportedUsageDay,
-        "select day, calls, prompt_tokens, completion_tokens from llm_usage_daily where user_id = $1 order by day",
+        r#"select day, sum(calls)::bigint as "calls!", sum(prompt_tokens)::bigint as "prompt_tokens!",
+                  sum(completion_tokens)::bigint as "completion_tokens!"
+           from llm_usage_daily where user_id = $1 group by day order by day"#,
         user_id,
     )
     .fetch_all(&mut *tx)

@@ -454,10 +454,10 @@ pub(crate) async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Val
                where job_id = $1 and attempts = $2 and status = 'running'
                returning user_id
            ), spent as (
-               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
-               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $7::smallint, $4::bigint, $5::bigint, $6::bigint
                from ended where $4::bigint > 0
-               on conflict (user_id, day) do update
+               on conflict (user_id, day, shard) do update
                set calls = llm_usage_daily.calls + excluded.calls,
                    prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
@@ -469,6 +469,7 @@ pub(crate) async fn succeed(db: impl PgExecutor<'_>, claim: &Claim, result: &Val
         calls,
         prompt_tokens,
         completion_tokens,
+        usage::shard(claim.job_id),
     )
     .fetch_one(db)
     .await?;
@@ -489,10 +490,10 @@ pub(crate) async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobErro
                where job_id = $1 and attempts = $2 and status = 'running'
                returning user_id
            ), spent as (
-               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
-               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $7::smallint, $4::bigint, $5::bigint, $6::bigint
                from ended where $4::bigint > 0
-               on conflict (user_id, day) do update
+               on conflict (user_id, day, shard) do update
                set calls = llm_usage_daily.calls + excluded.calls,
                    prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
@@ -504,6 +505,7 @@ pub(crate) async fn fail(db: impl PgExecutor<'_>, claim: &Claim, error: &JobErro
         calls,
         prompt_tokens,
         completion_tokens,
+        usage::shard(claim.job_id),
     )
     .fetch_one(db)
     .await?;
@@ -526,10 +528,10 @@ pub(crate) async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bo
                where job_id = $1 and attempts = $2 and status = 'running'
                returning user_id
            ), spent as (
-               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
-               select user_id, (now() at time zone 'utc')::date, $3::bigint, $4::bigint, $5::bigint
+               insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $6::smallint, $3::bigint, $4::bigint, $5::bigint
                from ended where $3::bigint > 0
-               on conflict (user_id, day) do update
+               on conflict (user_id, day, shard) do update
                set calls = llm_usage_daily.calls + excluded.calls,
                    prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
@@ -540,6 +542,7 @@ pub(crate) async fn release(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bo
         calls,
         prompt_tokens,
         completion_tokens,
+        usage::shard(claim.job_id),
     )
     .fetch_one(db)
     .await?;
@@ -617,10 +620,10 @@ pub(crate) async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Valu
                where job_id = $1 and attempts = $2 and status = 'running'
                returning user_id
            ), spent as (
-               insert into llm_usage_daily (user_id, day, calls, prompt_tokens, completion_tokens)
-               select user_id, (now() at time zone 'utc')::date, $4::bigint, $5::bigint, $6::bigint
+               insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+               select user_id, (now() at time zone 'utc')::date, $7::smallint, $4::bigint, $5::bigint, $6::bigint
                from ended where $4::bigint > 0
-               on conflict (user_id, day) do update
+               on conflict (user_id, day, shard) do update
                set calls = llm_usage_daily.calls + excluded.calls,
                    prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
@@ -632,6 +635,7 @@ pub(crate) async fn cancel(db: impl PgExecutor<'_>, claim: &Claim, result: &Valu
         calls,
         prompt_tokens,
         completion_tokens,
+        usage::shard(claim.job_id),
     )
     .fetch_one(db)
     .await?;

@@ -174,8 +174,7 @@ impl MemoryStore for PgStore {
         answering: Option<MessageId>,
         limit: i64,
     ) -> StoreResult<(Memories, Vec<MessageRecord>)> {
-        let mut snapshot = self.pool.begin().await?;
-        sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *snapshot).await?;
+        let mut snapshot = self.pool.begin_with("begin isolation level repeatable read, read only").await?;
         let memories = load(&mut *snapshot, character_id).await?;
         let session = messages::uncompressed(&mut *snapshot, character_id, answering, limit).await?;
         snapshot.commit().await?;

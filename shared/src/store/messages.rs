@@ -37,25 +37,6 @@ pub struct MessageRecord {
     pub created_at: DateTime<Utc>,
 }
 
-pub(crate) async fn insert_user_message(
-    db: impl PgExecutor<'_>,
-    message_id: MessageId,
-    user_id: UserId,
-    character_id: CharacterId,
-    content: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "insert into messages (message_id, user_id, character_id, author, content) values ($1, $2, $3, 'user', $4)",
-        message_id.0,
-        user_id.0,
-        character_id.0,
-        content,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// A character's reply to store.
 pub struct NewReply<'a> {
     pub message_id: MessageId,
@@ -72,11 +53,16 @@ pub struct NewReply<'a> {
 }
 
 /// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
-pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
-                               truncated, prompt_version)
-         values ($1, $2, $3, 'character', $4, $5, $6, $7, $8, $9)",
+/// Stores a reply; returns it as stored.
+pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<MessageRecord, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRecord,
+        r#"insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
+                                 truncated, prompt_version)
+           values ($1, $2, $3, 'character', $4, $5, $6, $7, $8, $9)
+           returning message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author,
+                     content, compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId",
+                     prompt_snapshot, truncated, prompt_version, created_at"#,
         reply.message_id.0,
         reply.user_id.0,
         reply.character_id.0,
@@ -87,9 +73,8 @@ pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -
         reply.truncated,
         reply.prompt_version,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
 }
 
 /// One message of the user's.
@@ -272,17 +257,35 @@ impl MessageStore for PgStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = self.begin_for_quota(message.user_id).await?;
-        insert_user_message(&mut *tx, message.message_id, message.user_id, message.character_id, message.content)
-            .await?;
-        if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
-            return Ok(taken);
-        }
-        if let Some(cap) = Self::over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
-            return Ok(Submitted::OverQuota(cap));
-        }
-        tx.commit().await?;
-        Ok(Submitted::Created)
+        // One statement: one round-trip, and the quota lock held only for the statement's own
+        // execution and commit, so a user's burst of messages is not serialised behind a
+        // transaction's round-trips. Nothing is inserted when the user is at the cap.
+        let submitted = sqlx::query!(
+            r#"with usage as materialized (select active_jobs from quota_usage($2)),
+                    message as (
+                        insert into messages (message_id, user_id, character_id, author, content)
+                        select $1, $2, $3, 'user', $4 from usage where active_jobs < $10
+                    ),
+                    job as (
+                        insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
+                                          idempotency_key, request_fingerprint)
+                        select $5, $2, $6, $3, $1, $7, $8, $9 from usage where active_jobs < $10
+                    )
+               select active_jobs as "active_jobs!" from usage"#,
+            message.message_id.0,
+            message.user_id.0,
+            message.character_id.0,
+            message.content,
+            job.job_id.0,
+            job.kind.as_str(),
+            job.serial_key,
+            job.idempotency.map(|(key, _)| key),
+            job.idempotency.map(|(_, fingerprint)| fingerprint),
+            quota.limit(Capped::ActiveJobs),
+        )
+        .fetch_one(&self.pool)
+        .await;
+        Self::submitted(submitted.map(|usage| vec![(Capped::ActiveJobs, usage.active_jobs)]), quota)
     }
 
     async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>> {
@@ -327,12 +330,105 @@ impl MessageStore for PgStore {
         result: ReplyResult<'_>,
     ) -> StoreResult<Option<MessageRecord>> {
         let mut tx = self.pool.begin().await?;
-        insert_reply(&mut *tx, reply).await?;
-        let Some(stored) = reply_of_job(&mut *tx, claim.job_id).await? else { return Ok(None) };
+        let stored = insert_reply(&mut *tx, reply).await?;
         if !jobs::succeed(&mut *tx, claim, &result(&stored)).await? {
             return Ok(None);
         }
         tx.commit().await?;
         Ok(Some(stored))
     }
+}
+
+/// [`super::Store::chat_context`] in one statement (one snapshot, one round-trip): the
+/// character, the user, the message, both memory layers (as JSON, in layer and position order)
+/// and the session layer before the message (as JSON, oldest first: the newest `session_limit`
+/// by [`uncompressed`]'s order, reversed).
+pub(crate) async fn chat_context(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+    message_id: MessageId,
+    session_limit: i64,
+) -> Result<Option<super::ChatContext>, sqlx::Error> {
+    #[derive(serde::Deserialize)]
+    struct Memory {
+        layer: String,
+        content: String,
+        importance: Option<i16>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Line {
+        author: String,
+        content: String,
+    }
+    let Some(row) = sqlx::query!(
+        r#"select c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile, c.brief, c.language, c.prompt_version, c.source_snapshot,
+                  c.created_at, c.updated_at, c.memory_version,
+                  u.username, u.bio, u.ctx_max_chat, u.ctx_max_stm, u.ctx_max_ltm, u.max_group_rounds,
+                  u.language as user_language, u.is_admin, u.created_at as user_created_at,
+                  m.content as message,
+                  (select coalesce(jsonb_agg(jsonb_build_object('layer', e.layer, 'content', e.content,
+                                                                'importance', e.importance)
+                                             order by e.layer, e.position), '[]')
+                   from memories e where e.character_id = c.character_id) as "memories!",
+                  (select coalesce(jsonb_agg(jsonb_build_object('author', s.author, 'content', s.content)
+                                             order by coalesce(s.reply_to, s.message_id), s.author = 'character'),
+                                   '[]')
+                   from (select author, content, message_id, reply_to from messages
+                         where character_id = c.character_id and not compressed
+                           and message_id <> $3 and not (author = 'user' and message_id > $3)
+                         order by coalesce(reply_to, message_id) desc, author = 'character' desc
+                         limit $4) s) as "session!"
+           from characters c
+           join users u on u.user_id = $1
+           join messages m on m.message_id = $3 and m.user_id = $1
+           where c.character_id = $2"#,
+        user_id.0,
+        character_id.0,
+        message_id.0,
+        session_limit,
+    )
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
+    let mut memories = super::memories::Memories { version: row.memory_version, ..Default::default() };
+    for entry in serde_json::from_value::<Vec<Memory>>(row.memories).map_err(decode)? {
+        let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
+        layer.push(super::memories::MemoryEntry { content: entry.content, importance: entry.importance });
+    }
+    let session = serde_json::from_value::<Vec<Line>>(row.session).map_err(decode)?;
+    Ok(Some(super::ChatContext {
+        character: super::characters::CharacterRecord {
+            character_id,
+            user_id: row.character_user_id,
+            name: row.name,
+            status: row.status,
+            source: row.source,
+            profile: row.profile,
+            brief: row.brief,
+            language: row.language,
+            prompt_version: row.prompt_version,
+            source_snapshot: row.source_snapshot,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        },
+        user: super::users::UserRecord {
+            user_id,
+            username: row.username,
+            bio: row.bio,
+            ctx_max_chat: row.ctx_max_chat,
+            ctx_max_stm: row.ctx_max_stm,
+            ctx_max_ltm: row.ctx_max_ltm,
+            max_group_rounds: row.max_group_rounds,
+            language: row.user_language,
+            is_admin: row.is_admin,
+            created_at: row.user_created_at,
+        },
+        message: row.message,
+        memories,
+        transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+    }))
 }

@@ -207,4 +207,37 @@ pub trait Store:
 {
     /// True when the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// What a chat reply's prompt is built from, read from one snapshot: `None` when the
+    /// character, the user or the user's message is gone. The session layer is the newest
+    /// `session_limit` uncompressed messages before `message_id`.
+    ///
+    /// This default reads it piece by piece (cheap where the database is local); the Postgres
+    /// adapter reads it in one statement, since a reply's round-trips add up under load.
+    async fn chat_context(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        message_id: MessageId,
+        session_limit: i64,
+    ) -> StoreResult<Option<ChatContext>> {
+        let Some(character) = self.character_by_id(character_id).await? else { return Ok(None) };
+        let Some(user) = self.user(user_id).await? else { return Ok(None) };
+        let Some(message) = self.message(user_id, message_id).await? else { return Ok(None) };
+        let (memories, session) = self.memory_and_session(character_id, Some(message_id), session_limit).await?;
+        let transcript = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
+        Ok(Some(ChatContext { character, user, message: message.content, memories, transcript }))
+    }
+}
+
+/// Everything a chat reply's prompt is built from ([`Store::chat_context`]).
+#[derive(Clone, Debug)]
+pub struct ChatContext {
+    pub character: super::characters::CharacterRecord,
+    pub user: super::users::UserRecord,
+    /// The text of the message answered.
+    pub message: String,
+    pub memories: super::memories::Memories,
+    /// The session layer before the message, oldest first: (written by the user, text).
+    pub transcript: Vec<(bool, String)>,
 }

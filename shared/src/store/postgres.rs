@@ -68,6 +68,23 @@ impl PgStore {
         }
     }
 
+    /// The outcome of a one-statement submission (a `quota_usage(...)` CTE whose inserts run
+    /// only below every cap), given what the user held before it: over a cap means nothing was
+    /// written; a reused idempotency key failed the statement.
+    pub(super) fn submitted(
+        held_before: Result<Vec<(Capped, i64)>, sqlx::Error>,
+        quota: &Quota,
+    ) -> StoreResult<Submitted> {
+        match held_before {
+            Ok(held) => {
+                let with_new: Vec<_> = held.into_iter().map(|(cap, count)| (cap, count + 1)).collect();
+                Ok(quota.exceeded(&with_new).map_or(Submitted::Created, Submitted::OverQuota))
+            }
+            Err(error) if is_unique_violation(&error, jobs::IDEMPOTENCY_KEY) => Ok(Submitted::IdempotencyKeyTaken),
+            Err(error) => Err(error),
+        }
+    }
+
     /// A transaction holding `user_id`'s quota lock (see [`Quota`]) until it ends.
     pub(super) async fn begin_for_quota(
         &self,
@@ -103,5 +120,15 @@ impl PgStore {
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    async fn chat_context(
+        &self,
+        user_id: UserId,
+        character_id: crate::ids::CharacterId,
+        message_id: crate::ids::MessageId,
+        session_limit: i64,
+    ) -> StoreResult<Option<super::ChatContext>> {
+        super::messages::chat_context(&self.pool, user_id, character_id, message_id, session_limit).await
     }
 }

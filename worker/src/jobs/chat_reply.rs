@@ -44,20 +44,17 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         return Err(JobFailure::Failed(JobError::new("invalid_job", "the job has no message to answer")));
     };
     let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or message was deleted"));
-    let character = deps.store.character_by_id(character_id).await?.ok_or_else(gone)?;
-    let user = deps.store.user(claim.user_id).await?.ok_or_else(gone)?;
-    let message = deps.store.message(claim.user_id, message_id).await?.ok_or_else(gone)?;
+    // Memory and session from one snapshot: a compression committing in between would otherwise
+    // drop its messages from this prompt in both forms.
+    let context =
+        deps.store.chat_context(claim.user_id, character_id, message_id, SESSION_WINDOW).await?.ok_or_else(gone)?;
+    let store::ChatContext { character, user, message, memories, transcript } = context;
     let prompts = character.prompts();
     let Some(Value::Object(profile)) = character.profile else {
         return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
     };
-    // Memory and session from one snapshot: a compression committing in between would otherwise
-    // drop its messages from this prompt in both forms.
-    let (memories, session) = deps.store.memory_and_session(character_id, Some(message_id), SESSION_WINDOW).await?;
-
     let contents =
         |entries: &[store::memories::MemoryEntry]| entries.iter().map(|e| e.content.clone()).collect::<Vec<_>>();
-    let transcript: Vec<(bool, String)> = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
     let system = prompts.chat_system_prompt(&ChatPrompt {
         character_name: &character.name,
         user_name: &user.username,
@@ -71,7 +68,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         session_budget: user.ctx_max_chat as usize,
     });
     let request = ChatRequest {
-        messages: vec![Message::system(system.clone()), Message::user(message.content)],
+        messages: vec![Message::system(system.clone()), Message::user(message)],
         purpose: Purpose::ChatReply,
         ..Default::default()
     };
