@@ -2,6 +2,7 @@
 //! load generator.
 
 pub mod answer_losing_proxy;
+pub mod deployment;
 pub mod harness;
 pub use fastnpc_llm_sim as sim;
 pub mod recording_proxy;

@@ -6,32 +6,51 @@
 //! that many conversations at once (one character each), each sending `--messages` messages one
 //! after another and following every reply over SSE:
 //!
-//! - *time to first token added*: client-observed first `token` event − the simulator's own time
-//!   to first token, measured by calling the simulator directly;
-//! - *latency added*: client-observed `succeeded` − the simulator's own full-stream time;
+//! Before each level it streams the same number of replies from the simulator directly, all at
+//! once, so the baseline is the simulator's own time *at that concurrency on this machine in this
+//! run* (its CPU share included); then:
+//!
+//! - *time to first token added*: client-observed first `token` event − the simulator's own p50
+//!   time to first token at the level's concurrency;
+//! - *latency added*: client-observed `succeeded` − the simulator's own p50 full-stream time;
+//! - *ratio*: the replies' p50 over the simulator's p50 (1.00 = FastNPC costs nothing visible);
 //! - *throughput*: replies completed per second of the level's wall time;
+//! - *commits per reply* (distributed mode): PostgreSQL transactions committed in the benchmark's
+//!   database and WAL flushes of the server during the level, divided by its replies;
 //! - *peak memory*: `VmHWM` of the API and of the largest worker after the level.
 //!
+//! First, unless `--character-burst 0`, a burst of character generations: that many
+//! `POST /v1/characters` at once, each followed to `succeeded`; the accept time, the end-to-end
+//! time and its ratio to one LLM call as the simulator serves it with the burst's ten calls per
+//! character at once.
+//!
+//! The default stream is what a hosted model does: 1 s to the first token, then 50 tokens 20 ms
+//! apart, one token per chunk.
+//!
 //! ```text
-//! cargo build --release -p fastnpc -p fastnpc-api -p fastnpc-worker -p fastnpc-tests --bins
+//! cargo build --release -p fastnpc -p fastnpc-api -p fastnpc-worker -p fastnpc-tests -p fastnpc-llm-sim --bins
 //! target/release/chatbench [--levels 1,10,100,1000] [--messages 3] [--ttft-ms 1000] [--itl-ms 20]
-//!     [--tokens 24] [--workers 2] [--worker-concurrency 512] [--embedded true]
+//!     [--tokens 50] [--workers 2] [--worker-concurrency 512] [--embedded true] [--commits true]
+//!     [--character-burst 100] [--group-levels 1,10] [--group-rounds 5] [--users 1]
 //! ```
+//!
+//! `--users N` spreads the conversations over N users (conversation i is user i mod N's): one
+//! user's simultaneous submissions take turns at that user's quota lock, which keeps the per-user
+//! caps exact; many users' do not wait for each other.
 //!
 //! `--embedded true` runs the embedded mode instead: one `fastnpc serve` process over SQLite (API
 //! and workers together, so there is one peak memory), no services.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use fastnpc_tests::sse_client;
+use fastnpc_tests::{
+    deployment::{Deployment, Memory, Options, ms, percentile, pg_commits_and_flushes},
+    sse_client,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 struct Args {
     levels: Vec<usize>,
@@ -44,6 +63,9 @@ struct Args {
     group_levels: Vec<usize>,
     group_rounds: i32,
     embedded: bool,
+    commits: bool,
+    character_burst: usize,
+    users: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -52,12 +74,15 @@ fn parse_args() -> anyhow::Result<Args> {
         messages: 3,
         ttft_ms: 1000,
         itl_ms: 20,
-        tokens: 24,
+        tokens: 50,
         workers: 2,
         worker_concurrency: 512,
         group_levels: vec![1, 10],
         group_rounds: 5,
         embedded: false,
+        commits: true,
+        character_burst: 100,
+        users: 1,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -70,66 +95,22 @@ fn parse_args() -> anyhow::Result<Args> {
             "--tokens" => args.tokens = value.parse()?,
             "--workers" => args.workers = value.parse()?,
             "--worker-concurrency" => args.worker_concurrency = value.parse()?,
-            "--group-levels" => args.group_levels = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--group-levels" => {
+                args.group_levels =
+                    value.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?
+            }
             "--group-rounds" => args.group_rounds = value.parse()?,
             "--embedded" => args.embedded = value.parse()?,
+            "--commits" => args.commits = value.parse()?,
+            "--character-burst" => args.character_burst = value.parse()?,
+            "--users" => args.users = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
+    if args.users == 0 || (args.users > 1 && !args.group_levels.is_empty()) {
+        bail!("--users must be at least 1, and group rounds (a group's members are one user's) need --users 1");
+    }
     Ok(args)
-}
-
-/// Child processes, terminated (SIGTERM, then kill) when dropped.
-struct Processes(Vec<(String, Child)>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        }
-        for (_, child) in &mut self.0 {
-            for _ in 0..50 {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-fn spawn(bin: &Path, name: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Child> {
-    let mut command = Command::new(bin.join(name));
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-    command.spawn().with_context(|| format!("start {name} (build the release binaries first)"))
-}
-
-async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{url} did not come up")
 }
 
 /// The simulator's time for one moderator call (JSON, not streamed).
@@ -147,6 +128,99 @@ async fn simulator_json_baseline(http: &reqwest::Client, sim_url: &str) -> anyho
         .bytes()
         .await?;
     Ok(started.elapsed())
+}
+
+/// A burst of character generations: `count` `POST /v1/characters` at once, each followed over
+/// SSE to `succeeded`. The baseline is the simulator's own time for one structured call with
+/// `count × 10` of them at once (what the burst asks of it: nine categories and the brief each).
+async fn character_burst(
+    http: &reqwest::Client,
+    api: &str,
+    sim_url: &str,
+    token: &str,
+    count: usize,
+    database_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let calls: Vec<_> = (0..count * 10)
+        .map(|_| {
+            let (http, sim_url) = (http.clone(), sim_url.to_owned());
+            tokio::spawn(async move { simulator_json_baseline(&http, &sim_url).await })
+        })
+        .collect();
+    let mut call_times = Vec::with_capacity(calls.len());
+    for call in calls {
+        call_times.push(call.await??);
+    }
+    let one_call = percentile(call_times, 0.5);
+    let before = match database_url {
+        Some(url) => Some(pg_commits_and_flushes(url).await?),
+        None => None,
+    };
+    let tasks: Vec<_> = (0..count)
+        .map(|index| {
+            let (http, api, token) = (http.clone(), api.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let name = format!("诸葛亮{index}");
+                let source = json!({"kind": "text", "text": fastnpc_tests::harness::sample_source(&name)});
+                let created: Value = http
+                    .post(format!("{api}/v1/characters"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": name, "source": source}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let accepted = started.elapsed();
+                let job = created["job"]["id"].as_str().context("job id")?;
+                let response = http
+                    .get(format!("{api}/v1/jobs/{job}/events"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let mut events = sse_client::events(response);
+                loop {
+                    let event = events.next().await.context("the stream ended early")??;
+                    match event.event.as_str() {
+                        "succeeded" => return anyhow::Ok((accepted, started.elapsed())),
+                        "failed" | "cancelled" => bail!("generation {job} ended {}: {}", event.event, event.data),
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut accepted, mut finished) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for task in tasks {
+        let (accept, finish) = task.await??;
+        accepted.push(accept);
+        finished.push(finish);
+    }
+    let commits = match (database_url, before) {
+        (Some(url), Some((transactions, flushes))) => {
+            let (transactions_after, flushes_after) = pg_commits_and_flushes(url).await?;
+            let per = |n: i64| n as f64 / count as f64;
+            format!("{:.1} / {:.1}", per(transactions_after - transactions), per(flushes_after - flushes))
+        }
+        _ => "—".to_owned(),
+    };
+    let end_to_end = percentile(finished.clone(), 0.5);
+    println!(
+        "| characters at once | simulator alone, one call p50 | accepted (202) p50 | p99 | end to end p50 | p99 | end to end p50 / one call | commits / WAL flushes per character |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {count} | {} | {} | {} | {} | {} | {:.2} | {commits} |\n",
+        ms(one_call),
+        ms(percentile(accepted.clone(), 0.5)),
+        ms(percentile(accepted, 0.99)),
+        ms(end_to_end),
+        ms(percentile(finished, 0.99)),
+        end_to_end.as_secs_f64() / one_call.as_secs_f64(),
+    );
+    Ok(())
 }
 
 /// Group rounds: `level` groups of three at once, each running `--group-rounds` rounds after one
@@ -258,6 +332,12 @@ async fn run_group(http: &reqwest::Client, api: &str, token: &str, group: &str) 
     bail!("the stream of {job} ended early")
 }
 
+async fn user_id(http: &reqwest::Client, api: &str, token: &str) -> anyhow::Result<uuid::Uuid> {
+    let me: Value =
+        http.get(format!("{api}/v1/me")).bearer_auth(token).send().await?.error_for_status()?.json().await?;
+    Ok(me["user"]["id"].as_str().context("user id")?.parse()?)
+}
+
 /// The simulator's own timings for one streamed reply: (first token, whole stream).
 async fn simulator_baseline(http: &reqwest::Client, sim_url: &str) -> anyhow::Result<(Duration, Duration)> {
     let started = Instant::now();
@@ -277,7 +357,34 @@ async fn simulator_baseline(http: &reqwest::Client, sim_url: &str) -> anyhow::Re
     Ok((first.context("no token from the simulator")?, started.elapsed()))
 }
 
+/// The simulator's own timings with `level` streamed replies at once, called directly (no
+/// FastNPC): the p50 of (first token, whole stream). This is the baseline at the level's
+/// concurrency, the simulator's share of the machine included.
+async fn simulator_level_baseline(
+    http: &reqwest::Client,
+    sim_url: &str,
+    level: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let streams: Vec<_> = (0..level)
+        .map(|_| {
+            let (http, sim_url) = (http.clone(), sim_url.to_owned());
+            tokio::spawn(async move { simulator_baseline(&http, &sim_url).await })
+        })
+        .collect();
+    let (mut firsts, mut totals) = (Vec::with_capacity(level), Vec::with_capacity(level));
+    for stream in streams {
+        let (first, total) = stream.await??;
+        firsts.push(first);
+        totals.push(total);
+    }
+    Ok((percentile(firsts, 0.5), percentile(totals, 0.5)))
+}
+
 struct Reply {
+    /// `POST …/messages` answered.
+    accepted: Duration,
+    /// The job's `running` status event: a worker claimed it.
+    running: Duration,
     first_token: Duration,
     total: Duration,
 }
@@ -301,103 +408,60 @@ async fn converse(
             .error_for_status()?
             .json()
             .await?;
+        let accepted = started.elapsed();
         let job = sent["job"]["id"].as_str().context("job id")?;
         let response =
             http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(&token).send().await?.error_for_status()?;
         let mut events = sse_client::events(response);
-        let mut first_token = None;
+        let (mut first_token, mut running) = (None, None);
         loop {
             let event = events.next().await.context("the stream ended early")??;
             match event.event.as_str() {
+                "status" if running.is_none() && event.data["status"] == "running" => running = Some(started.elapsed()),
                 "token" if first_token.is_none() => first_token = Some(started.elapsed()),
                 "succeeded" => break,
                 "failed" | "cancelled" => bail!("reply {job} ended {}: {}", event.event, event.data),
                 _ => {}
             }
         }
-        replies.push(Reply { first_token: first_token.context("no token event")?, total: started.elapsed() });
+        replies.push(Reply {
+            accepted,
+            running: running.context("no running status event")?,
+            first_token: first_token.context("no token event")?,
+            total: started.elapsed(),
+        });
     }
     Ok(replies)
-}
-
-fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
-    values.sort_unstable();
-    values[(((values.len() - 1) as f64) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let bin: PathBuf = std::env::current_exe()?.parent().context("binary folder")?.to_owned();
-    let data_dir = std::env::temp_dir().join(format!("fastnpc-chatbench-{}", std::process::id()));
-    let database_url = if args.embedded {
-        "postgres://unused@127.0.0.1:9/none".to_owned()
-    } else {
-        let admin_url = std::env::var("FASTNPC_TEST_PG_ADMIN_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let database = "fastnpc_chatbench";
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        admin.execute(format!("drop database if exists {database} with (force)").as_str()).await?;
-        admin.execute(format!("create database {database}").as_str()).await?;
-        format!("{}/{database}", admin_url.rsplit_once('/').context("admin URL")?.0)
-    };
-
-    let (sim_port, api_port) = (free_port()?, free_port()?);
-    let sim_url = format!("http://127.0.0.1:{sim_port}/v1");
-    let api = format!("http://127.0.0.1:{api_port}");
-    let env = vec![
-        ("DATABASE_URL", database_url.clone()),
-        ("FASTNPC_DATA_DIR", data_dir.display().to_string()),
-        ("FASTNPC_NAMESPACE", format!("chatbench-{}", std::process::id())),
-        ("FASTNPC_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
-        ("FASTNPC_LLM_BASE_URL", sim_url.clone()),
-        ("FASTNPC_LLM_API_KEY", "bench".into()),
-        ("FASTNPC_WORKER_CONCURRENCY", args.worker_concurrency.to_string()),
-        ("FASTNPC_DB_POOL_SIZE", "24".into()),
-        ("FASTNPC_QUEUE_EXPIRES_SECS", "600".into()),
-        // Back-to-back group rounds: the pause is the user's window, not work to measure.
-        ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
-        // One benchmark user drives thousands of conversations.
-        ("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000000".into()),
-        ("FASTNPC_LIMIT_ACTIVE_JOBS", "1000000".into()),
-        ("FASTNPC_LIMIT_CHARACTERS", "1000000".into()),
-        ("FASTNPC_LIMIT_GROUPS", "1000000".into()),
-    ];
-    let mut processes = Processes(Vec::new());
-    let sim_args = [
-        "--addr".to_owned(),
-        format!("127.0.0.1:{sim_port}"),
-        "--ttft-ms".to_owned(),
-        args.ttft_ms.to_string(),
-        "--inter-token-ms".to_owned(),
-        args.itl_ms.to_string(),
-        "--reply-tokens".to_owned(),
-        args.tokens.to_string(),
-    ];
-    let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
-    processes.0.push(("llm-sim".into(), spawn(&bin, "llm-sim", &sim_args, &[])?));
-    if args.embedded {
-        processes.0.push(("api".into(), spawn(&bin, "fastnpc", &["serve"], &env)?));
-    } else {
-        processes.0.push(("api".into(), spawn(&bin, "fastnpc-api", &[], &env)?));
-    }
-    let http = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
-    wait_healthy(&http, &format!("{api}/healthz")).await?;
-    wait_healthy(&http, &format!("{sim_url}/models")).await?;
-    for index in 0..if args.embedded { 0 } else { args.workers } {
-        processes.0.push((format!("worker-{index}"), spawn(&bin, "fastnpc-worker", &[], &env)?));
-    }
+    let deployment = Deployment::start(Options {
+        embedded: args.embedded,
+        workers: args.workers,
+        worker_concurrency: args.worker_concurrency,
+        simulator_args: vec![
+            "--ttft-ms".to_owned(),
+            args.ttft_ms.to_string(),
+            "--inter-token-ms".to_owned(),
+            args.itl_ms.to_string(),
+            "--reply-tokens".to_owned(),
+            args.tokens.to_string(),
+        ],
+        name: "chatbench",
+        env: vec![
+            ("FASTNPC_DB_POOL_SIZE", "24".into()),
+            // Back-to-back group rounds: the pause is the user's window, not work to measure.
+            ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
+        ],
+    })
+    .await?;
+    let (http, api, sim_url) = (&deployment.http, deployment.api.as_str(), deployment.simulator.as_str());
 
     // One user; one generated character, cloned in the database for the other conversations
     // (generation is not what this benchmark measures).
-    let credentials = json!({"username": "bench", "password": "load test secret"});
-    http.post(format!("{api}/v1/auth/register")).json(&credentials).send().await?.error_for_status()?;
-    let login: Value = http.post(format!("{api}/v1/auth/login")).json(&credentials).send().await?.json().await?;
-    let token = login["token"].as_str().context("token")?.to_owned();
+    let token = deployment.user("bench").await?;
     let source = json!({"kind": "text", "text": fastnpc_tests::harness::sample_source("诸葛亮")});
     let created: Value = http
         .post(format!("{api}/v1/characters"))
@@ -420,47 +484,69 @@ async fn main() -> anyhow::Result<()> {
     }
     let needed =
         args.levels.iter().copied().max().unwrap_or(1).max(3 * args.group_levels.iter().copied().max().unwrap_or(0));
+    // Conversation i belongs to user i mod --users (each user has their own quota lock).
+    let mut owners = vec![(token.clone(), user_id(http, api, &token).await?)];
+    for index in 1..args.users {
+        let token = deployment.user(&format!("bench{index}")).await?;
+        owners.push((token.clone(), user_id(http, api, &token).await?));
+    }
     // Valid in both databases; SQLite's columns have no defaults, so every one is copied.
     let clone = "insert into characters (character_id, user_id, name, status, source, profile, brief, created_at,
                                          updated_at)
-                 select $1, user_id, name, status, source, profile, brief, created_at, updated_at
+                 select $1, $3, name, status, source, profile, brief, created_at, updated_at
                  from characters where character_id = $2";
     let template_id = uuid::Uuid::parse_str(&template)?;
     let mut characters = vec![template.clone()];
-    if args.embedded {
-        let db = fastnpc_store_sqlite::connect(&data_dir.join(fastnpc::DATABASE_FILE), 1).await?;
-        for _ in 1..needed {
-            let id = uuid::Uuid::now_v7();
-            sqlx::query(clone).bind(id).bind(template_id).execute(&db).await?;
-            characters.push(id.to_string());
+    let ids: Vec<(uuid::Uuid, uuid::Uuid)> =
+        (1..needed).map(|index| (uuid::Uuid::now_v7(), owners[index % owners.len()].1)).collect();
+    if let Some(database_url) = &deployment.database_url {
+        let mut db = PgConnection::connect(database_url).await?;
+        for (id, owner) in &ids {
+            sqlx::query(clone).bind(id).bind(template_id).bind(owner).execute(&mut db).await?;
         }
     } else {
-        let mut db = PgConnection::connect(&database_url).await?;
-        for _ in 1..needed {
-            let id = uuid::Uuid::now_v7();
-            sqlx::query(clone).bind(id).bind(template_id).execute(&mut db).await?;
-            characters.push(id.to_string());
+        let db = fastnpc_store_sqlite::connect(&deployment.data_dir.join(fastnpc::DATABASE_FILE), 1).await?;
+        for (id, owner) in &ids {
+            sqlx::query(clone).bind(id).bind(template_id).bind(owner).execute(&db).await?;
         }
     }
+    characters.extend(ids.iter().map(|(id, _)| id.to_string()));
 
-    let (sim_first, sim_total) = simulator_baseline(&http, &sim_url).await?;
+    if args.character_burst > 0 {
+        println!(
+            "Character generation, a burst (1 s to the first token, then {} tokens {} ms apart per call):\n",
+            args.tokens, args.itl_ms
+        );
+        let database_url = deployment.database_url.as_deref().filter(|_| args.commits);
+        character_burst(http, api, sim_url, &token, args.character_burst, database_url).await?;
+    }
+    let (sim_first, sim_total) = simulator_baseline(http, sim_url).await?;
     println!(
-        "Simulator alone: first token after {}, whole reply ({} tokens, {} ms apart) after {}.\n",
+        "Simulator alone, one reply: first token after {}, whole reply ({} tokens, {} ms apart) after {}.\n",
         ms(sim_first),
         args.tokens,
         args.itl_ms,
         ms(sim_total)
     );
+    let count_commits = deployment.database_url.as_ref().filter(|_| args.commits);
     println!(
-        "| conversations | replies | throughput | latency added p50 | p99 | first token added p50 | p99 | API peak RSS | worker peak RSS |"
+        "| conversations | replies | simulator alone p50 (first token / whole) | reply p50 | ratio | throughput | latency added p50 | p99 | first token added p50 | p99 | commits / WAL flushes per reply | API peak RSS | worker peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut breakdown = Vec::new();
     for &level in &args.levels {
+        let (sim_first, sim_total) = simulator_level_baseline(http, sim_url, level).await?;
+        let before = match count_commits {
+            Some(url) => Some((url, pg_commits_and_flushes(url).await?)),
+            None => None,
+        };
         let started = Instant::now();
         let tasks: Vec<_> = characters[..level]
             .iter()
-            .map(|character| {
-                tokio::spawn(converse(http.clone(), api.clone(), token.clone(), character.clone(), args.messages))
+            .enumerate()
+            .map(|(index, character)| {
+                let token = owners[index % owners.len()].0.clone();
+                tokio::spawn(converse(http.clone(), api.to_owned(), token, character.clone(), args.messages))
             })
             .collect();
         let mut replies = Vec::new();
@@ -468,19 +554,40 @@ async fn main() -> anyhow::Result<()> {
             replies.extend(task.await??);
         }
         let wall = started.elapsed();
-        let added: Vec<Duration> = replies.iter().map(|r| r.total.saturating_sub(sim_total)).collect();
-        let first: Vec<Duration> = replies.iter().map(|r| r.first_token.saturating_sub(sim_first)).collect();
-        let rss = |prefix: &str| {
-            processes
-                .0
-                .iter()
-                .filter(|(n, _)| n.starts_with(prefix))
-                .filter_map(|(_, c)| peak_rss_mib(c.id()))
-                .fold(0.0, f64::max)
+        let commits = match before {
+            Some((url, (transactions, flushes))) => {
+                let (transactions_after, flushes_after) = pg_commits_and_flushes(url).await?;
+                let per_reply = |n: i64| n as f64 / replies.len() as f64;
+                format!(
+                    "{:.1} / {:.1}",
+                    per_reply(transactions_after - transactions),
+                    per_reply(flushes_after - flushes)
+                )
+            }
+            None => "—".to_owned(),
         };
+        let totals: Vec<Duration> = replies.iter().map(|r| r.total).collect();
+        let added: Vec<Duration> = totals.iter().map(|t| t.saturating_sub(sim_total)).collect();
+        let first: Vec<Duration> = replies.iter().map(|r| r.first_token.saturating_sub(sim_first)).collect();
+        let rss = |prefix: &str| deployment.memory_mib(prefix, Memory::Peak);
+        let reply_p50 = percentile(totals, 0.5);
+        let p = |pick: fn(&Reply) -> Duration, q: f64| ms(percentile(replies.iter().map(pick).collect(), q));
+        breakdown.push(format!(
+            "| {level} | {} / {} | {} / {} | {} / {} |",
+            p(|r| r.accepted, 0.5),
+            p(|r| r.accepted, 0.99),
+            p(|r| r.running, 0.5),
+            p(|r| r.running, 0.99),
+            p(|r| r.first_token, 0.5),
+            p(|r| r.first_token, 0.99),
+        ));
         println!(
-            "| {level} | {} | {:.1} replies/s | {} | {} | {} | {} | {:.0} MiB | {} |",
+            "| {level} | {} | {} / {} | {} | {:.2} | {:.1} replies/s | {} | {} | {} | {} | {commits} | {:.0} MiB | {} |",
             replies.len(),
+            ms(sim_first),
+            ms(sim_total),
+            ms(reply_p50),
+            reply_p50.as_secs_f64() / sim_total.as_secs_f64(),
             replies.len() as f64 / wall.as_secs_f64(),
             ms(percentile(added.clone(), 0.5)),
             ms(percentile(added, 0.99)),
@@ -490,16 +597,15 @@ async fn main() -> anyhow::Result<()> {
             if args.embedded { "(same process)".to_owned() } else { format!("{:.0} MiB", rss("worker")) },
         );
     }
+    println!("\nWhere a reply's time goes, from its POST (p50 / p99):\n");
+    println!("| conversations | answered (202) | claimed (`running` event) | first token |");
+    println!("|---|---|---|---|");
+    for row in breakdown {
+        println!("{row}");
+    }
     if !args.group_levels.is_empty() {
-        group_rounds(&http, &api, &sim_url, &token, &characters, &args).await?;
+        group_rounds(http, api, sim_url, &token, &characters, &args).await?;
     }
-    drop(processes);
-    if args.embedded {
-        let _ = tokio::fs::remove_dir_all(&data_dir).await;
-    } else {
-        let admin_url = database_url.rsplit_once('/').context("database URL")?.0.to_owned() + "/postgres";
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        admin.execute("drop database if exists fastnpc_chatbench with (force)").await?;
-    }
+    deployment.stop().await?;
     Ok(())
 }
