@@ -425,7 +425,7 @@ impl Settings {
                 search_cache_ttl: Duration::from_secs(parse(&lookup, "FASTNPC_SOURCE_SEARCH_CACHE_SECS", "600")?),
             },
             db_pool_size: parse(&lookup, "FASTNPC_DB_POOL_SIZE", "32")?,
-            worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "64")?,
+            worker_concurrency: parse(&lookup, "FASTNPC_WORKER_CONCURRENCY", "512")?,
             job_lease: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_LEASE_SECS", "30")?),
             job_deadline: Duration::from_secs(parse(&lookup, "FASTNPC_JOB_DEADLINE_SECS", "600")?),
             limits: UserLimits {
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(settings.namespace, "fastnpc");
         assert_eq!(settings.llm.model, DEFAULT_LLM_MODEL);
         assert!(!settings.llm.is_configured());
-        assert_eq!(settings.worker_concurrency, 64);
+        assert_eq!(settings.worker_concurrency, 512);
     }
 
     #[test]
