@@ -30,6 +30,14 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
 }
 
+/// The simulator's flags for a stream of `tokens` tokens, the first after `ttft_ms`, then one
+/// every `itl_ms` (one token per chunk, its default).
+pub fn simulator_stream(ttft_ms: u64, itl_ms: u64, tokens: u64) -> Vec<String> {
+    ["--ttft-ms", &ttft_ms.to_string(), "--inter-token-ms", &itl_ms.to_string(), "--reply-tokens", &tokens.to_string()]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 /// The running system; its processes are stopped (SIGTERM, then kill) and its database dropped
 /// when it is [`stop`](Deployment::stop)ped or dropped.
 pub struct Deployment {

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use fastnpc_tests::{
-    deployment::{Deployment, Memory, Options, ms, percentile, pg_commits_and_flushes},
+    deployment::{Deployment, Memory, Options, ms, percentile, pg_commits_and_flushes, simulator_stream},
     sse_client,
 };
 use futures::StreamExt;
@@ -441,14 +441,7 @@ async fn main() -> anyhow::Result<()> {
         embedded: args.embedded,
         workers: args.workers,
         worker_concurrency: args.worker_concurrency,
-        simulator_args: vec![
-            "--ttft-ms".to_owned(),
-            args.ttft_ms.to_string(),
-            "--inter-token-ms".to_owned(),
-            args.itl_ms.to_string(),
-            "--reply-tokens".to_owned(),
-            args.tokens.to_string(),
-        ],
+        simulator_args: simulator_stream(args.ttft_ms, args.itl_ms, args.tokens),
         name: "chatbench",
         env: vec![
             ("FASTNPC_DB_POOL_SIZE", "24".into()),

@@ -12,7 +12,8 @@
 //! 3. waits until no job is queued or running (the compressions the replies scheduled).
 //!
 //! Every `--sample-ms` it reads each process's resident memory (`VmRSS`). It prints the memory
-//! at the end of the warm-up (the first 10 % of the work), its peak after, and at the end; the
+//! at the end of the warm-up (the generations and the first fifth of the replies), its peak
+//! after, and at the end, with a reading at each tenth of the work; the
 //! growth after warm-up; how many jobs ended in each state (every one must have succeeded); what
 //! the event logs hold at the end (Redis: keys of the namespace, each must carry an expiry, and
 //! `used_memory`; embedded: `job_events` rows, pruned after 24 h); and the errors the client saw.
@@ -22,7 +23,7 @@
 //! ```text
 //! cargo build --release -p fastnpc -p fastnpc-api -p fastnpc-worker -p fastnpc-tests -p fastnpc-llm-sim --bins
 //! target/release/soak [--characters 1000] [--replies 10000] [--concurrency 50] [--embedded true]
-//!     [--ttft-ms 50] [--itl-ms 5] [--tokens 24] [--worker-concurrency 64] [--sample-ms 1000]
+//!     [--ttft-ms 50] [--itl-ms 5] [--tokens 24] [--worker-concurrency 512] [--sample-ms 1000]
 //! ```
 
 use std::{
@@ -35,7 +36,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use fastnpc_tests::{
-    deployment::{Deployment, Memory, Options},
+    deployment::{Deployment, Memory, Options, simulator_stream},
     sse_client,
 };
 use futures::StreamExt;
@@ -62,7 +63,7 @@ fn parse_args() -> anyhow::Result<Args> {
         ttft_ms: 50,
         itl_ms: 5,
         tokens: 24,
-        worker_concurrency: 64,
+        worker_concurrency: 512,
         sample: Duration::from_millis(1000),
     };
     let mut raw = std::env::args().skip(1);
@@ -166,14 +167,7 @@ async fn main() -> anyhow::Result<()> {
         embedded: args.embedded,
         workers: 1,
         worker_concurrency: args.worker_concurrency,
-        simulator_args: vec![
-            "--ttft-ms".to_owned(),
-            args.ttft_ms.to_string(),
-            "--inter-token-ms".to_owned(),
-            args.itl_ms.to_string(),
-            "--reply-tokens".to_owned(),
-            args.tokens.to_string(),
-        ],
+        simulator_args: simulator_stream(args.ttft_ms, args.itl_ms, args.tokens),
         name: "soak",
         env: Vec::new(),
     })
@@ -268,7 +262,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let samples = samples.into_inner().expect("samples");
-    let warm_up = total.div_ceil(10);
+    // Warm-up: the generations and the first fifth of the replies. By then every conversation has
+    // had turns and compressions run, so the mix of work is the one the rest of the run repeats.
+    let warm_up = args.characters + args.replies / 5;
     let warm = samples.iter().find(|s| s.done >= warm_up).copied().context("no sample after the warm-up")?;
     let last = *samples.last().context("no sample")?;
     let after_warm_up: Vec<&Sample> = samples.iter().filter(|s| s.done >= warm_up).collect();
@@ -283,7 +279,18 @@ async fn main() -> anyhow::Result<()> {
         let growth = (figure(&last) / figure(&warm) - 1.0) * 100.0;
         println!("| {name} | {:.1} MiB | {peak:.1} MiB | {:.1} MiB | {growth:+.1} % |", figure(&warm), figure(&last));
     }
-    println!("\n{} memory samples, one every {} ms.", samples.len(), args.sample.as_millis());
+    println!(
+        "\n{} memory samples, one every {} ms. Resident memory as the work went on:\n",
+        samples.len(),
+        args.sample.as_millis()
+    );
+    println!("| work done | {} |", processes.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(" | "));
+    println!("|---|{}", "---|".repeat(processes.len()));
+    for tenth in 1..=10 {
+        let Some(sample) = samples.iter().find(|s| s.done >= total * tenth / 10) else { continue };
+        let figures: Vec<String> = processes.iter().map(|(_, figure)| format!("{:.1} MiB", figure(sample))).collect();
+        println!("| {} % | {} |", tenth * 10, figures.join(" | "));
+    }
 
     let statuses = job_statuses(&deployment).await?;
     println!(
