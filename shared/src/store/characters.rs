@@ -174,14 +174,6 @@ pub(crate) async fn mark_generating(
     Ok(result.rows_affected() == 1)
 }
 
-/// How many characters the user has.
-pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query!(r#"select count(*) as "count!" from characters where user_id = $1"#, user_id.0)
-        .fetch_one(db)
-        .await?;
-    Ok(row.count)
-}
-
 /// Characters: created with the job that generates them, filled in by it.
 #[async_trait::async_trait]
 pub trait CharacterStore: Send + Sync {

@@ -358,13 +358,6 @@ pub(crate) async fn message_of_turn(
     .await
 }
 
-/// How many groups the user has.
-pub(crate) async fn count(db: impl PgExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
-    let row =
-        sqlx::query!(r#"select count(*) as "count!" from groups where user_id = $1"#, user_id.0).fetch_one(db).await?;
-    Ok(row.count)
-}
-
 /// Group chats: groups, members, messages and the turn loop's writes.
 #[async_trait::async_trait]
 pub trait GroupStore: Send + Sync {
@@ -435,7 +428,7 @@ impl GroupStore for PgStore {
         members: &[CharacterId],
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = self.begin_for_quota(user_id).await?;
+        let mut tx = self.pool.begin().await?;
         insert(&mut *tx, group_id, user_id, name).await?;
         add_members(&mut *tx, user_id, group_id, members).await?;
         if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::Groups]).await? {
@@ -494,7 +487,7 @@ impl GroupStore for PgStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let user_id = job.user_id;
-        let mut tx = self.begin_for_quota(user_id).await?;
+        let mut tx = self.pool.begin().await?;
         insert_message(&mut *tx, message).await?;
         if let Err(taken) = Self::insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);

@@ -855,7 +855,7 @@ impl JobStore for PgStore {
 
     async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
         let user_id = job.user_id;
-        let mut tx = self.begin_for_quota(user_id).await?;
+        let mut tx = self.pool.begin().await?;
         let holds = match guard {
             RetryGuard::MessageUnanswered(message_id) => {
                 // Locked so two concurrent retries cannot both pass the check.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-use super::{Capped, Quota, Store, StoreResult, Submitted, characters, groups, jobs, jobs::NewJob, users};
+use super::{Capped, Quota, Store, StoreResult, Submitted, jobs, jobs::NewJob};
 use crate::ids::UserId;
 
 /// The schema, from the workspace's `migrations/` folder (its one source).
@@ -85,33 +85,36 @@ impl PgStore {
         }
     }
 
-    /// A transaction holding `user_id`'s quota lock (see [`Quota`]) until it ends.
-    pub(super) async fn begin_for_quota(
-        &self,
-        user_id: UserId,
-    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        users::lock_for_quota(&mut *tx, user_id).await?;
-        Ok(tx)
-    }
-
-    /// The first of `caps` that the rows written so far in `tx` (a [`Self::begin_for_quota`]
-    /// transaction) took the user past.
+    /// The first of `caps` that the rows written so far in `tx` took the user past.
+    ///
+    /// Called last in a multi-statement submission: `quota_usage` takes the user's quota lock
+    /// (see [`Quota`]) and counts with fresh snapshots, which include `tx`'s own rows and those
+    /// of the submission that held the lock before; the lock is held only from here to the
+    /// commit. The one-statement submissions (characters, messages) call the same function.
     pub(super) async fn over_quota(
         tx: &mut sqlx::PgConnection,
         user_id: UserId,
         quota: &Quota,
         caps: &[Capped],
     ) -> StoreResult<Option<Capped>> {
-        let mut counts = Vec::with_capacity(caps.len());
-        for &cap in caps {
-            let count = match cap {
-                Capped::ActiveJobs => jobs::active_count(&mut *tx, user_id).await?,
-                Capped::Characters => characters::count(&mut *tx, user_id).await?,
-                Capped::Groups => groups::count(&mut *tx, user_id).await?,
-            };
-            counts.push((cap, count));
-        }
+        let usage = sqlx::query!(
+            r#"select active_jobs as "active_jobs!", characters as "characters!", groups as "groups!"
+               from quota_usage($1)"#,
+            user_id.0,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let counts: Vec<_> = caps
+            .iter()
+            .map(|&cap| {
+                let count = match cap {
+                    Capped::ActiveJobs => usage.active_jobs,
+                    Capped::Characters => usage.characters,
+                    Capped::Groups => usage.groups,
+                };
+                (cap, count)
+            })
+            .collect();
         Ok(quota.exceeded(&counts))
     }
 }

@@ -328,15 +328,6 @@ pub(crate) async fn enable(db: impl PgExecutor<'_>, user_id: UserId) -> Result<b
     Ok(result.rows_affected() == 1)
 }
 
-/// Locks the user's row until the transaction ends: one user's quota-checked submissions run one
-/// at a time. `no key update`, so inserts that merely reference the user are not held up.
-pub(crate) async fn lock_for_quota(db: impl PgExecutor<'_>, user_id: UserId) -> Result<(), sqlx::Error> {
-    sqlx::query!("select 1 as locked from users where user_id = $1 for no key update", user_id.0)
-        .fetch_optional(db)
-        .await?;
-    Ok(())
-}
-
 /// Accounts: users, their settings, login sessions and the admin's view of them.
 #[async_trait::async_trait]
 pub trait AccountStore: Send + Sync {
