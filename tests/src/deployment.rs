@@ -256,3 +256,28 @@ pub fn percentile(mut values: Vec<Duration>, q: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// Follows job `job`'s SSE stream to its terminal event, showing `on_event` every event on the
+/// way; the `succeeded` event's data, or an error naming how the job ended otherwise.
+pub async fn follow_job(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    job: &str,
+    mut on_event: impl FnMut(&crate::sse_client::SseEvent),
+) -> anyhow::Result<Value> {
+    use futures::StreamExt as _;
+    let response =
+        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
+    let mut events = crate::sse_client::events(response);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        on_event(&event);
+        match event.event.as_str() {
+            "succeeded" => return Ok(event.data),
+            "failed" | "cancelled" => bail!("job {job} ended {}: {}", event.event, event.data),
+            _ => {}
+        }
+    }
+    bail!("the stream of job {job} ended before the job did")
+}

@@ -44,11 +44,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use fastnpc_tests::{
-    deployment::{Deployment, Memory, Options, ms, percentile, pg_commits_and_flushes, simulator_stream},
-    sse_client,
+use fastnpc_tests::deployment::{
+    Deployment, Memory, Options, follow_job, ms, percentile, pg_commits_and_flushes, simulator_stream,
 };
-use futures::StreamExt;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
@@ -174,21 +173,8 @@ async fn character_burst(
                     .await?;
                 let accepted = started.elapsed();
                 let job = created["job"]["id"].as_str().context("job id")?;
-                let response = http
-                    .get(format!("{api}/v1/jobs/{job}/events"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                let mut events = sse_client::events(response);
-                loop {
-                    let event = events.next().await.context("the stream ended early")??;
-                    match event.event.as_str() {
-                        "succeeded" => return anyhow::Ok((accepted, started.elapsed())),
-                        "failed" | "cancelled" => bail!("generation {job} ended {}: {}", event.event, event.data),
-                        _ => {}
-                    }
-                }
+                follow_job(&http, &api, &token, job, |_| {}).await?;
+                anyhow::Ok((accepted, started.elapsed()))
             })
         })
         .collect();
@@ -313,23 +299,15 @@ async fn run_group(http: &reqwest::Client, api: &str, token: &str, group: &str) 
         .json()
         .await?;
     let job = sent["job"]["id"].as_str().context("job id")?;
-    let response =
-        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
-    let mut events = sse_client::events(response);
     let mut rounds = Vec::new();
-    while let Some(event) = events.next().await {
-        let event = event?;
-        match event.event.as_str() {
-            "message" => {
-                rounds.push(last.elapsed());
-                last = Instant::now();
-            }
-            "succeeded" => return Ok(rounds),
-            "failed" | "cancelled" => bail!("group turn {job} ended {}", event.event),
-            _ => {}
+    follow_job(http, api, token, job, |event| {
+        if event.event == "message" {
+            rounds.push(last.elapsed());
+            last = Instant::now();
         }
-    }
-    bail!("the stream of {job} ended early")
+    })
+    .await?;
+    Ok(rounds)
 }
 
 async fn user_id(http: &reqwest::Client, api: &str, token: &str) -> anyhow::Result<uuid::Uuid> {
@@ -410,20 +388,13 @@ async fn converse(
             .await?;
         let accepted = started.elapsed();
         let job = sent["job"]["id"].as_str().context("job id")?;
-        let response =
-            http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(&token).send().await?.error_for_status()?;
-        let mut events = sse_client::events(response);
         let (mut first_token, mut running) = (None, None);
-        loop {
-            let event = events.next().await.context("the stream ended early")??;
-            match event.event.as_str() {
-                "status" if running.is_none() && event.data["status"] == "running" => running = Some(started.elapsed()),
-                "token" if first_token.is_none() => first_token = Some(started.elapsed()),
-                "succeeded" => break,
-                "failed" | "cancelled" => bail!("reply {job} ended {}: {}", event.event, event.data),
-                _ => {}
-            }
-        }
+        follow_job(&http, &api, &token, job, |event| match event.event.as_str() {
+            "status" if running.is_none() && event.data["status"] == "running" => running = Some(started.elapsed()),
+            "token" if first_token.is_none() => first_token = Some(started.elapsed()),
+            _ => {}
+        })
+        .await?;
         replies.push(Reply {
             accepted,
             running: running.context("no running status event")?,

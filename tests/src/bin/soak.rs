@@ -35,11 +35,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use fastnpc_tests::{
-    deployment::{Deployment, Memory, Options, simulator_stream},
-    sse_client,
-};
-use futures::StreamExt;
+use fastnpc_tests::deployment::{Deployment, Memory, Options, follow_job, simulator_stream};
 use serde_json::{Value, json};
 
 struct Args {
@@ -122,22 +118,6 @@ where
     errors.into_inner().expect("errors")
 }
 
-/// Follows a job's SSE stream to its terminal event; an error unless it succeeded.
-async fn follow(http: &reqwest::Client, api: &str, token: &str, job: &str) -> anyhow::Result<Value> {
-    let response =
-        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
-    let mut events = sse_client::events(response);
-    while let Some(event) = events.next().await {
-        let event = event?;
-        match event.event.as_str() {
-            "succeeded" => return Ok(event.data),
-            "failed" | "cancelled" => bail!("job {job} ended {}: {}", event.event, event.data),
-            _ => {}
-        }
-    }
-    bail!("the stream of job {job} ended before the job did")
-}
-
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> anyhow::Result<Value> {
     let response = http.post(url).bearer_auth(token).json(&body).send().await?;
     let status = response.status();
@@ -209,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                 let created =
                     post(http, format!("{api}/v1/characters"), token, json!({"name": name, "source": source})).await?;
                 let id = created["character"]["id"].as_str().context("character id")?.to_owned();
-                follow(http, api, token, created["job"]["id"].as_str().context("job id")?).await?;
+                follow_job(http, api, token, created["job"]["id"].as_str().context("job id")?, |_| {}).await?;
                 characters.lock().expect("characters")[index] = id;
                 Ok(())
             }
@@ -226,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 let url = format!("{api}/v1/characters/{character}/messages");
                 let sent = post(http, url, token, json!({"content": format!("第{index}个问题：你怎么看？")})).await?;
-                follow(http, api, token, sent["job"]["id"].as_str().context("job id")?).await?;
+                follow_job(http, api, token, sent["job"]["id"].as_str().context("job id")?, |_| {}).await?;
                 Ok(())
             }
         })
