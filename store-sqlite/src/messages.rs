@@ -36,15 +36,18 @@ pub async fn insert_user_message(
     character_id: CharacterId,
     content: &str,
 ) -> Result<(), sqlx::Error> {
-    let now = now();
+    insert_new_user_message(db, &NewUserMessage::new(message_id, user_id, character_id, content)).await
+}
+
+async fn insert_new_user_message(db: impl SqliteExecutor<'_>, message: &NewUserMessage<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into messages (message_id, user_id, character_id, author, content, created_at)
          values (?1, ?2, ?3, 'user', ?4, ?5)",
-        message_id.0,
-        user_id.0,
-        character_id.0,
-        content,
-        now,
+        message.message_id.0,
+        message.user_id.0,
+        message.character_id.0,
+        message.content,
+        message.created_at,
     )
     .execute(db)
     .await?;
@@ -226,8 +229,7 @@ impl MessageStore for SqliteStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.pool).await?;
-        insert_user_message(&mut *tx, message.message_id, message.user_id, message.character_id, message.content)
-            .await?;
+        insert_new_user_message(&mut *tx, &message).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
         }

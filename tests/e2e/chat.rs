@@ -42,6 +42,7 @@ async fn a_reply_streams_as_tokens_that_add_up_to_the_stored_message() {
     assert_eq!(newest["content"], streamed.as_str());
     assert_eq!(newest["job_id"], job_id);
     assert_eq!(history["items"][1]["content"], "先生以为天下大势如何？");
+    assert_eq!(history["items"][1], sent["message"], "the 202 showed the message as it was stored");
 
     // The prompt: six parts, the message as the user turn only (not also in the transcript).
     let request = app.sim.requests().into_iter().rfind(|r| r.stream).expect("a streamed chat request");
@@ -276,6 +277,8 @@ async fn an_idempotency_key_makes_sending_safe_to_repeat() {
     assert_eq!(a["job"]["id"], b["job"]["id"]);
     assert_eq!(a["job"]["id"], c["job"]["id"]);
     assert_eq!(a["message"]["id"], c["message"]["id"]);
+    // A replay reads the stored message; the first answer was built from what was submitted.
+    assert_eq!(a["message"], c["message"]);
     assert_eq!(send("处处闻啼鸟").await.unwrap().status(), 422, "the same key with another message");
 
     app.wait_for_job(&user, a["job"]["id"].as_str().unwrap()).await;

@@ -129,7 +129,7 @@ async fn the_next_job_of_a_dead_workers_series_is_sent_by_the_republisher() {
 /// published.
 async fn submit_message(app: &TestApp, user_id: UserId, character_id: CharacterId, content: &str) -> JobId {
     let (message_id, job_id) = (MessageId::new(), JobId::new());
-    let message = NewUserMessage { message_id, user_id, character_id, content };
+    let message = NewUserMessage::new(message_id, user_id, character_id, content);
     let job = NewJob {
         job_id,
         user_id,

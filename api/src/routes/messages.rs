@@ -173,7 +173,8 @@ pub async fn send(
         progress_total: 0,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
     };
-    let message = NewUserMessage { message_id, user_id, character_id, content };
+    let message = NewUserMessage::new(message_id, user_id, character_id, content);
+    let stored = message.record();
     if !crate::limits::created(&state, state.store.submit_message(message, job, &crate::limits::quota(&state)).await?)?
     {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
@@ -183,8 +184,7 @@ pub async fn send(
     // Listen before the job can possibly finish, so a fast reply is not missed.
     let subscription = wait.map(|_| state.hub.subscribe(job_id));
     state.background.spawn(enqueue(state.clone(), job_id, JobKind::ChatReply));
-    let message = state.store.message(user_id, message_id).await?.ok_or(ApiError::NotFound)?;
-    let message = MessageView::new(message, false);
+    let message = MessageView::new(stored, false);
 
     if let (Some(wait), Some(subscription)) = (wait, subscription) {
         let status = wait_for_terminal(&state, subscription, user_id, job_id, wait).await?;

@@ -263,8 +263,8 @@ impl MessageStore for PgStore {
         let submitted = sqlx::query!(
             r#"with usage as materialized (select active_jobs from quota_usage($2)),
                     message as (
-                        insert into messages (message_id, user_id, character_id, author, content)
-                        select $1, $2, $3, 'user', $4 from usage where active_jobs < $10
+                        insert into messages (message_id, user_id, character_id, author, content, created_at)
+                        select $1, $2, $3, 'user', $4, $11 from usage where active_jobs < $10
                     ),
                     job as (
                         insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
@@ -282,6 +282,7 @@ impl MessageStore for PgStore {
             job.idempotency.map(|(key, _)| key),
             job.idempotency.map(|(_, fingerprint)| fingerprint),
             quota.limit(Capped::ActiveJobs),
+            message.created_at,
         )
         .fetch_one(&self.pool)
         .await;

@@ -126,6 +126,34 @@ pub struct NewUserMessage<'a> {
     pub user_id: UserId,
     pub character_id: CharacterId,
     pub content: &'a str,
+    /// Stamped by the submitter, whose clock already orders the conversation (the message id
+    /// is a UUIDv7), to the microsecond both stores keep: the stored row is then known without
+    /// reading it back.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> NewUserMessage<'a> {
+    pub fn new(message_id: MessageId, user_id: UserId, character_id: CharacterId, content: &'a str) -> Self {
+        use chrono::SubsecRound as _;
+        Self { message_id, user_id, character_id, content, created_at: chrono::Utc::now().trunc_subsecs(6) }
+    }
+
+    /// The row a successful submission stored.
+    pub fn record(&self) -> MessageRecord {
+        MessageRecord {
+            message_id: self.message_id,
+            character_id: self.character_id,
+            author: "user".to_owned(),
+            content: self.content.to_owned(),
+            compressed: false,
+            job_id: None,
+            reply_to: None,
+            prompt_snapshot: None,
+            truncated: false,
+            prompt_version: None,
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// What must still hold for a retry to be created, checked in the retry's transaction.
