@@ -300,8 +300,11 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut listeners = self.hub.listeners.lock().expect("listener map poisoned");
-        // Our own receiver still counts here; the entry goes when we were its last listener.
-        if listeners.get(&self.job_id).is_some_and(|sender| sender.receiver_count() <= 1) {
+        // Our receiver goes while the lock is held: counted after the fields' own drop, two
+        // subscriptions of one job ending at once could each still see the other and both
+        // leave the entry behind.
+        drop(std::mem::replace(&mut self.events, broadcast::channel(1).1));
+        if listeners.get(&self.job_id).is_some_and(|sender| sender.receiver_count() == 0) {
             listeners.remove(&self.job_id);
         }
     }
@@ -416,5 +419,30 @@ fn dispatch(hub: &HubInner, event: JobEvent) {
     if let Some(sender) = listeners.get(&event.job_id) {
         // No receivers left is fine: the last one is being dropped right now.
         let _ = sender.send(Arc::new(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_listener_entry_goes_with_its_last_subscription_even_when_two_end_at_once() {
+        let hub = EventHub::in_process();
+        for _ in 0..2_000 {
+            let job_id = JobId::new();
+            let both = [hub.subscribe(job_id), hub.subscribe(job_id)];
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                for subscription in both {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        drop(subscription);
+                    });
+                }
+            });
+        }
+        assert_eq!(hub.listened_jobs(), 0, "entries left behind without a listener");
     }
 }
