@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// An `If-Match` that no longer names the current version: 412, naming the current one.
+    #[error("{detail}")]
+    PreconditionFailed { detail: String },
     /// An encyclopedia title that names several entries: 409 listing them (`candidates`), so the
     /// client asks its user to choose instead of the server picking one.
     #[error("{detail}")]
@@ -83,6 +86,9 @@ impl IntoResponse for ApiError {
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".to_owned()),
             Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, "Conflict", detail.clone()),
+            Self::PreconditionFailed { detail } => {
+                (StatusCode::PRECONDITION_FAILED, "version-mismatch", "Precondition failed", detail.clone())
+            }
             Self::Ambiguous { detail, .. } => {
                 (StatusCode::CONFLICT, "ambiguous-source", "The title names several entries", detail.clone())
             }

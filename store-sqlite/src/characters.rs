@@ -7,10 +7,12 @@
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, UserId},
-    store::characters::{CharacterRecord, CharacterSummary},
+    store::characters::{
+        CharacterEdit, CharacterRecord, CharacterSummary, CharacterVersion, CharacterVersionSummary, Edited,
+    },
 };
 use serde_json::Value;
-use sqlx::SqliteExecutor;
+use sqlx::{SqliteConnection, SqliteExecutor};
 
 use crate::SqliteStore;
 use crate::begin_immediate;
@@ -60,7 +62,7 @@ pub async fn get(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
-                  source_snapshot as "source_snapshot: Value",
+                  source_snapshot as "source_snapshot: Value", version,
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1 and user_id = ?2"#,
         character_id.0,
@@ -79,7 +81,7 @@ pub async fn get_by_id(
         CharacterRecord,
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
-                  source_snapshot as "source_snapshot: Value",
+                  source_snapshot as "source_snapshot: Value", version,
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1"#,
         character_id.0,
@@ -127,9 +129,10 @@ pub async fn delete(
     Ok(result.rows_affected() == 1)
 }
 
-/// Stores a generated profile, with the prompt set that wrote it, and marks the character ready.
+/// Stores a generated profile, with the prompt set that wrote it, as the character's next
+/// version, and marks the character ready.
 pub async fn mark_ready(
-    db: impl SqliteExecutor<'_>,
+    db: &mut SqliteConnection,
     character_id: CharacterId,
     profile: &Value,
     brief: &str,
@@ -137,7 +140,8 @@ pub async fn mark_ready(
 ) -> Result<bool, sqlx::Error> {
     let now = now();
     let result = sqlx::query!(
-        "update characters set status = 'ready', profile = ?2, brief = ?3, prompt_version = ?4, updated_at = ?5
+        "update characters set status = 'ready', profile = ?2, brief = ?3, prompt_version = ?4,
+                               version = version + 1, updated_at = ?5
          where character_id = ?1",
         character_id.0,
         profile,
@@ -145,9 +149,33 @@ pub async fn mark_ready(
         prompt_version,
         now,
     )
+    .execute(&mut *db)
+    .await?;
+    if result.rows_affected() != 1 {
+        return Ok(false);
+    }
+    record_version(db, character_id, "generated", &serde_json::json!({})).await?;
+    Ok(true)
+}
+
+/// Keeps the character's current name, brief and profile as its version of that number.
+async fn record_version(
+    db: impl SqliteExecutor<'_>,
+    character_id: CharacterId,
+    change: &str,
+    detail: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into character_versions (character_id, version, change, detail, name, brief, profile, created_at)
+         select character_id, version, ?2, ?3, name, brief, profile, updated_at from characters
+         where character_id = ?1",
+        character_id.0,
+        change,
+        detail,
+    )
     .execute(db)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(())
 }
 
 /// Marks a character whose generation failed for good.
@@ -266,12 +294,91 @@ impl CharacterStore for SqliteStore {
         result: &Value,
     ) -> StoreResult<bool> {
         let mut tx = begin_immediate(&self.pool).await?;
-        mark_ready(&mut *tx, character_id, profile, brief, prompt_version).await?;
+        mark_ready(&mut tx, character_id, profile, brief, prompt_version).await?;
         if !jobs::succeed(&mut tx, claim, result).await? {
             // Rolled back on drop: the character stays as the job's new owner will leave it.
             return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
+    }
+    async fn edit_character(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        expected_version: i64,
+        edit: CharacterEdit<'_>,
+    ) -> StoreResult<Edited> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        let current = sqlx::query!(
+            "select status, version from characters where character_id = ?1 and user_id = ?2",
+            character_id.0,
+            user_id.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(refused) = Edited::refusal(current.map(|row| (row.status, row.version)), expected_version) {
+            return Ok(refused);
+        }
+        let now = now();
+        sqlx::query!(
+            "update characters set name = ?2, brief = ?3, profile = ?4, version = version + 1, updated_at = ?5
+             where character_id = ?1",
+            character_id.0,
+            edit.name,
+            edit.brief,
+            edit.profile,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        record_version(&mut *tx, character_id, edit.change, edit.detail).await?;
+        let saved = get(&mut *tx, user_id, character_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(Edited::Saved(Box::new(saved)))
+    }
+
+    async fn character_versions(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterVersionSummary>> {
+        sqlx::query_as!(
+            CharacterVersionSummary,
+            r#"select v.version, v.change, v.detail as "detail: Value", v.name,
+                      v.created_at as "created_at: DateTime<Utc>"
+               from character_versions v join characters c using (character_id)
+               where v.character_id = ?1 and c.user_id = ?2 and (?3 is null or v.version < ?3)
+               order by v.version desc
+               limit ?4"#,
+            character_id.0,
+            user_id.0,
+            before,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn character_version(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        version: i64,
+    ) -> StoreResult<Option<CharacterVersion>> {
+        sqlx::query_as!(
+            CharacterVersion,
+            r#"select v.version, v.change, v.detail as "detail: Value", v.name, v.brief,
+                      v.profile as "profile: Value", v.created_at as "created_at: DateTime<Utc>"
+               from character_versions v join characters c using (character_id)
+               where v.character_id = ?1 and c.user_id = ?2 and v.version = ?3"#,
+            character_id.0,
+            user_id.0,
+            version,
+        )
+        .fetch_optional(&self.pool)
+        .await
     }
 }

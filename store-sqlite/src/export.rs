@@ -176,6 +176,19 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
         .execute(&mut *tx)
         .await?;
     }
+    // The export carries each character's current profile, not its history: it comes back as
+    // version 1.
+    sqlx::query!("update characters set version = 1 where user_id = ?1 and profile is not null", user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "insert into character_versions (character_id, version, change, name, brief, profile, created_at)
+         select character_id, 1, 'imported', name, brief, profile, updated_at from characters
+         where user_id = ?1 and profile is not null",
+        user_id,
+    )
+    .execute(&mut *tx)
+    .await?;
     for m in &export.memories {
         sqlx::query!(
             "insert into memories (character_id, layer, position, content, importance, created_at)

@@ -397,9 +397,15 @@ async fn characters_are_owner_scoped_paged_by_id_and_cascade() {
     assert_eq!(characters::count(&db.pool, ada).await.unwrap(), 5);
 
     assert!(
-        characters::mark_ready(&db.pool, ids[0], &json!({"traits": ["curious"]}), "A brief.", Some("zh-1"))
-            .await
-            .unwrap()
+        characters::mark_ready(
+            &mut db.pool.acquire().await.unwrap(),
+            ids[0],
+            &json!({"traits": ["curious"]}),
+            "A brief.",
+            Some("zh-1")
+        )
+        .await
+        .unwrap()
     );
     let ready = characters::get(&db.pool, ada, ids[0]).await.unwrap().unwrap();
     assert_eq!((ready.status.as_str(), ready.brief.as_deref()), ("ready", Some("A brief.")));
@@ -1071,7 +1077,7 @@ async fn stats_count_across_users() {
     users::disable(&db.pool, eve).await.unwrap();
     let c1 = character(&db.pool, ada, "c1").await;
     character(&db.pool, eve, "c2").await;
-    characters::mark_ready(&db.pool, c1, &json!({}), "b", None).await.unwrap();
+    characters::mark_ready(&mut db.pool.acquire().await.unwrap(), c1, &json!({}), "b", None).await.unwrap();
     messages::insert_user_message(&db.pool, MessageId::new(), ada, c1, "hi").await.unwrap();
     let done = job(&db.pool, ada, None).await;
     let claim = jobs::claim(&db.pool, done, LEASE).await.unwrap().unwrap();

@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod editing;
 mod embedded;
 mod evaluation;
 mod groups;

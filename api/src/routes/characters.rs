@@ -48,23 +48,28 @@ pub struct CreateCharacter {
     language: Option<Language>,
 }
 
+/// A character name as stored: trimmed, NFC (the same name typed with combining marks or
+/// precomposed is one name), 1 to [`MAX_NAME_CHARS`] characters, no control characters.
+pub(crate) fn validate_name(name: &str) -> Result<String, ApiError> {
+    let name: String = unicode_normalization::UnicodeNormalization::nfc(name.trim()).collect();
+    if name.is_empty() {
+        return Err(ApiError::invalid_field("name is empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid_field(format!("name is longer than {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field("name contains control characters"));
+    }
+    Ok(name)
+}
+
 impl CreateCharacter {
     /// The validated name (trimmed).
     fn validate(&self) -> Result<String, ApiError> {
-        // NFC: the same name typed with combining marks or precomposed is one name.
-        let name: String = unicode_normalization::UnicodeNormalization::nfc(self.name.trim()).collect();
-        let name = name.as_str();
-        if name.is_empty() {
-            return Err(ApiError::invalid_field("name is empty"));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ApiError::invalid_field(format!("name is longer than {MAX_NAME_CHARS} characters")));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field("name contains control characters"));
-        }
+        let name = validate_name(&self.name)?;
         self.source.validate().map_err(|error| ApiError::invalid_field(error.to_string()))?;
-        Ok(name.to_owned())
+        Ok(name)
     }
 }
 
@@ -218,6 +223,14 @@ pub struct CharacterWithJob {
     job: Option<JobLinks>,
 }
 
+impl CharacterWithJob {
+    pub(crate) async fn new(state: &AppState, character: CharacterRecord) -> Result<Self, ApiError> {
+        let job =
+            state.store.generation_job(character.character_id).await?.map(|(id, status)| JobLinks::new(id, status));
+        Ok(Self { character: CharacterView::from(character), job })
+    }
+}
+
 /// A character as clients see it.
 #[derive(Serialize, ToSchema)]
 pub struct CharacterView {
@@ -239,6 +252,9 @@ pub struct CharacterView {
     /// truncated, markdown}`; null for pasted text and until the job fetched it.
     #[schema(value_type = Option<Object>)]
     source_snapshot: Option<Value>,
+    /// The current version of name, brief and profile (0 until the profile is generated); also
+    /// the `ETag`. See `GET /v1/characters/{id}/versions`.
+    version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -255,6 +271,7 @@ impl From<CharacterRecord> for CharacterView {
             language: c.language,
             prompt_version: c.prompt_version,
             source_snapshot: c.source_snapshot,
+            version: c.version,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -335,17 +352,17 @@ pub async fn list(
     tag = "characters",
     summary = "A character, with its generation job",
     params(("id" = CharacterId, Path, description = "The character")),
-    responses((status = 200, description = "The character", body = CharacterWithJob)),
+    responses((status = 200, description = "The character", body = CharacterWithJob,
+        headers(("ETag" = String, description = "Its version, for an edit's If-Match")))),
 )]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<CharacterWithJob>, ApiError> {
+) -> Result<Response, ApiError> {
     let character_id: CharacterId = parse_id(&id)?;
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let job = state.store.generation_job(character_id).await?.map(|(id, status)| JobLinks::new(id, status));
-    Ok(Json(CharacterWithJob { character: CharacterView::from(character), job }))
+    super::character_edits::character_response(&state, character).await
 }
 
 /// `DELETE /v1/characters/{id}` → `204`. Its jobs go with it; a worker still generating it

@@ -9,6 +9,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod character_edits;
 pub mod characters;
 pub mod groups;
 pub mod health;
@@ -46,7 +47,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(groups::send, groups::history))
         .routes(routes!(system::get))
         .routes(routes!(characters::create, characters::list))
-        .routes(routes!(characters::get, characters::delete))
+        .routes(routes!(characters::get, character_edits::patch, characters::delete))
+        .routes(routes!(character_edits::versions))
+        .routes(routes!(character_edits::version))
+        .routes(routes!(character_edits::restore))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::retry))

@@ -33,6 +33,9 @@ pub struct CharacterRecord {
     /// The fetched document it was built from (`crate::sources::Snapshot`); none for pasted
     /// text and until the job fetched it.
     pub source_snapshot: Option<Value>,
+    /// The number of the current version of name, brief and profile (0 before the first
+    /// profile); each generation, edit and restore adds one (see [`CharacterVersion`]).
+    pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -63,7 +66,7 @@ pub(crate) async fn get(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, source_snapshot, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, version, created_at, updated_at
            from characters where character_id = $1 and user_id = $2"#,
         character_id.0,
         user_id.0,
@@ -80,7 +83,7 @@ pub(crate) async fn get_by_id(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, source_snapshot, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, version, created_at, updated_at
            from characters where character_id = $1"#,
         character_id.0,
     )
@@ -124,7 +127,8 @@ pub(crate) async fn delete(
     Ok(result.rows_affected() == 1)
 }
 
-/// Stores a generated profile, with the prompt set that wrote it, and marks the character ready.
+/// Stores a generated profile, with the prompt set that wrote it, as the character's next
+/// version, and marks the character ready.
 pub(crate) async fn mark_ready(
     db: impl PgExecutor<'_>,
     character_id: CharacterId,
@@ -133,8 +137,14 @@ pub(crate) async fn mark_ready(
     prompt_version: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query!(
-        "update characters set status = 'ready', profile = $2, brief = $3, prompt_version = $4, updated_at = now()
-         where character_id = $1",
+        "with ready as (
+             update characters set status = 'ready', profile = $2, brief = $3, prompt_version = $4,
+                                   version = version + 1, updated_at = now()
+             where character_id = $1
+             returning character_id, version, name, brief, profile, updated_at
+         )
+         insert into character_versions (character_id, version, change, name, brief, profile, created_at)
+         select character_id, version, 'generated', name, brief, profile, updated_at from ready",
         character_id.0,
         profile,
         brief,
@@ -174,7 +184,67 @@ pub(crate) async fn mark_generating(
     Ok(result.rows_affected() == 1)
 }
 
-/// Characters: created with the job that generates them, filled in by it.
+/// One version of a character's name, brief and profile, as a listing shows it.
+#[derive(Clone, Debug)]
+pub struct CharacterVersionSummary {
+    pub version: i64,
+    /// `generated`, `edited`, `restored` or `imported`.
+    pub change: String,
+    /// What the change touched (`{"fields": [...]}` for an edit, `{"from_version": n}` for a
+    /// restore).
+    pub detail: Value,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One version of a character's name, brief and profile, whole.
+#[derive(Clone, Debug)]
+pub struct CharacterVersion {
+    pub version: i64,
+    pub change: String,
+    pub detail: Value,
+    pub name: String,
+    pub brief: Option<String>,
+    pub profile: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new current version of a character, written by its owner.
+pub struct CharacterEdit<'a> {
+    pub name: &'a str,
+    pub brief: Option<&'a str>,
+    pub profile: &'a Value,
+    /// `edited` or `restored`.
+    pub change: &'static str,
+    pub detail: &'a Value,
+}
+
+/// How an edit ended.
+#[derive(Debug)]
+pub enum Edited {
+    /// Written as the next version: the character as it is now.
+    Saved(Box<CharacterRecord>),
+    NotFound,
+    /// Generating or failed: there is no profile to edit (the status).
+    NotReady(String),
+    /// Another change came first: the current version.
+    Stale(i64),
+}
+
+impl Edited {
+    /// Why an edit of a character in `current` state (its status and version, none when it is
+    /// not the user's) is refused, if it is: the rule both stores apply under their lock.
+    pub fn refusal(current: Option<(String, i64)>, expected_version: i64) -> Option<Self> {
+        match current {
+            None => Some(Self::NotFound),
+            Some((status, _)) if status != "ready" => Some(Self::NotReady(status)),
+            Some((_, version)) if version != expected_version => Some(Self::Stale(version)),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Characters: created with the job that generates them, filled in by it, edited by their owner.
 #[async_trait::async_trait]
 pub trait CharacterStore: Send + Sync {
     /// A character and the job that generates it, together.
@@ -211,6 +281,30 @@ pub trait CharacterStore: Send + Sync {
         prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool>;
+    /// Writes `edit` as the next version of a ready character still at `expected_version`
+    /// (optimistic concurrency: the caller read that version and built the edit from it).
+    async fn edit_character(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        expected_version: i64,
+        edit: CharacterEdit<'_>,
+    ) -> StoreResult<Edited>;
+    /// The character's versions, newest first; `before` is the last version of the previous
+    /// page. Empty for a character that is not the user's.
+    async fn character_versions(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterVersionSummary>>;
+    async fn character_version(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        version: i64,
+    ) -> StoreResult<Option<CharacterVersion>>;
 }
 
 #[async_trait::async_trait]
@@ -308,5 +402,87 @@ impl CharacterStore for PgStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn edit_character(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        expected_version: i64,
+        edit: CharacterEdit<'_>,
+    ) -> StoreResult<Edited> {
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query!(
+            "select status, version from characters where character_id = $1 and user_id = $2 for update",
+            character_id.0,
+            user_id.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(refused) = Edited::refusal(current.map(|row| (row.status, row.version)), expected_version) {
+            return Ok(refused);
+        }
+        sqlx::query!(
+            "with saved as (
+                 update characters set name = $2, brief = $3, profile = $4, version = version + 1, updated_at = now()
+                 where character_id = $1
+                 returning character_id, version, name, brief, profile, updated_at
+             )
+             insert into character_versions (character_id, version, change, detail, name, brief, profile, created_at)
+             select character_id, version, $5, $6, name, brief, profile, updated_at from saved",
+            character_id.0,
+            edit.name,
+            edit.brief,
+            edit.profile,
+            edit.change,
+            edit.detail,
+        )
+        .execute(&mut *tx)
+        .await?;
+        let saved = get(&mut *tx, user_id, character_id).await?.ok_or_else(|| sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(Edited::Saved(Box::new(saved)))
+    }
+
+    async fn character_versions(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<CharacterVersionSummary>> {
+        sqlx::query_as!(
+            CharacterVersionSummary,
+            r#"select v.version, v.change, v.detail, v.name, v.created_at
+               from character_versions v join characters c using (character_id)
+               where v.character_id = $1 and c.user_id = $2 and ($3::bigint is null or v.version < $3)
+               order by v.version desc
+               limit $4"#,
+            character_id.0,
+            user_id.0,
+            before,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn character_version(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        version: i64,
+    ) -> StoreResult<Option<CharacterVersion>> {
+        sqlx::query_as!(
+            CharacterVersion,
+            r#"select v.version, v.change, v.detail, v.name, v.brief, v.profile, v.created_at
+               from character_versions v join characters c using (character_id)
+               where v.character_id = $1 and c.user_id = $2 and v.version = $3"#,
+            character_id.0,
+            user_id.0,
+            version,
+        )
+        .fetch_optional(&self.pool)
+        .await
     }
 }

@@ -160,6 +160,19 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         .execute(&mut *tx)
         .await?;
     }
+    // The export carries each character's current profile, not its history: it comes back as
+    // version 1.
+    sqlx::query!(
+        "with imported as (
+             update characters set version = 1 where user_id = $1 and profile is not null
+             returning character_id, name, brief, profile, updated_at
+         )
+         insert into character_versions (character_id, version, change, name, brief, profile, created_at)
+         select character_id, 1, 'imported', name, brief, profile, updated_at from imported",
+        user_id,
+    )
+    .execute(&mut *tx)
+    .await?;
     for m in &export.memories {
         sqlx::query!(
             "insert into memories (character_id, layer, position, content, importance, created_at)

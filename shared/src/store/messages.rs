@@ -364,7 +364,7 @@ pub(crate) async fn chat_context(
     }
     let Some(row) = sqlx::query!(
         r#"select c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile, c.brief, c.language, c.prompt_version, c.source_snapshot,
-                  c.created_at, c.updated_at, c.memory_version,
+                  c.version, c.created_at, c.updated_at, c.memory_version,
                   u.username, u.bio, u.ctx_max_chat, u.ctx_max_stm, u.ctx_max_ltm, u.max_group_rounds,
                   u.language as user_language, u.is_admin, u.created_at as user_created_at,
                   m.content as message,
@@ -413,6 +413,7 @@ pub(crate) async fn chat_context(
             language: row.language,
             prompt_version: row.prompt_version,
             source_snapshot: row.source_snapshot,
+            version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
         },
