@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, UserId},
     store::characters::{
-        CharacterEdit, CharacterRecord, CharacterSummary, CharacterVersion, CharacterVersionSummary, Edited,
+        CharacterEdit, CharacterRecord, CharacterSummary, CharacterVersion, CharacterVersionSummary, Copied, Edited,
     },
 };
 use serde_json::Value;
@@ -380,5 +380,49 @@ impl CharacterStore for SqliteStore {
         )
         .fetch_optional(&self.pool)
         .await
+    }
+
+    async fn copy_character(
+        &self,
+        user_id: UserId,
+        original: CharacterId,
+        copy: CharacterId,
+        name: Option<&str>,
+        quota: &Quota,
+    ) -> StoreResult<Copied> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        let now = now();
+        let copied = sqlx::query!(
+            "insert into characters (character_id, user_id, name, status, source, profile, brief, language,
+                                     prompt_version, source_snapshot, version, created_at, updated_at)
+             select ?3, user_id, coalesce(?4, name), 'ready', source, profile, brief, language,
+                    prompt_version, source_snapshot, 1, ?5, ?5
+             from characters where character_id = ?1 and user_id = ?2 and status = 'ready'",
+            original.0,
+            user_id.0,
+            copy.0,
+            name,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if copied.rows_affected() == 0 {
+            return Ok(match get(&mut *tx, user_id, original).await? {
+                None => Copied::NotFound,
+                Some(original) => Copied::NotReady(original.status),
+            });
+        }
+        let from_version: i64 =
+            sqlx::query_scalar!("select version from characters where character_id = ?1", original.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        let detail = serde_json::json!({"from_character": original, "from_version": from_version});
+        record_version(&mut *tx, copy, "copied", &detail).await?;
+        if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::Characters]).await? {
+            return Ok(Copied::OverQuota(cap));
+        }
+        let created = get(&mut *tx, user_id, copy).await?.ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(Copied::Created(Box::new(created)))
     }
 }

@@ -179,3 +179,57 @@ async fn a_generating_character_cannot_be_edited_and_anothers_cannot_be_seen() {
     assert_eq!(unchanged["name"], "王维");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_copy_has_the_profile_but_no_conversation_and_counts_against_the_cap() {
+    let app = TestApp::builder()
+        .sim(SimConfig { time_to_first_token: Duration::from_millis(20), ..SimConfig::default() })
+        .setting("FASTNPC_LIMIT_CHARACTERS", "2")
+        .spawn()
+        .await;
+    let ada = app.user("ada").await;
+    let eve = app.user("eve").await;
+    let id = app.ready_character(&ada, "杜甫").await;
+    let edited = patch(&app, &ada, &id, None, &json!({"brief": "诗圣（已编辑）"})).await;
+    assert_eq!(edited.status(), 200);
+    assert_eq!(app.send_message(&ada, &id, "近来可好？", Some(30)).await.status(), 200);
+    let (_, original) = character(&app, &ada, &id).await;
+
+    let copy_path = format!("/v1/characters/{id}/copy");
+    let response =
+        app.request(Method::POST, &copy_path, Some(&ada)).json(&json!({"name": "杜子美"})).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    let copy = &body["character"];
+    let copy_id = copy["id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/characters/{copy_id}"));
+    assert_ne!(copy_id, id);
+    assert_eq!((&copy["name"], &copy["status"], &copy["version"]), (&json!("杜子美"), &json!("ready"), &json!(1)));
+    for field in ["profile", "brief", "source", "language", "prompt_version"] {
+        assert_eq!(copy[field], original[field], "{field} is the original's current one");
+    }
+    assert_eq!(body["job"], Value::Null, "no generation job");
+    let history: Value = app.get(&format!("/v1/characters/{copy_id}/messages"), &ada).await.json().await.unwrap();
+    assert_eq!(history["items"], json!([]), "no conversation");
+    let memories: Value = app.get(&format!("/v1/characters/{copy_id}/memories"), &ada).await.json().await.unwrap();
+    assert_eq!(memories["long_term"], json!([]));
+    let copied = &versions(&app, &ada, copy_id).await["items"];
+    assert_eq!(copied.as_array().unwrap().len(), 1);
+    assert_eq!(copied[0]["change"], "copied");
+    assert_eq!(copied[0]["detail"], json!({"from_character": id, "from_version": 2}));
+    // The copy chats on its own.
+    assert_eq!(app.send_message(&ada, copy_id, "你是谁？", Some(30)).await.status(), 200);
+
+    // An empty body keeps the name; here the user is at the cap of two characters.
+    let over = app.request(Method::POST, &copy_path, Some(&ada)).send().await.unwrap();
+    assert_eq!(over.status(), 429);
+    assert_eq!(app.db.count("select count(*) from characters").await, 2, "nothing was written");
+    let not_yours = app.request(Method::POST, &copy_path, Some(&eve)).send().await.unwrap();
+    assert_eq!(not_yours.status(), 404);
+    let unknown_field =
+        app.request(Method::POST, &copy_path, Some(&ada)).json(&json!({"title": "x"})).send().await.unwrap();
+    assert_eq!(unknown_field.status(), 422);
+    app.stop().await;
+}

@@ -50,7 +50,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_descriptio
         )
     };
     let sections = [
-        with_id(r"/v1/characters/\{id\}", &character),
+        // Not the operations with a second path parameter (a version): there the fuzzer's
+        // "wrong type for `id`" cases, their `id` replaced by the real one, become valid requests
+        // it then expects to be refused.
+        with_id(r"/v1/characters/\{id\}(?!/versions/\{version\})", &character),
         with_id(r"/v1/jobs/\{id\}", &job),
         with_id(r"/v1/groups/\{id\}", &group),
     ];

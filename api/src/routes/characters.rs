@@ -3,7 +3,7 @@
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::Response,
 };
 use chrono::{DateTime, Utc};
@@ -387,4 +387,66 @@ pub async fn delete(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// What `POST /v1/characters/{id}/copy` may carry (the body may also be empty).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CopyCharacter {
+    /// The copy's name (the rules of a new character's); the original's when absent.
+    #[schema(min_length = 1, max_length = 64)]
+    name: Option<String>,
+}
+
+/// `POST /v1/characters/{id}/copy` → `201 {character, job: null}` with `Location`: a new ready
+/// character with the original's current profile, brief and source, as its version 1; no
+/// conversation, memory or version history. No LLM call.
+#[utoipa::path(
+    post,
+    operation_id = "copy_character",
+    path = "/v1/characters/{id}/copy",
+    tag = "characters",
+    summary = "Copy a character (profile, brief and source; no conversation or memory)",
+    params(("id" = CharacterId, Path, description = "The character to copy")),
+    request_body(content = Option<CopyCharacter>, description = "Optional; an empty body keeps the name"),
+    responses(
+        (status = 201, description = "The copy", body = CharacterWithJob,
+            headers(("Location" = String, description = "The copy's URL"), ("ETag" = String, description = "Its version"))),
+        (status = 409, description = "`/problems/character-not-ready`: generating or failed",
+            body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "At the cap on characters", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
+pub async fn copy(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let original: CharacterId = parse_id(&id)?;
+    let request: CopyCharacter = if body.iter().all(u8::is_ascii_whitespace) {
+        CopyCharacter::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| ApiError::invalid_field(format!("the body: {error}")))?
+    };
+    let name = request.name.as_deref().map(validate_name).transpose()?;
+    let copy = CharacterId::new();
+    let quota = crate::limits::quota(&state);
+    let created = match state.store.copy_character(user_id, original, copy, name.as_deref(), &quota).await? {
+        store::characters::Copied::Created(created) => *created,
+        store::characters::Copied::NotFound => return Err(ApiError::NotFound),
+        store::characters::Copied::NotReady(status) => {
+            return Err(ApiError::Conflict {
+                code: "character-not-ready",
+                detail: format!("the character is {status}; it can be copied once it is ready"),
+            });
+        }
+        store::characters::Copied::OverQuota(cap) => return Err(crate::limits::over_quota(&state, cap)),
+    };
+    let mut response = super::character_edits::character_response(&state, created).await?;
+    *response.status_mut() = StatusCode::CREATED;
+    let location = HeaderValue::from_str(&format!("/v1/characters/{copy}")).expect("an id is ASCII");
+    response.headers_mut().insert(axum::http::header::LOCATION, location);
+    Ok(response)
 }

@@ -48,6 +48,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::get))
         .routes(routes!(characters::create, characters::list))
         .routes(routes!(characters::get, character_edits::patch, characters::delete))
+        .routes(routes!(characters::copy))
         .routes(routes!(character_edits::versions))
         .routes(routes!(character_edits::version))
         .routes(routes!(character_edits::restore))

@@ -231,6 +231,18 @@ pub enum Edited {
     Stale(i64),
 }
 
+/// How copying a character ended.
+#[derive(Debug)]
+pub enum Copied {
+    /// The new character (ready, version 1).
+    Created(Box<CharacterRecord>),
+    NotFound,
+    /// Generating or failed: there is no profile to copy (the status).
+    NotReady(String),
+    /// Nothing was written: the user is at this cap.
+    OverQuota(Capped),
+}
+
 impl Edited {
     /// Why an edit of a character in `current` state (its status and version, none when it is
     /// not the user's) is refused, if it is: the rule both stores apply under their lock.
@@ -305,6 +317,16 @@ pub trait CharacterStore: Send + Sync {
         character_id: CharacterId,
         version: i64,
     ) -> StoreResult<Option<CharacterVersion>>;
+    /// A new ready character `copy` with `original`'s current profile, brief and source (and
+    /// `name`, or the original's), as its version 1; no conversation, memory or history.
+    async fn copy_character(
+        &self,
+        user_id: UserId,
+        original: CharacterId,
+        copy: CharacterId,
+        name: Option<&str>,
+        quota: &Quota,
+    ) -> StoreResult<Copied>;
 }
 
 #[async_trait::async_trait]
@@ -484,5 +506,49 @@ impl CharacterStore for PgStore {
         )
         .fetch_optional(&self.pool)
         .await
+    }
+
+    async fn copy_character(
+        &self,
+        user_id: UserId,
+        original: CharacterId,
+        copy: CharacterId,
+        name: Option<&str>,
+        quota: &Quota,
+    ) -> StoreResult<Copied> {
+        let mut tx = self.pool.begin().await?;
+        let copied = sqlx::query!(
+            r#"with copied as (
+                   insert into characters (character_id, user_id, name, status, source, profile, brief, language,
+                                           prompt_version, source_snapshot, version)
+                   select $3, user_id, coalesce($4, name), 'ready', source, profile, brief, language,
+                          prompt_version, source_snapshot, 1
+                   from characters where character_id = $1 and user_id = $2 and status = 'ready'
+                   returning character_id, name, brief, profile, created_at
+               )
+               insert into character_versions (character_id, version, change, detail, name, brief, profile, created_at)
+               select c.character_id, 1, 'copied',
+                      jsonb_build_object('from_character', $1::uuid, 'from_version', o.version),
+                      c.name, c.brief, c.profile, c.created_at
+               from copied c, characters o where o.character_id = $1"#,
+            original.0,
+            user_id.0,
+            copy.0,
+            name,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if copied.rows_affected() == 0 {
+            return Ok(match get(&mut *tx, user_id, original).await? {
+                None => Copied::NotFound,
+                Some(original) => Copied::NotReady(original.status),
+            });
+        }
+        if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::Characters]).await? {
+            return Ok(Copied::OverQuota(cap));
+        }
+        let created = get(&mut *tx, user_id, copy).await?.ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        Ok(Copied::Created(Box::new(created)))
     }
 }
