@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 pub mod browser_session;
+pub mod cards;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

@@ -9,6 +9,7 @@ use fastnpc_shared::{
     ids::{CharacterId, UserId},
     store::characters::{
         CharacterEdit, CharacterRecord, CharacterSummary, CharacterVersion, CharacterVersionSummary, Copied, Edited,
+        ImportedCharacter,
     },
 };
 use serde_json::Value;
@@ -380,6 +381,54 @@ impl CharacterStore for SqliteStore {
         )
         .fetch_optional(&self.pool)
         .await
+    }
+
+    async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
+        let ImportedCharacter { character, profile, brief, card, detail } = imported;
+        let mut tx = begin_immediate(&self.pool).await?;
+        let now = now();
+        sqlx::query!(
+            "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version,
+                                     created_at, updated_at)
+             values (?1, ?2, ?3, 'ready', ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+            character.character_id.0,
+            character.user_id.0,
+            character.name,
+            character.source,
+            profile,
+            brief,
+            character.language,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        record_version(&mut *tx, character.character_id, "imported", detail).await?;
+        sqlx::query!(
+            "insert into character_cards (character_id, data, imported_version, created_at) values (?1, ?2, 1, ?3)",
+            character.character_id.0,
+            card,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if let Some(cap) = over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn character_card(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<(Value, i64)>> {
+        let row = sqlx::query!(
+            r#"select k.data as "data: Value", k.imported_version from character_cards k
+               join characters c using (character_id)
+               where k.character_id = ?1 and c.user_id = ?2"#,
+            character_id.0,
+            user_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| (row.data, row.imported_version)))
     }
 
     async fn copy_character(

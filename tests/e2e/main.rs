@@ -6,6 +6,7 @@ mod admin;
 mod bounds;
 mod browser;
 mod cancel;
+mod cards;
 mod characters;
 mod chat;
 mod cli;

@@ -9,6 +9,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod cards;
 pub mod character_edits;
 pub mod characters;
 pub mod groups;
@@ -49,6 +50,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(characters::create, characters::list))
         .routes(routes!(characters::get, character_edits::patch, characters::delete))
         .routes(routes!(characters::copy))
+        .routes(routes!(cards::export))
+        .routes(routes!(cards::import))
         .routes(routes!(character_edits::versions))
         .routes(routes!(character_edits::version))
         .routes(routes!(character_edits::restore))

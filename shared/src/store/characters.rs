@@ -231,6 +231,17 @@ pub enum Edited {
     Stale(i64),
 }
 
+/// A character made from a Character Card: ready at once, as its version 1 (`imported`).
+pub struct ImportedCharacter<'a> {
+    pub character: NewCharacter<'a>,
+    pub profile: &'a Value,
+    pub brief: Option<&'a str>,
+    /// The card's `data`, kept so an export gives back what the profile does not hold.
+    pub card: &'a Value,
+    /// What the version history says of the import (`{"card": "v2"}`).
+    pub detail: &'a Value,
+}
+
 /// How copying a character ended.
 #[derive(Debug)]
 pub enum Copied {
@@ -317,6 +328,10 @@ pub trait CharacterStore: Send + Sync {
         character_id: CharacterId,
         version: i64,
     ) -> StoreResult<Option<CharacterVersion>>;
+    /// Creates a character from a card (see [`ImportedCharacter`]): `Created` or `OverQuota`.
+    async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted>;
+    /// The card the character was imported from (`data`) and its version at the import.
+    async fn character_card(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<(Value, i64)>>;
     /// A new ready character `copy` with `original`'s current profile, brief and source (and
     /// `name`, or the original's), as its version 1; no conversation, memory or history.
     async fn copy_character(
@@ -506,6 +521,59 @@ impl CharacterStore for PgStore {
         )
         .fetch_optional(&self.pool)
         .await
+    }
+
+    async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
+        let ImportedCharacter { character, profile, brief, card, detail } = imported;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version)
+             values ($1, $2, $3, 'ready', $4, $5, $6, $7, 1)",
+            character.character_id.0,
+            character.user_id.0,
+            character.name,
+            character.source,
+            profile,
+            brief,
+            character.language,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "insert into character_versions (character_id, version, change, detail, name, brief, profile)
+             values ($1, 1, 'imported', $2, $3, $4, $5)",
+            character.character_id.0,
+            detail,
+            character.name,
+            brief,
+            profile,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "insert into character_cards (character_id, data, imported_version) values ($1, $2, 1)",
+            character.character_id.0,
+            card,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
+            return Ok(Submitted::OverQuota(cap));
+        }
+        tx.commit().await?;
+        Ok(Submitted::Created)
+    }
+
+    async fn character_card(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<(Value, i64)>> {
+        let row = sqlx::query!(
+            "select k.data, k.imported_version from character_cards k join characters c using (character_id)
+             where k.character_id = $1 and c.user_id = $2",
+            character_id.0,
+            user_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| (row.data, row.imported_version)))
     }
 
     async fn copy_character(
