@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{character_edits::character_response, characters::validate_name, parse_id};
+use super::{character_edits::created_character_response, characters::validate_name, parse_id};
 use crate::{
     cards::{self, CardVersion, CharacterForCard, Spec},
     error::ApiError,
@@ -249,9 +249,5 @@ pub async fn import(
         return Err(ApiError::Internal(anyhow::anyhow!("an import has no idempotency key to lose")));
     }
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
-    let mut response = character_response(&state, character).await?;
-    *response.status_mut() = StatusCode::CREATED;
-    let location = HeaderValue::from_str(&format!("/v1/characters/{character_id}")).expect("an id is ASCII");
-    response.headers_mut().insert(header::LOCATION, location);
-    Ok(response)
+    created_character_response(&state, character).await
 }

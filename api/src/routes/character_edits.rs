@@ -56,6 +56,19 @@ pub(crate) async fn character_response(state: &AppState, character: CharacterRec
     Ok(response)
 }
 
+/// A character just made (a copy, an import): `201` with its `Location` and `ETag`.
+pub(crate) async fn created_character_response(
+    state: &AppState,
+    character: CharacterRecord,
+) -> Result<Response, ApiError> {
+    let location =
+        HeaderValue::from_str(&format!("/v1/characters/{}", character.character_id)).expect("an id is ASCII");
+    let mut response = character_response(state, character).await?;
+    *response.status_mut() = axum::http::StatusCode::CREATED;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
 /// What an `If-Match` header asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Precondition {

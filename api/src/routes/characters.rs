@@ -3,7 +3,7 @@
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use chrono::{DateTime, Utc};
@@ -444,9 +444,5 @@ pub async fn copy(
         }
         store::characters::Copied::OverQuota(cap) => return Err(crate::limits::over_quota(&state, cap)),
     };
-    let mut response = super::character_edits::character_response(&state, created).await?;
-    *response.status_mut() = StatusCode::CREATED;
-    let location = HeaderValue::from_str(&format!("/v1/characters/{copy}")).expect("an id is ASCII");
-    response.headers_mut().insert(axum::http::header::LOCATION, location);
-    Ok(response)
+    super::character_edits::created_character_response(&state, created).await
 }
