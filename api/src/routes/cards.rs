@@ -38,8 +38,10 @@ pub enum CardFormat {
 #[into_params(parameter_in = Query)]
 pub struct CardQuery {
     /// `json` (default) or `png` (the card in the image's `tEXt` chunks).
+    #[param(inline)]
     format: Option<CardFormat>,
     /// `v2` (default: what every card reader knows) or `v3`.
+    #[param(inline)]
     spec: Option<Spec>,
 }
 
