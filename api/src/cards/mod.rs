@@ -370,15 +370,7 @@ pub fn character_from_card(card: &ReadCard) -> CardCharacter {
         .join("\n");
     let language = Language::detect(&all_text);
     // Every field present (a profile is complete), the card's texts where they belong.
-    let mut profile = Map::new();
-    for category in CATEGORIES.iter() {
-        let fields: Map<String, Value> = category
-            .fields
-            .iter()
-            .map(|field| (field.key.to_owned(), if field.list { json!([]) } else { json!("") }))
-            .collect();
-        profile.insert(category.key.to_owned(), Value::Object(fields));
-    }
+    let mut profile = fastnpc_shared::domain::profile::empty_profile();
     let mut put = |category: &str, field: &str, text: &str| {
         if !text.is_empty() {
             profile[category][field] = json!(text);

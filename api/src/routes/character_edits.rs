@@ -182,17 +182,7 @@ fn apply_patch(current: &CharacterRecord, patch: &Value) -> Result<Draft, ApiErr
 /// A profile from outside (a card's `extensions.fastnpc`) checked as an edit would be: every
 /// category and field known and of its shape; missing fields empty, so the profile is complete.
 pub(crate) fn complete_profile(profile: &Value) -> Result<Value, ApiError> {
-    let empty: Map<String, Value> = CATEGORIES
-        .iter()
-        .map(|category| {
-            let fields: Map<String, Value> = category
-                .fields
-                .iter()
-                .map(|field| (field.key.to_owned(), if field.list { json!([]) } else { json!("") }))
-                .collect();
-            (category.key.to_owned(), Value::Object(fields))
-        })
-        .collect();
+    let empty = fastnpc_shared::domain::profile::empty_profile();
     let mut draft = Draft { name: String::new(), brief: None, profile: Value::Object(empty), changed: Vec::new() };
     merge_profile(&mut draft, profile)?;
     Ok(draft.profile)

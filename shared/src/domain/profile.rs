@@ -232,6 +232,22 @@ pub enum ProfileError {
 /// A complete profile: one object per category key, as stored in `characters.profile`.
 pub type Profile = Map<String, Value>;
 
+/// A complete profile with every field empty (`""`, or `[]` for a list): what a profile from
+/// outside the generation (a card, an edit's validation) is filled into.
+pub fn empty_profile() -> Profile {
+    CATEGORIES
+        .iter()
+        .map(|category| {
+            let fields: Map<String, Value> = category
+                .fields
+                .iter()
+                .map(|field| (field.key.to_owned(), if field.list { json!([]) } else { json!("") }))
+                .collect();
+            (category.key.to_owned(), Value::Object(fields))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
