@@ -4,14 +4,43 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Json,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::JsonRejection},
-    http::{HeaderMap, header, request::Parts},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Multipart, Request, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use fastnpc_shared::{ids::UserId, settings::IpNetworks};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::{browser_session, error::ApiError, state::AppState};
+
+/// An uploaded file (a card, a picture): the body as it came, or a `multipart/form-data`
+/// form's `file` part; at most [`crate::MAX_UPLOAD_BYTES`] (413 past it, naming `what`).
+pub async fn uploaded_file(state: &AppState, request: Request, what: &str) -> Result<Vec<u8>, ApiError> {
+    let too_large = |detail: String| ApiError::Invalid {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "body-too-large",
+        detail: format!("{what} could not be read whole (at most {} MB): {detail}", crate::MAX_UPLOAD_BYTES >> 20),
+    };
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        while let Some(field) =
+            form.next_field().await.map_err(|error| ApiError::bad_request(format!("the form: {error}")))?
+        {
+            if field.name() == Some("file") {
+                let bytes = field.bytes().await.map_err(|error| too_large(error.body_text()))?;
+                return Ok(bytes.to_vec());
+            }
+        }
+        return Err(ApiError::invalid_field("the form has no `file` part"));
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), crate::MAX_UPLOAD_BYTES)
+        .await
+        .map_err(|error| too_large(error.to_string()))?;
+    Ok(bytes.to_vec())
+}
 
 /// `Json<T>` whose rejections (wrong content type, malformed JSON, missing or unknown fields)
 /// are 400/415/422 problem details naming the problem.

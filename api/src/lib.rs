@@ -32,8 +32,9 @@ use fastnpc_shared::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::trace::TraceLayer;
 
+pub mod avatars;
 pub mod browser_session;
 pub mod cards;
 pub mod error;
@@ -55,6 +56,38 @@ pub use state::AppState;
 /// Request bodies beyond this are refused with 413 before they are read: the largest legitimate
 /// body is a character source (100,000 characters, at most 400 KB of UTF-8).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The body limit of the routes that take a file ([`takes_a_file`]): a card (whose image may be
+/// a large picture) or a picture to make an avatar of.
+pub const MAX_UPLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+/// True for the routes whose body is a file: a card import, an avatar upload.
+fn takes_a_file(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::POST && path == "/v1/characters/import")
+        || (method == axum::http::Method::PUT && path.starts_with("/v1/") && path.ends_with("/avatar"))
+}
+
+/// Bounds every request body: [`MAX_UPLOAD_BYTES`] for a file, [`MAX_BODY_BYTES`] for the rest.
+/// A body declared larger is refused with 413 before it is read; one that turns out larger fails
+/// its extractor with 413. (axum's own default limit is off: this is the one limit.)
+async fn limit_body(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let limit = if takes_a_file(request.method(), request.uri().path()) { MAX_UPLOAD_BYTES } else { MAX_BODY_BYTES };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return error::ApiError::Invalid {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body-too-large",
+            detail: format!("the body is {} bytes; at most {limit} are accepted here", declared.unwrap_or_default()),
+        }
+        .into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
 
 /// The router with all routes and middleware.
 pub fn app(state: AppState) -> Router {
@@ -67,7 +100,8 @@ pub fn app(state: AppState) -> Router {
         // Innermost: bounds the handler and its extractors (not a streamed body, see
         // `timeout`); its 503 is already a problem document.
         .layer(axum::middleware::from_fn_with_state(state.config.request_timeout, timeout::limit))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limit_body))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::map_response(error::problem_for_bare_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), record_request))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

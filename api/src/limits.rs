@@ -58,7 +58,9 @@ pub fn created(state: &AppState, outcome: Submitted) -> Result<bool, ApiError> {
         Submitted::Created => Ok(true),
         Submitted::IdempotencyKeyTaken => Ok(false),
         Submitted::OverQuota(cap) => Err(over_quota(state, cap)),
-        Submitted::NotRetryable => Err(ApiError::Internal(anyhow::anyhow!("a retry's outcome for a first submission"))),
+        Submitted::GuardFailed => {
+            Err(ApiError::Internal(anyhow::anyhow!("a guarded submission's outcome for an unguarded one")))
+        }
     }
 }
 

@@ -48,6 +48,7 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         (name = "auth", description = "Accounts, sessions and API keys"),
         (name = "characters", description = "Characters and their generation"),
         (name = "chat", description = "One-to-one chat and a character's memory"),
+        (name = "avatars", description = "Pictures of characters and users"),
         (name = "groups", description = "Group chats run by a moderator"),
         (name = "jobs", description = "Jobs: status, event stream, cancel, retry"),
         (name = "sources", description = "Encyclopedia search"),

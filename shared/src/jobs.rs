@@ -25,6 +25,9 @@ pub enum JobKind {
     GroupTurn,
     /// One member's memory of a group's transcript, from its point of view.
     CompressGroupMemory,
+    /// Chosen categories (and/or the brief) of a ready character written again from its
+    /// source; the rest of the profile is kept. Its [`RegenerationParams`] are on the job.
+    RegenerateCharacter,
 }
 
 /// A job's lifecycle: `queued → running → succeeded | failed | cancelled`. Terminal states are
@@ -106,6 +109,7 @@ text_enum!(JobKind {
     CompressMemory => "compress_memory",
     GroupTurn => "group_turn",
     CompressGroupMemory => "compress_group_memory",
+    RegenerateCharacter => "regenerate_character",
 });
 text_enum!(JobStatus {
     Queued => "queued",
@@ -114,6 +118,14 @@ text_enum!(JobStatus {
     Failed => "failed",
     Cancelled => "cancelled",
 });
+
+/// What a regeneration rewrites: category keys, in the order they were asked for, and whether
+/// the brief too. Stored as the job's `params`, so a retry repeats the same request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegenerationParams {
+    pub categories: Vec<String>,
+    pub brief: bool,
+}
 
 /// A stored string that no variant matches (a schema drift between code and database).
 #[derive(Debug, thiserror::Error)]

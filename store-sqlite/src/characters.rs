@@ -9,7 +9,7 @@ use fastnpc_shared::{
     ids::{CharacterId, UserId},
     store::characters::{
         CharacterEdit, CharacterRecord, CharacterSummary, CharacterVersion, CharacterVersionSummary, Copied, Edited,
-        ImportedCharacter,
+        ImportedCharacter, RegenerationResult,
     },
 };
 use serde_json::Value;
@@ -212,6 +212,23 @@ pub async fn mark_generating(
     Ok(result.rows_affected() == 1)
 }
 
+/// True when the user's character is `ready` (the unit of work's write lock keeps it so until
+/// the commit).
+pub async fn hold_ready(
+    db: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query_scalar!(
+        r#"select 1 as "held!: i64" from characters where character_id = ?1 and user_id = ?2 and status = 'ready'"#,
+        character_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(held.is_some())
+}
+
 /// How many characters the user has.
 pub async fn count(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<i64, sqlx::Error> {
     let row = sqlx::query!(r#"select count(*) as "count!: i64" from characters where user_id = ?1"#, user_id.0)
@@ -303,6 +320,51 @@ impl CharacterStore for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+    async fn finish_regeneration(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        regenerated: &serde_json::Map<String, Value>,
+        brief: Option<&str>,
+        detail: &Value,
+        result: RegenerationResult<'_>,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = begin_immediate(&self.pool).await?;
+        let current = sqlx::query!(
+            r#"select profile as "profile: Value", version from characters
+               where character_id = ?1 and status = 'ready'"#,
+            character_id.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else { return Ok(None) };
+        // Whole categories are replaced (SQLite's `json_patch` would merge their fields).
+        let mut profile = match current.profile {
+            Some(Value::Object(profile)) => profile,
+            _ => serde_json::Map::new(),
+        };
+        profile.extend(regenerated.iter().map(|(key, value)| (key.clone(), value.clone())));
+        let profile = Value::Object(profile);
+        let now = now();
+        sqlx::query!(
+            "update characters set profile = ?2, brief = coalesce(?3, brief), version = version + 1, updated_at = ?4
+             where character_id = ?1",
+            character_id.0,
+            profile,
+            brief,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        record_version(&mut *tx, character_id, "regenerated", detail).await?;
+        let version = current.version + 1;
+        if !jobs::succeed(&mut tx, claim, &result(version)).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(version))
+    }
+
     async fn edit_character(
         &self,
         user_id: UserId,
@@ -384,7 +446,7 @@ impl CharacterStore for SqliteStore {
     }
 
     async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
-        let ImportedCharacter { character, profile, brief, card, detail } = imported;
+        let ImportedCharacter { character, profile, brief, card, detail, avatar } = imported;
         let mut tx = begin_immediate(&self.pool).await?;
         let now = now();
         sqlx::query!(
@@ -411,6 +473,9 @@ impl CharacterStore for SqliteStore {
         )
         .execute(&mut *tx)
         .await?;
+        if let Some(avatar) = avatar {
+            crate::avatars::put_for_character(&mut *tx, character.character_id, avatar).await?;
+        }
         if let Some(cap) = over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
             return Ok(Submitted::OverQuota(cap));
         }

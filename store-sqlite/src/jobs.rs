@@ -35,8 +35,8 @@ use crate::characters;
 use crate::store::over_quota;
 use crate::{begin_immediate, minus, now, plus, usage};
 use fastnpc_shared::store::Capped;
+use fastnpc_shared::store::JobGuard;
 use fastnpc_shared::store::Quota;
-use fastnpc_shared::store::RetryGuard;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::Submitted;
 use fastnpc_shared::store::jobs::ClaimStore;
@@ -53,8 +53,8 @@ pub async fn insert(db: impl SqliteExecutor<'_>, job: NewJob<'_>) -> Result<(), 
     let (key, fingerprint) = job.idempotency.unzip();
     sqlx::query!(
         "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
-                           idempotency_key, request_fingerprint, created_at, updated_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                           idempotency_key, request_fingerprint, created_at, updated_at, params)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
         job.job_id.0,
         job.user_id.0,
         kind,
@@ -66,6 +66,7 @@ pub async fn insert(db: impl SqliteExecutor<'_>, job: NewJob<'_>) -> Result<(), 
         key,
         fingerprint,
         now,
+        job.params,
     )
     .execute(db)
     .await?;
@@ -85,7 +86,7 @@ pub async fn get(
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done as "progress_done: i32", progress_total as "progress_total: i32",
                   result as "result: Value", error as "error: Value", attempts as "attempts: i32",
-                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens, params as "params: Value",
                   created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
                   finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from jobs where job_id = ?1 and user_id = ?2"#,
@@ -115,7 +116,7 @@ pub async fn list(
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done as "progress_done: i32", progress_total as "progress_total: i32",
                   result as "result: Value", error as "error: Value", attempts as "attempts: i32",
-                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens, params as "params: Value",
                   created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
                   finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from jobs
@@ -623,24 +624,29 @@ impl JobStore for SqliteStore {
         find_by_idempotency_key(&self.pool, user_id, key).await
     }
 
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+    async fn submit_guarded(&self, job: NewJob<'_>, guard: JobGuard, quota: &Quota) -> StoreResult<Submitted> {
         let user_id = job.user_id;
         let mut tx = begin_immediate(&self.pool).await?;
         let holds = match guard {
-            RetryGuard::MessageUnanswered(message_id) => {
+            JobGuard::MessageUnanswered(message_id) => {
                 // Locked so two concurrent retries cannot both pass the check.
                 lock_message(&mut *tx, message_id).await?;
                 !message_answered_or_pending(&mut *tx, message_id).await?
             }
-            RetryGuard::CharacterFailed { user_id, character_id } => {
+            JobGuard::CharacterFailed { user_id, character_id } => {
                 characters::mark_generating(&mut *tx, user_id, character_id).await?
             }
-            RetryGuard::None => true,
+            JobGuard::CharacterReady { user_id, character_id } => {
+                characters::hold_ready(&mut *tx, user_id, character_id).await?
+            }
+            JobGuard::None => true,
         };
         if !holds {
-            return Ok(Submitted::NotRetryable);
+            return Ok(Submitted::GuardFailed);
         }
-        insert(&mut *tx, job).await?;
+        if let Err(taken) = crate::store::insert_submitted_job(&mut tx, job).await? {
+            return Ok(taken);
+        }
         if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
             return Ok(Submitted::OverQuota(cap));
         }

@@ -30,6 +30,7 @@ use sqlx::{
 };
 
 pub mod api_keys;
+pub mod avatars;
 pub mod characters;
 mod event_log;
 pub mod events;

@@ -75,6 +75,7 @@ fn new_job(user_id: UserId, kind: JobKind) -> NewJob<'static> {
         serial_key: None,
         progress_total: 3,
         idempotency: None,
+        params: None,
     }
 }
 

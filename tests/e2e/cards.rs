@@ -21,7 +21,7 @@ async fn import(app: &TestApp, user: &TestUser, content_type: &str, body: Vec<u8
 }
 
 /// The file as the one part of a `multipart/form-data` form, as a browser sends it.
-fn form(file: &[u8], file_name: &str) -> (String, Vec<u8>) {
+pub(crate) fn form(file: &[u8], file_name: &str) -> (String, Vec<u8>) {
     let boundary = "fastnpc-test-boundary-7d1c";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\

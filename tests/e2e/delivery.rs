@@ -98,6 +98,7 @@ async fn a_job_started_five_times_without_ending_fails_as_poison_and_is_dead_let
         serial_key: None,
         progress_total: 9,
         idempotency: None,
+        params: None,
     };
     let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
     assert!(matches!(app.store.submit_character(character, job, &quota).await.unwrap(), Submitted::Created));

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod avatars;
 mod bounds;
 mod browser;
 mod cancel;
@@ -28,6 +29,7 @@ mod outages;
 mod parsers;
 mod quotas;
 mod real_llm;
+mod regeneration;
 mod schema_fuzz;
 mod security;
 mod serial;

@@ -21,6 +21,7 @@ fn job(job_id: JobId, user_id: UserId, key: &str) -> NewJob<'_> {
         serial_key: Some(key.to_owned()),
         progress_total: 0,
         idempotency: None,
+        params: None,
     }
 }
 
@@ -140,6 +141,7 @@ async fn submit_message(app: &TestApp, user_id: UserId, character_id: CharacterI
         serial_key: Some(store::jobs::serial::chat(character_id)),
         progress_total: 0,
         idempotency: None,
+        params: None,
     };
     let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
     assert!(matches!(app.store.submit_message(message, job, &quota).await.unwrap(), Submitted::Created));

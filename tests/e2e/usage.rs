@@ -187,6 +187,7 @@ async fn each_attempt_adds_its_usage_once_and_a_lost_claim_adds_nothing() {
         serial_key: None,
         progress_total: 0,
         idempotency: None,
+        params: None,
     };
     let store = &app.store;
     let lease = Duration::from_secs(30);

@@ -1,16 +1,16 @@
 //! Character Cards in and out: `GET /v1/characters/{id}/card` writes a character as a V2 or V3
-//! card (JSON, or a PNG with the card in its text chunks); `POST /v1/characters/import` makes a
+//! card (JSON, or a PNG with the card in its text chunks, in the character's picture); `POST /v1/characters/import` makes a
 //! ready character from a V1, V2 or V3 card (JSON or PNG; the file as the body or as the `file`
 //! part of a `multipart/form-data` form) without an LLM call. The mapping is `crate::cards`'.
 
 use axum::{
-    extract::{FromRequest, Multipart, Path, Query, Request, State},
+    extract::{Path, Query, Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use fastnpc_shared::{
     ids::CharacterId,
-    store::{NewCharacter, characters::ImportedCharacter},
+    store::{NewCharacter, avatars::AvatarOf, characters::ImportedCharacter},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,9 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{character_edits::created_character_response, characters::validate_name, parse_id};
 use crate::{
+    avatars::avatar_from_upload,
     cards::{self, CardVersion, CharacterForCard, Spec},
     error::ApiError,
-    extract::AuthUser,
+    extract::{AuthUser, uploaded_file},
     state::AppState,
 };
 
@@ -115,7 +116,11 @@ pub async fn export(
         CardFormat::Png => {
             let chunks = cards::png_chunks(&for_card, spec);
             let chunks: Vec<(&str, &str)> = chunks.iter().map(|(keyword, text)| (*keyword, text.as_str())).collect();
-            let image = cards::png::with_text_chunks(&placeholder_for(character_id), &chunks)
+            let picture = match state.store.avatar(user_id, AvatarOf::Character(character_id)).await? {
+                Some(avatar) => avatar.image,
+                None => placeholder_for(character_id),
+            };
+            let image = cards::png::with_text_chunks(&picture, &chunks)
                 .map_err(|error| ApiError::Internal(anyhow::anyhow!("writing the card image: {error}")))?;
             let mut response = image.into_response();
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -145,37 +150,6 @@ pub struct ImportCardForm {
     file: Vec<u8>,
 }
 
-/// The body of an import: the file as it came, or a form's `file` part.
-async fn card_file(state: &AppState, request: Request) -> Result<Vec<u8>, ApiError> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if content_type.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(request, state)
-            .await
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-        while let Some(field) =
-            form.next_field().await.map_err(|error| ApiError::bad_request(format!("the form: {error}")))?
-        {
-            if field.name() == Some("file") {
-                let bytes = field.bytes().await.map_err(|error| too_large_or_bad(&error.body_text()))?;
-                return Ok(bytes.to_vec());
-            }
-        }
-        return Err(ApiError::invalid_field("the form has no `file` part"));
-    }
-    let bytes = axum::body::to_bytes(request.into_body(), crate::MAX_BODY_BYTES)
-        .await
-        .map_err(|error| too_large_or_bad(&error.to_string()))?;
-    Ok(bytes.to_vec())
-}
-
-fn too_large_or_bad(detail: &str) -> ApiError {
-    ApiError::Invalid {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: "body-too-large",
-        detail: format!("the card file could not be read whole (at most {} MB): {detail}", crate::MAX_BODY_BYTES >> 20),
-    }
-}
-
 /// `POST /v1/characters/import` with a card file → `201 {character, job: null}`, ready at once.
 #[utoipa::path(
     post,
@@ -184,7 +158,7 @@ fn too_large_or_bad(detail: &str) -> ApiError {
     tag = "characters",
     summary = "Create a character from a Character Card (V1, V2 or V3; JSON or PNG)",
     description = "The file is the body (`image/png` or `application/json`) or the first part of a \
-        `multipart/form-data` form's `file` part, at most 1 MB. A PNG's `ccv3` chunk is read before its `chara`; `zTXt` \
+        `multipart/form-data` form's `file` part, at most 8 MB. A PNG's `ccv3` chunk is read before its `chara`; `zTXt` \
         chunks are inflated. A card written by FastNPC restores its character exactly; any other card's \
         text is mapped into the profile's categories (none of it dropped), and the card itself is kept \
         so an export gives back its greetings, lorebook and extensions. No LLM call: the character is \
@@ -197,7 +171,7 @@ fn too_large_or_bad(detail: &str) -> ApiError {
     responses(
         (status = 201, description = "The character", body = super::characters::CharacterWithJob,
             headers(("Location" = String, description = "The character's URL"), ("ETag" = String, description = "Its version"))),
-        (status = 413, description = "The file is over 1 MB", body = crate::openapi::Problem,
+        (status = 413, description = "The file is over 8 MB", body = crate::openapi::Problem,
             content_type = "application/problem+json"),
         (status = 422, description = "`/problems/invalid-card`: not a card, naming what is wrong (a truncated \
             or corrupted PNG, a chunk that is not base64, base64 that is not JSON, a compression bomb…)",
@@ -211,7 +185,7 @@ pub async fn import(
     AuthUser(user_id): AuthUser,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = card_file(&state, request).await?;
+    let bytes = uploaded_file(&state, request, "the card file").await?;
     let invalid =
         |detail: String| ApiError::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid-card", detail };
     let card = cards::read(&bytes).map_err(|error| invalid(error.to_string()))?;
@@ -224,6 +198,14 @@ pub async fn import(
         CardVersion::V1 => "v1",
         CardVersion::V2 => "v2",
         CardVersion::V3 => "v3",
+    };
+    // A PNG card's image is the character's picture: kept, re-encoded like any upload.
+    let avatar = if bytes.starts_with(&cards::png::SIGNATURE) {
+        let picture =
+            avatar_from_upload(bytes).await.map_err(|error| invalid(format!("the card's picture: {error}")))?;
+        Some(picture)
+    } else {
+        None
     };
     let character_id = CharacterId::new();
     let card_data = Value::Object(card.data);
@@ -243,6 +225,7 @@ pub async fn import(
                 brief: imported.brief.as_deref(),
                 card: &card_data,
                 detail: &detail,
+                avatar: avatar.as_ref(),
             },
             &crate::limits::quota(&state),
         )

@@ -137,6 +137,7 @@ pub async fn create(
         serial_key: None,
         progress_total: CATEGORY_COUNT as i32,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+        params: None,
     };
     let character = NewCharacter { character_id, user_id, name: &name, source: &source, language: language.code() };
     if !crate::limits::created(

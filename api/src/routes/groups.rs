@@ -423,6 +423,7 @@ pub async fn send(
         serial_key: Some(store::jobs::serial::group(group.group_id)),
         progress_total: user.max_group_rounds,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+        params: None,
     };
     if !crate::limits::created(
         &state,

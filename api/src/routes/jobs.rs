@@ -13,7 +13,7 @@ use fastnpc_shared::{
     jobs::{JobKind, JobStatus},
     llm::Usage,
     store::{self, jobs::JobRecord},
-    store::{RetryGuard, Submitted},
+    store::{JobGuard, Submitted},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -298,7 +298,7 @@ pub async fn retry(
             (
                 job.character_id.map(store::jobs::serial::chat),
                 0,
-                RetryGuard::MessageUnanswered(message_id),
+                JobGuard::MessageUnanswered(message_id),
                 "this message already has a reply, or one on its way",
             )
         }
@@ -307,14 +307,23 @@ pub async fn retry(
             (
                 None,
                 job.progress_total,
-                RetryGuard::CharacterFailed { user_id, character_id },
+                JobGuard::CharacterFailed { user_id, character_id },
                 "the character is not in a failed state",
             )
         }
         JobKind::CompressMemory | JobKind::CompressGroupMemory => {
-            (job.character_id.map(store::jobs::serial::memory), 0, RetryGuard::None, "")
+            (job.character_id.map(store::jobs::serial::memory), 0, JobGuard::None, "")
         }
-        JobKind::GroupTurn => (job.group_id.map(store::jobs::serial::group), 0, RetryGuard::None, ""),
+        JobKind::GroupTurn => (job.group_id.map(store::jobs::serial::group), 0, JobGuard::None, ""),
+        JobKind::RegenerateCharacter => {
+            let character_id = job.character_id.ok_or(ApiError::NotFound)?;
+            (
+                Some(store::jobs::serial::regeneration(character_id)),
+                job.progress_total,
+                JobGuard::CharacterReady { user_id, character_id },
+                "the character is not ready",
+            )
+        }
     };
     let retry = store::jobs::NewJob {
         job_id: new_id,
@@ -326,9 +335,10 @@ pub async fn retry(
         serial_key,
         progress_total,
         idempotency: None,
+        params: job.params.as_ref(),
     };
-    let outcome = state.store.submit_retry(retry, guard, &crate::limits::quota(&state)).await?;
-    if outcome == Submitted::NotRetryable {
+    let outcome = state.store.submit_guarded(retry, guard, &crate::limits::quota(&state)).await?;
+    if outcome == Submitted::GuardFailed {
         return Err(conflict(refusal));
     }
     crate::limits::created(&state, outcome)?;

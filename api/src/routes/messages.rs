@@ -172,6 +172,7 @@ pub async fn send(
         serial_key: Some(store::jobs::serial::chat(character_id)),
         progress_total: 0,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
+        params: None,
     };
     let message = NewUserMessage::new(message_id, user_id, character_id, content);
     let stored = message.record();

@@ -9,6 +9,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod avatars;
 pub mod cards;
 pub mod character_edits;
 pub mod characters;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod jobs;
 pub mod memories;
 pub mod messages;
+pub mod regeneration;
 pub mod sources;
 pub mod system;
 pub mod usage;
@@ -31,6 +33,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::me, auth::update_me, auth::delete_me))
+        .routes(routes!(avatars::put_mine, avatars::get_mine, avatars::delete_mine))
         .routes(routes!(usage::mine))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
@@ -50,6 +53,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(characters::create, characters::list))
         .routes(routes!(characters::get, character_edits::patch, characters::delete))
         .routes(routes!(characters::copy))
+        .routes(routes!(regeneration::regenerate))
+        .routes(routes!(avatars::put_character, avatars::get_character, avatars::delete_character))
         .routes(routes!(cards::export))
         .routes(routes!(cards::import))
         .routes(routes!(character_edits::versions))

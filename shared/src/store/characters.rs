@@ -184,6 +184,23 @@ pub(crate) async fn mark_generating(
     Ok(result.rows_affected() == 1)
 }
 
+/// True when the user's character is `ready`; it is then locked against deletion (and a retried
+/// generation) until the transaction ends, so a job written after this check finds it.
+pub(crate) async fn hold_ready(
+    db: impl PgExecutor<'_>,
+    user_id: UserId,
+    character_id: CharacterId,
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query_scalar!(
+        "select true from characters where character_id = $1 and user_id = $2 and status = 'ready' for share",
+        character_id.0,
+        user_id.0,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(held.is_some())
+}
+
 /// One version of a character's name, brief and profile, as a listing shows it.
 #[derive(Clone, Debug)]
 pub struct CharacterVersionSummary {
@@ -240,6 +257,8 @@ pub struct ImportedCharacter<'a> {
     pub card: &'a Value,
     /// What the version history says of the import (`{"card": "v2"}`).
     pub detail: &'a Value,
+    /// The picture a PNG card was (re-encoded).
+    pub avatar: Option<&'a super::avatars::Avatar>,
 }
 
 /// How copying a character ended.
@@ -266,6 +285,10 @@ impl Edited {
         }
     }
 }
+
+/// Builds a regeneration's job result from the version it wrote, inside the transaction that
+/// writes both.
+pub type RegenerationResult<'a> = &'a (dyn Fn(i64) -> Value + Send + Sync);
 
 /// Characters: created with the job that generates them, filled in by it, edited by their owner.
 #[async_trait::async_trait]
@@ -304,6 +327,20 @@ pub trait CharacterStore: Send + Sync {
         prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool>;
+    /// Stores a regeneration's categories (replacing those of the current profile, whatever
+    /// edits they held; the others are kept) and its brief, if it wrote one, as the character's
+    /// next version (`regenerated`, with `detail`), and ends the job as succeeded with
+    /// `result(version)`, together. `None` when the claim was lost or the character is no longer
+    /// ready (nothing written).
+    async fn finish_regeneration(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        regenerated: &serde_json::Map<String, Value>,
+        brief: Option<&str>,
+        detail: &Value,
+        result: RegenerationResult<'_>,
+    ) -> StoreResult<Option<i64>>;
     /// Writes `edit` as the next version of a ready character still at `expected_version`
     /// (optimistic concurrency: the caller read that version and built the edit from it).
     async fn edit_character(
@@ -441,6 +478,45 @@ impl CharacterStore for PgStore {
         Ok(true)
     }
 
+    async fn finish_regeneration(
+        &self,
+        claim: &Claim,
+        character_id: CharacterId,
+        regenerated: &serde_json::Map<String, Value>,
+        brief: Option<&str>,
+        detail: &Value,
+        result: RegenerationResult<'_>,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        // `||` replaces whole top-level keys: a regenerated category keeps none of its old fields.
+        let version = sqlx::query_scalar!(
+            "with saved as (
+                 update characters set profile = profile || $2, brief = coalesce($3, brief),
+                                       version = version + 1, updated_at = now()
+                 where character_id = $1 and status = 'ready'
+                 returning character_id, version, name, brief, profile, updated_at
+             ),
+             recorded as (
+                 insert into character_versions (character_id, version, change, detail, name, brief, profile,
+                                                 created_at)
+                 select character_id, version, 'regenerated', $4, name, brief, profile, updated_at from saved
+             )
+             select version from saved",
+            character_id.0,
+            Value::Object(regenerated.clone()),
+            brief,
+            detail,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(version) = version else { return Ok(None) };
+        if !jobs::succeed(&mut *tx, claim, &result(version)).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(version))
+    }
+
     async fn edit_character(
         &self,
         user_id: UserId,
@@ -524,7 +600,7 @@ impl CharacterStore for PgStore {
     }
 
     async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
-        let ImportedCharacter { character, profile, brief, card, detail } = imported;
+        let ImportedCharacter { character, profile, brief, card, detail, avatar } = imported;
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version)
@@ -557,6 +633,9 @@ impl CharacterStore for PgStore {
         )
         .execute(&mut *tx)
         .await?;
+        if let Some(avatar) = avatar {
+            super::avatars::put_for_character(&mut *tx, character.character_id, avatar).await?;
+        }
         if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
             return Ok(Submitted::OverQuota(cap));
         }

@@ -12,9 +12,9 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 
 use super::Capped;
+use super::JobGuard;
 use super::PgStore;
 use super::Quota;
-use super::RetryGuard;
 use super::StoreResult;
 use super::Submitted;
 use super::characters;
@@ -43,6 +43,8 @@ pub struct JobRecord {
     pub attempts: i32,
     /// LLM calls and tokens of every attempt that ended or was handed back.
     pub usage: Usage,
+    /// What the job was asked to do beyond its kind and ids (a regeneration's categories).
+    pub params: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -75,6 +77,7 @@ pub struct JobRow {
     pub usage_calls: i64,
     pub usage_prompt_tokens: i64,
     pub usage_completion_tokens: i64,
+    pub params: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -98,6 +101,7 @@ impl From<JobRow> for JobRecord {
             error: row.error,
             attempts: row.attempts,
             usage: usage::from_columns(row.usage_calls, row.usage_prompt_tokens, row.usage_completion_tokens),
+            params: row.params,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -197,6 +201,8 @@ pub struct NewJob<'a> {
     pub progress_total: i32,
     /// `Idempotency-Key` and a hash of the request it came with.
     pub idempotency: Option<(&'a str, &'a [u8])>,
+    /// What the job is asked to do beyond its kind and ids ([`JobRecord::params`]).
+    pub params: Option<&'a Value>,
 }
 
 /// The name of the per-user idempotency-key index.
@@ -205,8 +211,8 @@ pub const IDEMPOTENCY_KEY: &str = "jobs_idempotency_key";
 pub(crate) async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
-                           idempotency_key, request_fingerprint)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                           idempotency_key, request_fingerprint, params)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         job.job_id.0,
         job.user_id.0,
         job.kind.as_str(),
@@ -217,6 +223,7 @@ pub(crate) async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(
         job.progress_total,
         job.idempotency.map(|(key, _)| key),
         job.idempotency.map(|(_, fingerprint)| fingerprint),
+        job.params,
     )
     .execute(db)
     .await?;
@@ -235,7 +242,7 @@ pub(crate) async fn get(
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done, progress_total, result, error, attempts,
-                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens, params,
                   created_at, started_at, finished_at, updated_at
            from jobs where job_id = $1 and user_id = $2"#,
         job_id.0,
@@ -260,7 +267,7 @@ pub(crate) async fn list(
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
                   message_id as "message_id: MessageId", group_id as "group_id: GroupId", serial_key,
                   progress_done, progress_total, result, error, attempts,
-                  usage_calls, usage_prompt_tokens, usage_completion_tokens,
+                  usage_calls, usage_prompt_tokens, usage_completion_tokens, params,
                   created_at, started_at, finished_at, updated_at
            from jobs
            where user_id = $1 and ($2::uuid is null or job_id < $2)
@@ -563,6 +570,11 @@ pub mod serial {
         format!("memory:{character_id}")
     }
 
+    /// A character's regenerations: one at a time, in the order they were asked for.
+    pub fn regeneration(character_id: CharacterId) -> String {
+        format!("regenerate:{character_id}")
+    }
+
     /// A group's turn loops: one at a time, a newer user message interrupting the running one.
     pub fn group(group_id: crate::ids::GroupId) -> String {
         format!("group:{group_id}")
@@ -818,9 +830,9 @@ pub trait JobStore: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<JobRecord>>;
     async fn job_by_idempotency_key(&self, user_id: UserId, key: &str) -> StoreResult<Option<(JobId, Vec<u8>)>>;
-    /// A retry of a failed or cancelled job, if `guard` still holds (else `NotRetryable`) and the
-    /// quota allows it.
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted>;
+    /// A job that may only exist while `guard` holds (a retry, a regeneration): written if the
+    /// guard still holds (else `GuardFailed`) and the quota allows it.
+    async fn submit_guarded(&self, job: NewJob<'_>, guard: JobGuard, quota: &Quota) -> StoreResult<Submitted>;
     async fn active_jobs_of(&self, user_id: UserId) -> StoreResult<Vec<JobId>>;
     /// Cancels a queued job in place (failing `generating`, the character it generated) or flags
     /// a running one, together.
@@ -853,24 +865,32 @@ impl JobStore for PgStore {
         find_by_idempotency_key(&self.pool, user_id, key).await
     }
 
-    async fn submit_retry(&self, job: NewJob<'_>, guard: RetryGuard, quota: &Quota) -> StoreResult<Submitted> {
+    async fn submit_guarded(&self, job: NewJob<'_>, guard: JobGuard, quota: &Quota) -> StoreResult<Submitted> {
         let user_id = job.user_id;
         let mut tx = self.pool.begin().await?;
         let holds = match guard {
-            RetryGuard::MessageUnanswered(message_id) => {
+            JobGuard::MessageUnanswered(message_id) => {
                 // Locked so two concurrent retries cannot both pass the check.
                 lock_message(&mut *tx, message_id).await?;
                 !message_answered_or_pending(&mut *tx, message_id).await?
             }
-            RetryGuard::CharacterFailed { user_id, character_id } => {
+            JobGuard::CharacterFailed { user_id, character_id } => {
                 characters::mark_generating(&mut *tx, user_id, character_id).await?
             }
-            RetryGuard::None => true,
+            JobGuard::CharacterReady { user_id, character_id } => {
+                characters::hold_ready(&mut *tx, user_id, character_id).await?
+            }
+            JobGuard::None => true,
         };
         if !holds {
-            return Ok(Submitted::NotRetryable);
+            return Ok(Submitted::GuardFailed);
         }
-        insert(&mut *tx, job).await?;
+        match insert(&mut *tx, job).await {
+            Err(error) if super::postgres::is_unique_violation(&error, IDEMPOTENCY_KEY) => {
+                return Ok(Submitted::IdempotencyKeyTaken);
+            }
+            inserted => inserted?,
+        }
         if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::ActiveJobs]).await? {
             return Ok(Submitted::OverQuota(cap));
         }

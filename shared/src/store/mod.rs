@@ -8,6 +8,7 @@
 //! of work decides what shares a transaction — and `PgStore`'s implementation of the trait.
 
 pub mod api_keys;
+pub mod avatars;
 pub mod batch;
 pub mod characters;
 mod export;
@@ -30,8 +31,8 @@ pub use postgres::PgStore;
 /// `use fastnpc_shared::store::prelude::*`.
 pub mod prelude {
     pub use super::{
-        Store, api_keys::ApiKeyStore, characters::CharacterStore, groups::GroupStore, jobs::ClaimStore,
-        jobs::DeliveryStore, jobs::JobStore, memories::MemoryStore, messages::MessageStore, sources::SourceStore,
-        stats::StatsStore, transfer::TransferStore, usage::UsageStore, users::AccountStore,
+        Store, api_keys::ApiKeyStore, avatars::AvatarStore, characters::CharacterStore, groups::GroupStore,
+        jobs::ClaimStore, jobs::DeliveryStore, jobs::JobStore, memories::MemoryStore, messages::MessageStore,
+        sources::SourceStore, stats::StatsStore, transfer::TransferStore, usage::UsageStore, users::AccountStore,
     };
 }

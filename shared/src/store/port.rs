@@ -2,8 +2,8 @@
 //!
 //! It is split by aggregate — [`AccountStore`], [`ApiKeyStore`], [`CharacterStore`],
 //! [`MessageStore`], [`MemoryStore`], [`GroupStore`], [`JobStore`], [`DeliveryStore`],
-//! [`ClaimStore`], [`UsageStore`], [`StatsStore`], [`TransferStore`] — each trait in the module
-//! of its aggregate, beside the Postgres queries that implement it; [`Store`] is all of them
+//! [`ClaimStore`], [`UsageStore`], [`StatsStore`], [`TransferStore`], [`AvatarStore`] — each
+//! trait in the module of its aggregate, beside the Postgres queries that implement it; [`Store`] is all of them
 //! (plus a readiness ping), and this module holds the types several of them share.
 //!
 //! Two adapters implement it: Postgres ([`super::postgres::PgStore`], the distributed mode) and
@@ -70,8 +70,8 @@ pub enum Submitted {
     IdempotencyKeyTaken,
     /// Nothing was written: it would have taken the user past this cap of their [`Quota`].
     OverQuota(Capped),
-    /// `submit_retry` only: its [`RetryGuard`] no longer holds; nothing was written.
-    NotRetryable,
+    /// `submit_guarded` only: its [`JobGuard`] no longer holds; nothing was written.
+    GuardFailed,
 }
 
 /// What one user may hold at once. The store checks a submission against it inside the
@@ -156,13 +156,16 @@ impl<'a> NewUserMessage<'a> {
     }
 }
 
-/// What must still hold for a retry to be created, checked in the retry's transaction.
+/// What must still hold for a job to be created (a retry, a regeneration), checked in the
+/// transaction that writes it.
 #[derive(Clone, Copy, Debug)]
-pub enum RetryGuard {
+pub enum JobGuard {
     /// A chat reply: the message has no reply stored and none on its way.
     MessageUnanswered(MessageId),
     /// A generation: the user's character is `failed`; it goes back to `generating`.
     CharacterFailed { user_id: UserId, character_id: CharacterId },
+    /// A regeneration: the user's character is `ready` (and stays, until the commit).
+    CharacterReady { user_id: UserId, character_id: CharacterId },
     /// Nothing to check.
     None,
 }
@@ -231,6 +234,7 @@ pub trait Store:
     + ClaimStore
     + UsageStore
     + TransferStore
+    + AvatarStore
     + 'static
 {
     /// True when the database answers (readiness).

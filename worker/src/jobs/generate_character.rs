@@ -18,7 +18,7 @@ use fastnpc_shared::{
     jobs::JobError,
     llm::{self, ChatRequest, JsonSchema, Message, Purpose},
     prompts::PromptSet,
-    store::jobs::Claim,
+    store::{characters::CharacterRecord, jobs::Claim},
 };
 use futures::{StreamExt, TryFutureExt, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
@@ -39,17 +39,8 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
         return Err(JobFailure::Failed(JobError::new("character_deleted", "the character was deleted")));
     };
     let prompts = character.prompts();
-    let source: CharacterSource = serde_json::from_value(character.source.clone())
-        .map_err(|error| JobFailure::Failed(JobError::new("invalid_source", error.to_string())))?;
     let total = CATEGORIES.len() as u32;
-    // What the profile's `source` category states as facts: the address and size of the text.
-    let (text, source_url) = match source.pasted_text() {
-        Some(text) => (text.to_owned(), String::new()),
-        None => {
-            let snapshot = source_document(deps, claim, &character, &source, total, cancel).await?;
-            (snapshot.markdown, snapshot.url)
-        }
-    };
+    let SourceText { text, url: source_url } = source_text(deps, claim, &character, total, cancel).await?;
     let markdown = prompt_document(&character.name, &text);
 
     let brief = write_brief(deps, prompts, &character.name, &markdown).map_err(JobFailure::from);
@@ -89,8 +80,34 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     Ok(result)
 }
 
+/// The text a character's profile is written from, and the address it was fetched from (empty
+/// for pasted text): what the profile's `source` category states as facts.
+pub(crate) struct SourceText {
+    pub text: String,
+    pub url: String,
+}
+
+/// The character's source text: pasted, or its document (fetched once, then kept with it).
+pub(crate) async fn source_text(
+    deps: &Deps,
+    claim: &Claim,
+    character: &CharacterRecord,
+    total: u32,
+    cancel: &CancellationToken,
+) -> Result<SourceText, JobFailure> {
+    let source: CharacterSource = serde_json::from_value(character.source.clone())
+        .map_err(|error| JobFailure::Failed(JobError::new("invalid_source", error.to_string())))?;
+    Ok(match source.pasted_text() {
+        Some(text) => SourceText { text: text.to_owned(), url: String::new() },
+        None => {
+            let snapshot = source_document(deps, claim, character, &source, total, cancel).await?;
+            SourceText { text: snapshot.markdown, url: snapshot.url }
+        }
+    })
+}
+
 /// One category: ask, parse strictly, ask again when the reply does not parse.
-async fn generate_category(
+pub(crate) async fn generate_category(
     deps: &Deps,
     prompts: &dyn PromptSet,
     category: &'static CategorySpec,
@@ -117,7 +134,7 @@ async fn generate_category(
     Ok((category, fields))
 }
 
-async fn write_brief(
+pub(crate) async fn write_brief(
     deps: &Deps,
     prompts: &dyn PromptSet,
     name: &str,
@@ -132,7 +149,7 @@ async fn write_brief(
 }
 
 /// The source category's address and size are facts we know; the model only guesses them.
-fn patch_source_facts(profile: &mut Profile, url: &str, chars: usize, prompts: &dyn PromptSet) {
+pub(crate) fn patch_source_facts(profile: &mut Profile, url: &str, chars: usize, prompts: &dyn PromptSet) {
     if let Some(Value::Object(facts)) = profile.get_mut(SOURCE_CATEGORY) {
         facts.insert("source_url".into(), Value::String(url.to_owned()));
         facts.insert("source_size".into(), Value::String(prompts.source_size(chars)));

@@ -16,6 +16,7 @@ pub mod chat_reply;
 pub mod compress_memory;
 pub mod generate_character;
 pub mod group_turn;
+pub mod regenerate_character;
 pub mod source_document;
 
 /// How a job attempt ended, when it did not succeed.
@@ -92,6 +93,7 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
         JobKind::ChatReply => chat_reply::run(deps, claim, cancel).await,
         JobKind::CompressMemory | JobKind::CompressGroupMemory => compress_memory::run(deps, claim, cancel).await,
         JobKind::GroupTurn => group_turn::run(deps, claim, cancel).await,
+        JobKind::RegenerateCharacter => regenerate_character::run(deps, claim, cancel).await,
     }
 }
 
@@ -120,6 +122,7 @@ pub(crate) async fn schedule_compression(
             serial_key: Some(store::jobs::serial::memory(character_id)),
             progress_total: 0,
             idempotency: None,
+            params: None,
         })
         .await?;
     tracing::info!(memory_job.id = %job_id, kind = kind.as_str(), "scheduled memory compression");
