@@ -2,7 +2,10 @@
 //
 //   api.get(path), api.post(path, body), api.put / api.patch / api.delete(path, body)
 //     → parsed JSON, or null for 204. Non-2xx → throws ApiProblem. A 401 (except from the login
-//     call itself) also sends the person to /login?next=<where they were>.
+//     call itself) also sends the person to /login?next=<where they were>. A body that is a
+//     FormData or a Blob (a file) is sent as it is; anything else as JSON.
+//   api.download(path, options) → {blob, filename, type}: a file the API answers (not JSON),
+//     with the same credentials and errors.
 //   streamJob(jobId, {onEvent, signal, after, onStatus}) → a job's Server-Sent Events, read with
 //     fetch (so the session cookie goes along), resumed with Last-Event-ID after a dropped
 //     connection. All reconnect logic lives here.
@@ -67,7 +70,10 @@ function handle401(problem, path) {
 async function request(method, path, body, options = {}) {
   const headers = { Accept: 'application/json', ...(options.headers || {}) };
   const init = { method, headers, credentials: 'same-origin', signal: options.signal, cache: 'no-store' };
-  if (body !== undefined && body !== null) {
+  if (body instanceof FormData || body instanceof Blob) {
+    // The browser writes the form's boundary (or the file's type) itself.
+    init.body = body;
+  } else if (body !== undefined && body !== null) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -107,7 +113,51 @@ async function request(method, path, body, options = {}) {
   return data;
 }
 
+/** The file name of a `Content-Disposition` header (`filename*=UTF-8''…` preferred), or ''. */
+export function dispositionFilename(header) {
+  if (!header) return '';
+  const extended = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
+  if (extended) {
+    try {
+      return decodeURIComponent(extended[1].trim());
+    } catch {
+      /* fall through to the plain name */
+    }
+  }
+  const plain = /filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)/i.exec(header);
+  return plain ? (plain[1] ?? plain[2] ?? '').trim() : '';
+}
+
+/** GET a file (an image, a JSON document to save): `{blob, filename, type}`; errors as `request`. */
+async function download(path, options = {}) {
+  const init = { method: 'GET', headers: { Accept: '*/*' }, credentials: 'same-origin', signal: options.signal, cache: 'no-store' };
+  let response;
+  let blob;
+  try {
+    response = await fetch(path, init);
+    blob = await response.blob();
+  } catch (error) {
+    if (error?.name === 'AbortError') throw error;
+    throw networkProblem(error);
+  }
+  if (!response.ok) {
+    let data = null;
+    try {
+      const text = await blob.text();
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    const problem = problemFrom(response, data, path);
+    if (response.status === 401 && !options.noRedirect) handle401(problem, path);
+    throw problem;
+  }
+  const type = response.headers.get('Content-Type') || blob.type || '';
+  return { blob, type, filename: dispositionFilename(response.headers.get('Content-Disposition')) };
+}
+
 export const api = {
+  download,
   get: (path, options) => request('GET', path, undefined, options),
   post: (path, body, options) => request('POST', path, body, options),
   put: (path, body, options) => request('PUT', path, body, options),

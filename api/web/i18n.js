@@ -104,6 +104,15 @@ const STRINGS = {
   'characters.chat': ['Chat', '对话'],
   'characters.viewProgress': ['View progress', '查看进度'],
   'characters.delete.aria': ['Delete {name}', '删除 {name}'],
+  'characters.import': ['Import card', '导入角色卡'],
+  'characters.import.hint': [
+    'A Character Card (.png or .json, at most {max}) from SillyTavern or another character-chat app. You can also drop the file on this page.',
+    '来自 SillyTavern 等角色聊天应用的角色卡（.png 或 .json，最大 {max}），也可以把文件直接拖放到本页。',
+  ],
+  'characters.import.working': ['Importing {file}…', '正在导入 {file}…'],
+  'characters.import.refused': ['{file} was not imported: {message}', '{file} 未能导入：{message}'],
+  'characters.import.tooLarge': ['{file} was not imported: a card file may be at most {max}.', '{file} 未能导入：角色卡文件最大 {max}。'],
+  'characters.import.drop': ['Drop the card file to import it', '松开鼠标即可导入角色卡'],
   'characters.delete.title': ['Delete “{name}”?', '删除“{name}”？'],
   'characters.delete.body': [
     'The character, its conversation and its memory are deleted for good. Groups keep their other members.',
@@ -262,6 +271,16 @@ const STRINGS = {
   'character.snapshot.truncated': ['{n} characters (cut at the size limit)', '{n} 个字符（已按大小上限截断）'],
   'character.snapshot.show': ['Show the fetched text (Markdown)', '显示获取的文本（Markdown）'],
   'character.promptVersion': ['Prompt version', '提示词版本'],
+  'character.export': ['Export card', '导出角色卡'],
+  'character.export.hint': [
+    'A Character Card for SillyTavern and other character-chat apps: a PNG image with the card inside, or a JSON file. Every app reads V2; V3 is the newer spec.',
+    '可导入 SillyTavern 等角色聊天应用的角色卡：内嵌角色卡的 PNG 图片，或 JSON 文件。所有应用都能读取 V2；V3 是较新的规范。',
+  ],
+  'character.export.png': ['PNG image, {spec}', 'PNG 图片，{spec}'],
+  'character.export.json': ['JSON file, {spec}', 'JSON 文件，{spec}'],
+  'character.export.working': ['Preparing the card…', '正在生成角色卡…'],
+  'character.export.done': ['Downloaded {file}.', '已下载 {file}。'],
+  'character.export.failed': ['The card could not be exported: {message}', '角色卡导出失败：{message}'],
 
   // chat
   'chat.title': ['Chat with {name}', '与 {name} 对话'],

@@ -1,5 +1,5 @@
 //! The command-line client (`fastnpc login|whoami|create|say|chat|group|characters|jobs|logout`) against a
-//! live API, in both modes, as a script and a person use it: exit codes that mean something,
+//! live API (Character Cards out and in with `characters card|import`), in both modes, as a script and a person use it: exit codes that mean something,
 //! `--json` for scripts, the session kept readable by its owner only, and — under a
 //! pseudo-terminal (util-linux `script`) — the live progress bar and the reply streamed as it is
 //! written.
@@ -7,7 +7,7 @@
 use std::{io::Write, os::unix::fs::PermissionsExt, path::Path, process::Stdio};
 
 use fastnpc_tests::harness::{PASSWORD, TestApp, TestUser, sample_source};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const CLI: &str = env!("CARGO_BIN_EXE_fastnpc-embedded");
 
@@ -19,10 +19,20 @@ struct Run {
 
 /// Runs the client with `config` as its configuration folder (and no inherited session).
 async fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    cli_in(config, None, args, stdin).await
+}
+
+/// [`cli`], in the working folder `folder` when given.
+async fn cli_in(config: &Path, folder: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Run {
     let (config, args, stdin) =
         (config.to_owned(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(), stdin.map(str::to_owned));
+    let folder = folder.map(Path::to_owned);
     tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(CLI)
+        let mut command = std::process::Command::new(CLI);
+        if let Some(folder) = folder {
+            command.current_dir(folder);
+        }
+        let mut child = command
             .args(&args)
             .env("FASTNPC_CONFIG_DIR", &config)
             .env_remove("FASTNPC_SERVER")
@@ -198,6 +208,93 @@ async fn jobs_are_listed_and_a_character_exports_with_its_whole_conversation() {
     assert!(document["memories"].is_object(), "{}", document["memories"]);
     let to_stdout = cli(&config, &["characters", "export", &id], None).await;
     assert_eq!(serde_json::from_str::<Value>(&to_stdout.stdout).unwrap(), document);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_character_goes_out_as_a_card_in_every_form_comes_back_the_same_and_a_broken_card_is_refused() {
+    let app = TestApp::spawn().await;
+    let user = app.user("carder").await;
+    let config = tempdir("cli-cards");
+    log_in(&app, &user, &config).await;
+    let id = app.ready_character(&user, "诸葛亮").await;
+    let original: Value = app.get(&format!("/v1/characters/{id}"), &user).await.json().await.unwrap();
+    let original = &original["character"];
+    let count = async || {
+        let listed: Value = app.get("/v1/characters", &user).await.json().await.unwrap();
+        listed["items"].as_array().unwrap().len()
+    };
+
+    // Each of the four files, written where -o says, imports back as the same character.
+    for (format, spec, marker) in [
+        ("json", "v2", "chara_card_v2"),
+        ("json", "v3", "chara_card_v3"),
+        ("png", "v2", "chara"),
+        ("png", "v3", "ccv3"),
+    ] {
+        let file = config.join(format!("{spec}.{format}"));
+        let path = file.to_str().unwrap();
+        let written =
+            cli(&config, &["characters", "card", &id, "--format", format, "--spec", spec, "-o", path], None).await;
+        assert_eq!(written.code, Some(0), "{format} {spec}: {}", written.stderr);
+        let bytes = std::fs::read(&file).unwrap();
+        let served = app.get(&format!("/v1/characters/{id}/card?format={format}&spec={spec}"), &user).await;
+        assert_eq!(bytes, served.bytes().await.unwrap().to_vec(), "{format} {spec}: the API's card, byte for byte");
+        if format == "png" {
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{spec}: a PNG");
+            assert!(
+                bytes.windows(marker.len() + 1).any(|w| w == format!("{marker}\0").as_bytes()),
+                "{spec}: a {marker} chunk"
+            );
+        } else {
+            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["spec"], marker);
+        }
+        let imported = cli(&config, &["characters", "import", path, "--json"], None).await;
+        assert_eq!(imported.code, Some(0), "{format} {spec}: {}", imported.stderr);
+        let imported: Value = serde_json::from_str(&imported.stdout).expect("--json prints JSON");
+        let copy = &imported["character"];
+        assert_ne!(copy["id"], original["id"], "{format} {spec}: a new character");
+        assert_eq!((&copy["name"], &copy["status"]), (&original["name"], &json!("ready")), "{format} {spec}");
+        assert_eq!(copy["profile"], original["profile"], "{format} {spec}: the profile comes back whole");
+        assert_eq!(copy["brief"], original["brief"], "{format} {spec}");
+    }
+    assert_eq!(count().await, 5);
+
+    // Without -o: `<name>.card.<format>` in the working folder, named on standard output; an
+    // existing file is not overwritten. The readable import prints the id and the name.
+    let folder = tempdir("cli-cards-default");
+    let written = cli_in(&config, Some(&folder), &["characters", "card", &id, "--format", "png"], None).await;
+    assert_eq!(written.code, Some(0), "{}", written.stderr);
+    assert_eq!(written.stdout.trim_end(), "诸葛亮.card.png");
+    let png = std::fs::read(folder.join("诸葛亮.card.png")).unwrap();
+    let again = cli_in(&config, Some(&folder), &["characters", "card", &id, "--format", "png"], None).await;
+    assert_eq!(again.code, Some(2), "{}", again.stderr);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(folder.join("诸葛亮.card.png")).unwrap(), png, "left as it was");
+    let imported = cli_in(&config, Some(&folder), &["characters", "import", "诸葛亮.card.png"], None).await;
+    assert_eq!(imported.code, Some(0), "{}", imported.stderr);
+    let (new_id, name) = imported.stdout.trim_end().split_once("  ").expect("id  name");
+    assert_eq!(name, "诸葛亮");
+    assert_eq!(app.get(&format!("/v1/characters/{new_id}"), &user).await.status(), 200);
+    assert_eq!(count().await, 6);
+
+    // Broken files: exit 2 with the server's reason, and nothing created.
+    let broken = config.join("broken.png");
+    std::fs::write(&broken, &png[..png.len() / 2]).unwrap();
+    let refused = cli(&config, &["characters", "import", broken.to_str().unwrap()], None).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("the PNG is truncated"), "the server's detail: {}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    let not_a_card = config.join("notes.json");
+    std::fs::write(&not_a_card, "hello, not JSON").unwrap();
+    let refused = cli(&config, &["characters", "import", not_a_card.to_str().unwrap(), "--json"], None).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("neither a PNG image nor a JSON document"), "{}", refused.stderr);
+    let missing = cli(&config, &["characters", "import", config.join("nowhere.png").to_str().unwrap()], None).await;
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+    assert_eq!(count().await, 6, "a refused card creates nothing");
+    let unknown = cli(&config, &["characters", "card", "0190a0a0-0000-7000-8000-000000000000", "-o", "-"], None).await;
+    assert_eq!(unknown.code, Some(4), "{}", unknown.stderr);
     app.stop().await;
 }
 

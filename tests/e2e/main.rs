@@ -39,5 +39,6 @@ mod streaming;
 mod usage;
 mod web;
 mod web_app;
+mod web_app_cards;
 mod web_app_more;
 mod web_app_sources;

@@ -562,6 +562,52 @@ impl Browser {
         self.command(Method::POST, "/goog/cdp/execute", Some(command)).await.map(drop)
     }
 
+    /// Lets pages download files, into a folder of this browser's own (removed with it), and
+    /// returns that folder: [`Browser::downloaded`] reads what arrives there. (A headless Chromium
+    /// refuses downloads until told where to put them, through the DevTools protocol.)
+    pub async fn allow_downloads(&self) -> Result<PathBuf> {
+        let folder = self.dir.join("downloads");
+        std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+        let params = json!({"behavior": "allow", "downloadPath": folder.display().to_string()});
+        let command = json!({"cmd": "Browser.setDownloadBehavior", "params": params});
+        self.command(Method::POST, "/goog/cdp/execute", Some(command)).await?;
+        Ok(folder)
+    }
+
+    /// Waits until the download named `name` is complete in the [`Browser::allow_downloads`]
+    /// folder (Chromium writes to a `.crdownload` file and gives it its name only at the end),
+    /// then takes it out of the folder and returns its bytes.
+    pub async fn downloaded(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join("downloads").join(name);
+        let path = &path;
+        let bytes = self
+            .poll(&format!("the download {name:?}"), || async move {
+                match std::fs::read(path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(error) => Err(anyhow::Error::from(error).context(format!("read {}", path.display()))),
+                }
+            })
+            .await?;
+        std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+        Ok(bytes)
+    }
+
+    /// Chooses the file at `path` in the `<input type="file">` matching `css`, as picking it in the
+    /// file dialog would (the input's `change` fires). The input need only be present: a file
+    /// input dressed as a button is usually visually hidden.
+    pub async fn choose_file(&self, css: &str, path: &Path) -> Result<()> {
+        let path = std::fs::canonicalize(path).with_context(|| format!("the file {}", path.display()))?;
+        let path = path.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", path.display()))?;
+        self.poll(&format!("`{css}` to take the file {path}"), || async move {
+            match self.find_all(css).await?.into_iter().next() {
+                Some(element) => element.send_keys(path).await.map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     // ----- Finding -----
 
     /// The first element matching `css` now (no waiting: see [`Browser::wait_for`]).

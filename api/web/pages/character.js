@@ -1,10 +1,10 @@
-// A character: brief, the eight persona categories, source metadata; Chat and Delete.
+// A character: brief, the eight persona categories, source metadata; Chat, Export card and Delete.
 
 import { api, ApiProblem } from '../api.js';
 import { h, formatDateTime, charCount, formatNumber, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { generationJobKey } from '../state.js';
-import { confirmDialog, errorArea, statusBadge } from '../components.js';
+import { confirmDialog, errorArea, statusArea, statusBadge, busy } from '../components.js';
 import { renderCategory, personaCategories, SOURCE_CATEGORY, categoryLabel, safeLink } from '../profile.js';
 import { progressHref } from './characters.js';
 
@@ -13,6 +13,7 @@ export async function render(root, ctx) {
   const { character } = await api.get(`/v1/characters/${encodeURIComponent(id)}`, { signal: ctx.signal });
   ctx.setTitle(character.name);
   const error = errorArea('character-error');
+  const exportStatus = statusArea('export-card-status');
 
   const del = h('button', { type: 'button', id: 'delete-character', class: 'btn btn-danger-ghost', dataset: { test: 'delete-character' } }, t('common.delete'));
   del.addEventListener('click', async () => {
@@ -36,12 +37,14 @@ export async function render(root, ctx) {
     character.status === 'generating'
       ? h('a', { href: progressHref(character), id: 'progress-link', class: 'btn btn-primary', dataset: { test: 'progress-link' } }, t('characters.viewProgress'))
       : null,
+    character.status === 'ready' ? exportMenu(character, { error, status: exportStatus }, ctx) : null,
     del,
   );
 
   root.append(
     h('div', { class: 'page-head' }, h('div', null, h('h1', null, character.name, ' ', statusBadge(character.status)), h('p', { class: 'muted' }, t('character.meta', { language: t(`lang.${character.language}`, {}, character.language), when: formatDateTime(character.created_at) }))), actions),
     error.el,
+    exportStatus.el,
   );
 
   if (character.status === 'failed') {
@@ -61,6 +64,85 @@ export async function render(root, ctx) {
   }
 
   root.append(sourceSection(character, profile?.[SOURCE_CATEGORY]));
+}
+
+/** The four card files a character can be exported as. */
+export const CARD_EXPORTS = [
+  { format: 'png', spec: 'v3' },
+  { format: 'png', spec: 'v2' },
+  { format: 'json', spec: 'v3' },
+  { format: 'json', spec: 'v2' },
+];
+
+/** A file name from a character's name: `<name>.card.png` or `.card.json`, safe on every system. */
+export function cardFilename(name, format) {
+  const safe = String(name).replace(/[\u0000-\u001f\u007f/\\:*?"<>|]+/g, '_').replace(/^[\s.]+|[\s.]+$/g, '');
+  return `${Array.from(safe).slice(0, 100).join('') || 'character'}.card.${format}`;
+}
+
+/** Saves a blob as a download named `filename` (an object URL on a temporary `<a download>`). */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', { href: url, download: filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has its own copy once started; the URL is only needed for the click.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/**
+ * "Export card": a disclosure (`<details>`) offering the card as PNG or JSON, V3 or V2. The file
+ * is fetched through the API client (the session cookie goes along) and saved from a blob.
+ */
+function exportMenu(character, { error, status }, ctx) {
+  const options = CARD_EXPORTS.map(({ format, spec }) => {
+    const button = h(
+      'button',
+      { type: 'button', id: `export-card-${format}-${spec}`, class: 'btn btn-small btn-ghost export-option', dataset: { test: 'export-card-option', format, spec } },
+      t(`character.export.${format}`, { spec: spec.toUpperCase() }),
+    );
+    button.addEventListener('click', () =>
+      busy(button, async () => {
+        error.clear();
+        status.set(t('character.export.working'), { fade: false });
+        const path = `/v1/characters/${encodeURIComponent(character.id)}/card?format=${format}&spec=${spec}`;
+        try {
+          const { blob } = await api.download(path, { signal: ctx.signal });
+          const filename = cardFilename(character.name, format);
+          saveBlob(blob, filename);
+          status.set(t('character.export.done', { file: filename }));
+          menu.open = false;
+          summary.focus();
+        } catch (problem) {
+          if (problem?.name === 'AbortError') return;
+          status.set('');
+          error.set(t('character.export.failed', { message: problem.message }));
+        }
+      }),
+    );
+    return h('li', null, button);
+  });
+  const summary = h('summary', { class: 'btn btn-ghost', id: 'export-card-toggle', dataset: { test: 'export-card-toggle' } }, t('character.export'));
+  const menu = h(
+    'details',
+    { class: 'export-menu', id: 'export-card', dataset: { test: 'export-card' } },
+    summary,
+    h('div', { class: 'export-menu-panel' }, h('p', { class: 'hint', id: 'export-card-hint' }, t('character.export.hint')), h('ul', { class: 'export-menu-list', 'aria-describedby': 'export-card-hint' }, options)),
+  );
+  menu.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && menu.open) {
+      menu.open = false;
+      summary.focus();
+    }
+  });
+  // A click elsewhere closes it, as a menu would.
+  const outside = (event) => {
+    if (menu.open && !menu.contains(event.target)) menu.open = false;
+  };
+  document.addEventListener('click', outside);
+  ctx.onCleanup(() => document.removeEventListener('click', outside));
+  return menu;
 }
 
 function sourceSection(character, metadata) {

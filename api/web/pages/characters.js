@@ -1,14 +1,17 @@
 // The characters list (home): newest first, filter as you type, delete with confirmation,
-// characters still generating link to their progress.
+// characters still generating link to their progress; a Character Card imported from a file
+// (chosen, or dropped on the page) opens as its new character.
 
 import { api, ApiProblem, query } from '../api.js';
 import { h, clear, formatDateTime, sleep, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { generationJobKey } from '../state.js';
-import { confirmDialog, errorArea, statusBadge, emptyState } from '../components.js';
+import { confirmDialog, errorArea, statusArea, statusBadge, emptyState } from '../components.js';
 
 const PAGE_SIZE = 100;
 const POLL_MS = 4000;
+/** The API's body limit, which a card file must fit in. */
+const MAX_CARD_BYTES = 1024 * 1024;
 
 /** The generation job of a character: named by the API if it ever does, else remembered here. */
 export function generationJob(character) {
@@ -30,16 +33,19 @@ export async function render(root, ctx) {
   const count = h('p', { id: 'character-count', class: 'muted', role: 'status' });
   const more = h('button', { type: 'button', id: 'load-more-characters', class: 'btn btn-ghost', hidden: true, dataset: { test: 'load-more' } }, t('common.loadMore'));
   const error = errorArea('characters-error');
+  const importer = cardImporter(root, ctx, error);
 
   root.append(
     h(
       'div',
       { class: 'page-head' },
       h('h1', null, t('characters.title')),
-      h('a', { href: '/characters/new', class: 'btn btn-primary', id: 'new-character', dataset: { test: 'new-character' } }, t('characters.new')),
+      h('div', { class: 'page-actions' }, importer.control, h('a', { href: '/characters/new', class: 'btn btn-primary', id: 'new-character', dataset: { test: 'new-character' } }, t('characters.new'))),
     ),
     h('div', { class: 'toolbar' }, h('div', { class: 'field field-inline' }, h('label', { for: 'character-filter' }, t('characters.filter')), filter)),
+    importer.hint,
     error.el,
+    importer.status.el,
     count,
     list,
     h('div', { class: 'list-more' }, more),
@@ -178,4 +184,101 @@ export async function render(root, ctx) {
       }
     }
   }
+}
+
+/**
+ * "Import card": a file input (`.png`, `.json`) dressed as a button, and the whole page as a drop
+ * target. The file goes to `POST /v1/characters/import` as a form's `file` part; the new
+ * character's page opens. A refused file leaves the page as it was, with the server's reason in
+ * the error area.
+ */
+function cardImporter(root, ctx, error) {
+  const max = formatBytes(MAX_CARD_BYTES);
+  const status = statusArea('import-card-status');
+  const input = h('input', {
+    type: 'file',
+    id: 'import-card-file',
+    class: 'visually-hidden',
+    accept: '.png,.json,image/png,application/json',
+    'aria-describedby': 'import-card-hint',
+    dataset: { test: 'import-card-file' },
+  });
+  const control = h('label', { class: 'btn btn-ghost file-button', id: 'import-card', dataset: { test: 'import-card' } }, t('characters.import'), input);
+  const hint = h('p', { class: 'hint import-hint', id: 'import-card-hint' }, t('characters.import.hint', { max }));
+  let importing = false;
+
+  async function upload(file) {
+    if (!file || importing) return;
+    error.clear();
+    if (file.size > MAX_CARD_BYTES) {
+      error.set(t('characters.import.tooLarge', { file: file.name, max }));
+      return;
+    }
+    importing = true;
+    control.setAttribute('aria-busy', 'true');
+    input.disabled = true;
+    status.set(t('characters.import.working', { file: file.name }), { fade: false });
+    const form = new FormData();
+    form.append('file', file, file.name);
+    try {
+      const { character } = await api.post('/v1/characters/import', form, { signal: ctx.signal });
+      if (ctx.active) ctx.navigate(`/characters/${encodeURIComponent(character.id)}`);
+    } catch (problem) {
+      if (problem?.name === 'AbortError' || problem?.redirected) return;
+      status.set('');
+      error.set(t('characters.import.refused', { file: file.name, message: problem.message }));
+      control.focus();
+    } finally {
+      importing = false;
+      control.removeAttribute('aria-busy');
+      input.disabled = false;
+      // The same file chosen again is a new choice.
+      input.value = '';
+    }
+  }
+
+  input.addEventListener('change', () => upload(input.files?.[0]));
+
+  // Drag and drop anywhere on the page; only drags that carry files are taken. `root` outlives the
+  // page: its listeners go with the page's signal.
+  const listening = { signal: ctx.signal };
+  const carriesFiles = (event) => Array.from(event.dataTransfer?.types || []).includes('Files');
+  let depth = 0;
+  const dropping = (on) => {
+    if (on) root.dataset.dropping = 'true';
+    else delete root.dataset.dropping;
+  };
+  root.addEventListener('dragenter', (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    depth++;
+    dropping(true);
+  }, listening);
+  root.addEventListener('dragover', (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+  }, listening);
+  root.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) dropping(false);
+  }, listening);
+  root.addEventListener('drop', (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    depth = 0;
+    dropping(false);
+    upload(event.dataTransfer.files?.[0]);
+  }, listening);
+  root.dataset.dropLabel = t('characters.import.drop');
+  ctx.onCleanup(() => {
+    dropping(false);
+    delete root.dataset.dropLabel;
+  });
+
+  return { control, hint, status };
+}
+
+function formatBytes(bytes) {
+  return bytes >= 1024 * 1024 ? `${bytes / (1024 * 1024)} MB` : `${Math.round(bytes / 1024)} KB`;
 }

@@ -71,7 +71,7 @@ pub enum ClientCommand {
     /// Create a group of characters, list groups, or speak in one and follow its turns live.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// List, show or delete characters.
+    /// List, show, delete, export or import characters (also as Character Cards).
     #[command(subcommand)]
     Characters(CharactersCommand),
     /// Show, cancel or retry a job.
@@ -156,6 +156,42 @@ pub enum CharactersCommand {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Write a character as a Character Card (the format of SillyTavern and other character-chat
+    /// apps): a JSON file, or a PNG image with the card inside.
+    Card {
+        id: String,
+        #[arg(long, value_enum, default_value_t = CardFormat::Json)]
+        format: CardFormat,
+        /// The card spec: V2 is read by every app, V3 is the newer one.
+        #[arg(long, value_enum, default_value_t = CardSpec::V2)]
+        spec: CardSpec,
+        /// Write to this file (`-`: standard output). Default: `<name>.card.json` or
+        /// `<name>.card.png` in the current folder, which must not exist yet.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Create a character from a Character Card file (V1, V2 or V3; PNG or JSON, at most 1 MB):
+    /// ready at once, no generation. Prints its id and name.
+    Import {
+        file: std::path::PathBuf,
+        /// Print the API's answer (the character) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The container of a Character Card.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CardFormat {
+    Json,
+    Png,
+}
+
+/// The Character Card spec.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CardSpec {
+    V2,
+    V3,
 }
 
 #[derive(clap::Subcommand)]
@@ -296,6 +332,29 @@ impl Client {
         }
         let response = request.send().await.with_context(|| format!("cannot reach {}", self.server))?;
         answer(response).await
+    }
+
+    /// A call whose body is `bytes` as they are (a file), answered with JSON.
+    async fn send_file(&self, path: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.server))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        answer(response).await
+    }
+
+    /// A `GET` answered with a file: its bytes, or the problem as an [`Exit`].
+    async fn download(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let request = self.http.get(format!("{}{path}", self.server)).bearer_auth(&self.token);
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        if !response.status().is_success() {
+            answer(response).await?;
+            anyhow::bail!("the server answered no file");
+        }
+        Ok(response.bytes().await.with_context(|| format!("reading the answer of {}", self.server))?.to_vec())
     }
 }
 
@@ -668,7 +727,82 @@ async fn characters(client: &Client, command: CharactersCommand) -> anyhow::Resu
             }
             Ok(())
         }
+        CharactersCommand::Card { id, format, spec, output } => card(client, &id, format, spec, output).await,
+        CharactersCommand::Import { file, json } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|error| Exit::new(2, format!("cannot read {}: {error}", file.display())))?;
+            // The server reads the file by its content; the type only says what it is.
+            let content_type = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "application/json" };
+            let created = client.send_file("/v1/characters/import", bytes, content_type).await?;
+            let character = &created["character"];
+            print_or(json, &created, || {
+                format!(
+                    "{}  {}",
+                    character["id"].as_str().unwrap_or_default(),
+                    character["name"].as_str().unwrap_or_default()
+                )
+            })
+        }
     }
+}
+
+/// `characters card`: the card file, written to `output` or to `<name>.card.<format>`.
+async fn card(
+    client: &Client,
+    id: &str,
+    format: CardFormat,
+    spec: CardSpec,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (format, extension) = match format {
+        CardFormat::Json => ("json", "json"),
+        CardFormat::Png => ("png", "png"),
+    };
+    let spec = match spec {
+        CardSpec::V2 => "v2",
+        CardSpec::V3 => "v3",
+    };
+    let path = match output {
+        Some(path) => path,
+        None => {
+            let shown = client.call(Method::GET, &format!("/v1/characters/{id}"), None).await?;
+            let path =
+                PathBuf::from(card_file_name(shown["character"]["name"].as_str().unwrap_or_default(), extension));
+            if path.exists() {
+                return Err(Exit::new(2, format!("{} exists; name another file with -o", path.display())).into());
+            }
+            path
+        }
+    };
+    let bytes = client.download(&format!("/v1/characters/{id}/card?format={format}&spec={spec}")).await?;
+    if path.as_os_str() == "-" {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&bytes)?;
+        stdout.flush()?;
+        return Ok(());
+    }
+    std::fs::write(&path, &bytes).map_err(|error| Exit::new(1, format!("cannot write {}: {error}", path.display())))?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// `<name>.card.<extension>`, with what a file name cannot hold (a path separator, a control
+/// character) replaced, as the web app names its downloads.
+fn card_file_name(name: &str, extension: &str) -> String {
+    let safe: String =
+        name.chars()
+            .map(|c| {
+                if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+    let safe = safe.trim_matches(|c: char| c.is_whitespace() || c == '.');
+    let safe: String = safe.chars().take(100).collect();
+    format!("{}.card.{extension}", if safe.is_empty() { "character" } else { &safe })
 }
 
 /// `{character, memories, messages}`: the character as `GET /v1/characters/{id}` shows it, its
