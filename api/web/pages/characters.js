@@ -11,7 +11,7 @@ import { confirmDialog, errorArea, statusArea, statusBadge, emptyState } from '.
 const PAGE_SIZE = 100;
 const POLL_MS = 4000;
 /** The API's body limit, which a card file must fit in. */
-const MAX_CARD_BYTES = 1024 * 1024;
+const MAX_CARD_BYTES = 8 * 1024 * 1024;
 
 /** The generation job of a character: named by the API if it ever does, else remembered here. */
 export function generationJob(character) {
