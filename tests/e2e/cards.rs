@@ -114,6 +114,12 @@ async fn sillytaverns_seraphina_comes_in_ready_to_chat_and_goes_out_with_her_lor
 
     let reply = app.send_message(&ada, id, "Where am I?", Some(30)).await;
     assert_eq!(reply.status(), 200, "she can be talked to at once");
+    // The card's image is her picture now.
+    let avatar = app.get(&format!("/v1/characters/{id}/avatar"), &ada).await;
+    assert_eq!(avatar.status(), 200);
+    let avatar = image::load_from_memory(&avatar.bytes().await.unwrap()).unwrap();
+    let card_image = image::load_from_memory(SERAPHINA).unwrap();
+    assert_eq!(avatar.width().max(avatar.height()), card_image.width().max(card_image.height()).min(512));
 
     let original = fastnpc_api::cards::read(SERAPHINA).unwrap();
     let card: Value = export(&app, &ada, id, "spec=v2").await.json().await.unwrap();
@@ -134,6 +140,88 @@ async fn sillytaverns_seraphina_comes_in_ready_to_chat_and_goes_out_with_her_lor
     assert_eq!(card["data"]["character_book"], original.data["character_book"]);
     assert_eq!(card["data"]["group_only_greetings"], json!([]));
     app.stop().await;
+}
+
+/// Real cards distributed with other open-source character-chat apps (origins and licences in
+/// `tests/fixtures/cards/README.md`): (file, content type, name, start of the greeting, start of
+/// the description, alternate greetings, lorebook entries, has a picture).
+const REAL_CARDS: [(&[u8], &str, &str, &str, &str, usize, usize, bool); 3] = [
+    (
+        include_bytes!("../fixtures/cards/choral-default-chan.png"),
+        "image/png",
+        "Default-chan",
+        "*Default-chan appears with a friendly wave, her teal hair catching the light",
+        "Default-chan is a cheerful and enthusiastic AI assistant who serves as the welcoming face of Choral",
+        2,
+        0,
+        true,
+    ),
+    (
+        include_bytes!("../fixtures/cards/neotavern-hazel.json"),
+        "application/json",
+        "Hazel",
+        "*The rain hisses off the sign above Hazel's Bench, painting the alley in cyan and violet.",
+        "[Hazel's Personality= \"sharp\", \"wry\"",
+        0,
+        4,
+        false,
+    ),
+    (
+        include_bytes!("../fixtures/cards/aicharlib-melina.png"),
+        "image/png",
+        "Melina",
+        "*Somewhere in the middle of a field, with only a couple of trees and views of the ruined towers",
+        "[character(\"Melina\")",
+        0,
+        0,
+        true,
+    ),
+];
+
+#[tokio::test]
+async fn real_cards_from_other_apps_come_in_with_their_text_and_go_out_with_what_they_carried() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    for (file, content_type, name, greeting, description, alternates, entries, picture) in REAL_CARDS {
+        let response = import(&app, &ada, content_type, file.to_vec()).await;
+        assert_eq!(response.status(), 201, "{name}: {}", response.text().await.unwrap());
+        let imported: Value = response.json().await.unwrap();
+        let character = &imported["character"];
+        let id = character["id"].as_str().unwrap();
+        assert_eq!((&character["name"], &character["status"]), (&json!(name), &json!("ready")));
+        let profile = &character["profile"];
+        assert!(
+            profile["basic_identity"]["identity_background"].as_str().unwrap().starts_with(description),
+            "{name}: the description is in the profile"
+        );
+        assert!(
+            profile["dialogue_rules"]["interaction_pattern"].as_str().unwrap().contains(greeting),
+            "{name}: the greeting is in the profile"
+        );
+        let avatar = app.get(&format!("/v1/characters/{id}/avatar"), &ada).await.status();
+        assert_eq!(avatar == 200, picture, "{name}: a PNG card's image is the picture ({avatar})");
+
+        let card: Value = export(&app, &ada, id, "spec=v3").await.json().await.unwrap();
+        let data = &card["data"];
+        assert!(data["first_mes"].as_str().unwrap().starts_with(greeting), "{name}: the greeting goes back out");
+        assert!(data["description"].as_str().unwrap().starts_with(description), "{name}");
+        assert_eq!(data["alternate_greetings"].as_array().map_or(0, Vec::len), alternates, "{name}");
+        let book = data["character_book"]["entries"].as_array().map_or(0, Vec::len);
+        assert_eq!(book, entries, "{name}: the lorebook goes back out");
+        assert!(data["extensions"]["fastnpc"].is_object(), "{name}: and FastNPC's own record");
+    }
+    let melina: Value = export(&app, &ada, &last_character(&app, &ada).await, "spec=v2").await.json().await.unwrap();
+    assert_eq!(
+        melina["data"]["extensions"]["pygmalion_id"], "14c38904-58f7-4038-bac7-4a18d41abe03",
+        "other apps' extensions are kept"
+    );
+    app.stop().await;
+}
+
+/// The id of the user's newest character.
+async fn last_character(app: &TestApp, user: &TestUser) -> String {
+    let listed: Value = app.get("/v1/characters", user).await.json().await.unwrap();
+    listed["items"][0]["id"].as_str().unwrap().to_owned()
 }
 
 /// A PNG whose one text chunk is a `zTXt` of `inflated`.
@@ -187,7 +275,7 @@ async fn malformed_card_files_are_refused_naming_the_fault_and_create_nothing() 
         ("a JPEG renamed .png", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01".to_vec(), 422, "JPEG"),
         ("a zip bomb in zTXt", bomb, 422, "once inflated"),
         ("a card of ours whose profile does not fit", tampered.to_string().into_bytes(), 422, "extensions.fastnpc"),
-        ("a 2 MB chunk", png::with_text_chunks(&image, &[("chara", &"A".repeat(2 << 20))]).unwrap(), 413, "limit"),
+        ("a 50 MB chunk", png::with_text_chunks(&image, &[("chara", &"A".repeat(50 << 20))]).unwrap(), 413, "at most"),
     ];
     for (what, body, status, named) in cases {
         let response = import(&app, &ada, "image/png", body).await;

@@ -146,7 +146,7 @@ async fn the_card_controls_fit_a_phone_in_chinese_and_a_card_dropped_on_the_list
     sign_in(&browser, &app, &user).await;
 
     assert_eq!(browser.text("#import-card").await.unwrap(), "导入角色卡");
-    assert!(browser.text("#import-card-hint").await.unwrap().contains("1 MB"));
+    assert!(browser.text("#import-card-hint").await.unwrap().contains("8 MB"));
     assert_fits_the_width(&browser, "the list with the import control").await;
     browser.screenshot("characters-import-phone").await.unwrap();
 
