@@ -64,6 +64,8 @@ pub async fn get(
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
                   source_snapshot as "source_snapshot: Value", version,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?: String",
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1 and user_id = ?2"#,
         character_id.0,
@@ -83,6 +85,8 @@ pub async fn get_by_id(
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id: UserId", name, status,
                   source as "source: Value", profile as "profile: Value", brief, language, prompt_version,
                   source_snapshot as "source_snapshot: Value", version,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?: String",
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters where character_id = ?1"#,
         character_id.0,
@@ -104,6 +108,8 @@ pub async fn list(
     sqlx::query_as!(
         CharacterSummary,
         r#"select character_id as "character_id!: CharacterId", name, status, brief,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?: String",
                   created_at as "created_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
            from characters
            where user_id = ?1 and (?2 is null or character_id < ?2)
@@ -532,6 +538,14 @@ impl CharacterStore for SqliteStore {
                 .await?;
         let detail = serde_json::json!({"from_character": original, "from_version": from_version});
         record_version(&mut *tx, copy, "copied", &detail).await?;
+        sqlx::query!(
+            "insert into character_avatars (character_id, image, etag, width, height, updated_at)
+             select ?2, image, etag, width, height, updated_at from character_avatars where character_id = ?1",
+            original.0,
+            copy.0,
+        )
+        .execute(&mut *tx)
+        .await?;
         if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::Characters]).await? {
             return Ok(Copied::OverQuota(cap));
         }

@@ -44,7 +44,20 @@ async fn a_picture_is_stored_re_encoded_served_with_caching_headers_and_travels_
     assert_eq!((stored["width"].as_i64(), stored["height"].as_i64()), (Some(512), Some(384)), "scaled to fit 512");
     assert_eq!(stored["url"], path);
 
-    let served = app.get(&path, &ada).await;
+    // The character names its picture's address, which changes with the picture.
+    let viewed: Value = app.get(&format!("/v1/characters/{id}"), &ada).await.json().await.unwrap();
+    let avatar_url = viewed["character"]["avatar_url"].as_str().unwrap().to_owned();
+    assert_eq!(avatar_url, format!("{path}?v={}", etag.trim_matches('"')));
+    let listed: Value = app.get("/v1/characters", &ada).await.json().await.unwrap();
+    assert_eq!(listed["items"][0]["avatar_url"], avatar_url.as_str());
+    // A copy has the same picture.
+    let copy = app.post_json(&format!("/v1/characters/{id}/copy"), &ada, &serde_json::json!({})).await;
+    assert_eq!(copy.status(), 201);
+    let copy: Value = copy.json().await.unwrap();
+    let copy_url = copy["character"]["avatar_url"].as_str().unwrap();
+    assert!(copy_url.ends_with(&format!("/avatar?v={}", etag.trim_matches('"'))), "{copy_url}");
+
+    let served = app.get(&avatar_url, &ada).await;
     assert_eq!(served.status(), 200);
     assert_eq!(served.headers()["content-type"], "image/png");
     assert_eq!(served.headers()["etag"].to_str().unwrap(), etag);
@@ -91,6 +104,8 @@ async fn a_picture_is_stored_re_encoded_served_with_caching_headers_and_travels_
     let deleted = app.request(Method::DELETE, &path, Some(&ada)).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(app.get(&path, &ada).await.status(), 404);
+    let viewed: Value = app.get(&format!("/v1/characters/{id}"), &ada).await.json().await.unwrap();
+    assert!(viewed["character"]["avatar_url"].is_null());
     assert_eq!(app.request(Method::DELETE, &path, Some(&ada)).send().await.unwrap().status(), 404);
     // Without a picture the card's image is a placeholder again.
     let card = app.get(&format!("/v1/characters/{id}/card?format=png"), &ada).await.bytes().await.unwrap();

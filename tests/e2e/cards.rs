@@ -287,3 +287,25 @@ async fn malformed_card_files_are_refused_naming_the_fault_and_create_nothing() 
     assert_eq!(app.db.count("select count(*) from characters").await, 0, "no character was created");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn long_term_memory_goes_out_as_a_lorebook_only_when_asked() {
+    let app = TestApp::spawn().await;
+    let ada = app.user("ada").await;
+    let id = app.ready_character(&ada, "王维").await;
+    let memories =
+        json!({"short_term": ["用户 | 喜欢 | 山水"], "long_term": [{"content": "用户 | 是 | 画家", "importance": 12}]});
+    let put = app.request(Method::PUT, &format!("/v1/characters/{id}/memories"), Some(&ada)).json(&memories).send();
+    assert_eq!(put.await.unwrap().status(), 200);
+
+    let plain: Value = export(&app, &ada, &id, "spec=v3").await.json().await.unwrap();
+    assert!(plain["data"].get("character_book").is_none(), "a shared card carries no memory unless asked");
+    let with_memory: Value = export(&app, &ada, &id, "spec=v3&memory=true").await.json().await.unwrap();
+    let entries = with_memory["data"]["character_book"]["entries"].as_array().unwrap();
+    let contents: Vec<&str> = entries.iter().map(|entry| entry["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["用户 | 是 | 画家"], "the long-term layer only");
+    assert_eq!(entries[0]["constant"], true);
+    let refused = app.get(&format!("/v1/characters/{id}/card?memory=perhaps"), &ada).await;
+    assert_eq!(refused.status(), 400);
+    app.stop().await;
+}

@@ -163,6 +163,54 @@ pub struct CharacterForCard<'a> {
     /// The character is still the version the card made: the card's own prose (description,
     /// personality, scenario) goes back out as it came, not re-rendered from the profile.
     pub unchanged_since_import: bool,
+    /// Long-term memories to carry as lorebook entries (none unless asked for).
+    pub memory: &'a [String],
+}
+
+/// Marks the lorebook entries written from long-term memory, so a later export replaces them
+/// rather than adding the same memories again.
+const MEMORY_ENTRY: &str = "long_term_memory";
+
+/// The card's lorebook with `memory` as always-on entries (`constant`, no keys: a memory is
+/// part of who the character is, not triggered by a word), after the entries an earlier export
+/// wrote from memory are taken out. `None` when there is neither a lorebook nor memory.
+fn character_book(name: &str, book: Option<Value>, memory: &[String], spec: Spec) -> Option<Value> {
+    if memory.is_empty() {
+        return book;
+    }
+    let mut book = match book {
+        Some(Value::Object(book)) => book,
+        _ => Map::from_iter([
+            ("name".to_owned(), json!(format!("{name}: memory"))),
+            ("extensions".to_owned(), json!({})),
+        ]),
+    };
+    let mut entries: Vec<Value> = match book.remove("entries") {
+        Some(Value::Array(entries)) => entries,
+        _ => Vec::new(),
+    };
+    entries.retain(|entry| entry.pointer("/extensions/fastnpc/kind").and_then(Value::as_str) != Some(MEMORY_ENTRY));
+    let mut next_id =
+        entries.iter().filter_map(|entry| entry.get("id").and_then(Value::as_i64)).max().unwrap_or(-1) + 1;
+    for (order, content) in memory.iter().enumerate() {
+        let mut entry = json!({
+            "id": next_id,
+            "keys": [],
+            "content": content,
+            "extensions": {"fastnpc": {"kind": MEMORY_ENTRY}},
+            "enabled": true,
+            "insertion_order": order,
+            "constant": true,
+            "comment": "FastNPC long-term memory",
+        });
+        if spec == Spec::V3 {
+            entry["use_regex"] = json!(false);
+        }
+        entries.push(entry);
+        next_id += 1;
+    }
+    book.insert("entries".to_owned(), Value::Array(entries));
+    Some(Value::Object(book))
 }
 
 /// The `extensions.fastnpc` object: the character, whole.
@@ -308,7 +356,7 @@ pub fn write(character: &CharacterForCard<'_>, spec: Spec) -> Value {
         "character_version": character.version.to_string(),
         "extensions": extensions,
     });
-    if let Some(book) = imported("character_book") {
+    if let Some(book) = character_book(character.name, imported("character_book"), character.memory, spec) {
         data["character_book"] = book;
     }
     match spec {
@@ -444,6 +492,7 @@ mod tests {
             version: 4,
             imported: None,
             unchanged_since_import: false,
+            memory: &[],
         }
     }
 
@@ -542,6 +591,36 @@ mod tests {
         let not_json = png::with_text_chunks(&image, &[("chara", "aGVsbG8=")]).unwrap();
         assert!(matches!(read(&not_json), Err(CardError::NotJson(_))));
     }
+
+    #[test]
+    fn long_term_memory_goes_out_as_always_on_lorebook_entries_replacing_an_earlier_export_of_it() {
+        let (profile, source) = (profile(), json!({"kind": "text", "text": "诸葛亮，字孔明。"}));
+        let memory = ["用户 | 是 | 画家".to_owned(), "用户 | 住在 | 成都".to_owned()];
+        let character = CharacterForCard { memory: &memory, ..ours(&profile, &source) };
+        let card = write(&character, Spec::V3);
+        let entries = card["data"]["character_book"]["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["content"], "用户 | 是 | 画家");
+        assert_eq!(
+            (&entries[0]["constant"], &entries[0]["keys"], &entries[1]["id"]),
+            (&json!(true), &json!([]), &json!(1))
+        );
+        assert_eq!(entries[0]["use_regex"], false, "V3 entries name it");
+        assert!(write(&ours(&profile, &source), Spec::V2)["data"].get("character_book").is_none(), "not unless asked");
+
+        // A card carrying an earlier export's memory, and a lorebook entry of its own.
+        let mut imported = card["data"].as_object().unwrap().clone();
+        let mut book = imported["character_book"].clone();
+        book["entries"].as_array_mut().unwrap().push(json!({"id": 7, "keys": ["成都"], "content": "蜀汉的都城"}));
+        imported.insert("character_book".into(), book);
+        let newer = ["用户 | 爱 | 茶".to_owned()];
+        let again = CharacterForCard { imported: Some(&imported), memory: &newer, ..ours(&profile, &source) };
+        let entries = write(&again, Spec::V2)["data"]["character_book"]["entries"].as_array().unwrap().clone();
+        let contents: Vec<&str> = entries.iter().map(|entry| entry["content"].as_str().unwrap()).collect();
+        assert_eq!(contents, ["蜀汉的都城", "用户 | 爱 | 茶"], "the old memory replaced, the card's own entry kept");
+        assert_eq!(entries[1]["id"], 8);
+        assert!(entries[1].get("use_regex").is_none(), "V2 entries do not");
+    }
 }
 
 /// Real cards as their projects distribute them (`tests/fixtures/cards/`, with their origin).
@@ -582,6 +661,7 @@ mod real_cards {
             version: 1,
             imported: Some(&data),
             unchanged_since_import: true,
+            memory: &[],
         };
         let out = write(&for_card, Spec::V3);
         for field in [

@@ -44,6 +44,10 @@ pub struct CardQuery {
     /// `v2` (default: what every card reader knows) or `v3`.
     #[param(inline)]
     spec: Option<Spec>,
+    /// `true`: the character's long-term memory goes out too, as always-on lorebook
+    /// (`character_book`) entries. Default `false`: a card shared with others carries none of
+    /// your conversations.
+    memory: Option<bool>,
 }
 
 /// A file name for `Content-Disposition`: the character's name, with an ASCII fallback.
@@ -95,6 +99,11 @@ pub async fn export(
         });
     };
     let stored = state.store.character_card(user_id, character_id).await?;
+    let memory: Vec<String> = if query.memory.unwrap_or(false) {
+        state.store.memories(character_id).await?.long_term.into_iter().map(|entry| entry.content).collect()
+    } else {
+        Vec::new()
+    };
     let for_card = CharacterForCard {
         name: &character.name,
         brief: character.brief.as_deref(),
@@ -105,6 +114,7 @@ pub async fn export(
         version: character.version,
         imported: stored.as_ref().and_then(|(data, _)| data.as_object()),
         unchanged_since_import: stored.as_ref().is_some_and(|(_, version)| *version == character.version),
+        memory: &memory,
     };
     let spec = query.spec.unwrap_or(Spec::V2);
     let mut response = match query.format.unwrap_or_default() {

@@ -574,6 +574,7 @@ mod tests {
             brief: Some("丞相".into()),
             language: "zh".into(),
             prompt_version: None,
+            avatar_etag: None,
             source_snapshot: None,
             version: 1,
             created_at: Utc::now(),

@@ -256,6 +256,9 @@ pub struct CharacterView {
     /// The current version of name, brief and profile (0 until the profile is generated); also
     /// the `ETag`. See `GET /v1/characters/{id}/versions`.
     version: i64,
+    /// Its picture (`GET /v1/characters/{id}/avatar`, with a query that changes with the picture,
+    /// so the address of a new one is new); null when it has none.
+    avatar_url: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -273,6 +276,7 @@ impl From<CharacterRecord> for CharacterView {
             prompt_version: c.prompt_version,
             source_snapshot: c.source_snapshot,
             version: c.version,
+            avatar_url: avatar_url(c.character_id, c.avatar_etag.as_deref()),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -286,8 +290,15 @@ pub struct CharacterListItem {
     /// `generating`, `ready` or `failed`.
     status: String,
     brief: Option<String>,
+    /// Its picture, as in the character; null when it has none.
+    avatar_url: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// Where a character's picture is served, the tag in the query (see `CharacterView::avatar_url`).
+fn avatar_url(character_id: CharacterId, etag: Option<&str>) -> Option<String> {
+    etag.map(|etag| format!("/v1/characters/{character_id}/avatar?v={etag}"))
 }
 
 impl From<CharacterSummary> for CharacterListItem {
@@ -297,6 +308,7 @@ impl From<CharacterSummary> for CharacterListItem {
             name: c.name,
             status: c.status,
             brief: c.brief,
+            avatar_url: avatar_url(c.character_id, c.avatar_etag.as_deref()),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

@@ -36,6 +36,8 @@ pub struct CharacterRecord {
     /// The number of the current version of name, brief and profile (0 before the first
     /// profile); each generation, edit and restore adds one (see [`CharacterVersion`]).
     pub version: i64,
+    /// The `ETag` of its avatar, if it has one (not read for a chat prompt, which shows none).
+    pub avatar_etag: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,6 +56,8 @@ pub struct CharacterSummary {
     pub name: String,
     pub status: String,
     pub brief: Option<String>,
+    /// The `ETag` of its avatar, if it has one.
+    pub avatar_etag: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -66,7 +70,10 @@ pub(crate) async fn get(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, source_snapshot, version, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, version,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?",
+                  created_at, updated_at
            from characters where character_id = $1 and user_id = $2"#,
         character_id.0,
         user_id.0,
@@ -83,7 +90,10 @@ pub(crate) async fn get_by_id(
     sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
-                  source, profile, brief, language, prompt_version, source_snapshot, version, created_at, updated_at
+                  source, profile, brief, language, prompt_version, source_snapshot, version,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?",
+                  created_at, updated_at
            from characters where character_id = $1"#,
         character_id.0,
     )
@@ -101,7 +111,10 @@ pub(crate) async fn list(
     // UUIDv7 ids are creation-ordered, so the id alone is a stable cursor.
     sqlx::query_as!(
         CharacterSummary,
-        r#"select character_id as "character_id: CharacterId", name, status, brief, created_at, updated_at
+        r#"select character_id as "character_id: CharacterId", name, status, brief,
+                  (select a.etag from character_avatars a where a.character_id = characters.character_id)
+                      as "avatar_etag?",
+                  created_at, updated_at
            from characters
            where user_id = $1 and ($2::uuid is null or character_id < $2)
            order by character_id desc
@@ -369,8 +382,8 @@ pub trait CharacterStore: Send + Sync {
     async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted>;
     /// The card the character was imported from (`data`) and its version at the import.
     async fn character_card(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<(Value, i64)>>;
-    /// A new ready character `copy` with `original`'s current profile, brief and source (and
-    /// `name`, or the original's), as its version 1; no conversation, memory or history.
+    /// A new ready character `copy` with `original`'s current profile, brief, source and picture
+    /// (and `name`, or the original's), as its version 1; no conversation, memory or history.
     async fn copy_character(
         &self,
         user_id: UserId,
@@ -691,6 +704,14 @@ impl CharacterStore for PgStore {
                 Some(original) => Copied::NotReady(original.status),
             });
         }
+        sqlx::query!(
+            "insert into character_avatars (character_id, image, etag, width, height, updated_at)
+             select $2, image, etag, width, height, updated_at from character_avatars where character_id = $1",
+            original.0,
+            copy.0,
+        )
+        .execute(&mut *tx)
+        .await?;
         if let Some(cap) = Self::over_quota(&mut tx, user_id, quota, &[Capped::Characters]).await? {
             return Ok(Copied::OverQuota(cap));
         }

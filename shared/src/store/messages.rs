@@ -414,6 +414,7 @@ pub(crate) async fn chat_context(
             prompt_version: row.prompt_version,
             source_snapshot: row.source_snapshot,
             version: row.version,
+            avatar_etag: None,
             created_at: row.created_at,
             updated_at: row.updated_at,
         },
