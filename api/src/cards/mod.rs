@@ -190,11 +190,10 @@ fn character_book(name: &str, book: Option<Value>, memory: &[String], spec: Spec
         _ => Vec::new(),
     };
     entries.retain(|entry| entry.pointer("/extensions/fastnpc/kind").and_then(Value::as_str) != Some(MEMORY_ENTRY));
-    let mut next_id =
-        entries.iter().filter_map(|entry| entry.get("id").and_then(Value::as_i64)).max().unwrap_or(-1) + 1;
-    for (order, content) in memory.iter().enumerate() {
+    let first_id = entries.iter().filter_map(|entry| entry.get("id").and_then(Value::as_i64)).max().unwrap_or(-1) + 1;
+    for (id, (order, content)) in (first_id..).zip(memory.iter().enumerate()) {
         let mut entry = json!({
-            "id": next_id,
+            "id": id,
             "keys": [],
             "content": content,
             "extensions": {"fastnpc": {"kind": MEMORY_ENTRY}},
@@ -207,7 +206,6 @@ fn character_book(name: &str, book: Option<Value>, memory: &[String], spec: Spec
             entry["use_regex"] = json!(false);
         }
         entries.push(entry);
-        next_id += 1;
     }
     book.insert("entries".to_owned(), Value::Array(entries));
     Some(Value::Object(book))
