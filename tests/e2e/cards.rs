@@ -142,47 +142,67 @@ async fn sillytaverns_seraphina_comes_in_ready_to_chat_and_goes_out_with_her_lor
     app.stop().await;
 }
 
-/// Real cards distributed with other open-source character-chat apps (origins and licences in
-/// `tests/fixtures/cards/README.md`): (file, content type, name, start of the greeting, start of
-/// the description, alternate greetings, lorebook entries, has a picture).
-const REAL_CARDS: [(&[u8], &str, &str, &str, &str, usize, usize, bool); 3] = [
-    (
-        include_bytes!("../fixtures/cards/choral-default-chan.png"),
-        "image/png",
-        "Default-chan",
-        "*Default-chan appears with a friendly wave, her teal hair catching the light",
-        "Default-chan is a cheerful and enthusiastic AI assistant who serves as the welcoming face of Choral",
-        2,
-        0,
-        true,
-    ),
-    (
-        include_bytes!("../fixtures/cards/neotavern-hazel.json"),
-        "application/json",
-        "Hazel",
-        "*The rain hisses off the sign above Hazel's Bench, painting the alley in cyan and violet.",
-        "[Hazel's Personality= \"sharp\", \"wry\"",
-        0,
-        4,
-        false,
-    ),
-    (
-        include_bytes!("../fixtures/cards/aicharlib-melina.png"),
-        "image/png",
-        "Melina",
-        "*Somewhere in the middle of a field, with only a couple of trees and views of the ruined towers",
-        "[character(\"Melina\")",
-        0,
-        0,
-        true,
-    ),
+/// A real card distributed with another open-source character-chat app (origins and licences
+/// in `tests/fixtures/cards/README.md`), and what it holds.
+struct RealCard {
+    file: &'static [u8],
+    content_type: &'static str,
+    name: &'static str,
+    greeting: &'static str,
+    description: &'static str,
+    alternate_greetings: usize,
+    lorebook_entries: usize,
+    picture: bool,
+}
+
+const REAL_CARDS: [RealCard; 3] = [
+    RealCard {
+        file: include_bytes!("../fixtures/cards/choral-default-chan.png"),
+        content_type: "image/png",
+        name: "Default-chan",
+        greeting: "*Default-chan appears with a friendly wave, her teal hair catching the light",
+        description: "Default-chan is a cheerful and enthusiastic AI assistant who serves as the welcoming face of Choral",
+        alternate_greetings: 2,
+        lorebook_entries: 0,
+        picture: true,
+    },
+    RealCard {
+        file: include_bytes!("../fixtures/cards/neotavern-hazel.json"),
+        content_type: "application/json",
+        name: "Hazel",
+        greeting: "*The rain hisses off the sign above Hazel's Bench, painting the alley in cyan and violet.",
+        description: "[Hazel's Personality= \"sharp\", \"wry\"",
+        alternate_greetings: 0,
+        lorebook_entries: 4,
+        picture: false,
+    },
+    RealCard {
+        file: include_bytes!("../fixtures/cards/aicharlib-melina.png"),
+        content_type: "image/png",
+        name: "Melina",
+        greeting: "*Somewhere in the middle of a field, with only a couple of trees and views of the ruined towers",
+        description: "[character(\"Melina\")",
+        alternate_greetings: 0,
+        lorebook_entries: 0,
+        picture: true,
+    },
 ];
 
 #[tokio::test]
 async fn real_cards_from_other_apps_come_in_with_their_text_and_go_out_with_what_they_carried() {
     let app = TestApp::spawn().await;
     let ada = app.user("ada").await;
-    for (file, content_type, name, greeting, description, alternates, entries, picture) in REAL_CARDS {
+    for RealCard {
+        file,
+        content_type,
+        name,
+        greeting,
+        description,
+        alternate_greetings: alternates,
+        lorebook_entries: entries,
+        picture,
+    } in REAL_CARDS
+    {
         let response = import(&app, &ada, content_type, file.to_vec()).await;
         assert_eq!(response.status(), 201, "{name}: {}", response.text().await.unwrap());
         let imported: Value = response.json().await.unwrap();
