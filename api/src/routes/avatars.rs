@@ -228,6 +228,8 @@ pub async fn put_mine(
         (status = 200, description = "The picture", content((Vec<u8> = "image/png")),
             headers(("ETag" = String), ("Cache-Control" = String), ("Last-Modified" = String))),
         (status = 304, description = "The client's copy is current"),
+        (status = 404, description = "You have no picture", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
     ),
 )]
 pub async fn get_mine(
@@ -245,7 +247,11 @@ pub async fn get_mine(
     path = "/v1/me/avatar",
     tag = "avatars",
     summary = "Remove your picture",
-    responses((status = 204, description = "Removed")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "You have no picture", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ),
 )]
 pub async fn delete_mine(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Response, ApiError> {
     delete(&state, user_id, AvatarOf::User).await
