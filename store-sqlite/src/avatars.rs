@@ -37,6 +37,26 @@ pub async fn put_for_character(
     Ok(())
 }
 
+/// Sets the user's picture.
+pub async fn put_for_user(db: impl SqliteExecutor<'_>, user_id: UserId, avatar: &Avatar) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into user_avatars (user_id, image, etag, width, height, updated_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6)
+         on conflict (user_id) do update
+         set image = excluded.image, etag = excluded.etag, width = excluded.width,
+             height = excluded.height, updated_at = excluded.updated_at",
+        user_id.0,
+        avatar.image,
+        avatar.etag,
+        avatar.width,
+        avatar.height,
+        avatar.updated_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl AvatarStore for SqliteStore {
     async fn put_avatar(&self, user_id: UserId, of: AvatarOf, avatar: &Avatar) -> StoreResult<bool> {
@@ -58,22 +78,10 @@ impl AvatarStore for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected(),
-            AvatarOf::User => sqlx::query!(
-                "insert into user_avatars (user_id, image, etag, width, height, updated_at)
-                 values (?1, ?2, ?3, ?4, ?5, ?6)
-                 on conflict (user_id) do update
-                 set image = excluded.image, etag = excluded.etag, width = excluded.width,
-                     height = excluded.height, updated_at = excluded.updated_at",
-                user_id.0,
-                avatar.image,
-                avatar.etag,
-                avatar.width,
-                avatar.height,
-                avatar.updated_at,
-            )
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
+            AvatarOf::User => {
+                put_for_user(&self.pool, user_id, avatar).await?;
+                1
+            }
         };
         Ok(written == 1)
     }

@@ -337,9 +337,17 @@ async fn views(app: &fastnpc_tests::harness::TestApp, user: &fastnpc_tests::harn
         // Its generation job is job history, which a move does not carry.
         view.as_object_mut().unwrap().remove("job");
         views.push(view);
-        for path in [format!("/v1/characters/{id}/messages?include=prompt"), format!("/v1/characters/{id}/memories")] {
+        for path in [
+            format!("/v1/characters/{id}/messages?include=prompt"),
+            format!("/v1/characters/{id}/memories"),
+            format!("/v1/characters/{id}/versions"),
+            format!("/v1/characters/{id}/card?spec=v3"),
+        ] {
             views.push(app.get(&path, user).await.json().await.unwrap());
         }
+        // Its picture, byte for byte (or its absence).
+        let avatar = app.get(&format!("/v1/characters/{id}/avatar"), user).await;
+        views.push(json!({"status": avatar.status().as_u16(), "bytes": avatar.bytes().await.unwrap().to_vec()}));
     }
     for group in groups["items"].as_array().unwrap() {
         let id = group["id"].as_str().unwrap();
@@ -387,6 +395,26 @@ async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_o
     for kind in ["compress_memory", "compress_group_memory", "group_turn", "chat_reply"] {
         embedded.wait_until_no_pending(kind).await;
     }
+    // An edit (a second version), pictures of a character and of the user, and a character
+    // imported from a card (which keeps the card).
+    let edit = embedded
+        .request(reqwest::Method::PATCH, &format!("/v1/characters/{zhuge}"), Some(&ada))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"brief": "卧龙先生"}).to_string());
+    assert_eq!(edit.send().await.unwrap().status(), 200);
+    let picture = image::DynamicImage::ImageRgb8(image::ImageBuffer::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 77])
+    }));
+    let mut png = Vec::new();
+    picture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    for path in [format!("/v1/characters/{zhuge}/avatar"), "/v1/me/avatar".to_owned()] {
+        let put = embedded.request(reqwest::Method::PUT, &path, Some(&ada)).header("content-type", "image/png");
+        assert_eq!(put.body(png.clone()).send().await.unwrap().status(), 200, "{path}");
+    }
+    let card = include_bytes!("../fixtures/cards/sillytavern-seraphina.png").to_vec();
+    let imported = embedded.request(reqwest::Method::POST, "/v1/characters/import", Some(&ada));
+    assert_eq!(imported.header("content-type", "image/png").body(card).send().await.unwrap().status(), 201);
+    let my_picture = embedded.get("/v1/me/avatar", &ada).await.bytes().await.unwrap();
     // A setting that is not the default, so the move is seen to carry it.
     let english = embedded.request(reqwest::Method::PATCH, "/v1/me", Some(&ada));
     assert_eq!(english.json(&json!({"language": "en"})).send().await.unwrap().status(), 200);
@@ -399,13 +427,23 @@ async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_o
     let document = fastnpc::export_user(&settings, "ada").await.expect("exported");
     let _ = tokio::fs::remove_dir_all(&settings.data_dir).await;
     assert_eq!(document.user.language, "en");
-    assert_eq!(document.characters.len(), 2);
+    assert_eq!(document.characters.len(), 3);
+    assert!(document.character_versions.iter().any(|v| v.change == "edited"), "the history goes along");
+    assert_eq!((document.avatars.len(), document.character_cards.len()), (3, 1), "pictures and the card too");
     assert!(document.messages.len() >= 2 && !document.group_messages.is_empty(), "{document:?}");
 
     let distributed = TestApp::builder().backend(Backend::Distributed).spawn().await;
     fastnpc::import_user(&distributed.settings, &document, fastnpc::Target::Postgres).await.expect("imported");
     // Row for row: exporting from Postgres gives the document back.
     let round_trip = distributed.store.export_user("ada").await.unwrap().expect("exportable");
+    for (section, there, here) in [
+        ("characters", json!(round_trip.characters), json!(document.characters)),
+        ("versions", json!(round_trip.character_versions), json!(document.character_versions)),
+        ("cards", json!(round_trip.character_cards), json!(document.character_cards)),
+        ("avatars", json!(round_trip.avatars), json!(document.avatars)),
+    ] {
+        assert!(there == here, "{section} differ after the move");
+    }
     assert_eq!(round_trip, document, "every exported row arrived as it was");
     // The password works on the new store; the sessions were not carried over.
     assert_eq!(distributed.get("/v1/me", &ada).await.status(), 401);
@@ -416,6 +454,8 @@ async fn a_user_moves_from_the_embedded_store_to_postgres_with_everything_they_o
         assert_eq!(after, before, "the same data through the same API");
     }
     assert_eq!(distributed.get("/v1/me", &key).await.status(), 200, "the API key too");
+    let moved_picture = distributed.get("/v1/me/avatar", &ada).await.bytes().await.unwrap();
+    assert_eq!(moved_picture, my_picture, "and the user's picture");
     // And the conversation goes on there.
     assert_eq!(distributed.send_message(&ada, &zhuge, "再议北伐。", Some(30)).await.status(), 200);
 

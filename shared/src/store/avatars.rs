@@ -61,6 +61,26 @@ pub(crate) async fn put_for_character(
     Ok(())
 }
 
+/// Sets the user's picture.
+pub(crate) async fn put_for_user(db: impl PgExecutor<'_>, user_id: UserId, avatar: &Avatar) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into user_avatars (user_id, image, etag, width, height, updated_at)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (user_id) do update
+         set image = excluded.image, etag = excluded.etag, width = excluded.width,
+             height = excluded.height, updated_at = excluded.updated_at",
+        user_id.0,
+        avatar.image,
+        avatar.etag,
+        avatar.width,
+        avatar.height,
+        avatar.updated_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl AvatarStore for PgStore {
     async fn put_avatar(&self, user_id: UserId, of: AvatarOf, avatar: &Avatar) -> StoreResult<bool> {
@@ -82,22 +102,10 @@ impl AvatarStore for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected(),
-            AvatarOf::User => sqlx::query!(
-                "insert into user_avatars (user_id, image, etag, width, height, updated_at)
-                 values ($1, $2, $3, $4, $5, $6)
-                 on conflict (user_id) do update
-                 set image = excluded.image, etag = excluded.etag, width = excluded.width,
-                     height = excluded.height, updated_at = excluded.updated_at",
-                user_id.0,
-                avatar.image,
-                avatar.etag,
-                avatar.width,
-                avatar.height,
-                avatar.updated_at,
-            )
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
+            AvatarOf::User => {
+                put_for_user(&self.pool, user_id, avatar).await?;
+                1
+            }
         };
         Ok(written == 1)
     }

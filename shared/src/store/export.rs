@@ -102,8 +102,45 @@ pub(crate) async fn owned(tx: &mut PgConnection, user: ExportedUser) -> Result<U
     )
     .fetch_all(&mut *tx)
     .await?;
+    let character_versions = sqlx::query_as!(
+        ExportedVersion,
+        r#"select v.character_id as "character_id: CharacterId", v.version, v.change, v.detail, v.name, v.brief,
+                  v.profile, v.created_at
+           from character_versions v join characters c using (character_id)
+           where c.user_id = $1 order by v.character_id, v.version"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let character_cards = sqlx::query_as!(
+        ExportedCard,
+        r#"select k.character_id as "character_id: CharacterId", k.data, k.imported_version, k.created_at
+           from character_cards k join characters c using (character_id)
+           where c.user_id = $1 order by k.character_id"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let avatars = sqlx::query_as!(
+        ExportedAvatar,
+        r#"select a.character_id as "character_id?: CharacterId", a.image as "image!", a.etag as "etag!",
+                  a.width as "width!", a.height as "height!", a.updated_at as "updated_at!"
+           from character_avatars a join characters c using (character_id) where c.user_id = $1
+           union all
+           select null, image, etag, width, height, updated_at from user_avatars where user_id = $1"#,
+        user_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    // The user's picture first, then the characters' in id order (both stores alike: they
+    // disagree on where a SQL sort puts nulls).
+    let mut avatars = avatars;
+    avatars.sort_by_key(|avatar| avatar.character_id);
     Ok(UserExport {
         format: FORMAT.to_owned(),
+        character_versions,
+        character_cards,
+        avatars,
         user,
         characters,
         memories,
@@ -160,19 +197,68 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
         .execute(&mut *tx)
         .await?;
     }
-    // The export carries each character's current profile, not its history: it comes back as
-    // version 1.
+    for v in &export.character_versions {
+        sqlx::query!(
+            "insert into character_versions (character_id, version, change, detail, name, brief, profile, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            v.character_id.0,
+            v.version,
+            v.change,
+            v.detail,
+            v.name,
+            v.brief,
+            v.profile,
+            v.created_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    // A character's version is its newest; a profile without a history (a document written
+    // before versions) comes back as version 1.
     sqlx::query!(
-        "with imported as (
-             update characters set version = 1 where user_id = $1 and profile is not null
-             returning character_id, name, brief, profile, updated_at
+        "with unversioned as (
+             select character_id, name, brief, profile, updated_at from characters c
+             where user_id = $1 and profile is not null
+               and not exists (select 1 from character_versions v where v.character_id = c.character_id)
          )
          insert into character_versions (character_id, version, change, name, brief, profile, created_at)
-         select character_id, 1, 'imported', name, brief, profile, updated_at from imported",
+         select character_id, 1, 'imported', name, brief, profile, updated_at from unversioned",
         user_id,
     )
     .execute(&mut *tx)
     .await?;
+    sqlx::query!(
+        "update characters c set version = v.newest
+         from (select character_id, max(version) as newest from character_versions group by character_id) v
+         where c.user_id = $1 and v.character_id = c.character_id",
+        user_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    for k in &export.character_cards {
+        sqlx::query!(
+            "insert into character_cards (character_id, data, imported_version, created_at) values ($1, $2, $3, $4)",
+            k.character_id.0,
+            k.data,
+            k.imported_version,
+            k.created_at,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for a in &export.avatars {
+        let avatar = super::avatars::Avatar {
+            image: a.image.clone(),
+            etag: a.etag.clone(),
+            width: a.width,
+            height: a.height,
+            updated_at: a.updated_at,
+        };
+        match a.character_id {
+            Some(character_id) => super::avatars::put_for_character(&mut *tx, character_id, &avatar).await?,
+            None => super::avatars::put_for_user(&mut *tx, user.user_id, &avatar).await?,
+        }
+    }
     for m in &export.memories {
         sqlx::query!(
             "insert into memories (character_id, layer, position, content, importance, created_at)

@@ -2,8 +2,9 @@
 //! reads, to move a user between stores (the embedded SQLite store to Postgres, or back).
 //!
 //! It holds what the user owns and would miss: the account (with its password hash, so the
-//! password keeps working), characters with their profiles and memories, conversations, groups
-//! and API keys (hashes only), and the LLM spend per day (so the daily budget and the usage
+//! password keeps working), characters with their profiles, version history, memories,
+//! pictures and the cards they were imported from, conversations, groups and API keys (hashes
+//! only), the user's picture, and the LLM spend per day (so the daily budget and the usage
 //! history move with the user). It leaves out what is operational and rebuilt by use: sessions
 //! (log in again) and the job history. Ids are kept, so links between rows (a reply to its
 //! message, a member's group cursor) survive, and a second import of the same document is
@@ -35,6 +36,15 @@ pub struct UserExport {
     pub api_keys: Vec<ExportedApiKey>,
     #[serde(default)]
     pub usage_days: Vec<ExportedUsageDay>,
+    /// Every version of every character. A document without them (written before versions)
+    /// imports each profile as its version 1.
+    #[serde(default)]
+    pub character_versions: Vec<ExportedVersion>,
+    #[serde(default)]
+    pub character_cards: Vec<ExportedCard>,
+    /// The pictures of the user's characters and of the user.
+    #[serde(default)]
+    pub avatars: Vec<ExportedAvatar>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +168,55 @@ pub struct ExportedUsageDay {
     pub calls: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+}
+
+/// One version of a character's name, brief and profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedVersion {
+    pub character_id: CharacterId,
+    pub version: i64,
+    pub change: String,
+    pub detail: Value,
+    pub name: String,
+    pub brief: Option<String>,
+    pub profile: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The card a character was imported from (its `data`), kept for what FastNPC does not model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedCard {
+    pub character_id: CharacterId,
+    pub data: Value,
+    pub imported_version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A picture: of a character, or of the user when `character_id` is null. The PNG is base64.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedAvatar {
+    pub character_id: Option<CharacterId>,
+    #[serde(with = "base64_bytes")]
+    pub image: Vec<u8>,
+    pub etag: String,
+    pub width: i32,
+    pub height: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Bytes as a base64 string, so the document stays JSON text.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(D::Error::custom)
+    }
 }
 
 /// Why an export was not made.
