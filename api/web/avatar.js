@@ -38,13 +38,14 @@ function hue(name) {
 /**
  * A picture: `<img>` of `url`, or the placeholder when `url` is empty. `size`: `large` (a page's
  * picture) or `small` (a list's thumbnail). `alt`: the image's text ('' for a thumbnail beside
- * the name it shows); `label`: the placeholder's accessible name (none: decorative).
+ * the name it shows); `label`: the placeholder's accessible name (none: decorative); `test`,
+ * `placeholderTest`: their `data-test`.
  */
-export function avatarView({ url, name, size = 'large', alt = '', label = '', id = null, test = null }) {
+export function avatarView({ url, name, size = 'large', alt = '', label = '', id = null, test = 'avatar', placeholderTest = 'avatar-placeholder' }) {
   const classes = ['avatar', `avatar-${size}`];
   if (url) {
     const pixels = size === 'small' ? 40 : 96;
-    return h('img', { class: classes, src: url, alt, width: pixels, height: pixels, decoding: 'async', id, dataset: { test: test || 'avatar' } });
+    return h('img', { class: classes, src: url, alt, width: pixels, height: pixels, decoding: 'async', id, dataset: { test } });
   }
   return h(
     'span',
@@ -54,7 +55,7 @@ export function avatarView({ url, name, size = 'large', alt = '', label = '', id
       role: label ? 'img' : null,
       'aria-label': label || null,
       'aria-hidden': label ? null : 'true',
-      dataset: { test: test ? `${test}-placeholder` : 'avatar-placeholder' },
+      dataset: { test: placeholderTest },
     },
     initial(name),
   );
@@ -98,7 +99,9 @@ export function avatarEditor({ path, url, name, prefix, error, alt, label, ctx, 
   );
 
   function show() {
-    clear(frame, avatarView({ url: current, name, size: 'large', alt, label, id: current ? `${prefix}-image` : `${prefix}-placeholder`, test: prefix }));
+    const image = `${prefix}-image`;
+    const placeholder = `${prefix}-placeholder`;
+    clear(frame, avatarView({ url: current, name, size: 'large', alt, label, id: current ? image : placeholder, test: image, placeholderTest: placeholder }));
     el.dataset.state = current ? 'picture' : 'none';
     remove.hidden = !current;
   }

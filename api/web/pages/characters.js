@@ -83,7 +83,7 @@ export async function render(root, ctx) {
         'div',
         { class: 'item-lead' },
         // Beside the name it pictures: decorative (alt ''), so the name is not read twice.
-        avatarView({ url: character.avatar_url, name: character.name, size: 'small', test: 'character-avatar' }),
+        avatarView({ url: character.avatar_url, name: character.name, size: 'small', test: 'character-avatar', placeholderTest: 'character-avatar-placeholder' }),
         h(
           'div',
           { class: 'item-main' },
