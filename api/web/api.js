@@ -6,6 +6,7 @@
 //     FormData or a Blob (a file) is sent as it is; anything else as JSON.
 //   api.download(path, options) → {blob, filename, type}: a file the API answers (not JSON),
 //     with the same credentials and errors.
+//   api.head(path, options) → the response's Headers, or null for a 404 (is it there?).
 //   streamJob(jobId, {onEvent, signal, after, onStatus}) → a job's Server-Sent Events, read with
 //     fetch (so the session cookie goes along), resumed with Last-Event-ID after a dropped
 //     connection. All reconnect logic lives here.
@@ -156,8 +157,31 @@ async function download(path, options = {}) {
   return { blob, type, filename: dispositionFilename(response.headers.get('Content-Disposition')) };
 }
 
+/**
+ * HEAD `path`: its response headers when the API has it (2xx), null when it answers 404 (to ask
+ * whether something is there without fetching it); other errors as `request`.
+ */
+async function head(path, options = {}) {
+  const init = { method: 'HEAD', headers: { Accept: '*/*' }, credentials: 'same-origin', signal: options.signal, cache: 'no-store' };
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    if (error?.name === 'AbortError') throw error;
+    throw networkProblem(error);
+  }
+  if (response.status === 404) return null;
+  if (!response.ok) {
+    const problem = problemFrom(response, null, path);
+    if (response.status === 401 && !options.noRedirect) handle401(problem, path);
+    throw problem;
+  }
+  return response.headers;
+}
+
 export const api = {
   download,
+  head,
   get: (path, options) => request('GET', path, undefined, options),
   post: (path, body, options) => request('POST', path, body, options),
   put: (path, body, options) => request('PUT', path, body, options),

@@ -282,6 +282,23 @@ const STRINGS = {
   'character.export.done': ['Downloaded {file}.', '已下载 {file}。'],
   'character.export.failed': ['The card could not be exported: {message}', '角色卡导出失败：{message}'],
 
+  // pictures (avatars)
+  'avatar.change': ['Change picture', '更换头像'],
+  'avatar.remove': ['Remove picture', '移除头像'],
+  'avatar.hint': ['PNG, JPEG, WebP or GIF, up to {max}.', '支持 PNG、JPEG、WebP 或 GIF，最大 {max}。'],
+  'avatar.uploading': ['Uploading {file}…', '正在上传 {file}…'],
+  'avatar.saved': ['Picture saved.', '头像已保存。'],
+  'avatar.removed': ['Picture removed.', '头像已移除。'],
+  'avatar.refused': ['{file} was not used as the picture: {message}', '{file} 未能用作头像：{message}'],
+  'avatar.tooLarge': ['{file} was not used as the picture: a picture may be at most {max}.', '{file} 未能用作头像：图片最大 {max}。'],
+  'avatar.remove.title': ['Remove the picture?', '移除头像？'],
+  'avatar.remove.body': ['The picture is deleted and the initial is shown instead. You can upload another at any time.', '头像将被删除，改为显示名字的首字。你可以随时重新上传。'],
+  'avatar.character.alt': ['Picture of {name}', '{name}的头像'],
+  'avatar.character.none': ['{name} has no picture yet', '{name}还没有头像'],
+  'avatar.mine.alt': ['Your picture', '你的头像'],
+  'avatar.mine.none': ['You have no picture yet', '你还没有头像'],
+  'settings.picture': ['Your picture', '你的头像'],
+
   // chat
   'chat.title': ['Chat with {name}', '与 {name} 对话'],
   'chat.log': ['Conversation with {name}', '与 {name} 的对话'],

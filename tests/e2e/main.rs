@@ -39,6 +39,7 @@ mod streaming;
 mod usage;
 mod web;
 mod web_app;
+mod web_app_avatars;
 mod web_app_cards;
 mod web_app_more;
 mod web_app_sources;

@@ -1,4 +1,5 @@
-// A character: brief, the eight persona categories, source metadata; Chat, Export card and Delete.
+// A character: picture (change, remove), brief, the eight persona categories, source metadata;
+// Chat, Export card and Delete.
 
 import { api, ApiProblem } from '../api.js';
 import { h, formatDateTime, charCount, formatNumber, stored } from '../dom.js';
@@ -7,6 +8,7 @@ import { generationJobKey } from '../state.js';
 import { confirmDialog, errorArea, statusArea, statusBadge, busy } from '../components.js';
 import { renderCategory, personaCategories, SOURCE_CATEGORY, categoryLabel, safeLink } from '../profile.js';
 import { progressHref } from './characters.js';
+import { avatarEditor } from '../avatar.js';
 
 export async function render(root, ctx) {
   const id = ctx.params.id;
@@ -41,11 +43,22 @@ export async function render(root, ctx) {
     del,
   );
 
-  root.append(
-    h('div', { class: 'page-head' }, h('div', null, h('h1', null, character.name, ' ', statusBadge(character.status)), h('p', { class: 'muted' }, t('character.meta', { language: t(`lang.${character.language}`, {}, character.language), when: formatDateTime(character.created_at) }))), actions),
-    error.el,
-    exportStatus.el,
-  );
+  const picture = avatarEditor({
+    path: `/v1/characters/${encodeURIComponent(id)}/avatar`,
+    url: character.avatar_url,
+    name: character.name,
+    prefix: 'character-avatar',
+    error,
+    alt: t('avatar.character.alt', { name: character.name }),
+    label: t('avatar.character.none', { name: character.name }),
+    ctx,
+    heading: [
+      h('h1', null, character.name, ' ', statusBadge(character.status)),
+      h('p', { class: 'muted' }, t('character.meta', { language: t(`lang.${character.language}`, {}, character.language), when: formatDateTime(character.created_at) })),
+    ],
+  });
+
+  root.append(h('div', { class: 'page-head' }, picture.el, actions), error.el, picture.status.el, exportStatus.el);
 
   if (character.status === 'failed') {
     root.append(h('p', { class: 'notice notice-bad', dataset: { test: 'character-failed' } }, t('character.failed'), ' ', h('a', { href: progressHref(character) }, t('character.failed.details'))));

@@ -1,12 +1,13 @@
-// The characters list (home): newest first, filter as you type, delete with confirmation,
-// characters still generating link to their progress; a Character Card imported from a file
-// (chosen, or dropped on the page) opens as its new character.
+// The characters list (home): newest first, each with its picture (or initial), filter as you
+// type, delete with confirmation, characters still generating link to their progress; a
+// Character Card imported from a file (chosen, or dropped on the page) opens as its new character.
 
 import { api, ApiProblem, query } from '../api.js';
 import { h, clear, formatDateTime, sleep, stored } from '../dom.js';
 import { t } from '../i18n.js';
 import { generationJobKey } from '../state.js';
 import { confirmDialog, errorArea, statusArea, statusBadge, emptyState } from '../components.js';
+import { avatarView } from '../avatar.js';
 
 const PAGE_SIZE = 100;
 const POLL_MS = 4000;
@@ -80,11 +81,17 @@ export async function render(root, ctx) {
       { class: 'item card', dataset: { test: 'character-item', id: character.id, status: character.status } },
       h(
         'div',
-        { class: 'item-main' },
-        h('h2', { class: 'item-title' }, h('a', { href, dataset: { test: 'character-link' } }, character.name), ' ', statusBadge(character.status)),
-        character.brief ? h('p', { class: 'item-brief' }, character.brief) : null,
-        generating ? h('p', { class: 'muted' }, h('a', { href, dataset: { test: 'progress-link' } }, t('characters.viewProgress'))) : null,
-        h('p', { class: 'item-meta muted' }, t('characters.created', { when: formatDateTime(character.created_at) })),
+        { class: 'item-lead' },
+        // Beside the name it pictures: decorative (alt ''), so the name is not read twice.
+        avatarView({ url: character.avatar_url, name: character.name, size: 'small', test: 'character-avatar', placeholderTest: 'character-avatar-placeholder' }),
+        h(
+          'div',
+          { class: 'item-main' },
+          h('h2', { class: 'item-title' }, h('a', { href, dataset: { test: 'character-link' } }, character.name), ' ', statusBadge(character.status)),
+          character.brief ? h('p', { class: 'item-brief' }, character.brief) : null,
+          generating ? h('p', { class: 'muted' }, h('a', { href, dataset: { test: 'progress-link' } }, t('characters.viewProgress'))) : null,
+          h('p', { class: 'item-meta muted' }, t('characters.created', { when: formatDateTime(character.created_at) })),
+        ),
       ),
       h(
         'div',

@@ -1,11 +1,12 @@
-// Settings: profile (bio, preferred language, group rounds, memory budgets), password, API keys,
-// usage, log out everywhere, delete account.
+// Settings: your picture, profile (bio, preferred language, group rounds, memory budgets),
+// password, API keys, usage, log out everywhere, delete account.
 
 import { api, ApiProblem } from '../api.js';
 import { h, clear, charCount, formatDateTime, formatNumber } from '../dom.js';
 import { t } from '../i18n.js';
 import { session, limits } from '../state.js';
 import { confirmDialog, errorArea, statusArea, field, busy, lengthCounter, copyText, emptyState } from '../components.js';
+import { avatarEditor, myPictureUrl } from '../avatar.js';
 
 const BUDGET_MIN = 50;
 const BUDGET_MAX = 5000;
@@ -13,10 +14,14 @@ const BUDGET_MAX = 5000;
 export async function render(root, ctx) {
   ctx.setTitle(t('settings.title'));
   const lim = limits();
-  const [{ user }, keys, usage] = await Promise.all([
+  const [{ user }, keys, usage, picture] = await Promise.all([
     api.get('/v1/me', { signal: ctx.signal }),
     api.get('/v1/api-keys', { signal: ctx.signal }),
     api.get('/v1/me/usage?days=30', { signal: ctx.signal }).catch((problem) => {
+      if (problem?.name === 'AbortError') throw problem;
+      return null;
+    }),
+    myPictureUrl(ctx.signal).catch((problem) => {
       if (problem?.name === 'AbortError') throw problem;
       return null;
     }),
@@ -25,8 +30,24 @@ export async function render(root, ctx) {
 
   root.append(
     h('div', { class: 'page-head' }, h('h1', null, t('settings.title')), h('p', { class: 'muted' }, t('settings.signedInAs', { name: user.username }))),
-    h('div', { class: 'settings-grid' }, profileForm(user, lim, ctx), passwordForm(lim), apiKeys(keys.items || [], lim, ctx), usageCard(usage), sessionsCard(ctx, lim)),
+    h('div', { class: 'settings-grid' }, pictureCard(user, picture, ctx), profileForm(user, lim, ctx), passwordForm(lim), apiKeys(keys.items || [], lim, ctx), usageCard(usage), sessionsCard(ctx, lim)),
   );
+}
+
+/** The user's own picture (`/v1/me/avatar`), with the same controls as a character's. */
+function pictureCard(user, url, ctx) {
+  const error = errorArea('my-avatar-error');
+  const editor = avatarEditor({
+    path: '/v1/me/avatar',
+    url,
+    name: user.username,
+    prefix: 'my-avatar',
+    error,
+    alt: t('avatar.mine.alt'),
+    label: t('avatar.mine.none'),
+    ctx,
+  });
+  return h('section', { class: 'card', id: 'my-picture', dataset: { test: 'my-picture' } }, h('h2', null, t('settings.picture')), editor.el, error.el, editor.status.el);
 }
 
 function profileForm(user, lim, ctx) {
