@@ -480,7 +480,7 @@ impl CharacterStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if let Some(avatar) = avatar {
-            crate::avatars::put_for_character(&mut *tx, character.character_id, avatar).await?;
+            crate::avatars::put_for_character(&mut *tx, character.user_id, character.character_id, avatar).await?;
         }
         if let Some(cap) = over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
             return Ok(Submitted::OverQuota(cap));

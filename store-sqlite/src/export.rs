@@ -270,7 +270,9 @@ pub async fn insert_all(tx: &mut SqliteConnection, export: &UserExport) -> Resul
             updated_at: a.updated_at,
         };
         match a.character_id {
-            Some(character_id) => crate::avatars::put_for_character(&mut *tx, character_id, &avatar).await?,
+            Some(character_id) => {
+                crate::avatars::put_for_character(&mut *tx, user.user_id, character_id, &avatar).await?;
+            }
             None => crate::avatars::put_for_user(&mut *tx, user.user_id, &avatar).await?,
         }
     }

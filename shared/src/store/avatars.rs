@@ -36,20 +36,23 @@ pub trait AvatarStore: Send + Sync {
     async fn delete_avatar(&self, user_id: UserId, of: AvatarOf) -> StoreResult<bool>;
 }
 
-/// Sets the picture of a character known to be the user's (inside a unit of work that created
-/// or checked it).
+/// Sets (or replaces) the picture of the user's character; false when the character is not the
+/// user's. One statement for an upload and for the units of work that create a character with
+/// its picture (a card import, an account import).
 pub(crate) async fn put_for_character(
     db: impl PgExecutor<'_>,
+    user_id: UserId,
     character_id: CharacterId,
     avatar: &Avatar,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query!(
         "insert into character_avatars (character_id, image, etag, width, height, updated_at)
-         values ($1, $2, $3, $4, $5, $6)
+         select character_id, $3, $4, $5, $6, $7 from characters where character_id = $1 and user_id = $2
          on conflict (character_id) do update
          set image = excluded.image, etag = excluded.etag, width = excluded.width, height = excluded.height,
              updated_at = excluded.updated_at",
         character_id.0,
+        user_id.0,
         avatar.image,
         avatar.etag,
         avatar.width,
@@ -58,7 +61,7 @@ pub(crate) async fn put_for_character(
     )
     .execute(db)
     .await?;
-    Ok(())
+    Ok(written.rows_affected() == 1)
 }
 
 /// Sets the user's picture.
@@ -84,30 +87,10 @@ pub(crate) async fn put_for_user(db: impl PgExecutor<'_>, user_id: UserId, avata
 #[async_trait::async_trait]
 impl AvatarStore for PgStore {
     async fn put_avatar(&self, user_id: UserId, of: AvatarOf, avatar: &Avatar) -> StoreResult<bool> {
-        let written = match of {
-            AvatarOf::Character(character_id) => sqlx::query!(
-                "insert into character_avatars (character_id, image, etag, width, height, updated_at)
-                 select character_id, $3, $4, $5, $6, $7 from characters where character_id = $1 and user_id = $2
-                 on conflict (character_id) do update
-                 set image = excluded.image, etag = excluded.etag, width = excluded.width,
-                     height = excluded.height, updated_at = excluded.updated_at",
-                character_id.0,
-                user_id.0,
-                avatar.image,
-                avatar.etag,
-                avatar.width,
-                avatar.height,
-                avatar.updated_at,
-            )
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
-            AvatarOf::User => {
-                put_for_user(&self.pool, user_id, avatar).await?;
-                1
-            }
-        };
-        Ok(written == 1)
+        match of {
+            AvatarOf::Character(character_id) => put_for_character(&self.pool, user_id, character_id, avatar).await,
+            AvatarOf::User => put_for_user(&self.pool, user_id, avatar).await.map(|()| true),
+        }
     }
 
     async fn avatar(&self, user_id: UserId, of: AvatarOf) -> StoreResult<Option<Avatar>> {

@@ -647,7 +647,7 @@ impl CharacterStore for PgStore {
         .execute(&mut *tx)
         .await?;
         if let Some(avatar) = avatar {
-            super::avatars::put_for_character(&mut *tx, character.character_id, avatar).await?;
+            super::avatars::put_for_character(&mut *tx, character.user_id, character.character_id, avatar).await?;
         }
         if let Some(cap) = Self::over_quota(&mut tx, character.user_id, quota, &[Capped::Characters]).await? {
             return Ok(Submitted::OverQuota(cap));

@@ -255,7 +255,9 @@ pub(crate) async fn insert_all(tx: &mut PgConnection, export: &UserExport) -> Re
             updated_at: a.updated_at,
         };
         match a.character_id {
-            Some(character_id) => super::avatars::put_for_character(&mut *tx, character_id, &avatar).await?,
+            Some(character_id) => {
+                super::avatars::put_for_character(&mut *tx, user.user_id, character_id, &avatar).await?;
+            }
             None => super::avatars::put_for_user(&mut *tx, user.user_id, &avatar).await?,
         }
     }
