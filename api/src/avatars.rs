@@ -90,7 +90,7 @@ fn encode(picture: DynamicImage) -> Avatar {
     };
     let mut png = Vec::new();
     picture.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).expect("encoding PNG into memory cannot fail");
-    let etag = hex(&Sha256::digest(&png)[..12]);
+    let etag = crate::web::hex(&Sha256::digest(&png)[..12]);
     Avatar {
         etag,
         width: picture.width() as i32,
@@ -99,10 +99,6 @@ fn encode(picture: DynamicImage) -> Avatar {
         // To the microsecond both stores keep.
         updated_at: chrono::Utc::now().trunc_subsecs(6),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

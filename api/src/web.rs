@@ -180,12 +180,7 @@ pub async fn fallback(State(state): State<AppState>, method: Method, uri: Uri, h
 fn serve(asset: &Asset, request: &HeaderMap, cache_control: &'static str) -> Response {
     let gzipped = asset.gzip.as_ref().filter(|_| accepts_gzip(request));
     let etag = if gzipped.is_some() { &asset.gzip_etag } else { &asset.etag };
-    let fresh = request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|tag| tag.trim().trim_start_matches("W/") == etag);
+    let fresh = client_copy_is_current(request, etag);
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else if let Some(compressed) = gzipped {
@@ -208,6 +203,18 @@ fn serve(asset: &Asset, request: &HeaderMap, cache_control: &'static str) -> Res
 }
 
 /// Whether `Accept-Encoding` takes gzip: named (or `*`) with a non-zero `q`.
+/// True when the request's `If-None-Match` names `etag` (weakly compared) or is `*`: the
+/// client's copy is current and a `304` answers it.
+pub(crate) fn client_copy_is_current(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
 fn accepts_gzip(request: &HeaderMap) -> bool {
     request
         .get_all(header::ACCEPT_ENCODING)
@@ -247,7 +254,8 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
     encoder.finish().ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal, for tags made from digests.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

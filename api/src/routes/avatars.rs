@@ -18,12 +18,13 @@ use fastnpc_shared::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::parse_id;
+use super::{character_edits::etag as etag_header, parse_id};
 use crate::{
     avatars::avatar_from_upload,
     error::ApiError,
     extract::{AuthUser, uploaded_file},
     state::AppState,
+    web::client_copy_is_current,
 };
 
 /// A stored avatar, as `PUT` answers it.
@@ -45,10 +46,6 @@ pub struct AvatarForm {
     /// A PNG, JPEG, WebP or GIF image.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-}
-
-fn quoted(etag: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex digits and quotes")
 }
 
 async fn put(
@@ -73,18 +70,14 @@ async fn put(
     }
     let view = AvatarView { url, width: avatar.width, height: avatar.height, etag: avatar.etag.clone() };
     let mut response = Json(view).into_response();
-    response.headers_mut().insert(header::ETAG, quoted(&avatar.etag));
+    response.headers_mut().insert(header::ETAG, etag_header(&avatar.etag));
     Ok(response)
 }
 
 async fn get(state: &AppState, user_id: UserId, of: AvatarOf, headers: &HeaderMap) -> Result<Response, ApiError> {
     let Avatar { image, etag, updated_at, .. } = state.store.avatar(user_id, of).await?.ok_or(ApiError::NotFound)?;
-    let tag = quoted(&etag);
-    let unchanged = headers.get(header::IF_NONE_MATCH).and_then(|value| value.to_str().ok()).is_some_and(|value| {
-        value
-            .split(',')
-            .any(|candidate| matches!(candidate.trim(), "*") || candidate.trim().trim_start_matches("W/") == tag)
-    });
+    let tag = etag_header(&etag);
+    let unchanged = client_copy_is_current(headers, &tag);
     let mut response = if unchanged { StatusCode::NOT_MODIFIED.into_response() } else { image.into_response() };
     let headers = response.headers_mut();
     if !unchanged {

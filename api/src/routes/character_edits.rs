@@ -42,9 +42,9 @@ pub(crate) const MAX_LIST_ITEMS: usize = 100;
 /// How often a patch without `If-Match` is merged again when another edit came first.
 const MERGE_ATTEMPTS: usize = 3;
 
-/// The `ETag` of a character at `version`.
-pub(crate) fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
+/// A strong `ETag` of `tag` (a character's version, a picture's digest: digits and letters).
+pub(crate) fn etag(tag: impl std::fmt::Display) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{tag}\"")).expect("a tag of digits and letters, quoted")
 }
 
 /// The character (and its generation job) with its `ETag`.
@@ -290,10 +290,7 @@ async fn owned(state: &AppState, user_id: UserId, character_id: CharacterId) -> 
 }
 
 fn not_ready(status: &str) -> ApiError {
-    ApiError::Conflict {
-        code: "character-not-ready",
-        detail: format!("the character is {status}; it can be edited once it is ready"),
-    }
+    ApiError::character_not_ready(status, "it can be edited once it is ready")
 }
 
 /// Writes the next version built by `build` from the current character, under `precondition`;
