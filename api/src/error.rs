@@ -60,6 +60,12 @@ impl ApiError {
         Self::Invalid { status: StatusCode::BAD_REQUEST, code: "bad-request", detail: detail.into() }
     }
 
+    /// 409 `/problems/character-not-ready`: the character is `status` (generating or failed), so
+    /// `consequence` (what the request would need, or when it can be made).
+    pub fn character_not_ready(status: &str, consequence: &str) -> Self {
+        Self::Conflict { code: "character-not-ready", detail: format!("the character is {status}; {consequence}") }
+    }
+
     /// 422: well-formed, but a field's value is unacceptable.
     pub fn invalid_field(detail: impl Into<String>) -> Self {
         Self::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid-field", detail: detail.into() }

@@ -93,10 +93,7 @@ pub async fn export(
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let Some(profile) = &character.profile else {
-        return Err(ApiError::Conflict {
-            code: "character-not-ready",
-            detail: format!("the character is {}; it has no profile to export yet", character.status),
-        });
+        return Err(ApiError::character_not_ready(&character.status, "it has no profile to export yet"));
     };
     let stored = state.store.character_card(user_id, character_id).await?;
     let memory: Vec<String> = if query.memory.unwrap_or(false) {

@@ -450,10 +450,7 @@ pub async fn copy(
         store::characters::Copied::Created(created) => *created,
         store::characters::Copied::NotFound => return Err(ApiError::NotFound),
         store::characters::Copied::NotReady(status) => {
-            return Err(ApiError::Conflict {
-                code: "character-not-ready",
-                detail: format!("the character is {status}; it can be copied once it is ready"),
-            });
+            return Err(ApiError::character_not_ready(&status, "it can be copied once it is ready"));
         }
         store::characters::Copied::OverQuota(cap) => return Err(crate::limits::over_quota(&state, cap)),
     };

@@ -154,10 +154,7 @@ pub async fn send(
     }
     crate::limits::admit_job(&state, user_id).await?;
     if character.status != "ready" {
-        return Err(ApiError::Conflict {
-            code: "character-not-ready",
-            detail: format!("the character is {}; chat opens when it is ready", character.status),
-        });
+        return Err(ApiError::character_not_ready(&character.status, "chat opens when it is ready"));
     }
 
     let message_id = MessageId::new();

@@ -168,10 +168,7 @@ pub async fn regenerate(
 }
 
 fn not_ready(status: &str) -> ApiError {
-    ApiError::Conflict {
-        code: "character-not-ready",
-        detail: format!("the character is {status}; it can be regenerated once it is ready"),
-    }
+    ApiError::character_not_ready(status, "it can be regenerated once it is ready")
 }
 
 /// The answer for `job` (a repeated request's original), with the character as it is now.
