@@ -12,6 +12,8 @@
 //! replies); if it still fails the job fails with the category named, rather than storing an
 //! empty `{}` as the original did.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use fastnpc_shared::{
     domain::{CATEGORIES, CategorySpec, CharacterSource, Profile, profile::SOURCE_CATEGORY, prompt_document},
     events::EventPayload,
@@ -44,21 +46,8 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     let markdown = prompt_document(&character.name, &text);
 
     let brief = write_brief(deps, prompts, &character.name, &markdown).map_err(JobFailure::from);
-    let categories = async {
-        let mut pending: FuturesUnordered<_> = CATEGORIES
-            .iter()
-            .map(|category| generate_category(deps, prompts, category, &character.name, &markdown))
-            .collect();
-        let mut profile = Profile::new();
-        while let Some(finished) = pending.next().await {
-            let (category, fields) = finished?;
-            profile.insert(category.key.to_owned(), Value::Object(fields));
-            let done = profile.len() as u32;
-            claim.progress.advance(done as i32);
-            emit(deps, claim.job_id, EventPayload::Progress { done, total, step: category.key.to_owned() }).await;
-        }
-        Ok(profile)
-    };
+    let steps = Steps::new(deps, claim, total);
+    let categories = write_categories(deps, prompts, &CATEGORIES, &character.name, &markdown, &steps);
     // Dropping this future (cancellation, a failed category) drops every in-flight request.
     let (mut profile, brief) = tokio::select! {
         joined = futures::future::try_join(categories, brief) => joined?,
@@ -104,6 +93,50 @@ pub(crate) async fn source_text(
             SourceText { text: snapshot.markdown, url: snapshot.url }
         }
     })
+}
+
+/// A job's progress, one step per part written: each is announced on the event stream, and the
+/// lease's heartbeat carries the count to the job row.
+pub(crate) struct Steps<'a> {
+    deps: &'a Deps,
+    claim: &'a Claim,
+    total: u32,
+    done: AtomicU32,
+}
+
+impl<'a> Steps<'a> {
+    pub(crate) fn new(deps: &'a Deps, claim: &'a Claim, total: u32) -> Self {
+        Self { deps, claim, total, done: AtomicU32::new(0) }
+    }
+
+    /// `step` is done.
+    pub(crate) async fn done(&self, step: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.claim.progress.advance(done as i32);
+        let progress = EventPayload::Progress { done, total: self.total, step: step.to_owned() };
+        emit(self.deps, self.claim.job_id, progress).await;
+    }
+}
+
+/// `categories`, written all at once (see [`generate_category`]), each a step of `steps` when
+/// it is done. Dropping the future drops every request still in flight.
+pub(crate) async fn write_categories(
+    deps: &Deps,
+    prompts: &dyn PromptSet,
+    categories: impl IntoIterator<Item = &'static CategorySpec>,
+    name: &str,
+    markdown: &str,
+    steps: &Steps<'_>,
+) -> Result<Profile, JobFailure> {
+    let mut pending: FuturesUnordered<_> =
+        categories.into_iter().map(|category| generate_category(deps, prompts, category, name, markdown)).collect();
+    let mut profile = Profile::new();
+    while let Some(finished) = pending.next().await {
+        let (category, fields) = finished?;
+        profile.insert(category.key.to_owned(), Value::Object(fields));
+        steps.done(category.key).await;
+    }
+    Ok(profile)
 }
 
 /// One category: ask, parse strictly, ask again when the reply does not parse.

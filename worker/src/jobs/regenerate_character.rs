@@ -9,20 +9,19 @@
 //! (`regenerated`, naming the categories and the job) and the job's success are one transaction.
 
 use fastnpc_shared::{
-    domain::{CATEGORIES, CategorySpec, Profile, prompt_document},
-    events::EventPayload,
+    domain::{CATEGORIES, CategorySpec, prompt_document},
     jobs::{JobError, RegenerationParams},
+    store::jobs::Claim,
 };
-use futures::{StreamExt, TryFutureExt, stream::FuturesUnordered};
+use futures::TryFutureExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     JobFailure,
-    generate_character::{SourceText, generate_category, patch_source_facts, source_text, write_brief},
+    generate_character::{SourceText, Steps, patch_source_facts, source_text, write_brief, write_categories},
 };
-use crate::{Deps, runner::emit};
-use fastnpc_shared::store::jobs::Claim;
+use crate::Deps;
 
 /// The progress step of the brief (categories are named by their key).
 pub const BRIEF_STEP: &str = "brief";
@@ -56,33 +55,16 @@ pub async fn run(deps: &Deps, claim: &Claim, cancel: &CancellationToken) -> Resu
     let SourceText { text, url } = source_text(deps, claim, &character, total, cancel).await?;
     let markdown = prompt_document(&character.name, &text);
 
-    let done = std::sync::atomic::AtomicU32::new(0);
-    let step_done = |step: &str| {
-        let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        claim.progress.advance(done as i32);
-        emit(deps, claim.job_id, EventPayload::Progress { done, total, step: step.to_owned() })
-    };
+    let steps = Steps::new(deps, claim, total);
     let brief = async {
         if !params.brief {
             return Ok(None);
         }
         let brief = write_brief(deps, prompts, &character.name, &markdown).map_err(JobFailure::from).await?;
-        step_done(BRIEF_STEP).await;
+        steps.done(BRIEF_STEP).await;
         Ok::<_, JobFailure>(Some(brief.trim().to_owned()))
     };
-    let regenerated = async {
-        let mut pending: FuturesUnordered<_> = categories
-            .iter()
-            .map(|category| generate_category(deps, prompts, category, &character.name, &markdown))
-            .collect();
-        let mut regenerated = Profile::new();
-        while let Some(finished) = pending.next().await {
-            let (category, fields) = finished?;
-            regenerated.insert(category.key.to_owned(), Value::Object(fields));
-            step_done(category.key).await;
-        }
-        Ok(regenerated)
-    };
+    let regenerated = write_categories(deps, prompts, categories, &character.name, &markdown, &steps);
     let (mut regenerated, brief) = tokio::select! {
         joined = futures::future::try_join(regenerated, brief) => joined?,
         () = cancel.cancelled() => return Err(JobFailure::LostClaim),
