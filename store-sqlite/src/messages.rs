@@ -9,8 +9,9 @@
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, JobId, MessageId, UserId},
-    store::messages::{MessageRecord, NewReply},
+    store::messages::{MessageRecord, NewReply, StoredReply},
 };
+use serde_json::Value;
 use sqlx::SqliteExecutor;
 
 use crate::SqliteStore;
@@ -18,11 +19,10 @@ use crate::begin_immediate;
 use crate::jobs;
 use crate::store::insert_submitted_job;
 use crate::store::over_quota;
-use crate::{id_list, now};
+use crate::id_list;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::Quota;
-use fastnpc_shared::store::ReplyResult;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::Submitted;
 use fastnpc_shared::store::jobs::Claim;
@@ -56,7 +56,6 @@ async fn insert_new_user_message(db: impl SqliteExecutor<'_>, message: &NewUserM
 
 /// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
 pub async fn insert_reply(db: impl SqliteExecutor<'_>, reply: NewReply<'_>) -> Result<(), sqlx::Error> {
-    let now = now();
     sqlx::query!(
         "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
                                truncated, prompt_version, created_at)
@@ -70,7 +69,7 @@ pub async fn insert_reply(db: impl SqliteExecutor<'_>, reply: NewReply<'_>) -> R
         reply.prompt_snapshot,
         reply.truncated,
         reply.prompt_version,
-        now,
+        reply.created_at,
     )
     .execute(db)
     .await?;
@@ -279,15 +278,16 @@ impl MessageStore for SqliteStore {
         &self,
         claim: &Claim,
         reply: NewReply<'_>,
-        result: ReplyResult<'_>,
-    ) -> StoreResult<Option<MessageRecord>> {
+        result: &Value,
+    ) -> StoreResult<Option<StoredReply>> {
+        let character_id = reply.character_id;
         let mut tx = begin_immediate(&self.pool).await?;
         insert_reply(&mut *tx, reply).await?;
-        let Some(stored) = reply_of_job(&mut *tx, claim.job_id).await? else { return Ok(None) };
-        if !jobs::succeed(&mut tx, claim, &result(&stored)).await? {
+        if !jobs::succeed(&mut tx, claim, result).await? {
             return Ok(None);
         }
+        let session_chars = uncompressed_chars(&mut *tx, character_id).await?;
         tx.commit().await?;
-        Ok(Some(stored))
+        Ok(Some(StoredReply { session_chars }))
     }
 }

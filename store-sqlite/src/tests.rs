@@ -835,12 +835,14 @@ async fn a_handed_back_attempt_counts_and_a_lost_claim_adds_nothing() {
         prompt_snapshot: "p",
         truncated: false,
         prompt_version: None,
+        created_at: fastnpc_shared::store::stamp(),
     };
-    assert!(store.finish_reply(&lost, reply("late"), &|_| json!({})).await.unwrap().is_none());
+    assert!(store.finish_reply(&lost, reply("late"), &json!({})).await.unwrap().is_none());
     assert!(store.reply_of_job(reply_job_id).await.unwrap().is_none());
     assert_eq!(store.tokens_today(ada).await.unwrap(), 13 + 3);
     winner.usage.add(Usage::call(4, 4));
-    assert!(store.finish_reply(&winner, reply("on time"), &|_| json!({})).await.unwrap().is_some());
+    let stored = store.finish_reply(&winner, reply("on time"), &json!({})).await.unwrap();
+    assert_eq!(stored.map(|s| s.session_chars), Some(2 + 7), "the message and the reply, in characters");
     assert_eq!(store.job(ada, reply_job_id).await.unwrap().unwrap().usage, spent(1, 4, 4));
     assert_eq!(store.tokens_today(ada).await.unwrap(), 13 + 3 + 8);
 
@@ -875,6 +877,7 @@ async fn conversation_history_session_layer_and_compression() {
         prompt_snapshot: "system prompt",
         truncated: false,
         prompt_version: None,
+        created_at: fastnpc_shared::store::stamp(),
     };
     let (r1, j1) = (MessageId::new(), JobId::new());
     messages::insert_reply(&db.pool, reply(r1, u1, j1, "hi")).await.unwrap();
@@ -1227,3 +1230,4 @@ async fn lock_message_holds_off_other_writers_until_the_transaction_ends() {
     jobs::insert(&mut impatient, retry()).await.expect("the lock is free after the commit");
     assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 3);
 }
+

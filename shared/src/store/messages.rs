@@ -1,16 +1,15 @@
 //! Chat messages of one character's conversation. Scoped by owner wherever the API reads.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgExecutor;
 
 use super::Capped;
 use super::NewUserMessage;
 use super::PgStore;
 use super::Quota;
-use super::ReplyResult;
 use super::StoreResult;
 use super::Submitted;
-use super::jobs;
 use super::jobs::Claim;
 use super::jobs::NewJob;
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
@@ -50,31 +49,36 @@ pub struct NewReply<'a> {
     pub truncated: bool,
     /// The prompt set that wrote the reply.
     pub prompt_version: Option<&'a str>,
+    /// Stamped by the worker, as a user message is by the API ([`super::stamp`]): the stored row
+    /// is then known before it is written, and the job's result can be written with it.
+    pub created_at: DateTime<Utc>,
 }
 
-/// Stores a character's reply; the unique `job_id` makes a second store of one job's reply fail.
-/// Stores a reply; returns it as stored.
-pub(crate) async fn insert_reply(db: impl PgExecutor<'_>, reply: NewReply<'_>) -> Result<MessageRecord, sqlx::Error> {
-    sqlx::query_as!(
-        MessageRecord,
-        r#"insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
-                                 truncated, prompt_version)
-           values ($1, $2, $3, 'character', $4, $5, $6, $7, $8, $9)
-           returning message_id as "message_id: MessageId", character_id as "character_id: CharacterId", author,
-                     content, compressed, job_id as "job_id: JobId", reply_to as "reply_to: MessageId",
-                     prompt_snapshot, truncated, prompt_version, created_at"#,
-        reply.message_id.0,
-        reply.user_id.0,
-        reply.character_id.0,
-        reply.content,
-        reply.job_id.0,
-        reply.reply_to.0,
-        reply.prompt_snapshot,
-        reply.truncated,
-        reply.prompt_version,
-    )
-    .fetch_one(db)
-    .await
+impl NewReply<'_> {
+    /// The row this reply is stored as.
+    pub fn record(&self) -> MessageRecord {
+        MessageRecord {
+            message_id: self.message_id,
+            character_id: self.character_id,
+            author: "character".to_owned(),
+            content: self.content.to_owned(),
+            compressed: false,
+            job_id: Some(self.job_id),
+            reply_to: Some(self.reply_to),
+            prompt_snapshot: Some(self.prompt_snapshot.to_owned()),
+            truncated: self.truncated,
+            prompt_version: self.prompt_version.map(str::to_owned),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A reply stored by [`MessageStore::finish_reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredReply {
+    /// The session layer's size with the reply in it (the characters of the uncompressed
+    /// messages, the original's budget unit): whether a compression is due.
+    pub session_chars: i64,
 }
 
 /// One message of the user's.
@@ -239,14 +243,14 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Vec<MessageRecord>>;
     async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64>;
     async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>>;
-    /// Stores a reply and ends its job as succeeded with `result(stored reply)`, together;
-    /// `None` when the claim was lost (nothing written).
+    /// Stores a reply (as [`NewReply::record`]) and ends its job as succeeded with `result`,
+    /// together; `None` when the claim was lost (nothing written).
     async fn finish_reply(
         &self,
         claim: &Claim,
         reply: NewReply<'_>,
-        result: ReplyResult<'_>,
-    ) -> StoreResult<Option<MessageRecord>>;
+        result: &Value,
+    ) -> StoreResult<Option<StoredReply>>;
 }
 
 #[async_trait::async_trait]
@@ -324,19 +328,63 @@ impl MessageStore for PgStore {
         oldest_uncompressed(&self.pool, character_id, limit).await
     }
 
+    /// One statement, so one round-trip and one commit: the job ends (and its usage is added, as
+    /// in `jobs::succeed`) only if the claim holds, the reply is inserted only if the job ended,
+    /// and the session layer's size comes back for the compression check. The statement's
+    /// snapshot does not see its own insert, so the reply's length is added to the sum.
     async fn finish_reply(
         &self,
         claim: &Claim,
         reply: NewReply<'_>,
-        result: ReplyResult<'_>,
-    ) -> StoreResult<Option<MessageRecord>> {
-        let mut tx = self.pool.begin().await?;
-        let stored = insert_reply(&mut *tx, reply).await?;
-        if !jobs::succeed(&mut *tx, claim, &result(&stored)).await? {
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(stored))
+        result: &Value,
+    ) -> StoreResult<Option<StoredReply>> {
+        let (calls, prompt_tokens, completion_tokens) = super::usage::to_columns(claim.usage.total());
+        let row = sqlx::query!(
+            r#"with ended as (
+                   update jobs set status = 'succeeded', result = $3, progress_done = progress_total,
+                          lease_until = null, finished_at = now(), updated_at = now(),
+                          usage_calls = usage_calls + $4::bigint,
+                          usage_prompt_tokens = usage_prompt_tokens + $5::bigint,
+                          usage_completion_tokens = usage_completion_tokens + $6::bigint
+                   where job_id = $1 and attempts = $2 and status = 'running'
+                   returning user_id
+               ), spent as (
+                   insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+                   select user_id, (now() at time zone 'utc')::date, $7::smallint, $4::bigint, $5::bigint, $6::bigint
+                   from ended where $4::bigint > 0
+                   on conflict (user_id, day, shard) do update
+                   set calls = llm_usage_daily.calls + excluded.calls,
+                       prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                       completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+               ), stored as (
+                   insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to,
+                                         prompt_snapshot, truncated, prompt_version, created_at)
+                   select $8, $9, $10, 'character', $11, $1, $12, $13, $14, $15, $16 from ended
+                   returning char_length(content) as chars
+               )
+               select (select chars from stored) as "reply_chars",
+                      (select coalesce(sum(char_length(content)), 0) from messages
+                       where character_id = $10 and not compressed)::bigint as "earlier_chars!""#,
+            claim.job_id.0,
+            claim.attempt,
+            result,
+            calls,
+            prompt_tokens,
+            completion_tokens,
+            super::usage::shard(claim.job_id),
+            reply.message_id.0,
+            reply.user_id.0,
+            reply.character_id.0,
+            reply.content,
+            reply.reply_to.0,
+            reply.prompt_snapshot,
+            reply.truncated,
+            reply.prompt_version,
+            reply.created_at,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.reply_chars.map(|chars| StoredReply { session_chars: row.earlier_chars + i64::from(chars) }))
     }
 }
 

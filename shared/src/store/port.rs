@@ -120,6 +120,13 @@ pub struct NewCharacter<'a> {
     pub language: &'a str,
 }
 
+/// The current time as a row's `created_at`: to the microsecond, which both stores keep, so a
+/// row stamped by its writer equals the row read back.
+pub fn stamp() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// A user's chat message, answered by its job.
 pub struct NewUserMessage<'a> {
     pub message_id: MessageId,
@@ -134,8 +141,7 @@ pub struct NewUserMessage<'a> {
 
 impl<'a> NewUserMessage<'a> {
     pub fn new(message_id: MessageId, user_id: UserId, character_id: CharacterId, content: &'a str) -> Self {
-        use chrono::SubsecRound as _;
-        Self { message_id, user_id, character_id, content, created_at: chrono::Utc::now().trunc_subsecs(6) }
+        Self { message_id, user_id, character_id, content, created_at: stamp() }
     }
 
     /// The row a successful submission stored.
@@ -212,10 +218,6 @@ pub struct SystemStats {
     pub characters_by_status: BTreeMap<String, i64>,
     pub jobs_by_kind_and_status: BTreeMap<String, BTreeMap<String, i64>>,
 }
-
-/// Builds a finished reply's job result from the stored row (its id and time are the
-/// database's), inside the transaction that stores both.
-pub type ReplyResult<'a> = &'a (dyn Fn(&MessageRecord) -> Value + Send + Sync);
 
 /// The whole port: every aggregate's trait, for the one `Arc<dyn Store>` the API and the workers
 /// hold. Callers bring the traits into scope with `use fastnpc_shared::store::prelude::*`.

@@ -78,7 +78,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     }
     let reply = stream_reply(deps, claim.job_id, request, None).await?;
 
-    let stored = store::messages::NewReply {
+    let reply = store::messages::NewReply {
         message_id: MessageId::new(),
         user_id: claim.user_id,
         character_id,
@@ -88,31 +88,37 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         prompt_snapshot: &system,
         truncated: reply.finish.is_cut(),
         prompt_version: Some(prompts.version()),
+        created_at: store::stamp(),
     };
-    let job_result = |stored: &store::messages::MessageRecord| {
-        let mut message = json!({
-            "id": stored.message_id,
-            "author": stored.author,
-            "content": stored.content,
-            "created_at": stored.created_at,
-            "job_id": claim.job_id,
-            "reply_to": message_id,
-            "truncated": stored.truncated,
-        });
-        if let Some(version) = &stored.prompt_version {
-            message["prompt_version"] = json!(version);
-        }
-        json!({ "message": message })
-    };
-    let Some(stored) = deps.store.finish_reply(claim, stored, &job_result).await? else {
+    let result = job_result(&reply.record(), claim.job_id);
+    let Some(stored) = deps.store.finish_reply(claim, reply, &result).await? else {
         return Err(JobFailure::LostClaim);
     };
 
-    if let Err(error) = schedule_compression(deps, claim, character_id, i64::from(user.ctx_max_chat)).await {
+    if stored.session_chars > i64::from(user.ctx_max_chat)
+        && let Err(error) = super::schedule_compression(deps, claim.user_id, character_id, None).await
+    {
         // The next reply schedules it again; memory is late, not lost.
         tracing::warn!(%error, "cannot schedule memory compression");
     }
-    Ok(job_result(&stored))
+    Ok(result)
+}
+
+/// The job's result: the stored reply, as the API shows a message.
+fn job_result(stored: &store::messages::MessageRecord, job_id: JobId) -> Value {
+    let mut message = json!({
+        "id": stored.message_id,
+        "author": stored.author,
+        "content": stored.content,
+        "created_at": stored.created_at,
+        "job_id": job_id,
+        "reply_to": stored.reply_to,
+        "truncated": stored.truncated,
+    });
+    if let Some(version) = &stored.prompt_version {
+        message["prompt_version"] = json!(version);
+    }
+    json!({ "message": message })
 }
 
 /// A whole streamed reply.
@@ -189,18 +195,4 @@ async fn flush(deps: &Deps, job_id: JobId, speaker: Option<CharacterId>, pending
     }
     emit(deps, job_id, EventPayload::Token { text: std::mem::take(pending), speaker }).await;
     *shown = true;
-}
-
-/// Schedules a memory compression when the session layer outgrew its budget, unless one is
-/// already waiting (it will see everything when it runs).
-async fn schedule_compression(
-    deps: &Deps,
-    claim: &Claim,
-    character_id: CharacterId,
-    session_budget: i64,
-) -> Result<(), sqlx::Error> {
-    if deps.store.uncompressed_chars(character_id).await? <= session_budget {
-        return Ok(());
-    }
-    super::schedule_compression(deps, claim.user_id, character_id, None).await
 }
