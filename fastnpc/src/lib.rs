@@ -125,7 +125,7 @@ impl Embedded {
             Arc::new(MonitoredLlm::new(Arc::new(OpenAiClient::new(&settings.llm)), metrics.clone()));
 
         let hub = EventHub::in_process();
-        let events: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(sqlite.pool().clone(), hub.clone()));
+        let events: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(&sqlite, hub.clone()));
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let queue = InProcessQueue::new(DELIVERY_LIMIT.unsigned_abs());
         let publisher: Arc<dyn JobQueue> = Arc::new(queue.clone());

@@ -93,6 +93,10 @@ pub enum EventBusError {
     /// The embedded mode keeps the log in its database.
     #[error("event store: {0}")]
     Store(#[from] sqlx::Error),
+    /// The embedded log's writer could not store a batch (the cause is in the message: one
+    /// failed transaction fails every append in it), or has stopped.
+    #[error("event store: {0}")]
+    Unavailable(String),
 }
 
 /// Names one logical append, shared by its retries, so a retry of an append that did happen

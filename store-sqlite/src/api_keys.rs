@@ -111,7 +111,7 @@ impl ApiKeyStore for SqliteStore {
         prefix: &str,
         key_hash: &[u8],
     ) -> StoreResult<()> {
-        insert(&self.pool, key_id, user_id, name, prefix, key_hash).await
+        insert(&self.writer, key_id, user_id, name, prefix, key_hash).await
     }
 
     async fn list_api_keys(&self, user_id: UserId) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -119,7 +119,7 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, user_id: UserId, key_id: uuid::Uuid) -> StoreResult<bool> {
-        revoke(&self.pool, user_id, key_id).await
+        revoke(&self.writer, user_id, key_id).await
     }
 
     async fn api_key_user(&self, key_hash: &[u8]) -> StoreResult<Option<UserId>> {

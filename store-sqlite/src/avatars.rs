@@ -63,8 +63,8 @@ pub async fn put_for_user(db: impl SqliteExecutor<'_>, user_id: UserId, avatar: 
 impl AvatarStore for SqliteStore {
     async fn put_avatar(&self, user_id: UserId, of: AvatarOf, avatar: &Avatar) -> StoreResult<bool> {
         match of {
-            AvatarOf::Character(character_id) => put_for_character(&self.pool, user_id, character_id, avatar).await,
-            AvatarOf::User => put_for_user(&self.pool, user_id, avatar).await.map(|()| true),
+            AvatarOf::Character(character_id) => put_for_character(&self.writer, user_id, character_id, avatar).await,
+            AvatarOf::User => put_for_user(&self.writer, user_id, avatar).await.map(|()| true),
         }
     }
 
@@ -105,11 +105,11 @@ impl AvatarStore for SqliteStore {
                 character_id.0,
                 user_id.0,
             )
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected(),
             AvatarOf::User => sqlx::query!("delete from user_avatars where user_id = ?1", user_id.0)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected(),
         };

@@ -251,7 +251,7 @@ impl CharacterStore for SqliteStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert(
             &mut *tx,
             character.character_id,
@@ -305,7 +305,7 @@ impl CharacterStore for SqliteStore {
     }
 
     async fn delete_character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<bool> {
-        delete(&self.pool, user_id, character_id).await
+        delete(&self.writer, user_id, character_id).await
     }
 
     async fn finish_generation(
@@ -317,7 +317,7 @@ impl CharacterStore for SqliteStore {
         prompt_version: Option<&str>,
         result: &Value,
     ) -> StoreResult<bool> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         mark_ready(&mut tx, character_id, profile, brief, prompt_version).await?;
         if !jobs::succeed(&mut tx, claim, result).await? {
             // Rolled back on drop: the character stays as the job's new owner will leave it.
@@ -335,7 +335,7 @@ impl CharacterStore for SqliteStore {
         detail: &Value,
         result: RegenerationResult<'_>,
     ) -> StoreResult<Option<i64>> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let current = sqlx::query!(
             r#"select profile as "profile: Value", version from characters
                where character_id = ?1 and status = 'ready'"#,
@@ -378,7 +378,7 @@ impl CharacterStore for SqliteStore {
         expected_version: i64,
         edit: CharacterEdit<'_>,
     ) -> StoreResult<Edited> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let current = sqlx::query!(
             "select status, version from characters where character_id = ?1 and user_id = ?2",
             character_id.0,
@@ -453,7 +453,7 @@ impl CharacterStore for SqliteStore {
 
     async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
         let ImportedCharacter { character, profile, brief, card, detail, avatar } = imported;
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let now = now();
         sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version,
@@ -510,7 +510,7 @@ impl CharacterStore for SqliteStore {
         name: Option<&str>,
         quota: &Quota,
     ) -> StoreResult<Copied> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let now = now();
         let copied = sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, language,

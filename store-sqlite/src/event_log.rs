@@ -4,6 +4,15 @@
 //! `Last-Event-ID` after a restart finds the numbering where it left off. Live listeners are in
 //! the same process: each append is handed to the process's [`EventHub`] after its commit, the
 //! order the Redis script gives (stored, then published).
+//!
+//! **One writer task, many events per commit.** A busy embedded server appends thousands of
+//! `token` events a second, one per job every 50 ms. As one transaction each they would queue for
+//! SQLite's single write lock with everything else (claims, replies), and SQLite's busy handler
+//! waits by sleeping, so the queue stretches far past the work in it. Instead every append goes
+//! to one task over a channel; the task takes whatever has arrived (up to [`MAX_BATCH`]), writes
+//! it in one `BEGIN IMMEDIATE` transaction, and only after the commit answers each caller and
+//! hands its event to the hub. One job's appends come from one task that awaits each, so they
+//! reach the writer, the table and the listeners in order.
 
 use fastnpc_shared::{
     event_bus::{AppendKey, EventBusError, EventHub, EventLog},
@@ -11,20 +20,39 @@ use fastnpc_shared::{
     ids::JobId,
 };
 use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::SqliteStore;
 
 /// The most events one read returns: more than any job emits (the Redis streams keep 10,000).
 const READ_LIMIT: i64 = 10_000;
+/// The most appends one transaction writes: enough to take a burst's worth in one commit,
+/// few enough that the write lock is held for milliseconds.
+const MAX_BATCH: usize = 512;
+/// Appends waiting for the writer before callers wait to hand theirs over.
+const QUEUE_DEPTH: usize = 4096;
 
 #[derive(Clone)]
 pub struct SqliteEventLog {
     pool: SqlitePool,
-    hub: EventHub,
+    appends: mpsc::Sender<Append>,
+}
+
+/// One event on its way to the writer, and where its outcome goes.
+struct Append {
+    job_id: JobId,
+    payload: EventPayload,
+    outcome: oneshot::Sender<Result<u64, EventBusError>>,
 }
 
 impl SqliteEventLog {
-    /// Appends to `pool`'s log and fans out to `hub`'s listeners (an `EventHub::in_process`).
-    pub fn new(pool: SqlitePool, hub: EventHub) -> Self {
-        Self { pool, hub }
+    /// Appends to `store`'s log (through its write connection) and fans out to `hub`'s
+    /// listeners (an `EventHub::in_process`). Starts the writer task (on the current Tokio
+    /// runtime), which ends when the last clone of the log is dropped.
+    pub fn new(store: &SqliteStore, hub: EventHub) -> Self {
+        let (appends, queue) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(write_appends(store.writer().clone(), hub, queue));
+        Self { pool: store.pool().clone(), appends }
     }
 }
 
@@ -33,9 +61,10 @@ impl EventLog for SqliteEventLog {
     /// The key is not needed here: the append is a local transaction, so an error means nothing
     /// was stored and a retry cannot duplicate.
     async fn append_once(&self, job_id: JobId, payload: &EventPayload, _key: AppendKey) -> Result<u64, EventBusError> {
-        let seq = crate::events::append(&self.pool, job_id, payload.event_type(), &payload.data_json()).await?;
-        self.hub.publish_local(JobEvent { job_id, seq, payload: payload.clone() });
-        Ok(seq)
+        let (outcome, answer) = oneshot::channel();
+        let append = Append { job_id, payload: payload.clone(), outcome };
+        self.appends.send(append).await.map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
     }
 
     async fn read_after(&self, job_id: JobId, after: u64) -> Result<Vec<JobEvent>, EventBusError> {
@@ -54,4 +83,48 @@ impl EventLog for SqliteEventLog {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn writer_gone() -> EventBusError {
+    EventBusError::Unavailable("the event log's writer has stopped".into())
+}
+
+/// The writer task: one transaction per batch of whatever appends are waiting.
+async fn write_appends(pool: SqlitePool, hub: EventHub, mut queue: mpsc::Receiver<Append>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write_batch(&pool, &batch).await {
+            Ok(seqs) => {
+                for (append, seq) in batch.drain(..).zip(seqs) {
+                    let outcome = seq.map_err(EventBusError::from);
+                    if let Ok(seq) = outcome {
+                        hub.publish_local(JobEvent { job_id: append.job_id, seq, payload: append.payload });
+                    }
+                    // A caller that gave up waiting has nothing to be told.
+                    let _ = append.outcome.send(outcome);
+                }
+            }
+            Err(error) => {
+                // Nothing of the batch was stored: every caller gets the error (and may retry).
+                let message = error.to_string();
+                for append in batch.drain(..) {
+                    let _ = append.outcome.send(Err(EventBusError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the batch in one transaction. An append that fails on its own (its job is gone: a
+/// foreign-key error) fails only its own statement, which SQLite rolls back alone; the others
+/// commit. The outer error means the transaction itself failed and nothing was stored.
+async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<Vec<Result<u64, sqlx::Error>>, sqlx::Error> {
+    let mut tx = crate::begin_immediate(pool).await?;
+    let mut seqs = Vec::with_capacity(batch.len());
+    for append in batch {
+        let payload = &append.payload;
+        seqs.push(crate::events::append(&mut *tx, append.job_id, payload.event_type(), &payload.data_json()).await);
+    }
+    tx.commit().await?;
+    Ok(seqs)
 }

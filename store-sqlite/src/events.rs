@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use fastnpc_shared::ids::JobId;
 use serde_json::Value;
-use sqlx::{SqliteExecutor, SqlitePool};
+use sqlx::SqliteExecutor;
 
 use crate::now;
 
@@ -20,8 +20,14 @@ use crate::now;
 /// before the statement reads `max(seq)`, and the statement is its own write transaction, so
 /// concurrent appends to one job get distinct, gapless numbers without a retry loop. (A
 /// separate read then insert would need [`crate::begin_immediate`] for the same guarantee.)
-/// Fails with a foreign-key error when the job does not exist.
-pub async fn append(pool: &SqlitePool, job_id: JobId, event_type: &str, data: &Value) -> Result<u64, sqlx::Error> {
+/// Fails with a foreign-key error when the job does not exist. Inside a transaction (the event
+/// log's batches) the `max(seq)` read sees the transaction's own earlier appends.
+pub async fn append(
+    db: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    event_type: &str,
+    data: &Value,
+) -> Result<u64, sqlx::Error> {
     let now = now();
     let seq = sqlx::query_scalar!(
         r#"insert into job_events (job_id, seq, type, data, created_at)
@@ -32,7 +38,7 @@ pub async fn append(pool: &SqlitePool, job_id: JobId, event_type: &str, data: &V
         data,
         now,
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     // `seq` starts at 1 and only grows (a `check` in the schema), so it is never negative.
     Ok(seq.unsigned_abs())

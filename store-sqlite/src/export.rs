@@ -413,7 +413,7 @@ impl TransferStore for SqliteStore {
     }
 
     async fn import_user(&self, document: &UserExport) -> StoreResult<Imported> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         // On an error the transaction is dropped: rolled back, nothing written.
         match insert_all(&mut tx, document).await {
             Ok(()) => {}

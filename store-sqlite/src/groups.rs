@@ -362,7 +362,7 @@ impl GroupStore for SqliteStore {
         members: &[CharacterId],
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert(&mut *tx, group_id, user_id, name).await?;
         add_members(&mut *tx, user_id, group_id, members).await?;
         if let Some(cap) = over_quota(&mut tx, user_id, quota, &[Capped::Groups]).await? {
@@ -381,11 +381,11 @@ impl GroupStore for SqliteStore {
     }
 
     async fn rename_group(&self, user_id: UserId, group_id: GroupId, name: &str) -> StoreResult<bool> {
-        rename(&self.pool, user_id, group_id, name).await
+        rename(&self.writer, user_id, group_id, name).await
     }
 
     async fn delete_group(&self, user_id: UserId, group_id: GroupId) -> StoreResult<bool> {
-        delete(&self.pool, user_id, group_id).await
+        delete(&self.writer, user_id, group_id).await
     }
 
     async fn add_group_members(
@@ -394,7 +394,7 @@ impl GroupStore for SqliteStore {
         group_id: GroupId,
         character_ids: &[CharacterId],
     ) -> StoreResult<u64> {
-        add_members(&self.pool, user_id, group_id, character_ids).await
+        add_members(&self.writer, user_id, group_id, character_ids).await
     }
 
     async fn count_owned_characters(&self, user_id: UserId, character_ids: &[CharacterId]) -> StoreResult<i64> {
@@ -407,7 +407,7 @@ impl GroupStore for SqliteStore {
         group_id: GroupId,
         character_id: CharacterId,
     ) -> StoreResult<bool> {
-        remove_member(&self.pool, user_id, group_id, character_id).await
+        remove_member(&self.writer, user_id, group_id, character_id).await
     }
 
     async fn group_members(&self, group_id: GroupId) -> StoreResult<Vec<Member>> {
@@ -421,7 +421,7 @@ impl GroupStore for SqliteStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let user_id = job.user_id;
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert_message(&mut *tx, message).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
@@ -434,7 +434,7 @@ impl GroupStore for SqliteStore {
     }
 
     async fn store_group_reply(&self, claim: &Claim, message: NewGroupMessage<'_>, round: i32) -> StoreResult<bool> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert_message(&mut *tx, message).await?;
         // Also proves the claim is still ours: a worker that lost it stores nothing.
         if !jobs::set_progress(&mut *tx, claim, round).await? {

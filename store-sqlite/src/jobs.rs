@@ -603,7 +603,7 @@ pub async fn reset_deliveries(db: impl SqliteExecutor<'_>) -> Result<u64, sqlx::
 #[async_trait::async_trait]
 impl JobStore for SqliteStore {
     async fn insert_job(&self, job: NewJob<'_>) -> StoreResult<()> {
-        insert(&self.pool, job).await
+        insert(&self.writer, job).await
     }
 
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
@@ -626,7 +626,7 @@ impl JobStore for SqliteStore {
 
     async fn submit_guarded(&self, job: NewJob<'_>, guard: JobGuard, quota: &Quota) -> StoreResult<Submitted> {
         let user_id = job.user_id;
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let holds = match guard {
             JobGuard::MessageUnanswered(message_id) => {
                 // Locked so two concurrent retries cannot both pass the check.
@@ -659,7 +659,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel_job(&self, job_id: JobId, generating: Option<CharacterId>) -> StoreResult<CancelOutcome> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let outcome = request_cancel(&mut tx, job_id).await?;
         if outcome == CancelOutcome::Cancelled
             && let Some(character_id) = generating
@@ -671,14 +671,14 @@ impl JobStore for SqliteStore {
     }
 
     async fn reopen_job(&self, job_id: JobId) -> StoreResult<bool> {
-        reopen(&self.pool, job_id).await
+        reopen(&self.writer, job_id).await
     }
 }
 
 #[async_trait::async_trait]
 impl DeliveryStore for SqliteStore {
     async fn mark_published(&self, job_id: JobId) -> StoreResult<()> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         self.confirms
             .submit(job_id, move || {
                 Box::new(move |job_ids: Vec<JobId>| {
@@ -690,7 +690,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn mark_unpublished(&self, job_id: JobId) -> StoreResult<()> {
-        mark_unpublished(&self.pool, job_id).await
+        mark_unpublished(&self.writer, job_id).await
     }
 
     async fn unpublished_jobs(&self, grace: Duration, stale: Duration, limit: i64) -> StoreResult<Vec<JobId>> {
@@ -710,7 +710,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn reset_deliveries(&self) -> StoreResult<u64> {
-        reset_deliveries(&self.pool).await
+        reset_deliveries(&self.writer).await
     }
 }
 
@@ -720,7 +720,7 @@ impl ClaimStore for SqliteStore {
         // The write lock first, then the clock: a claim stamped before it waited for the lock
         // could start a job of a series earlier than the previous one, committing meanwhile,
         // was stamped as finished.
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         let claimed = claim(&mut *tx, job_id, lease).await?;
         tx.commit().await?;
         Ok(claimed)
@@ -731,12 +731,12 @@ impl ClaimStore for SqliteStore {
     }
 
     async fn renew_lease(&self, claim: &Claim, lease: Duration) -> StoreResult<Heartbeat> {
-        renew_lease(&self.pool, claim, lease).await
+        renew_lease(&self.writer, claim, lease).await
     }
 
     async fn succeed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
         // The job's update and the day's usage, together (see `jobs::succeed`).
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         if !succeed(&mut tx, claim, result).await? {
             return Ok(false);
         }
@@ -745,7 +745,7 @@ impl ClaimStore for SqliteStore {
     }
 
     async fn fail_job(&self, claim: &Claim, error: &JobError) -> StoreResult<bool> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         if !fail(&mut tx, claim, error).await? {
             return Ok(false);
         }
@@ -761,7 +761,7 @@ impl ClaimStore for SqliteStore {
     }
 
     async fn cancel_claimed_job(&self, claim: &Claim, result: &Value) -> StoreResult<bool> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         if !cancel(&mut tx, claim, result).await? {
             return Ok(false);
         }
@@ -776,7 +776,7 @@ impl ClaimStore for SqliteStore {
 
     async fn release_job(&self, claim: &Claim) -> StoreResult<bool> {
         // The job's update and the day's usage, together (see `jobs::succeed`).
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         if !release(&mut tx, claim).await? {
             return Ok(false);
         }
@@ -785,6 +785,6 @@ impl ClaimStore for SqliteStore {
     }
 
     async fn fail_unclaimed_job(&self, job_id: JobId, error: &JobError) -> StoreResult<bool> {
-        fail_unclaimed(&self.pool, job_id, error).await
+        fail_unclaimed(&self.writer, job_id, error).await
     }
 }

@@ -141,7 +141,7 @@ impl MemoryStore for SqliteStore {
         short_term: &[MemoryEntry],
         long_term: &[MemoryEntry],
     ) -> StoreResult<()> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         replace(&mut tx, character_id, None, short_term, long_term).await?;
         tx.commit().await
     }
@@ -153,7 +153,7 @@ impl MemoryStore for SqliteStore {
         write: Option<MemoryWrite<'_>>,
         result: &Value,
     ) -> StoreResult<CompressionCommit> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         if let Some(write) = write {
             if !replace(&mut tx, character_id, Some(write.expected_version), write.short_term, write.long_term).await? {
                 return Ok(CompressionCommit::MemoryChanged);

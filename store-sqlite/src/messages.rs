@@ -16,10 +16,10 @@ use sqlx::SqliteExecutor;
 
 use crate::SqliteStore;
 use crate::begin_immediate;
+use crate::id_list;
 use crate::jobs;
 use crate::store::insert_submitted_job;
 use crate::store::over_quota;
-use crate::id_list;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::Quota;
@@ -227,7 +227,7 @@ impl MessageStore for SqliteStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert_new_user_message(&mut *tx, &message).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
@@ -281,7 +281,7 @@ impl MessageStore for SqliteStore {
         result: &Value,
     ) -> StoreResult<Option<StoredReply>> {
         let character_id = reply.character_id;
-        let mut tx = begin_immediate(&self.pool).await?;
+        let mut tx = begin_immediate(&self.writer).await?;
         insert_reply(&mut *tx, reply).await?;
         if !jobs::succeed(&mut tx, claim, result).await? {
             return Ok(None);

@@ -67,14 +67,14 @@ impl SourceStore for SqliteStore {
     }
 
     async fn cache_document(&self, url: &str, snapshot: &Value, fetched_at: DateTime<Utc>) -> StoreResult<()> {
-        cache(&self.pool, url, snapshot, fetched_at).await
+        cache(&self.writer, url, snapshot, fetched_at).await
     }
 
     async fn expire_documents(&self, max_age: Duration) -> StoreResult<u64> {
-        expire(&self.pool, max_age).await
+        expire(&self.writer, max_age).await
     }
 
     async fn set_source_snapshot(&self, character_id: CharacterId, snapshot: &Value) -> StoreResult<()> {
-        set_snapshot(&self.pool, character_id, snapshot).await
+        set_snapshot(&self.writer, character_id, snapshot).await
     }
 }

@@ -1231,3 +1231,65 @@ async fn lock_message_holds_off_other_writers_until_the_transaction_ends() {
     assert_eq!(jobs::active_count(&db.pool, ada).await.unwrap(), 3);
 }
 
+// ---- the event log's writer -------------------------------------------------------------------
+
+/// Many jobs appending at once land in shared batches: each job's events must still be numbered
+/// 1, 2, 3, … without gaps, reach listeners in that order after they are stored, and an append
+/// that fails (its job is gone) must fail alone, not take its batch with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_appends_keep_each_jobs_order_and_fail_alone() {
+    use fastnpc_shared::{
+        event_bus::{EventHub, EventLog},
+        events::EventPayload,
+    };
+    let db = test_db().await;
+    let store = store_of(&db).await;
+    let ada = user(&db.pool, "ada").await;
+    let hub = EventHub::in_process();
+    let log = crate::SqliteEventLog::new(&store, hub.clone());
+    const JOBS: usize = 40;
+    const EVENTS: u64 = 30;
+    let mut job_ids = Vec::new();
+    for _ in 0..JOBS {
+        job_ids.push(job(&db.pool, ada, None).await);
+    }
+    let mut listeners: Vec<_> = job_ids.iter().map(|&job_id| hub.subscribe(job_id)).collect();
+
+    let token = |n: u64| EventPayload::Token { text: format!("{n} "), speaker: None };
+    let mut appenders = tokio::task::JoinSet::new();
+    for &job_id in &job_ids {
+        let log = log.clone();
+        appenders.spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 1..=EVENTS {
+                seqs.push(log.append(job_id, &token(n)).await.expect("append"));
+            }
+            seqs
+        });
+    }
+    // Appends to a job that does not exist, racing the others into their batches.
+    let mut strays = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let log = log.clone();
+        strays.spawn(async move { log.append(JobId::new(), &token(n)).await });
+    }
+    while let Some(seqs) = appenders.join_next().await {
+        assert_eq!(seqs.unwrap(), (1..=EVENTS).collect::<Vec<_>>(), "each job's appends numbered in order");
+    }
+    while let Some(stray) = strays.join_next().await {
+        let error = stray.unwrap().expect_err("an append to a missing job fails");
+        assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
+    }
+
+    for (job_id, listener) in job_ids.iter().zip(&mut listeners) {
+        let stored = log.read_after(*job_id, 0).await.unwrap();
+        let texts: Vec<_> = stored.iter().map(|event| event.payload.clone()).collect();
+        assert_eq!(texts, (1..=EVENTS).map(token).collect::<Vec<_>>());
+        for seq in 1..=EVENTS {
+            let live = listener.events.try_recv().expect("every stored event reached the listener");
+            assert_eq!((live.seq, &live.payload), (seq, &token(seq)), "live events in the stored order");
+        }
+    }
+    let total: i64 = sqlx::query_scalar("select count(*) from job_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(total, (JOBS as u64 * EVENTS) as i64, "nothing stored for the missing job, nothing lost");
+}

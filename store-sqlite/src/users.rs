@@ -318,7 +318,7 @@ pub async fn enable(db: impl SqliteExecutor<'_>, user_id: UserId) -> Result<bool
 #[async_trait::async_trait]
 impl AccountStore for SqliteStore {
     async fn insert_user(&self, user_id: UserId, username: &str, password_hash: &str) -> StoreResult<bool> {
-        match insert(&self.pool, user_id, username, password_hash).await {
+        match insert(&self.writer, user_id, username, password_hash).await {
             Ok(()) => Ok(true),
             Err(error) if is_unique_violation(&error, fastnpc_shared::store::users::USERNAME_KEY) => Ok(false),
             Err(error) => Err(error),
@@ -334,7 +334,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn update_user_settings(&self, user_id: UserId, patch: SettingsPatch<'_>) -> StoreResult<()> {
-        update_settings(&self.pool, user_id, patch).await
+        update_settings(&self.writer, user_id, patch).await
     }
 
     async fn password_hash(&self, user_id: UserId) -> StoreResult<Option<String>> {
@@ -342,15 +342,15 @@ impl AccountStore for SqliteStore {
     }
 
     async fn change_password(&self, user_id: UserId, password_hash: &str, keep: Option<&[u8]>) -> StoreResult<()> {
-        change_password(&self.pool, user_id, password_hash, keep).await
+        change_password(&self.writer, user_id, password_hash, keep).await
     }
 
     async fn delete_user(&self, user_id: UserId) -> StoreResult<bool> {
-        delete(&self.pool, user_id).await
+        delete(&self.writer, user_id).await
     }
 
     async fn insert_session(&self, token_hash: &[u8], user_id: UserId, expires_at: DateTime<Utc>) -> StoreResult<()> {
-        insert_session(&self.pool, token_hash, user_id, expires_at).await
+        insert_session(&self.writer, token_hash, user_id, expires_at).await
     }
 
     async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>> {
@@ -358,15 +358,15 @@ impl AccountStore for SqliteStore {
     }
 
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
-        revoke_session(&self.pool, token_hash).await
+        revoke_session(&self.writer, token_hash).await
     }
 
     async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
-        revoke_sessions(&self.pool, user_id).await
+        revoke_sessions(&self.writer, user_id).await
     }
 
     async fn purge_sessions(&self) -> StoreResult<u64> {
-        purge_sessions(&self.pool).await
+        purge_sessions(&self.writer).await
     }
 
     async fn is_admin(&self, user_id: UserId) -> StoreResult<bool> {
@@ -378,11 +378,11 @@ impl AccountStore for SqliteStore {
     }
 
     async fn make_sole_admin(&self, user_id: UserId) -> StoreResult<()> {
-        make_sole_admin(&self.pool, user_id).await
+        make_sole_admin(&self.writer, user_id).await
     }
 
     async fn clear_admins(&self) -> StoreResult<u64> {
-        clear_admins(&self.pool).await
+        clear_admins(&self.writer).await
     }
 
     async fn list_accounts(&self, after: Option<UserId>, limit: i64) -> StoreResult<Vec<AccountSummary>> {
@@ -394,10 +394,10 @@ impl AccountStore for SqliteStore {
     }
 
     async fn disable_user(&self, user_id: UserId) -> StoreResult<Option<u64>> {
-        disable(&self.pool, user_id).await
+        disable(&self.writer, user_id).await
     }
 
     async fn enable_user(&self, user_id: UserId) -> StoreResult<bool> {
-        enable(&self.pool, user_id).await
+        enable(&self.writer, user_id).await
     }
 }

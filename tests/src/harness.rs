@@ -565,7 +565,7 @@ impl TestApp {
                 let hub = EventHub::in_process();
                 let backends = fastnpc_api::Backends {
                     store: Arc::new(store.clone()),
-                    events: Arc::new(fastnpc_store_sqlite::SqliteEventLog::new(store.pool().clone(), hub.clone())),
+                    events: Arc::new(fastnpc_store_sqlite::SqliteEventLog::new(&store, hub.clone())),
                     hub,
                     publisher: Arc::new(embedded::queue::InProcessQueue::new(1)),
                     control: Arc::new(embedded::control::LocalControl::new(CancelRegistry::default())),
@@ -576,7 +576,7 @@ impl TestApp {
                     metrics: Arc::new(fastnpc_shared::metrics::Metrics::new()),
                 };
                 let started = fastnpc_api::Api::with_backends(&settings, backends, CancellationToken::new()).await;
-                store.pool().close().await;
+                store.close().await;
                 started.map(drop)
             }
         }
