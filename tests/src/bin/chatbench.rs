@@ -39,7 +39,9 @@
 //! caps exact; many users' do not wait for each other.
 //!
 //! `--embedded true` runs the embedded mode instead: one `fastnpc serve` process over SQLite (API
-//! and workers together, so there is one peak memory), no services.
+//! and workers together, so there is one peak memory), no services. That process gets the job
+//! and LLM-call budgets of the `--workers` it stands in for (2 × 512 jobs, 2 × 640 calls by
+//! default), so both modes meet the same limits at 1,000 conversations.
 
 use std::time::{Duration, Instant};
 
@@ -405,20 +407,33 @@ async fn converse(
     Ok(replies)
 }
 
+/// Each worker's `FASTNPC_LLM_CONCURRENCY` when it is not set (the settings' default).
+const FLEET_LLM_CONCURRENCY: usize = 640;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let mut env = vec![
+        ("FASTNPC_DB_POOL_SIZE", "24".into()),
+        // Back-to-back group rounds: the pause is the user's window, not work to measure.
+        ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
+    ];
+    // The embedded process gets the budgets of the whole distributed fleet it is compared with
+    // (jobs in flight, LLM calls at once), so a level is held back by the same limits in both.
+    let worker_concurrency = if args.embedded {
+        let fleet = args.worker_concurrency * args.workers as u64;
+        env.push(("FASTNPC_LLM_CONCURRENCY", (FLEET_LLM_CONCURRENCY * args.workers).to_string()));
+        fleet
+    } else {
+        args.worker_concurrency
+    };
     let deployment = Deployment::start(Options {
         embedded: args.embedded,
         workers: args.workers,
-        worker_concurrency: args.worker_concurrency,
+        worker_concurrency,
         simulator_args: simulator_stream(args.ttft_ms, args.itl_ms, args.tokens),
         name: "chatbench",
-        env: vec![
-            ("FASTNPC_DB_POOL_SIZE", "24".into()),
-            // Back-to-back group rounds: the pause is the user's window, not work to measure.
-            ("FASTNPC_GROUP_TURN_PAUSE_MS", "0".into()),
-        ],
+        env,
     })
     .await?;
     let (http, api, sim_url) = (&deployment.http, deployment.api.as_str(), deployment.simulator.as_str());
