@@ -228,6 +228,10 @@ impl MessageStore for SqliteStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.writer).await?;
+        let character = crate::characters::get(&mut *tx, message.user_id, message.character_id).await?;
+        if character.is_none_or(|character| character.status != "ready") {
+            return Ok(Submitted::GuardFailed);
+        }
         insert_new_user_message(&mut *tx, &message).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);

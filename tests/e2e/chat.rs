@@ -234,6 +234,36 @@ async fn chat_input_is_validated() {
     app.stop().await;
 }
 
+/// The accept checks the character in the statement that writes the message: one still
+/// generating gets 409 and another user's gets 404, and neither refusal stores a message or a job.
+#[tokio::test]
+async fn a_message_to_a_character_not_ready_or_not_yours_is_refused_and_stores_nothing() {
+    // No worker: the generation stays queued, so the character stays `generating`.
+    let app = TestApp::builder().workers(0).spawn().await;
+    let owner = app.user("ada").await;
+    let other = app.user("eve").await;
+    let created = app.create_character(&owner, "李白").await;
+    let character = created["character"]["id"].as_str().unwrap();
+
+    let early = app.send_message(&owner, character, "你好", None).await;
+    assert_eq!(early.status(), 409);
+    let problem: Value = early.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/character-not-ready", "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("generating"), "{problem}");
+    assert_eq!(app.send_message(&other, character, "你好", None).await.status(), 404);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(app.send_message(&owner, &unknown, "你好", None).await.status(), 404);
+
+    let history: Value = app.get(&format!("/v1/characters/{character}/messages"), &owner).await.json().await.unwrap();
+    assert_eq!(history["items"], serde_json::json!([]), "no message stored");
+    for (user, expected) in [(&owner, vec!["generate_character"]), (&other, vec![])] {
+        let jobs: Value = app.get("/v1/jobs", user).await.json().await.unwrap();
+        let kinds: Vec<_> = jobs["items"].as_array().unwrap().iter().map(|job| job["kind"].clone()).collect();
+        assert_eq!(kinds, expected, "no job but the generation");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_stream_that_breaks_midway_is_reset_and_restarted() {
     let app = TestApp::builder().sim(chat_sim()).spawn().await;

@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use fastnpc_shared::{
     ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobKind, JobStatus},
-    store::NewUserMessage,
-    store::{self, jobs::NewJob, messages::MessageRecord},
+    store::{self, NewUserMessage, Submitted, jobs::NewJob, messages::MessageRecord},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -142,7 +141,6 @@ pub async fn send(
         return Err(ApiError::invalid_field(format!("content is longer than {MAX_MESSAGE_CHARS} characters")));
     }
     let wait = prefer_wait(&headers);
-    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     let idempotency = Idempotency::from_request(
         &headers,
         &json!({"send_message": {"character_id": character_id, "content": content}}),
@@ -153,9 +151,6 @@ pub async fn send(
         return replay(&state, user_id, job).await;
     }
     crate::limits::admit_job(&state, user_id).await?;
-    if character.status != "ready" {
-        return Err(ApiError::character_not_ready(&character.status, "chat opens when it is ready"));
-    }
 
     let message_id = MessageId::new();
     let job_id = JobId::new();
@@ -173,8 +168,14 @@ pub async fn send(
     };
     let message = NewUserMessage::new(message_id, user_id, character_id, content);
     let stored = message.record();
-    if !crate::limits::created(&state, state.store.submit_message(message, job, &crate::limits::quota(&state)).await?)?
-    {
+    // The submission checks the character (the user's, and ready) in its own statement, so the
+    // accept is one round-trip; only a refusal reads the character again, to say why.
+    let submitted = state.store.submit_message(message, job, &crate::limits::quota(&state)).await?;
+    if submitted == Submitted::GuardFailed {
+        let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
+        return Err(ApiError::character_not_ready(&character.status, "chat opens when it is ready"));
+    }
+    if !crate::limits::created(&state, submitted)? {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
         return replay(&state, user_id, winner).await;
     }

@@ -218,7 +218,8 @@ pub(crate) async fn oldest_uncompressed(
 /// One-to-one chat: user messages, the jobs that answer them, the replies.
 #[async_trait::async_trait]
 pub trait MessageStore: Send + Sync {
-    /// A user message and the job that answers it, together.
+    /// A user message and the job that answers it, together, if the character is the user's and
+    /// ready ([`Submitted::GuardFailed`] otherwise): the accept's one round-trip checks that too.
     async fn submit_message(
         &self,
         message: NewUserMessage<'_>,
@@ -263,19 +264,26 @@ impl MessageStore for PgStore {
     ) -> StoreResult<Submitted> {
         // One statement: one round-trip, and the quota lock held only for the statement's own
         // execution and commit, so a user's burst of messages is not serialised behind a
-        // transaction's round-trips. Nothing is inserted when the user is at the cap.
+        // transaction's round-trips. Nothing is inserted when the user is at the cap, or when
+        // the character is not theirs or not ready (its row is key-share locked, so a delete
+        // committing meanwhile makes it missing rather than failing the insert).
         let submitted = sqlx::query!(
             r#"with usage as materialized (select active_jobs from quota_usage($2)),
+                    subject as materialized (
+                        select 1 from characters where character_id = $3 and user_id = $2 and status = 'ready'
+                        for key share
+                    ),
                     message as (
                         insert into messages (message_id, user_id, character_id, author, content, created_at)
-                        select $1, $2, $3, 'user', $4, $11 from usage where active_jobs < $10
+                        select $1, $2, $3, 'user', $4, $11 from usage, subject where active_jobs < $10
                     ),
                     job as (
                         insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
                                           idempotency_key, request_fingerprint)
-                        select $5, $2, $6, $3, $1, $7, $8, $9 from usage where active_jobs < $10
+                        select $5, $2, $6, $3, $1, $7, $8, $9 from usage, subject where active_jobs < $10
                     )
-               select active_jobs as "active_jobs!" from usage"#,
+               select active_jobs as "active_jobs!", exists (select 1 from subject) as "character_ready!"
+               from usage"#,
             message.message_id.0,
             message.user_id.0,
             message.character_id.0,
@@ -290,6 +298,9 @@ impl MessageStore for PgStore {
         )
         .fetch_one(&self.pool)
         .await;
+        if submitted.as_ref().is_ok_and(|row| !row.character_ready) {
+            return Ok(Submitted::GuardFailed);
+        }
         Self::submitted(submitted.map(|usage| vec![(Capped::ActiveJobs, usage.active_jobs)]), quota)
     }
 

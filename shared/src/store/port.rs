@@ -70,7 +70,8 @@ pub enum Submitted {
     IdempotencyKeyTaken,
     /// Nothing was written: it would have taken the user past this cap of their [`Quota`].
     OverQuota(Capped),
-    /// `submit_guarded` only: its [`JobGuard`] no longer holds; nothing was written.
+    /// `submit_guarded`: its [`JobGuard`] no longer holds; `submit_message`: the character is
+    /// not the user's, or not ready. Nothing was written.
     GuardFailed,
 }
 
