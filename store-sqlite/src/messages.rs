@@ -228,8 +228,7 @@ impl MessageStore for SqliteStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.writer).await?;
-        let character = crate::characters::get(&mut *tx, message.user_id, message.character_id).await?;
-        if character.is_none_or(|character| character.status != "ready") {
+        if !crate::characters::hold_ready(&mut *tx, message.user_id, message.character_id).await? {
             return Ok(Submitted::GuardFailed);
         }
         insert_new_user_message(&mut *tx, &message).await?;

@@ -54,25 +54,6 @@ pub struct NewReply<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-impl NewReply<'_> {
-    /// The row this reply is stored as.
-    pub fn record(&self) -> MessageRecord {
-        MessageRecord {
-            message_id: self.message_id,
-            character_id: self.character_id,
-            author: "character".to_owned(),
-            content: self.content.to_owned(),
-            compressed: false,
-            job_id: Some(self.job_id),
-            reply_to: Some(self.reply_to),
-            prompt_snapshot: Some(self.prompt_snapshot.to_owned()),
-            truncated: self.truncated,
-            prompt_version: self.prompt_version.map(str::to_owned),
-            created_at: self.created_at,
-        }
-    }
-}
-
 /// A reply stored by [`MessageStore::finish_reply`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredReply {
@@ -244,8 +225,8 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Vec<MessageRecord>>;
     async fn uncompressed_chars(&self, character_id: CharacterId) -> StoreResult<i64>;
     async fn oldest_uncompressed(&self, character_id: CharacterId, limit: i64) -> StoreResult<Vec<MessageRecord>>;
-    /// Stores a reply (as [`NewReply::record`]) and ends its job as succeeded with `result`,
-    /// together; `None` when the claim was lost (nothing written).
+    /// Stores a reply and ends its job as succeeded with `result`, together; `None` when the
+    /// claim was lost (nothing written).
     async fn finish_reply(
         &self,
         claim: &Claim,
@@ -265,8 +246,10 @@ impl MessageStore for PgStore {
         // One statement: one round-trip, and the quota lock held only for the statement's own
         // execution and commit, so a user's burst of messages is not serialised behind a
         // transaction's round-trips. Nothing is inserted when the user is at the cap, or when
-        // the character is not theirs or not ready (its row is key-share locked, so a delete
-        // committing meanwhile makes it missing rather than failing the insert).
+        // the character is not theirs or not ready: `characters::hold_ready`'s check, inline,
+        // with `for key share` instead of its `for share`, so that only a delete conflicts (it
+        // then makes the character missing rather than failing the insert) and a message neither
+        // waits for nor holds up an edit of the profile.
         let submitted = sqlx::query!(
             r#"with usage as materialized (select active_jobs from quota_usage($2)),
                     subject as materialized (

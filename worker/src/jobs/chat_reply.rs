@@ -90,7 +90,7 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         prompt_version: Some(prompts.version()),
         created_at: store::stamp(),
     };
-    let result = job_result(&reply.record(), claim.job_id);
+    let result = job_result(&reply);
     let Some(stored) = deps.store.finish_reply(claim, reply, &result).await? else {
         return Err(JobFailure::LostClaim);
     };
@@ -104,18 +104,18 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     Ok(result)
 }
 
-/// The job's result: the stored reply, as the API shows a message.
-fn job_result(stored: &store::messages::MessageRecord, job_id: JobId) -> Value {
+/// The job's result: the reply as it is stored, as the API shows a message.
+fn job_result(reply: &store::messages::NewReply<'_>) -> Value {
     let mut message = json!({
-        "id": stored.message_id,
-        "author": stored.author,
-        "content": stored.content,
-        "created_at": stored.created_at,
-        "job_id": job_id,
-        "reply_to": stored.reply_to,
-        "truncated": stored.truncated,
+        "id": reply.message_id,
+        "author": "character",
+        "content": reply.content,
+        "created_at": reply.created_at,
+        "job_id": reply.job_id,
+        "reply_to": reply.reply_to,
+        "truncated": reply.truncated,
     });
-    if let Some(version) = &stored.prompt_version {
+    if let Some(version) = reply.prompt_version {
         message["prompt_version"] = json!(version);
     }
     json!({ "message": message })
