@@ -22,6 +22,7 @@ use crate::store::insert_submitted_job;
 use crate::store::over_quota;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::NewUserMessage;
+use fastnpc_shared::store::QueuedMessage;
 use fastnpc_shared::store::Quota;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::Submitted;
@@ -227,19 +228,20 @@ impl MessageStore for SqliteStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        let mut tx = begin_immediate(&self.writer).await?;
-        if !crate::characters::hold_ready(&mut *tx, message.user_id, message.character_id).await? {
-            return Ok(Submitted::GuardFailed);
-        }
-        insert_new_user_message(&mut *tx, &message).await?;
-        if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
-            return Ok(taken);
-        }
-        if let Some(cap) = over_quota(&mut tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
-            return Ok(Submitted::OverQuota(cap));
-        }
-        tx.commit().await?;
-        Ok(Submitted::Created)
+        // Group commit per user, as in Postgres: the submissions that arrive while a round is
+        // being written share the next round's `BEGIN IMMEDIATE`, so a burst takes the one write
+        // connection once per round instead of once per message.
+        let (store, quota) = (self.clone(), *quota);
+        let queued = QueuedMessage::new(&message, &job);
+        self.message_rounds
+            .submit(message.user_id, queued, move |_, round| {
+                let store = store.clone();
+                async move {
+                    let written = store.insert_messages(&round, &quota).await;
+                    written.unwrap_or_else(|error| fastnpc_shared::store::batch::failed_round(error, round.len()))
+                }
+            })
+            .await
     }
 
     async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>> {
@@ -293,4 +295,52 @@ impl MessageStore for SqliteStore {
         tx.commit().await?;
         Ok(Some(StoredReply { session_chars }))
     }
+}
+
+impl SqliteStore {
+    /// Writes a round of message submissions in one transaction, each as if submitted alone, in
+    /// order. Each has a savepoint: one that is refused (or fails) leaves nothing behind, and the
+    /// others stand.
+    async fn insert_messages(
+        &self,
+        round: &[QueuedMessage],
+        quota: &Quota,
+    ) -> StoreResult<Vec<StoreResult<Submitted>>> {
+        let mut tx = begin_immediate(&self.writer).await?;
+        let mut outcomes = Vec::with_capacity(round.len());
+        for queued in round {
+            let (message, job) = queued.parts();
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let outcome = insert_message(&mut savepoint, message, job, quota).await;
+            if matches!(outcome, Ok(Submitted::Created)) {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// A user message and its job, if the character is the user's and ready and the user has room
+/// for another active job.
+async fn insert_message(
+    tx: &mut sqlx::SqliteConnection,
+    message: NewUserMessage<'_>,
+    job: NewJob<'_>,
+    quota: &Quota,
+) -> StoreResult<Submitted> {
+    if !crate::characters::hold_ready(&mut *tx, message.user_id, message.character_id).await? {
+        return Ok(Submitted::GuardFailed);
+    }
+    insert_new_user_message(&mut *tx, &message).await?;
+    if let Err(taken) = insert_submitted_job(tx, job).await? {
+        return Ok(taken);
+    }
+    if let Some(cap) = over_quota(tx, message.user_id, quota, &[Capped::ActiveJobs]).await? {
+        return Ok(Submitted::OverQuota(cap));
+    }
+    Ok(Submitted::Created)
 }

@@ -28,6 +28,12 @@ pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     /// Publish confirmations, written in rounds (`fastnpc_shared::store::batch`).
     pub(crate) confirms: fastnpc_shared::store::batch::Batch<fastnpc_shared::ids::JobId>,
+    /// Each user's message submissions, written in rounds (`fastnpc_shared::store::batch::Keyed`).
+    pub(crate) message_rounds: fastnpc_shared::store::batch::Keyed<
+        fastnpc_shared::ids::UserId,
+        fastnpc_shared::store::QueuedMessage,
+        fastnpc_shared::store::Submitted,
+    >,
 }
 
 impl SqliteStore {
@@ -36,7 +42,7 @@ impl SqliteStore {
         let writer = crate::connect(path, 1).await?;
         crate::migrate(&writer).await?;
         let pool = crate::connect(path, max_connections).await?;
-        Ok(Self { pool, writer, confirms: Default::default() })
+        Ok(Self { pool, writer, confirms: Default::default(), message_rounds: Default::default() })
     }
 
     /// The read pool.

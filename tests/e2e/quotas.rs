@@ -1,9 +1,11 @@
 //! Per-user caps under concurrency: a burst of simultaneous submissions from one user creates
 //! exactly as many rows as the cap allows, never more (each request, checked alone, would pass).
+//! One user's simultaneous messages are written in shared rounds (group commit), so these
+//! bursts also check that a round answers each message for itself.
 
 use fastnpc_tests::harness::{TestApp, TestUser, sample_source};
 use futures::future::join_all;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const BURST: usize = 50;
@@ -106,5 +108,99 @@ async fn a_burst_of_group_creations_stops_at_the_group_cap() {
         burst(&app, &user, "/v1/groups", |i| json!({"name": format!("group {i}"), "character_ids": [member]})).await;
     assert_eq!(successes(&answers, "groups per user"), CAP);
     assert_eq!(owned(&app, "groups", &user).await, CAP);
+    app.stop().await;
+}
+
+/// A character ready at once, without a worker: imported from a minimal card.
+async fn imported_character(app: &TestApp, user: &TestUser, name: &str) -> String {
+    let card = json!({"spec": "chara_card_v2", "spec_version": "2.0",
+        "data": {"name": name, "description": format!("{name}，一位唐代诗人。")}});
+    let response = app.post_json("/v1/characters/import", user, &card).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "import {name}: {}", response.text().await.unwrap_or_default());
+    let imported: Value = response.json().await.unwrap();
+    imported["character"]["id"].as_str().expect("character id").to_owned()
+}
+
+#[tokio::test]
+async fn a_burst_of_messages_stops_at_the_active_jobs_cap_and_each_is_answered_for_itself() {
+    let app = TestApp::builder()
+        .workers(0)
+        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
+        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", CAP.to_string())
+        .spawn()
+        .await;
+    let user = app.user("ada").await;
+    let other = app.user("grace").await;
+    let mut mine = Vec::new();
+    for name in ["李白", "杜甫", "王维"] {
+        mine.push(imported_character(&app, &user, name).await);
+    }
+    let theirs = imported_character(&app, &other, "白居易").await;
+
+    // Every fifth message goes to another user's character: refused as not found, whatever the
+    // messages around it in the same round.
+    let sends = (0..BURST).map(|i| {
+        let character = if i % 5 == 4 { &theirs } else { &mine[i % 3] };
+        let path = format!("/v1/characters/{character}/messages");
+        let app = &app;
+        let user = &user;
+        async move {
+            let response = app.post_json(&path, user, &json!({"content": format!("第{i}问")})).await;
+            let status = response.status();
+            (i, status, response.text().await.unwrap())
+        }
+    });
+    let answers = join_all(sends).await;
+    for (i, status, body) in &answers {
+        if i % 5 == 4 {
+            assert_eq!(*status, StatusCode::NOT_FOUND, "message {i} to another user's character: {body}");
+        } else {
+            assert!(
+                *status == StatusCode::ACCEPTED
+                    || (*status == StatusCode::TOO_MANY_REQUESTS && body.contains("jobs may be queued or running")),
+                "message {i}: {status} {body}"
+            );
+        }
+    }
+    let accepted = answers.iter().filter(|(_, status, _)| *status == StatusCode::ACCEPTED).count() as i64;
+    assert_eq!(accepted, CAP, "exactly the cap is accepted");
+    assert_eq!(owned(&app, "messages", &user).await, CAP, "a refused message leaves nothing behind");
+    assert_eq!(owned(&app, "jobs", &user).await, CAP);
+    assert_eq!(owned(&app, "messages", &other).await, 0, "nothing lands on the other user's character");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_with_one_idempotency_key_repeated_stores_that_message_once_and_every_other_message() {
+    let app = TestApp::builder().workers(0).setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000").spawn().await;
+    let user = app.user("ada").await;
+    let character = imported_character(&app, &user, "孟浩然").await;
+    let path = format!("/v1/characters/{character}/messages");
+
+    // Five of the twenty are the same request with the same key; they may share a round.
+    let sends = (0..20).map(|i| {
+        let repeated = i % 4 == 0;
+        let mut request = app.request(Method::POST, &path, Some(&user));
+        request = if repeated {
+            request.header("Idempotency-Key", "burst-1").json(&json!({"content": "春眠不觉晓"}))
+        } else {
+            request.json(&json!({"content": format!("第{i}问")}))
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED, "message {i}");
+            (repeated, response.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = join_all(sends).await;
+    let repeated: Vec<&Value> = answers.iter().filter(|(repeated, _)| *repeated).map(|(_, body)| body).collect();
+    assert!(repeated.iter().all(|body| body["job"]["id"] == repeated[0]["job"]["id"]), "one job for the key");
+    assert!(repeated.iter().all(|body| body["message"]["id"] == repeated[0]["message"]["id"]), "one message");
+    let mut jobs: Vec<&str> = answers.iter().map(|(_, body)| body["job"]["id"].as_str().unwrap()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 16, "fifteen messages without the key and one with it");
+    assert_eq!(owned(&app, "messages", &user).await, 16);
+    assert_eq!(owned(&app, "jobs", &user).await, 16);
     app.stop().await;
 }

@@ -6,11 +6,16 @@
 //! the ones that arrive while it runs are written together by the next round. Alone, a
 //! submission costs what it did; under load, a round's commit serves all of it. Each submitter
 //! still waits for its own write and learns whether it failed.
+//!
+//! [`Keyed`] does the same per key, each item with its own outcome: one user's submissions,
+//! which all take that user's quota lock and so would otherwise commit one after another.
 
 use std::{
+    collections::HashMap,
     future::Future,
+    hash::Hash,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +87,129 @@ async fn run<T>(mut receiver: mpsc::Receiver<Submission<T>>, mut write: Write<T>
     }
 }
 
+/// Group commit per key, each item answered with its own outcome.
+///
+/// A key's first item is written at once, by a round task spawned for the key; the items for
+/// that key submitted while a round runs make up its next round (at most [`MAX_ROUND`]), until
+/// none are left and the task ends. Keys never wait for each other. Cheap to clone.
+pub struct Keyed<K, T, R> {
+    queues: Arc<Mutex<HashMap<K, Vec<Waiting<T, R>>>>>,
+}
+
+type Waiting<T, R> = (T, oneshot::Sender<StoreResult<R>>);
+
+impl<K, T, R> Clone for Keyed<K, T, R> {
+    fn clone(&self) -> Self {
+        Self { queues: self.queues.clone() }
+    }
+}
+
+impl<K, T, R> Default for Keyed<K, T, R> {
+    fn default() -> Self {
+        Self { queues: Arc::default() }
+    }
+}
+
+impl<K, T, R> std::fmt::Debug for Keyed<K, T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.queues.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Keyed").field("keys_with_rounds", &keys).finish()
+    }
+}
+
+impl<K, T, R> Keyed<K, T, R>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Writes `item` in a round of `key`'s, and answers its own outcome. `write` writes one
+    /// round (the key and its items in submission order) and answers one outcome per item, in
+    /// that order; it is used only if this submission starts the key's round task.
+    pub async fn submit<W, F>(&self, key: K, item: T, write: W) -> StoreResult<R>
+    where
+        W: Fn(K, Vec<T>) -> F + Send + 'static,
+        F: Future<Output = Vec<StoreResult<R>>> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let starts_rounds = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            match queues.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                    waiting.get_mut().push((item, answer));
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert(vec![(item, answer)]);
+                    true
+                }
+            }
+        };
+        if starts_rounds {
+            tokio::spawn(self.clone().rounds(key, write));
+        }
+        answered.await.unwrap_or_else(|_| Err(sqlx::Error::Protocol("the round writing it stopped".into())))
+    }
+
+    /// Writes `key`'s rounds until its queue is empty. The key's entry is removed under the same
+    /// lock that finds it empty, so a later submission starts a new task. If a round panics, the
+    /// entry goes too rather than block the key: its submitters, and those queued behind it,
+    /// learn that the round writing theirs stopped (nothing of the queued ones was written).
+    async fn rounds<W, F>(self, key: K, write: W)
+    where
+        W: Fn(K, Vec<T>) -> F,
+        F: Future<Output = Vec<StoreResult<R>>>,
+    {
+        struct Unblock<'a, K: Eq + Hash, T, R> {
+            queues: &'a Mutex<HashMap<K, Vec<Waiting<T, R>>>>,
+            key: Option<K>,
+        }
+        impl<K: Eq + Hash, T, R> Drop for Unblock<'_, K, T, R> {
+            fn drop(&mut self) {
+                if let Some(key) = self.key.take() {
+                    self.queues.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+                }
+            }
+        }
+        let mut unblock = Unblock { queues: &self.queues, key: Some(key.clone()) };
+        loop {
+            let round: Vec<Waiting<T, R>> = {
+                let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                let waiting = queues.get_mut(&key).expect("a key's entry lives as long as its round task");
+                if waiting.is_empty() {
+                    queues.remove(&key);
+                    unblock.key = None;
+                    return;
+                }
+                let take = waiting.len().min(MAX_ROUND);
+                waiting.drain(..take).collect()
+            };
+            let (items, answers): (Vec<T>, Vec<_>) = round.into_iter().unzip();
+            let expected = answers.len();
+            let outcomes = write(key.clone(), items).await;
+            debug_assert_eq!(outcomes.len(), expected, "one outcome per item");
+            let mut outcomes = outcomes.into_iter();
+            for answer in answers {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(sqlx::Error::Protocol("the round gave no outcome for this item".into())));
+                // A submitter that stopped waiting (its request was dropped) needs no answer.
+                let _ = answer.send(outcome);
+            }
+        }
+    }
+}
+
+/// One outcome per item for a round that failed as a whole: the error itself for the first,
+/// its text (`sqlx::Error::Protocol`, which callers treat as transient) for the rest.
+pub fn failed_round<R>(error: sqlx::Error, items: usize) -> Vec<StoreResult<R>> {
+    let text = error.to_string();
+    std::iter::once(Err(error))
+        .chain(std::iter::repeat_with(|| Err(sqlx::Error::Protocol(text.clone()))))
+        .take(items)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -131,5 +259,65 @@ mod tests {
         assert!(error.to_string().contains("poisoned round"), "{error}");
         batch.submit(8, recording(rounds.clone(), 7)).await.expect("a later round is written");
         assert_eq!(*rounds.lock().unwrap(), vec![vec![7], vec![8]]);
+    }
+
+    /// A keyed writer that records its rounds (key, items), answers each item with ten times
+    /// its value, and panics on a round that holds `poison`.
+    fn keyed_recording(
+        rounds: Arc<Mutex<Vec<(char, Vec<u32>)>>>,
+        poison: u32,
+    ) -> impl Fn(char, Vec<u32>) -> Pin<Box<dyn Future<Output = Vec<StoreResult<u32>>> + Send>> + Send + 'static {
+        move |key, items| {
+            let rounds = rounds.clone();
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                assert!(!items.contains(&poison), "poisoned round");
+                rounds.lock().unwrap().push((key, items.clone()));
+                items.into_iter().map(|item| Ok(item * 10)).collect()
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyed_rounds_hold_one_key_each_and_answer_every_item_its_own_outcome() {
+        let keyed = Keyed::default();
+        let rounds = Arc::new(Mutex::new(Vec::new()));
+        let submissions = (0..300u32).map(|item| {
+            let (keyed, rounds) = (keyed.clone(), rounds.clone());
+            let key = if item % 3 == 0 { 'a' } else { 'b' };
+            tokio::spawn(async move { (key, item, keyed.submit(key, item, keyed_recording(rounds, u32::MAX)).await) })
+        });
+        for submitted in futures::future::join_all(submissions).await {
+            let (_, item, outcome) = submitted.unwrap();
+            assert_eq!(outcome.expect("written"), item * 10, "each submitter gets its own item's outcome");
+        }
+        let rounds = rounds.lock().unwrap();
+        for (key, items) in rounds.iter() {
+            assert!(items.iter().all(|item| (item % 3 == 0) == (*key == 'a')), "a round holds one key's items");
+            assert!(items.len() <= MAX_ROUND);
+        }
+        let mut written: Vec<u32> = rounds.iter().flat_map(|(_, items)| items.iter().copied()).collect();
+        written.sort_unstable();
+        assert_eq!(written, (0..300).collect::<Vec<_>>(), "each item once");
+        assert!(rounds.len() < 300, "rounds were shared: {} for 300 items", rounds.len());
+        assert!(keyed.queues.lock().unwrap().is_empty(), "no key is left behind once its rounds end");
+    }
+
+    #[tokio::test]
+    async fn a_round_that_panics_fails_its_submitters_and_frees_its_key() {
+        let keyed = Keyed::default();
+        let rounds = Arc::new(Mutex::new(Vec::new()));
+        let error = keyed.submit('a', 7, keyed_recording(rounds.clone(), 7)).await.expect_err("the round stopped");
+        assert!(error.to_string().contains("stopped"), "{error}");
+        assert_eq!(keyed.submit('a', 8, keyed_recording(rounds.clone(), 7)).await.unwrap(), 80);
+        assert_eq!(*rounds.lock().unwrap(), vec![('a', vec![8])]);
+    }
+
+    #[test]
+    fn a_failed_round_fails_every_item_as_transient_beyond_the_first() {
+        let outcomes = failed_round::<()>(sqlx::Error::PoolTimedOut, 3);
+        assert_eq!(outcomes.len(), 3);
+        assert!(matches!(outcomes[0], Err(sqlx::Error::PoolTimedOut)));
+        assert!(outcomes[1..].iter().all(|outcome| matches!(outcome, Err(error) if crate::store::is_transient(error))));
     }
 }

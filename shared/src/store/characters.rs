@@ -8,12 +8,14 @@ use sqlx::PgExecutor;
 use super::Capped;
 use super::NewCharacter;
 use super::PgStore;
+use super::QueuedCharacter;
 use super::Quota;
 use super::StoreResult;
 use super::Submitted;
 use super::jobs;
 use super::jobs::Claim;
 use super::jobs::NewJob;
+use super::postgres::write_round;
 use crate::ids::{CharacterId, UserId};
 
 /// A character with its profile.
@@ -402,39 +404,15 @@ impl CharacterStore for PgStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        // One statement, like a message's submission (see `submit_message`).
-        let submitted = sqlx::query!(
-            r#"with usage as materialized (select characters, active_jobs from quota_usage($2)),
-                    character as (
-                        insert into characters (character_id, user_id, name, source, language)
-                        select $1, $2, $3, $4, $5 from usage where characters < $12 and active_jobs < $13
-                    ),
-                    job as (
-                        insert into jobs (job_id, user_id, kind, character_id, serial_key, progress_total,
-                                          idempotency_key, request_fingerprint)
-                        select $6, $2, $7, $1, $8, $9, $10, $11 from usage
-                        where characters < $12 and active_jobs < $13
-                    )
-               select characters as "characters!", active_jobs as "active_jobs!" from usage"#,
-            character.character_id.0,
-            character.user_id.0,
-            character.name,
-            character.source,
-            character.language,
-            job.job_id.0,
-            job.kind.as_str(),
-            job.serial_key,
-            job.progress_total,
-            job.idempotency.map(|(key, _)| key),
-            job.idempotency.map(|(_, fingerprint)| fingerprint),
-            quota.limit(Capped::Characters),
-            quota.limit(Capped::ActiveJobs),
-        )
-        .fetch_one(&self.pool)
-        .await;
-        let held = submitted
-            .map(|usage| vec![(Capped::Characters, usage.characters), (Capped::ActiveJobs, usage.active_jobs)]);
-        Self::submitted(held, quota)
+        // Group commit per user, as for messages (see `submit_message`).
+        let (store, quota) = (self.clone(), *quota);
+        let queued = QueuedCharacter::new(&character, &job);
+        self.character_rounds
+            .submit(character.user_id, queued, move |user_id, round| {
+                let store = store.clone();
+                async move { write_round(&round, |round| store.insert_characters(user_id, round, &quota)).await }
+            })
+            .await
     }
 
     async fn character(&self, user_id: UserId, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
@@ -718,5 +696,71 @@ impl CharacterStore for PgStore {
         let created = get(&mut *tx, user_id, copy).await?.ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(Copied::Created(Box::new(created)))
+    }
+}
+
+impl PgStore {
+    /// Writes `round` (all `user_id`'s) in one statement, as if submitted one after another in
+    /// that order: each new character and its generation job are stored while the user's
+    /// characters and active jobs, those admitted before it in the round included, stay within
+    /// their caps. The quota lock is held for that statement and its commit only.
+    async fn insert_characters(
+        &self,
+        user_id: UserId,
+        round: &[QueuedCharacter],
+        quota: &Quota,
+    ) -> StoreResult<Vec<Submitted>> {
+        assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
+        let text = |value: fn(&QueuedCharacter) -> &str| round.iter().map(value).collect::<Vec<_>>();
+        sqlx::query!(
+            r#"with usage as materialized (select characters, active_jobs from quota_usage($1)),
+                    submitted as materialized (
+                        select * from unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::uuid[], $7::text[],
+                                             $8::text[], $9::int[], $10::text[], $11::bytea[])
+                            with ordinality as submitted (character_id, name, source, language, job_id, kind,
+                                                          serial_key, progress_total, idempotency_key,
+                                                          request_fingerprint, position)
+                    ),
+                    admitted as materialized (
+                        select submitted.* from submitted, usage
+                        where usage.characters + submitted.position <= $12
+                          and usage.active_jobs + submitted.position <= $13
+                    ),
+                    character as (
+                        insert into characters (character_id, user_id, name, source, language)
+                        select character_id, $1, name, source, language from admitted
+                    ),
+                    job as (
+                        insert into jobs (job_id, user_id, kind, character_id, serial_key, progress_total,
+                                          idempotency_key, request_fingerprint)
+                        select job_id, $1, kind, character_id, serial_key, progress_total, idempotency_key,
+                               request_fingerprint
+                        from admitted
+                    )
+               select usage.characters + submitted.position - 1 as "characters_before!",
+                      usage.active_jobs + submitted.position - 1 as "active_jobs_before!"
+               from submitted, usage order by submitted.position"#,
+            user_id.0,
+            &round.iter().map(|queued| queued.character_id.0).collect::<Vec<_>>(),
+            &text(|queued| &queued.name) as &[&str],
+            &round.iter().map(|queued| &queued.source).collect::<Vec<_>>() as &[&Value],
+            &text(|queued| &queued.language) as &[&str],
+            &round.iter().map(|queued| queued.job.job_id.0).collect::<Vec<_>>(),
+            &round.iter().map(|queued| queued.job.kind.as_str()).collect::<Vec<_>>() as &[&str],
+            &round.iter().map(|queued| queued.job.serial_key.as_deref()).collect::<Vec<_>>() as &[Option<&str>],
+            &round.iter().map(|queued| queued.job.progress_total).collect::<Vec<_>>(),
+            &round.iter().map(|queued| queued.job.idempotency_key()).collect::<Vec<_>>() as &[Option<&str>],
+            &round.iter().map(|queued| queued.job.request_fingerprint()).collect::<Vec<_>>() as &[Option<&[u8]>],
+            quota.limit(Capped::Characters),
+            quota.limit(Capped::ActiveJobs),
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let held = vec![(Capped::Characters, row.characters_before), (Capped::ActiveJobs, row.active_jobs_before)];
+            Self::submitted(Ok(held), quota)
+        })
+        .collect()
     }
 }

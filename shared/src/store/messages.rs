@@ -7,11 +7,13 @@ use sqlx::PgExecutor;
 use super::Capped;
 use super::NewUserMessage;
 use super::PgStore;
+use super::QueuedMessage;
 use super::Quota;
 use super::StoreResult;
 use super::Submitted;
 use super::jobs::Claim;
 use super::jobs::NewJob;
+use super::postgres::write_round;
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -243,48 +245,18 @@ impl MessageStore for PgStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        // One statement: one round-trip, and the quota lock held only for the statement's own
-        // execution and commit, so a user's burst of messages is not serialised behind a
-        // transaction's round-trips. Nothing is inserted when the user is at the cap, or when
-        // the character is not theirs or not ready: `characters::hold_ready`'s check, inline,
-        // with `for key share` instead of its `for share`, so that only a delete conflicts (it
-        // then makes the character missing rather than failing the insert) and a message neither
-        // waits for nor holds up an edit of the profile.
-        let submitted = sqlx::query!(
-            r#"with usage as materialized (select active_jobs from quota_usage($2)),
-                    subject as materialized (
-                        select 1 from characters where character_id = $3 and user_id = $2 and status = 'ready'
-                        for key share
-                    ),
-                    message as (
-                        insert into messages (message_id, user_id, character_id, author, content, created_at)
-                        select $1, $2, $3, 'user', $4, $11 from usage, subject where active_jobs < $10
-                    ),
-                    job as (
-                        insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
-                                          idempotency_key, request_fingerprint)
-                        select $5, $2, $6, $3, $1, $7, $8, $9 from usage, subject where active_jobs < $10
-                    )
-               select active_jobs as "active_jobs!", exists (select 1 from subject) as "character_ready!"
-               from usage"#,
-            message.message_id.0,
-            message.user_id.0,
-            message.character_id.0,
-            message.content,
-            job.job_id.0,
-            job.kind.as_str(),
-            job.serial_key,
-            job.idempotency.map(|(key, _)| key),
-            job.idempotency.map(|(_, fingerprint)| fingerprint),
-            quota.limit(Capped::ActiveJobs),
-            message.created_at,
-        )
-        .fetch_one(&self.pool)
-        .await;
-        if submitted.as_ref().is_ok_and(|row| !row.character_ready) {
-            return Ok(Submitted::GuardFailed);
-        }
-        Self::submitted(submitted.map(|usage| vec![(Capped::ActiveJobs, usage.active_jobs)]), quota)
+        // Group commit per user: every submission of a user takes that user's quota lock until
+        // its commit, so a burst of one user's messages would otherwise go through one commit
+        // (one WAL flush) at a time. Those that arrive while a round is being written share the
+        // next round's statement and commit.
+        let (store, quota) = (self.clone(), *quota);
+        let queued = QueuedMessage::new(&message, &job);
+        self.message_rounds
+            .submit(message.user_id, queued, move |user_id, round| {
+                let store = store.clone();
+                async move { write_round(&round, |round| store.insert_messages(user_id, round, &quota)).await }
+            })
+            .await
     }
 
     async fn message(&self, user_id: UserId, message_id: MessageId) -> StoreResult<Option<MessageRecord>> {
@@ -476,4 +448,82 @@ pub(crate) async fn chat_context(
         memories,
         transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
     }))
+}
+
+impl PgStore {
+    /// Writes `round` (all `user_id`'s) in one statement, as if submitted one after another in
+    /// that order: a message is stored, with its job, if its character is the user's and ready
+    /// and the user's active jobs, those admitted before it in the round included, stay within
+    /// the cap. The quota lock is held for that statement and its commit only. The characters
+    /// are locked `for key share`, so that only a delete conflicts (it then makes the character
+    /// missing rather than failing the insert) and a message neither waits for nor holds up an
+    /// edit of the profile.
+    async fn insert_messages(
+        &self,
+        user_id: UserId,
+        round: &[QueuedMessage],
+        quota: &Quota,
+    ) -> StoreResult<Vec<Submitted>> {
+        assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
+        let column = |value: fn(&QueuedMessage) -> uuid::Uuid| round.iter().map(value).collect::<Vec<_>>();
+        sqlx::query!(
+            r#"with usage as materialized (select active_jobs from quota_usage($1)),
+                    submitted as materialized (
+                        select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[],
+                                             $7::text[], $8::text[], $9::text[], $10::bytea[])
+                            with ordinality as submitted (message_id, character_id, content, created_at, job_id,
+                                                          kind, serial_key, idempotency_key, request_fingerprint,
+                                                          position)
+                    ),
+                    subject as materialized (
+                        select character_id from characters
+                        where character_id = any($3) and user_id = $1 and status = 'ready'
+                        for key share
+                    ),
+                    ranked as materialized (
+                        select submitted.*, subject.character_id is not null as ready,
+                               usage.active_jobs + count(subject.character_id) over (order by submitted.position)
+                                   as held
+                        from submitted
+                        cross join usage
+                        left join subject on subject.character_id = submitted.character_id
+                    ),
+                    admitted as materialized (select * from ranked where ready and held <= $11),
+                    message as (
+                        insert into messages (message_id, user_id, character_id, author, content, created_at)
+                        select message_id, $1, character_id, 'user', content, created_at from admitted
+                    ),
+                    job as (
+                        insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
+                                          idempotency_key, request_fingerprint)
+                        select job_id, $1, kind, character_id, message_id, serial_key, idempotency_key,
+                               request_fingerprint
+                        from admitted
+                    )
+               select ready as "ready!", held as "held!" from ranked order by position"#,
+            user_id.0,
+            &column(|queued| queued.message_id.0),
+            &column(|queued| queued.character_id.0),
+            &round.iter().map(|queued| queued.content.as_str()).collect::<Vec<_>>() as &[&str],
+            &round.iter().map(|queued| queued.created_at).collect::<Vec<_>>(),
+            &column(|queued| queued.job.job_id.0),
+            &round.iter().map(|queued| queued.job.kind.as_str()).collect::<Vec<_>>() as &[&str],
+            &round.iter().map(|queued| queued.job.serial_key.as_deref()).collect::<Vec<_>>() as &[Option<&str>],
+            &round.iter().map(|queued| queued.job.idempotency_key()).collect::<Vec<_>>() as &[Option<&str>],
+            &round.iter().map(|queued| queued.job.request_fingerprint()).collect::<Vec<_>>() as &[Option<&[u8]>],
+            quota.limit(Capped::ActiveJobs),
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            if row.ready {
+                // `held` counts this message's job: what the user held before it is one less.
+                Self::submitted(Ok(vec![(Capped::ActiveJobs, row.held - 1)]), quota)
+            } else {
+                Ok(Submitted::GuardFailed)
+            }
+        })
+        .collect()
+    }
 }

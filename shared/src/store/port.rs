@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{memories::MemoryEntry, messages::MessageRecord, prelude::*, stats::Totals};
+use super::{jobs::NewJob, memories::MemoryEntry, messages::MessageRecord, prelude::*, stats::Totals};
 use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -159,6 +159,116 @@ impl<'a> NewUserMessage<'a> {
             truncated: false,
             prompt_version: None,
             created_at: self.created_at,
+        }
+    }
+}
+
+/// A new job, owned: what a submission waiting for its round of a group commit
+/// (`batch::Keyed`) keeps of its [`NewJob`], since it outlives the request that borrowed it.
+pub struct QueuedJob {
+    pub job_id: crate::ids::JobId,
+    pub kind: crate::jobs::JobKind,
+    pub group_id: Option<GroupId>,
+    pub serial_key: Option<String>,
+    pub progress_total: i32,
+    pub idempotency: Option<(String, Vec<u8>)>,
+    pub params: Option<Value>,
+}
+
+impl QueuedJob {
+    pub fn new(job: &NewJob<'_>) -> Self {
+        Self {
+            job_id: job.job_id,
+            kind: job.kind,
+            group_id: job.group_id,
+            serial_key: job.serial_key.clone(),
+            progress_total: job.progress_total,
+            idempotency: job.idempotency.map(|(key, fingerprint)| (key.to_owned(), fingerprint.to_vec())),
+            params: job.params.cloned(),
+        }
+    }
+
+    /// The job as submitted, for `user_id` about `character_id` (and `message_id`).
+    pub fn parts(&self, user_id: UserId, character_id: CharacterId, message_id: Option<MessageId>) -> NewJob<'_> {
+        NewJob {
+            job_id: self.job_id,
+            user_id,
+            kind: self.kind,
+            character_id: Some(character_id),
+            message_id,
+            group_id: self.group_id,
+            serial_key: self.serial_key.clone(),
+            progress_total: self.progress_total,
+            idempotency: self.idempotency.as_ref().map(|(key, fingerprint)| (key.as_str(), fingerprint.as_slice())),
+            params: self.params.as_ref(),
+        }
+    }
+
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency.as_ref().map(|(key, _)| key.as_str())
+    }
+
+    pub fn request_fingerprint(&self) -> Option<&[u8]> {
+        self.idempotency.as_ref().map(|(_, fingerprint)| fingerprint.as_slice())
+    }
+}
+
+/// A message submission waiting for its round (see [`QueuedJob`]).
+pub struct QueuedMessage {
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    pub character_id: CharacterId,
+    pub content: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub job: QueuedJob,
+}
+
+impl QueuedMessage {
+    pub fn new(message: &NewUserMessage<'_>, job: &NewJob<'_>) -> Self {
+        debug_assert_eq!(job.message_id, Some(message.message_id), "the job answers the message");
+        Self {
+            message_id: message.message_id,
+            user_id: message.user_id,
+            character_id: message.character_id,
+            content: message.content.to_owned(),
+            created_at: message.created_at,
+            job: QueuedJob::new(job),
+        }
+    }
+
+    /// The message and its job, as `submit_message` was given them.
+    pub fn parts(&self) -> (NewUserMessage<'_>, NewJob<'_>) {
+        let message = NewUserMessage {
+            message_id: self.message_id,
+            user_id: self.user_id,
+            character_id: self.character_id,
+            content: &self.content,
+            created_at: self.created_at,
+        };
+        (message, self.job.parts(self.user_id, self.character_id, Some(self.message_id)))
+    }
+}
+
+/// A character submission waiting for its round (see [`QueuedJob`]).
+pub struct QueuedCharacter {
+    pub character_id: CharacterId,
+    pub user_id: UserId,
+    pub name: String,
+    pub source: Value,
+    pub language: String,
+    pub job: QueuedJob,
+}
+
+impl QueuedCharacter {
+    pub fn new(character: &NewCharacter<'_>, job: &NewJob<'_>) -> Self {
+        debug_assert_eq!(job.character_id, Some(character.character_id), "the job generates the character");
+        Self {
+            character_id: character.character_id,
+            user_id: character.user_id,
+            name: character.name.to_owned(),
+            source: character.source.clone(),
+            language: character.language.to_owned(),
+            job: QueuedJob::new(job),
         }
     }
 }

@@ -21,11 +21,54 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+/// Writes one round of a user's submissions (see [`super::batch::Keyed`]): `write` writes a
+/// slice of them in one statement, answering each as if submitted one after another. A round of
+/// one, or a round whose statement fails for a reason that is not transient (an
+/// `Idempotency-Key` that another submission took, in or before the round), is written one
+/// submission at a time, in order, so that each gets its own answer.
+pub(super) async fn write_round<'a, T, F, Fut>(round: &'a [T], write: F) -> Vec<StoreResult<Submitted>>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Vec<Submitted>>>,
+{
+    let alone = |submission: &'a T| {
+        let written = write(std::slice::from_ref(submission));
+        async move {
+            match written.await {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| sqlx::Error::Protocol("a submission's statement answered nothing".into())),
+                Err(error) if is_unique_violation(&error, jobs::IDEMPOTENCY_KEY) => Ok(Submitted::IdempotencyKeyTaken),
+                Err(error) => Err(error),
+            }
+        }
+    };
+    if let [submission] = round {
+        return vec![alone(submission).await];
+    }
+    match write(round).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) if !super::is_transient(&error) => {
+            let mut outcomes = Vec::with_capacity(round.len());
+            for submission in round {
+                outcomes.push(alone(submission).await);
+            }
+            outcomes
+        }
+        Err(error) => super::batch::failed_round(error, round.len()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
     /// Publish confirmations, written in rounds (see [`super::batch`]).
     pub(super) confirms: super::batch::Batch<crate::ids::JobId>,
+    /// Each user's message submissions, written in rounds (see [`super::batch::Keyed`]).
+    pub(super) message_rounds: super::batch::Keyed<UserId, super::QueuedMessage, super::Submitted>,
+    /// Each user's character submissions, likewise.
+    pub(super) character_rounds: super::batch::Keyed<UserId, super::QueuedCharacter, super::Submitted>,
 }
 
 impl PgStore {
@@ -43,7 +86,12 @@ impl PgStore {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, confirms: super::batch::Batch::default() }
+        Self {
+            pool,
+            confirms: Default::default(),
+            message_rounds: Default::default(),
+            character_rounds: Default::default(),
+        }
     }
 
     /// Applies pending migrations. sqlx serialises concurrent runs with an advisory lock, so
