@@ -93,10 +93,12 @@ async fn run<T>(mut receiver: mpsc::Receiver<Submission<T>>, mut write: Write<T>
 /// that key submitted while a round runs make up its next round (at most [`MAX_ROUND`]), until
 /// none are left and the task ends. Keys never wait for each other. Cheap to clone.
 pub struct Keyed<K, T, R> {
-    queues: Arc<Mutex<HashMap<K, Vec<Waiting<T, R>>>>>,
+    queues: Arc<Queues<K, T, R>>,
 }
 
 type Waiting<T, R> = (T, oneshot::Sender<StoreResult<R>>);
+/// Each key with a round task, and its items waiting for that task's next round.
+type Queues<K, T, R> = Mutex<HashMap<K, Vec<Waiting<T, R>>>>;
 
 impl<K, T, R> Clone for Keyed<K, T, R> {
     fn clone(&self) -> Self {
@@ -161,7 +163,7 @@ where
         F: Future<Output = Vec<StoreResult<R>>>,
     {
         struct Unblock<'a, K: Eq + Hash, T, R> {
-            queues: &'a Mutex<HashMap<K, Vec<Waiting<T, R>>>>,
+            queues: &'a Queues<K, T, R>,
             key: Option<K>,
         }
         impl<K: Eq + Hash, T, R> Drop for Unblock<'_, K, T, R> {
@@ -261,12 +263,13 @@ mod tests {
         assert_eq!(*rounds.lock().unwrap(), vec![vec![7], vec![8]]);
     }
 
+    /// The rounds a keyed writer saw: each key and its items.
+    type KeyedRounds = Arc<Mutex<Vec<(char, Vec<u32>)>>>;
+    type KeyedRound = Pin<Box<dyn Future<Output = Vec<StoreResult<u32>>> + Send>>;
+
     /// A keyed writer that records its rounds (key, items), answers each item with ten times
     /// its value, and panics on a round that holds `poison`.
-    fn keyed_recording(
-        rounds: Arc<Mutex<Vec<(char, Vec<u32>)>>>,
-        poison: u32,
-    ) -> impl Fn(char, Vec<u32>) -> Pin<Box<dyn Future<Output = Vec<StoreResult<u32>>> + Send>> + Send + 'static {
+    fn keyed_recording(rounds: KeyedRounds, poison: u32) -> impl Fn(char, Vec<u32>) -> KeyedRound + Send + 'static {
         move |key, items| {
             let rounds = rounds.clone();
             Box::pin(async move {
