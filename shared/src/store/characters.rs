@@ -15,7 +15,7 @@ use super::Submitted;
 use super::jobs;
 use super::jobs::Claim;
 use super::jobs::NewJob;
-use super::postgres::write_round;
+use super::postgres::{JobColumns, column, write_round};
 use crate::ids::{CharacterId, UserId};
 
 /// A character with its profile.
@@ -711,8 +711,8 @@ impl PgStore {
         quota: &Quota,
     ) -> StoreResult<Vec<Submitted>> {
         assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
-        let text = |value: fn(&QueuedCharacter) -> &str| round.iter().map(value).collect::<Vec<_>>();
-        sqlx::query!(
+        let jobs = JobColumns::of(round, |queued| &queued.job);
+        let outcomes = sqlx::query!(
             r#"with usage as materialized (select characters, active_jobs from quota_usage($1)),
                     submitted as materialized (
                         select * from unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::uuid[], $7::text[],
@@ -741,16 +741,16 @@ impl PgStore {
                       usage.active_jobs + submitted.position - 1 as "active_jobs_before!"
                from submitted, usage order by submitted.position"#,
             user_id.0,
-            &round.iter().map(|queued| queued.character_id.0).collect::<Vec<_>>(),
-            &text(|queued| &queued.name) as &[&str],
-            &round.iter().map(|queued| &queued.source).collect::<Vec<_>>() as &[&Value],
-            &text(|queued| &queued.language) as &[&str],
-            &round.iter().map(|queued| queued.job.job_id.0).collect::<Vec<_>>(),
-            &round.iter().map(|queued| queued.job.kind.as_str()).collect::<Vec<_>>() as &[&str],
-            &round.iter().map(|queued| queued.job.serial_key.as_deref()).collect::<Vec<_>>() as &[Option<&str>],
-            &round.iter().map(|queued| queued.job.progress_total).collect::<Vec<_>>(),
-            &round.iter().map(|queued| queued.job.idempotency_key()).collect::<Vec<_>>() as &[Option<&str>],
-            &round.iter().map(|queued| queued.job.request_fingerprint()).collect::<Vec<_>>() as &[Option<&[u8]>],
+            &column(round, |queued| queued.character_id.0),
+            &column(round, |queued| queued.name.as_str()) as &[&str],
+            &column(round, |queued| &queued.source) as &[&Value],
+            &column(round, |queued| queued.language.as_str()) as &[&str],
+            &jobs.job_id,
+            &jobs.kind as &[&str],
+            &jobs.serial_key as &[Option<&str>],
+            &column(round, |queued| queued.job.progress_total),
+            &jobs.idempotency_key as &[Option<&str>],
+            &jobs.request_fingerprint as &[Option<&[u8]>],
             quota.limit(Capped::Characters),
             quota.limit(Capped::ActiveJobs),
         )
@@ -759,8 +759,9 @@ impl PgStore {
         .into_iter()
         .map(|row| {
             let held = vec![(Capped::Characters, row.characters_before), (Capped::ActiveJobs, row.active_jobs_before)];
-            Self::submitted(Ok(held), quota)
+            Self::submitted(held, quota)
         })
-        .collect()
+        .collect::<Vec<_>>();
+        Ok(outcomes)
     }
 }

@@ -13,7 +13,7 @@ use super::StoreResult;
 use super::Submitted;
 use super::jobs::Claim;
 use super::jobs::NewJob;
-use super::postgres::write_round;
+use super::postgres::{JobColumns, column, write_round};
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -465,8 +465,8 @@ impl PgStore {
         quota: &Quota,
     ) -> StoreResult<Vec<Submitted>> {
         assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
-        let column = |value: fn(&QueuedMessage) -> uuid::Uuid| round.iter().map(value).collect::<Vec<_>>();
-        sqlx::query!(
+        let jobs = JobColumns::of(round, |queued| &queued.job);
+        let outcomes = sqlx::query!(
             r#"with usage as materialized (select active_jobs from quota_usage($1)),
                     submitted as materialized (
                         select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[],
@@ -502,15 +502,15 @@ impl PgStore {
                     )
                select ready as "ready!", held as "held!" from ranked order by position"#,
             user_id.0,
-            &column(|queued| queued.message_id.0),
-            &column(|queued| queued.character_id.0),
-            &round.iter().map(|queued| queued.content.as_str()).collect::<Vec<_>>() as &[&str],
-            &round.iter().map(|queued| queued.created_at).collect::<Vec<_>>(),
-            &column(|queued| queued.job.job_id.0),
-            &round.iter().map(|queued| queued.job.kind.as_str()).collect::<Vec<_>>() as &[&str],
-            &round.iter().map(|queued| queued.job.serial_key.as_deref()).collect::<Vec<_>>() as &[Option<&str>],
-            &round.iter().map(|queued| queued.job.idempotency_key()).collect::<Vec<_>>() as &[Option<&str>],
-            &round.iter().map(|queued| queued.job.request_fingerprint()).collect::<Vec<_>>() as &[Option<&[u8]>],
+            &column(round, |queued| queued.message_id.0),
+            &column(round, |queued| queued.character_id.0),
+            &column(round, |queued| queued.content.as_str()) as &[&str],
+            &column(round, |queued| queued.created_at),
+            &jobs.job_id,
+            &jobs.kind as &[&str],
+            &jobs.serial_key as &[Option<&str>],
+            &jobs.idempotency_key as &[Option<&str>],
+            &jobs.request_fingerprint as &[Option<&[u8]>],
             quota.limit(Capped::ActiveJobs),
         )
         .fetch_all(&self.pool)
@@ -519,11 +519,12 @@ impl PgStore {
         .map(|row| {
             if row.ready {
                 // `held` counts this message's job: what the user held before it is one less.
-                Self::submitted(Ok(vec![(Capped::ActiveJobs, row.held - 1)]), quota)
+                Self::submitted(vec![(Capped::ActiveJobs, row.held - 1)], quota)
             } else {
-                Ok(Submitted::GuardFailed)
+                Submitted::GuardFailed
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+        Ok(outcomes)
     }
 }

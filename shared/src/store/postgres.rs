@@ -60,6 +60,32 @@ where
     }
 }
 
+/// A round's values of one field: one array parameter of its statement (`unnest`).
+pub(super) fn column<'a, T, V>(round: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
+    round.iter().map(value).collect()
+}
+
+/// The job columns of a round of submissions, as array parameters of its statement.
+pub(super) struct JobColumns<'a> {
+    pub job_id: Vec<uuid::Uuid>,
+    pub kind: Vec<&'a str>,
+    pub serial_key: Vec<Option<&'a str>>,
+    pub idempotency_key: Vec<Option<&'a str>>,
+    pub request_fingerprint: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> JobColumns<'a> {
+    pub(super) fn of<T>(round: &'a [T], job: impl Fn(&'a T) -> &'a super::QueuedJob) -> Self {
+        Self {
+            job_id: column(round, |submission| job(submission).job_id.0),
+            kind: column(round, |submission| job(submission).kind.as_str()),
+            serial_key: column(round, |submission| job(submission).serial_key.as_deref()),
+            idempotency_key: column(round, |submission| job(submission).idempotency_key()),
+            request_fingerprint: column(round, |submission| job(submission).request_fingerprint()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
@@ -116,21 +142,11 @@ impl PgStore {
         }
     }
 
-    /// The outcome of a one-statement submission (a `quota_usage(...)` CTE whose inserts run
-    /// only below every cap), given what the user held before it: over a cap means nothing was
-    /// written; a reused idempotency key failed the statement.
-    pub(super) fn submitted(
-        held_before: Result<Vec<(Capped, i64)>, sqlx::Error>,
-        quota: &Quota,
-    ) -> StoreResult<Submitted> {
-        match held_before {
-            Ok(held) => {
-                let with_new: Vec<_> = held.into_iter().map(|(cap, count)| (cap, count + 1)).collect();
-                Ok(quota.exceeded(&with_new).map_or(Submitted::Created, Submitted::OverQuota))
-            }
-            Err(error) if is_unique_violation(&error, jobs::IDEMPOTENCY_KEY) => Ok(Submitted::IdempotencyKeyTaken),
-            Err(error) => Err(error),
-        }
+    /// The outcome of a submission in a one-statement round (its inserts run only below every
+    /// cap), given what the user held before it: over a cap means nothing was written.
+    pub(super) fn submitted(held_before: Vec<(Capped, i64)>, quota: &Quota) -> Submitted {
+        let with_new: Vec<_> = held_before.into_iter().map(|(cap, count)| (cap, count + 1)).collect();
+        quota.exceeded(&with_new).map_or(Submitted::Created, Submitted::OverQuota)
     }
 
     /// The first of `caps` that the rows written so far in `tx` took the user past.
