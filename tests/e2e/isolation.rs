@@ -2,7 +2,7 @@
 //! change nothing; no request grants the admin role; a disabled account's stream tokens die with
 //! it; and the secrets that open an account are stored only as hashes.
 
-use fastnpc_tests::harness::{Answer, Backend, TestApp, TestUser, assert_same_contents};
+use fastnpc_tests::harness::{Answer, Backend, PASSWORD, TestApp, TestUser, assert_same_contents};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -71,6 +71,41 @@ async fn another_user_sees_neither_the_character_nor_its_job_nor_its_events() {
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
     }
     app.stop().await;
+}
+
+/// Under a burst the API reads sessions and jobs in rounds, one statement for many requests;
+/// each request still gets only its own answer: its user's job, another user's as a 404, a
+/// session revoked just before as a 401.
+#[tokio::test]
+async fn a_burst_of_reads_from_several_users_answers_each_request_for_itself() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bobs_old_session = app.login("bob", PASSWORD).await;
+    let logout = app.request(Method::POST, "/v1/auth/logout", Some(&bobs_old_session)).send().await.unwrap();
+    assert_eq!(logout.status(), 204);
+    let job_of = |created: Value| created["job"]["id"].as_str().unwrap().to_owned();
+    let alices_job = job_of(app.create_character(&alice, "诸葛亮").await);
+    let bobs_job = job_of(app.create_character(&bob, "Ada Lovelace").await);
+
+    let asks = (0..250).map(|ask| {
+        let (user, job, expected) = match ask % 5 {
+            0 => (&alice, &alices_job, 200),
+            1 => (&alice, &bobs_job, 404),
+            2 => (&bob, &bobs_job, 200),
+            3 => (&bob, &alices_job, 404),
+            _ => (&bobs_old_session, &bobs_job, 401),
+        };
+        let app = &app;
+        async move { (ask, job, expected, app.answer(Method::GET, &format!("/v1/jobs/{job}"), Some(user), None).await) }
+    });
+    for (ask, job, expected, answer) in futures::future::join_all(asks).await {
+        assert_eq!(answer.status, expected, "ask {ask}: {answer:?}");
+        if expected == 200 {
+            let body: Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(body["job"]["id"].as_str(), Some(job.as_str()), "ask {ask}: {body}");
+        }
+    }
 }
 
 #[tokio::test]

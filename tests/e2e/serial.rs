@@ -85,6 +85,40 @@ async fn a_stalled_claim_is_taken_over_and_its_late_writes_are_refused() {
     app.stop().await;
 }
 
+/// A worker claims what is delivered together in one statement (the Postgres store's claim
+/// rounds). Within such a round a series still runs one job at a time, its earliest first, and
+/// a job delivered twice is claimed once.
+#[tokio::test]
+async fn claims_asked_together_keep_a_series_in_order_and_claim_a_duplicate_once() {
+    let app = TestApp::builder().workers(0).spawn().await;
+    let ada = app.user("ada").await;
+    let user_id = user_id(&app, &ada).await;
+    let lease = Duration::from_secs(30);
+    let series: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+    for &job_id in &series {
+        app.store.insert_job(job(job_id, user_id, "memory:round")).await.unwrap();
+    }
+    let keys: Vec<String> = (0..3).map(|n| format!("memory:alone-{n}")).collect();
+    let alone: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+    for (&job_id, key) in alone.iter().zip(&keys) {
+        app.store.insert_job(job(job_id, user_id, key)).await.unwrap();
+    }
+
+    // Not in id order, and `alone[1]` twice.
+    let asks = [series[2], alone[0], series[0], alone[1], alone[1], series[1], alone[2]];
+    let claims = futures::future::join_all(asks.iter().map(|&job_id| app.store.claim_job(job_id, lease))).await;
+    let claimed: Vec<Option<JobId>> =
+        claims.into_iter().map(|claim| claim.unwrap().map(|claim| claim.job_id)).collect();
+    assert_eq!(claimed[0], None, "the series' last job waits");
+    assert_eq!(claimed[2], Some(series[0]), "the series' first job runs");
+    assert_eq!(claimed[5], None, "the series' second job waits");
+    assert_eq!((claimed[1], claimed[6]), (Some(alone[0]), Some(alone[2])), "jobs of their own series run");
+    let duplicate: Vec<_> = claimed[3..5].iter().flatten().collect();
+    assert_eq!(duplicate, vec![&alone[1]], "a job asked for twice is claimed once");
+    assert_eq!(job_record(&app, user_id, alone[1]).await.attempts, 1);
+    app.stop().await;
+}
+
 async fn user_id(app: &TestApp, user: &fastnpc_tests::harness::TestUser) -> UserId {
     let me: serde_json::Value = app.get("/v1/me", user).await.json().await.unwrap();
     UserId(me["user"]["id"].as_str().unwrap().parse().unwrap())

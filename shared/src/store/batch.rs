@@ -9,6 +9,9 @@
 //!
 //! [`Keyed`] does the same per key, each item with its own outcome: one user's submissions,
 //! which all take that user's quota lock and so would otherwise commit one after another.
+//! [`Keyed::ask`] uses the same rounds for point reads that every request makes (its session,
+//! its job) and for a worker's claims: under a burst, one statement answers a round of them
+//! instead of one each.
 
 use std::{
     collections::HashMap,
@@ -153,6 +156,33 @@ where
         answered.await.unwrap_or_else(|_| Err(sqlx::Error::Protocol("the round writing it stopped".into())))
     }
 
+    /// Asks for `item` in a round of `key`'s, where one statement answers the whole round (one
+    /// answer per item, in order) or fails it as a whole: point reads that every request makes,
+    /// and claims. A round starts after each of its items was asked for, so every answer sees
+    /// all that was committed before its ask: batching this way saves round-trips and never
+    /// serves a stale answer (a session revoked a moment ago is refused).
+    pub async fn ask<W, F>(&self, key: K, item: T, answer: W) -> StoreResult<R>
+    where
+        W: Fn(K, Vec<T>) -> F + Send + 'static,
+        F: Future<Output = StoreResult<Vec<R>>> + Send + 'static,
+    {
+        self.submit(key, item, move |key, items| {
+            let count = items.len();
+            let answered = answer(key, items);
+            async move {
+                match answered.await {
+                    Ok(answers) if answers.len() == count => answers.into_iter().map(Ok).collect(),
+                    Ok(answers) => failed_round(
+                        sqlx::Error::Protocol(format!("a round of {count} asks gave {} answers", answers.len())),
+                        count,
+                    ),
+                    Err(error) => failed_round(error, count),
+                }
+            }
+        })
+        .await
+    }
+
     /// Writes `key`'s rounds until its queue is empty. The key's entry is removed under the same
     /// lock that finds it empty, so a later submission starts a new task. If a round panics, the
     /// entry goes too rather than block the key: its submitters, and those queued behind it,
@@ -214,7 +244,10 @@ pub fn failed_round<R>(error: sqlx::Error, items: usize) -> Vec<StoreResult<R>> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
 
     use super::*;
 
@@ -314,6 +347,43 @@ mod tests {
         assert!(error.to_string().contains("stopped"), "{error}");
         assert_eq!(keyed.submit('a', 8, keyed_recording(rounds.clone(), 7)).await.unwrap(), 80);
         assert_eq!(*rounds.lock().unwrap(), vec![('a', vec![8])]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn asks_are_answered_by_round_and_a_round_that_fails_or_miscounts_fails_each_ask() {
+        let keyed: Keyed<(), u32, u32> = Keyed::default();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        // Doubles each item; a round holding 0 fails whole, one holding 1 answers one too few.
+        let answer = move |rounds: Arc<AtomicUsize>| {
+            move |(), items: Vec<u32>| {
+                let rounds = rounds.clone();
+                async move {
+                    tokio::task::yield_now().await;
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                    if items.contains(&0) {
+                        return Err(sqlx::Error::PoolTimedOut);
+                    }
+                    let skip = usize::from(items.contains(&1));
+                    Ok(items.iter().skip(skip).map(|item| item * 2).collect())
+                }
+            }
+        };
+        let asks = (2..202u32).map(|item| {
+            let (keyed, answer) = (keyed.clone(), answer(rounds.clone()));
+            tokio::spawn(async move { (item, keyed.ask((), item, answer).await) })
+        });
+        for asked in futures::future::join_all(asks).await {
+            let (item, answered) = asked.unwrap();
+            assert_eq!(answered.expect("answered"), item * 2, "each ask gets its own item's answer");
+        }
+        let shared = rounds.load(Ordering::Relaxed);
+        assert!(shared < 200, "rounds were shared: {shared} for 200 asks");
+
+        let failed = keyed.ask((), 0, answer(rounds.clone())).await.expect_err("the round failed");
+        assert!(matches!(failed, sqlx::Error::PoolTimedOut), "{failed}");
+        let miscounted = keyed.ask((), 1, answer(rounds.clone())).await.expect_err("no answer for this ask");
+        assert!(crate::store::is_transient(&miscounted), "{miscounted}");
+        assert_eq!(keyed.ask((), 3, answer(rounds)).await.unwrap(), 6, "later rounds go on");
     }
 
     #[test]

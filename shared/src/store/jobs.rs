@@ -230,13 +230,14 @@ pub(crate) async fn insert(db: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<(
     Ok(())
 }
 
-/// A user's job; `None` for another user's job, exactly as for a missing one.
+/// Jobs by id, each only for its owner (another user's job is `None`, like a missing one), in
+/// one statement: one answer per `(user, job)`, in order.
 pub(crate) async fn get(
     db: impl PgExecutor<'_>,
-    user_id: UserId,
-    job_id: JobId,
-) -> Result<Option<JobRecord>, sqlx::Error> {
-    let row = sqlx::query_as!(
+    wanted: &[(UserId, JobId)],
+) -> Result<Vec<Option<JobRecord>>, sqlx::Error> {
+    let job_ids: Vec<uuid::Uuid> = wanted.iter().map(|(_, job_id)| job_id.0).collect();
+    let rows = sqlx::query_as!(
         JobRow,
         r#"select job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
@@ -244,13 +245,15 @@ pub(crate) async fn get(
                   progress_done, progress_total, result, error, attempts,
                   usage_calls, usage_prompt_tokens, usage_completion_tokens, params,
                   created_at, started_at, finished_at, updated_at
-           from jobs where job_id = $1 and user_id = $2"#,
-        job_id.0,
-        user_id.0,
+           from jobs where job_id = any($1)"#,
+        &job_ids,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(JobRecord::from))
+    let jobs: std::collections::HashMap<JobId, JobRecord> =
+        rows.into_iter().map(JobRecord::from).map(|job| (job.job_id, job)).collect();
+    // The owner is checked per ask: one statement serves several users.
+    Ok(wanted.iter().map(|(user_id, job_id)| jobs.get(job_id).filter(|job| job.user_id == *user_id).cloned()).collect())
 }
 
 /// A page of a user's jobs, newest first, optionally of one status and kind.
@@ -351,22 +354,26 @@ pub(crate) async fn unpublished(
     Ok(rows.into_iter().map(|r| r.job_id).collect())
 }
 
-/// Claims a job for `lease`: a queued job, or a running one whose lease expired (its worker
-/// died or stalled). `None` when the job is finished, another worker holds a live lease, or the
-/// job must wait its turn: another job of its serial key is running (whatever its id: ids are
-/// made before commit, so id order is not commit order), or an earlier one is queued.
+/// Claims jobs for `lease`, each a queued job or a running one whose lease expired (its worker
+/// died or stalled), in one statement and one commit; one answer per id, in order. `None` when
+/// the job is finished, another worker holds a live lease, or the job must wait its turn:
+/// another job of its serial key is running (whatever its id: ids are made before commit, so id
+/// order is not commit order), or an earlier one is queued. Two jobs of one series asked for
+/// together are claimed as if one after the other (the statement's one snapshot shows the later
+/// one the earlier still queued); a job asked for twice is claimed for the first ask only.
 pub(crate) async fn claim(
     db: impl PgExecutor<'_>,
-    job_id: JobId,
+    job_ids: &[JobId],
     lease: Duration,
-) -> Result<Option<Claim>, sqlx::Error> {
-    let row = sqlx::query_as!(
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
+    let rows = sqlx::query_as!(
         ClaimRow,
         r#"update jobs
            set status = 'running', attempts = attempts + 1,
                lease_until = now() + make_interval(secs => $2),
                started_at = coalesce(started_at, now()), updated_at = now()
-           where job_id = $1
+           where job_id = any($1)
              and (status = 'queued' or (status = 'running' and lease_until < now()))
              and not exists (
                  select 1 from jobs other
@@ -376,12 +383,13 @@ pub(crate) async fn claim(
                      character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
                      group_id as "group_id: GroupId", serial_key, attempts as attempt,
                      cancel_requested_at is not null as "cancel_requested!", created_at"#,
-        job_id.0,
+        &ids,
         lease.as_secs_f64(),
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(Claim::from))
+    let mut claimed: std::collections::HashMap<JobId, ClaimRow> = rows.into_iter().map(|r| (r.job_id, r)).collect();
+    Ok(job_ids.iter().map(|job_id| claimed.remove(job_id).map(Claim::from)).collect())
 }
 
 /// The current status of a job, without owner check (worker side).
@@ -590,16 +598,21 @@ pub(crate) async fn mark_unpublished(db: impl PgExecutor<'_>, job_id: JobId) -> 
     Ok(())
 }
 
-/// The next job waiting in a serial key, if any.
-pub(crate) async fn next_in_series(db: impl PgExecutor<'_>, serial_key: &str) -> Result<Option<JobId>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"select job_id as "job_id: JobId" from jobs
-           where serial_key = $1 and status = 'queued' order by job_id limit 1"#,
-        serial_key,
+/// The next queued job of each series (the earliest by id), in one statement: one answer per
+/// key, in order.
+pub(crate) async fn next_in_series(
+    db: impl PgExecutor<'_>,
+    serial_keys: &[String],
+) -> Result<Vec<Option<JobId>>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select distinct on (serial_key) serial_key as "serial_key!", job_id as "job_id: JobId" from jobs
+           where serial_key = any($1) and status = 'queued' order by serial_key, job_id"#,
+        serial_keys,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|r| r.job_id))
+    let next: std::collections::HashMap<String, JobId> = rows.into_iter().map(|r| (r.serial_key, r.job_id)).collect();
+    Ok(serial_keys.iter().map(|key| next.get(key).copied()).collect())
 }
 
 /// True when a job answering `message_id` is queued, running or succeeded (a retry would
@@ -848,7 +861,9 @@ impl JobStore for PgStore {
     }
 
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
-        get(&self.pool, user_id, job_id).await
+        // Status polls and event streams ask this; under a burst, one statement answers a round.
+        self.ask(&self.job_reads, (), (user_id, job_id), |pool, (), wanted| async move { get(&pool, &wanted).await })
+            .await
     }
 
     async fn list_jobs(
@@ -959,7 +974,11 @@ impl DeliveryStore for PgStore {
     }
 
     async fn next_in_series(&self, serial_key: &str) -> StoreResult<Option<JobId>> {
-        next_in_series(&self.pool, serial_key).await
+        // Every job of a series asks when it ends; under a burst, one statement answers a round.
+        self.ask(&self.series_reads, (), serial_key.to_owned(), |pool, (), serial_keys| async move {
+            next_in_series(&pool, &serial_keys).await
+        })
+        .await
     }
 
     async fn successor_waiting(&self, serial_key: &str, job_id: JobId) -> StoreResult<bool> {
@@ -998,7 +1017,12 @@ pub trait ClaimStore: Send + Sync {
 #[async_trait::async_trait]
 impl ClaimStore for PgStore {
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
-        claim(&self.pool, job_id, lease).await
+        // A worker's deliveries arrive together under a burst: one statement and one commit
+        // claims a round of them.
+        self.ask(&self.claim_rounds, lease, job_id, |pool, lease, job_ids| async move {
+            claim(&pool, &job_ids, lease).await
+        })
+        .await
     }
 
     async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>> {

@@ -95,6 +95,16 @@ pub struct PgStore {
     pub(super) message_rounds: super::batch::Keyed<UserId, super::QueuedMessage, super::Submitted>,
     /// Each user's character submissions, likewise.
     pub(super) character_rounds: super::batch::Keyed<UserId, super::QueuedCharacter, super::Submitted>,
+    /// A worker's claims, written in rounds (one per lease length, which is one in practice).
+    pub(super) claim_rounds: super::batch::Keyed<Duration, crate::ids::JobId, Option<jobs::Claim>>,
+    /// Every request's session lookup, read in rounds (see [`super::batch::Keyed::ask`]).
+    pub(super) session_reads: super::batch::Keyed<(), Vec<u8>, Option<UserId>>,
+    /// The job reads of status polls and event streams, likewise.
+    pub(super) job_reads: super::batch::Keyed<(), (UserId, crate::ids::JobId), Option<jobs::JobRecord>>,
+    /// The next queued job of each series whose job just ended, likewise.
+    pub(super) series_reads: super::batch::Keyed<(), String, Option<crate::ids::JobId>>,
+    /// Each user's spend today, read once for the submissions that ask at the same time.
+    pub(super) spend_reads: super::batch::Keyed<UserId, (), u64>,
 }
 
 impl PgStore {
@@ -117,6 +127,11 @@ impl PgStore {
             confirms: Default::default(),
             message_rounds: Default::default(),
             character_rounds: Default::default(),
+            claim_rounds: Default::default(),
+            session_reads: Default::default(),
+            job_reads: Default::default(),
+            series_reads: Default::default(),
+            spend_reads: Default::default(),
         }
     }
 
@@ -128,6 +143,26 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Asks for `item` in a round of `rounds` (see [`super::batch::Keyed::ask`]); `answer`
+    /// answers a whole round with one statement on the pool.
+    pub(super) async fn ask<K, T, R, A, F>(
+        &self,
+        rounds: &super::batch::Keyed<K, T, R>,
+        key: K,
+        item: T,
+        answer: A,
+    ) -> StoreResult<R>
+    where
+        K: Eq + std::hash::Hash + Clone + Send + 'static,
+        T: Send + 'static,
+        R: Send + 'static,
+        A: Fn(PgPool, K, Vec<T>) -> F + Send + 'static,
+        F: std::future::Future<Output = StoreResult<Vec<R>>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        rounds.ask(key, item, move |key, items| answer(pool.clone(), key, items)).await
     }
 
     /// Inserts a job in `tx`; a reused idempotency key becomes [`Submitted::IdempotencyKeyTaken`].

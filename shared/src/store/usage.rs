@@ -109,6 +109,10 @@ impl UsageStore for PgStore {
     }
 
     async fn tokens_today(&self, user_id: UserId) -> StoreResult<u64> {
-        tokens_today(&self.pool, user_id).await
+        // Each job submission asks; those of one user asking together share one read.
+        self.ask(&self.spend_reads, user_id, (), |pool, user_id, asks| async move {
+            Ok(vec![tokens_today(&pool, user_id).await?; asks.len()])
+        })
+        .await
     }
 }

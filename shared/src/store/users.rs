@@ -94,16 +94,22 @@ pub(crate) async fn insert_session(
     Ok(())
 }
 
-/// The user of a live session: not revoked, not expired, the account not disabled.
-pub(crate) async fn session_user(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"select s.user_id as "user_id: UserId" from sessions s join users u using (user_id)
-           where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now() and u.disabled_at is null"#,
-        token_hash,
+/// The users of live sessions of enabled accounts, by token hash, in one statement: one answer
+/// per hash, in order.
+pub(crate) async fn session_users(
+    db: impl PgExecutor<'_>,
+    token_hashes: &[Vec<u8>],
+) -> Result<Vec<Option<UserId>>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select s.token_hash, s.user_id as "user_id: UserId" from sessions s join users u using (user_id)
+           where s.token_hash = any($1) and s.revoked_at is null and s.expires_at > now() and u.disabled_at is null"#,
+        token_hashes,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|r| r.user_id))
+    let users: std::collections::HashMap<Vec<u8>, UserId> =
+        rows.into_iter().map(|r| (r.token_hash, r.user_id)).collect();
+    Ok(token_hashes.iter().map(|hash| users.get(hash).copied()).collect())
 }
 
 /// Revokes one session; revoking twice is harmless.
@@ -400,7 +406,11 @@ impl AccountStore for PgStore {
     }
 
     async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>> {
-        session_user(&self.pool, token_hash).await
+        // Every authenticated request asks this; under a burst, one statement answers a round.
+        self.ask(&self.session_reads, (), token_hash.to_vec(), |pool, (), hashes| async move {
+            session_users(&pool, &hashes).await
+        })
+        .await
     }
 
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
