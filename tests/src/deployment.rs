@@ -5,6 +5,7 @@
 //! the client's CPU is not the server's.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -138,6 +139,41 @@ impl Deployment {
             .fold(0.0, f64::max)
     }
 
+    /// CPU time used so far, in seconds, by each part of the running system: the deployment's
+    /// own processes (`llm-sim`, `api`, `worker`: the workers summed), this client process
+    /// (`client`) and the services on this machine (`postgres`, `redis`, `rabbitmq`: every
+    /// process of each, whoever else uses them). The difference of two snapshots is where a
+    /// measured stretch spent the machine's cores, which stays comparable when the machine's
+    /// speed does not.
+    pub fn cpu_seconds(&self) -> BTreeMap<&'static str, f64> {
+        let mut spent = BTreeMap::new();
+        for (name, child) in &self.processes {
+            let part = match name.as_str() {
+                "llm-sim" => "llm-sim",
+                "api" => "api",
+                _ => "worker",
+            };
+            *spent.entry(part).or_default() += process_cpu_seconds(&child.id().to_string()).unwrap_or(0.0);
+        }
+        spent.insert("client", process_cpu_seconds("self").unwrap_or(0.0));
+        for service in ["postgres", "redis", "rabbitmq"] {
+            spent.insert(service, 0.0);
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name();
+            let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
+            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+            let service = match comm.trim_end() {
+                "postgres" => "postgres",
+                "redis-server" => "redis",
+                "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => "rabbitmq",
+                _ => continue,
+            };
+            *spent.entry(service).or_default() += process_cpu_seconds(pid).unwrap_or(0.0);
+        }
+        spent
+    }
+
     /// Stops the processes and drops the database or the data folder.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         terminate(&mut self.processes);
@@ -170,6 +206,20 @@ impl Memory {
             Self::Peak => "VmHWM:",
         }
     }
+}
+
+/// Linux reports CPU times in `/proc` in units of `USER_HZ`, which is 100 on every
+/// architecture this runs on (it is part of the kernel's ABI, unlike `HZ`).
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of process `pid` (all its threads), in seconds.
+fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
 }
 
 fn status_mib(pid: u32, field: &str) -> Option<f64> {

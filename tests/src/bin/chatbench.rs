@@ -18,6 +18,9 @@
 //! - *commits per reply* (distributed mode): PostgreSQL transactions committed in the benchmark's
 //!   database and WAL flushes of the server during the level, divided by its replies;
 //! - *peak memory*: `VmHWM` of the API and of the largest worker after the level.
+//! - *CPU per reply*: each process's CPU time during the level (`/proc/<pid>/stat`) over its
+//!   replies: the API, the workers, the simulator, this client and the services. It moves less
+//!   with the machine's speed than the latencies do, so it shows a change in cost directly.
 //!
 //! First, unless `--character-burst 0`, a burst of character generations: that many
 //! `POST /v1/characters` at once, each followed to `succeeded`; the accept time, the end-to-end
@@ -43,7 +46,10 @@
 //! and LLM-call budgets of the `--workers` it stands in for (2 × 512 jobs, 2 × 640 calls by
 //! default), so both modes meet the same limits at 1,000 conversations.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use fastnpc_tests::deployment::{
@@ -67,6 +73,27 @@ struct Args {
     commits: bool,
     character_burst: usize,
     users: usize,
+}
+
+/// The parts of [`Deployment::cpu_seconds`], in the order printed (the embedded mode has no
+/// `worker`: its one process is `api`).
+const CPU_PARTS: [&str; 7] = ["api", "worker", "llm-sim", "client", "postgres", "redis", "rabbitmq"];
+
+/// One level's row of the CPU table: each part's CPU time between the two snapshots per reply,
+/// their total, and how many cores that kept busy over the level's wall time.
+fn cpu_row(
+    level: usize,
+    before: &BTreeMap<&str, f64>,
+    after: &BTreeMap<&str, f64>,
+    replies: usize,
+    wall: Duration,
+) -> String {
+    let spent = |part: &str| after.get(part).zip(before.get(part)).map(|(a, b)| (a - b).max(0.0));
+    let per_reply = |seconds: f64| format!("{:.2}", seconds * 1000.0 / replies as f64);
+    let cells: Vec<String> =
+        CPU_PARTS.iter().map(|part| spent(part).map_or_else(|| "—".to_owned(), per_reply)).collect();
+    let total: f64 = CPU_PARTS.iter().filter_map(|part| spent(part)).sum();
+    format!("| {level} | {} | {} | {:.2} |", cells.join(" | "), per_reply(total), total / wall.as_secs_f64())
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -513,12 +540,14 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut breakdown = Vec::new();
+    let mut cpu_rows = Vec::new();
     for &level in &args.levels {
         let (sim_first, sim_total) = simulator_level_baseline(http, sim_url, level).await?;
         let before = match count_commits {
             Some(url) => Some((url, pg_commits_and_flushes(url).await?)),
             None => None,
         };
+        let cpu_before = deployment.cpu_seconds();
         let started = Instant::now();
         let tasks: Vec<_> = characters[..level]
             .iter()
@@ -533,6 +562,7 @@ async fn main() -> anyhow::Result<()> {
             replies.extend(task.await??);
         }
         let wall = started.elapsed();
+        cpu_rows.push(cpu_row(level, &cpu_before, &deployment.cpu_seconds(), replies.len(), wall));
         let commits = match before {
             Some((url, (transactions, flushes))) => {
                 let (transactions_after, flushes_after) = pg_commits_and_flushes(url).await?;
@@ -580,6 +610,14 @@ async fn main() -> anyhow::Result<()> {
     println!("| conversations | answered (202) | claimed (`running` event) | first token |");
     println!("|---|---|---|---|");
     for row in breakdown {
+        println!("{row}");
+    }
+    println!(
+        "\nCPU time per reply, by part (ms of one core; the services count whatever else runs on this machine too):\n"
+    );
+    println!("| conversations | {} | total | cores busy |", CPU_PARTS.join(" | "));
+    println!("|---|{}---|---|", "---|".repeat(CPU_PARTS.len()));
+    for row in cpu_rows {
         println!("{row}");
     }
     if !args.group_levels.is_empty() {
