@@ -7,6 +7,14 @@ use fastnpc_shared::{ids::JobId, settings::Settings, shutdown, telemetry};
 use fastnpc_worker::dead_letters::{self, Selection};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc rather than glibc's malloc: a streamed reply allocates and frees small buffers for
+/// every chunk of the model's stream (the HTTP body, the SSE parse, the JSON, the event), and
+/// glibc's malloc took a quarter of the worker's CPU at 1,000 conversations; with jemalloc the
+/// worker's CPU per reply falls by the share in docs/benchmarks.md ("2026-12-02, later").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A FastNPC worker (distributed mode): takes jobs off RabbitMQ and does their LLM work. Run as
 /// many as you like. Configured by environment variables (the README's "Configuration":
 /// DATABASE_URL, FASTNPC_AMQP_URL, FASTNPC_REDIS_URL, FASTNPC_LLM_*, FASTNPC_METRICS_ADDR, …).
