@@ -467,7 +467,7 @@ impl PgStore {
         assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
         let jobs = JobColumns::of(round, |queued| &queued.job);
         let outcomes = sqlx::query!(
-            r#"with usage as materialized (select active_jobs from quota_usage($1)),
+            r#"with usage as materialized (select quota_active_jobs($1) as active_jobs),
                     submitted as materialized (
                         select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[],
                                              $7::text[], $8::text[], $9::text[], $10::bytea[])
