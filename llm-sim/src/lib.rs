@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -221,6 +222,11 @@ impl LlmSimulator {
         let router = server::router(Arc::clone(&state));
         let shutdown = state.shutdown.clone();
         let server = tokio::spawn(async move {
+            // A provider's server sends each chunk of a stream as it is made; with Nagle's
+            // algorithm a chunk would wait for the client's delayed ACK of the one before.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
             if let Err(error) = served {
                 tracing::error!(%error, "LLM simulator server failed");

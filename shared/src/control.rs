@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use redis::{AsyncCommands, Client, aio::ConnectionManager};
+use redis::{AsyncCommands, aio::ConnectionManager};
 use tokio_util::sync::CancellationToken;
 
 use crate::{backoff::Backoff, ids::JobId, settings::Secret};
@@ -105,7 +105,7 @@ impl CancelRegistry {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let subscribed = async {
-                let client = Client::open(redis_url.expose())?;
+                let client = crate::event_bus::client(&redis_url)?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)

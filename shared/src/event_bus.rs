@@ -159,7 +159,7 @@ pub trait EventLog: Send + Sync + 'static {
 /// subscriptions need connections of their own). Shared by the event log, control signals and
 /// rate limits.
 pub async fn connect(redis_url: &Secret) -> Result<ConnectionManager, EventBusError> {
-    let client = Client::open(redis_url.expose())?;
+    let client = client(redis_url)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         // The default 500 ms is tight for a loaded server; commands here are tiny, so a slow
@@ -167,6 +167,16 @@ pub async fn connect(redis_url: &Secret) -> Result<ConnectionManager, EventBusEr
         .set_response_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(3);
     Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// A Redis client whose connections send each command at once. redis-rs leaves Nagle's
+/// algorithm on, so on the multiplexed connection a command written while an earlier one is
+/// unanswered waited for that answer's ACK.
+pub fn client(redis_url: &Secret) -> redis::RedisResult<Client> {
+    use redis::IntoConnectionInfo as _;
+    let info = redis_url.expose().into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Client::open(info.set_tcp_settings(tcp))
 }
 
 /// Job event logs in Redis: a capped stream per job, appended and published by one script.
@@ -323,7 +333,7 @@ impl EventHub {
         namespace: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, EventBusError> {
-        let client = Client::open(redis_url.expose())?;
+        let client = client(redis_url)?;
         let inner = Arc::new(HubInner {
             listeners: StdMutex::new(HashMap::new()),
             generation: watch::channel(0).0,
