@@ -274,8 +274,7 @@ impl Api {
         let pending = state.background.clone();
         // Events are small writes that must leave at once. With Nagle's algorithm on, an event
         // written while the previous one is unacknowledged waits for the client's delayed ACK
-        // (40 ms on Linux): a job's `running` after its `queued`, its `succeeded` after its last
-        // `token`.
+        // (40 ms on Linux): a lone client saw a job's `running` event 40 ms late.
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
