@@ -316,3 +316,67 @@ async fn an_idempotency_key_makes_sending_safe_to_repeat() {
     assert_eq!(messages, 2, "one user message and one reply");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn replies_whose_contexts_are_read_together_each_get_their_own() {
+    // Under a burst the worker reads the claimed replies' contexts in rounds, one statement for
+    // many: each ask must get its own character, message and history, and a key whose message is
+    // not the user's, or is gone, must get nothing rather than a neighbour's row.
+    use fastnpc_shared::ids::{CharacterId, MessageId, UserId};
+
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("grace").await;
+    let mut keys = Vec::new();
+    let mut expected = Vec::new();
+    for name in ["李白", "杜甫", "王维"] {
+        let character: CharacterId = app.ready_character(&user, name).await.parse().unwrap();
+        let owner = app.store.character_by_id(character).await.unwrap().expect("the character").user_id;
+        let mut sent = Vec::new();
+        for line in [format!("{name}：第一问"), format!("{name}：第二问")] {
+            let response = app.send_message(&user, &character.to_string(), &line, Some(30)).await;
+            assert_eq!(response.status(), 200, "the reply comes inline");
+            let answered: Value = response.json().await.unwrap();
+            let message: MessageId = answered["message"]["id"].as_str().unwrap().parse().unwrap();
+            sent.push((message, line));
+        }
+        let (first, first_line) = &sent[0];
+        let (second, second_line) = &sent[1];
+        keys.push((owner, character, *second));
+        expected.push(Some((name, second_line.clone(), Some(first_line.clone()))));
+        keys.push((owner, character, *first));
+        expected.push(Some((name, first_line.clone(), None)));
+        keys.push((owner, character, MessageId::new()));
+        expected.push(None);
+    }
+    // A message asked for by someone who is not its author: not a context.
+    keys.push((UserId::new(), keys[0].1, keys[0].2));
+    expected.push(None);
+
+    let answers =
+        futures::future::join_all(keys.iter().map(|&(user_id, character_id, message_id)| {
+            app.store.chat_context(user_id, character_id, message_id, 200)
+        }))
+        .await;
+    for ((answer, expected), key) in answers.into_iter().zip(&expected).zip(&keys) {
+        let answer = answer.expect("the read succeeds");
+        match (answer, expected) {
+            (None, None) => {}
+            (Some(context), Some((name, message, earlier))) => {
+                assert_eq!(
+                    (context.character.name.as_str(), &context.message),
+                    (*name, message),
+                    "the answer to {key:?}"
+                );
+                let transcript_users: Vec<&str> =
+                    context.transcript.iter().filter(|(by_user, _)| *by_user).map(|(_, text)| text.as_str()).collect();
+                assert_eq!(
+                    transcript_users,
+                    earlier.iter().map(String::as_str).collect::<Vec<_>>(),
+                    "history of {key:?}"
+                );
+            }
+            (answer, expected) => panic!("{key:?}: expected {expected:?}, got {:?}", answer.map(|c| c.message)),
+        }
+    }
+    app.stop().await;
+}

@@ -10,8 +10,8 @@
 //! [`Keyed`] does the same per key, each item with its own outcome: one user's submissions,
 //! which all take that user's quota lock and so would otherwise commit one after another.
 //! [`Keyed::ask`] uses the same rounds for point reads that every request makes (its session,
-//! its job) and for a worker's claims: under a burst, one statement answers a round of them
-//! instead of one each.
+//! its job) and for a worker's claims and its replies' contexts: under a burst, one statement
+//! answers a round of them instead of one each.
 
 use std::{
     collections::HashMap,

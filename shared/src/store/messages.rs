@@ -354,17 +354,18 @@ impl MessageStore for PgStore {
     }
 }
 
-/// [`super::Store::chat_context`] in one statement (one snapshot, one round-trip): the
-/// character, the user, the message, both memory layers (as JSON, in layer and position order)
-/// and the session layer before the message (as JSON, oldest first: the newest `session_limit`
-/// by [`uncompressed`]'s order, reversed).
-pub(crate) async fn chat_context(
+/// One reply's context to read: whose, which character, which message.
+pub(crate) type ContextKey = (UserId, CharacterId, MessageId);
+
+/// [`super::Store::chat_context`] for a round of replies in one statement (one snapshot, one
+/// round-trip), one answer per key in order: the character, the user, the message, both memory
+/// layers (as JSON, in layer and position order) and the session layer before the message (as
+/// JSON, oldest first: the newest `session_limit` by [`uncompressed`]'s order, reversed).
+pub(crate) async fn chat_contexts(
     db: impl PgExecutor<'_>,
-    user_id: UserId,
-    character_id: CharacterId,
-    message_id: MessageId,
+    keys: &[ContextKey],
     session_limit: i64,
-) -> Result<Option<super::ChatContext>, sqlx::Error> {
+) -> Result<Vec<Option<super::ChatContext>>, sqlx::Error> {
     #[derive(serde::Deserialize)]
     struct Memory {
         layer: String,
@@ -376,8 +377,12 @@ pub(crate) async fn chat_context(
         author: String,
         content: String,
     }
-    let Some(row) = sqlx::query!(
-        r#"select c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile, c.brief, c.language, c.prompt_version, c.source_snapshot,
+    let user_ids: Vec<uuid::Uuid> = keys.iter().map(|(user_id, _, _)| user_id.0).collect();
+    let character_ids: Vec<uuid::Uuid> = keys.iter().map(|(_, character_id, _)| character_id.0).collect();
+    let message_ids: Vec<uuid::Uuid> = keys.iter().map(|(_, _, message_id)| message_id.0).collect();
+    let rows = sqlx::query!(
+        r#"select k.ord as "ord!", c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
+                  c.brief, c.language, c.prompt_version, c.source_snapshot,
                   c.version, c.created_at, c.updated_at, c.memory_version,
                   u.username, u.bio, u.ctx_max_chat, u.ctx_max_stm, u.ctx_max_ltm, u.max_group_rounds,
                   u.language as user_language, u.is_admin, u.created_at as user_created_at,
@@ -391,63 +396,70 @@ pub(crate) async fn chat_context(
                                    '[]')
                    from (select author, content, message_id, reply_to from messages
                          where character_id = c.character_id and not compressed
-                           and message_id <> $3 and not (author = 'user' and message_id > $3)
+                           and message_id <> k.message_id and not (author = 'user' and message_id > k.message_id)
                          order by coalesce(reply_to, message_id) desc, author = 'character' desc
                          limit $4) s) as "session!"
-           from characters c
-           join users u on u.user_id = $1
-           join messages m on m.message_id = $3 and m.user_id = $1
-           where c.character_id = $2"#,
-        user_id.0,
-        character_id.0,
-        message_id.0,
+           from unnest($1::uuid[], $2::uuid[], $3::uuid[]) with ordinality as k(user_id, character_id, message_id, ord)
+           join characters c on c.character_id = k.character_id
+           join users u on u.user_id = k.user_id
+           join messages m on m.message_id = k.message_id and m.user_id = k.user_id"#,
+        &user_ids,
+        &character_ids,
+        &message_ids,
         session_limit,
     )
-    .fetch_optional(db)
-    .await?
-    else {
-        return Ok(None);
-    };
+    .fetch_all(db)
+    .await?;
     let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
-    let mut memories = super::memories::Memories { version: row.memory_version, ..Default::default() };
-    for entry in serde_json::from_value::<Vec<Memory>>(row.memories).map_err(decode)? {
-        let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
-        layer.push(super::memories::MemoryEntry { content: entry.content, importance: entry.importance });
+    // A key whose character, user or message is gone has no row: its answer stays `None`.
+    let mut contexts: Vec<Option<super::ChatContext>> = (0..keys.len()).map(|_| None).collect();
+    for row in rows {
+        let index = usize::try_from(row.ord - 1).ok().filter(|&index| index < keys.len());
+        let Some(index) = index else {
+            return Err(sqlx::Error::Protocol(format!("a context read answered key {} of {}", row.ord, keys.len())));
+        };
+        let (user_id, character_id, _) = keys[index];
+        let mut memories = super::memories::Memories { version: row.memory_version, ..Default::default() };
+        for entry in serde_json::from_value::<Vec<Memory>>(row.memories).map_err(decode)? {
+            let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
+            layer.push(super::memories::MemoryEntry { content: entry.content, importance: entry.importance });
+        }
+        let session = serde_json::from_value::<Vec<Line>>(row.session).map_err(decode)?;
+        contexts[index] = Some(super::ChatContext {
+            character: super::characters::CharacterRecord {
+                character_id,
+                user_id: row.character_user_id,
+                name: row.name,
+                status: row.status,
+                source: row.source,
+                profile: row.profile,
+                brief: row.brief,
+                language: row.language,
+                prompt_version: row.prompt_version,
+                source_snapshot: row.source_snapshot,
+                version: row.version,
+                avatar_etag: None,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            user: super::users::UserRecord {
+                user_id,
+                username: row.username,
+                bio: row.bio,
+                ctx_max_chat: row.ctx_max_chat,
+                ctx_max_stm: row.ctx_max_stm,
+                ctx_max_ltm: row.ctx_max_ltm,
+                max_group_rounds: row.max_group_rounds,
+                language: row.user_language,
+                is_admin: row.is_admin,
+                created_at: row.user_created_at,
+            },
+            message: row.message,
+            memories,
+            transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+        });
     }
-    let session = serde_json::from_value::<Vec<Line>>(row.session).map_err(decode)?;
-    Ok(Some(super::ChatContext {
-        character: super::characters::CharacterRecord {
-            character_id,
-            user_id: row.character_user_id,
-            name: row.name,
-            status: row.status,
-            source: row.source,
-            profile: row.profile,
-            brief: row.brief,
-            language: row.language,
-            prompt_version: row.prompt_version,
-            source_snapshot: row.source_snapshot,
-            version: row.version,
-            avatar_etag: None,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        },
-        user: super::users::UserRecord {
-            user_id,
-            username: row.username,
-            bio: row.bio,
-            ctx_max_chat: row.ctx_max_chat,
-            ctx_max_stm: row.ctx_max_stm,
-            ctx_max_ltm: row.ctx_max_ltm,
-            max_group_rounds: row.max_group_rounds,
-            language: row.user_language,
-            is_admin: row.is_admin,
-            created_at: row.user_created_at,
-        },
-        message: row.message,
-        memories,
-        transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
-    }))
+    Ok(contexts)
 }
 
 impl PgStore {

@@ -108,6 +108,9 @@ pub struct PgStore {
     pub(super) series_reads: super::batch::Keyed<(), String, Option<crate::ids::JobId>>,
     /// Each user's spend today, read once for the submissions that ask at the same time.
     pub(super) spend_reads: super::batch::Keyed<UserId, (), u64>,
+    /// The chat replies' contexts, read in rounds (one per session window, which is one in
+    /// practice): a burst of claimed replies reads its prompts in one statement.
+    pub(super) context_reads: super::batch::Keyed<i64, super::messages::ContextKey, Option<super::ChatContext>>,
 }
 
 impl PgStore {
@@ -140,6 +143,7 @@ impl PgStore {
             job_reads: Default::default(),
             series_reads: Default::default(),
             spend_reads: Default::default(),
+            context_reads: Default::default(),
         }
     }
 
@@ -239,6 +243,12 @@ impl Store for PgStore {
         message_id: crate::ids::MessageId,
         session_limit: i64,
     ) -> StoreResult<Option<super::ChatContext>> {
-        super::messages::chat_context(&self.pool, user_id, character_id, message_id, session_limit).await
+        self.ask(
+            &self.context_reads,
+            session_limit,
+            (user_id, character_id, message_id),
+            |pool, limit, keys| async move { super::messages::chat_contexts(&pool, &keys, limit).await },
+        )
+        .await
     }
 }
