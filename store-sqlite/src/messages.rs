@@ -287,10 +287,12 @@ impl MessageStore for SqliteStore {
     ) -> StoreResult<Option<StoredReply>> {
         let character_id = reply.character_id;
         let mut tx = begin_immediate(&self.writer).await?;
-        insert_reply(&mut *tx, reply).await?;
+        // The claim first: a lost claim's reply must come back as lost, not collide with the
+        // reply its successor already stored.
         if !jobs::succeed(&mut tx, claim, result).await? {
             return Ok(None);
         }
+        insert_reply(&mut *tx, reply).await?;
         let session_chars = uncompressed_chars(&mut *tx, character_id).await?;
         tx.commit().await?;
         Ok(Some(StoredReply { session_chars }))

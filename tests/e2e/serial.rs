@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use fastnpc_shared::{
-    ids::{CharacterId, JobId, MessageId, UserId},
+    ids::{CharacterId, JobId, UserId},
     jobs::{JobKind, JobStatus},
-    store::{self, NewUserMessage, Quota, Submitted, jobs::NewJob},
+    store::{self, jobs::NewJob},
 };
 use fastnpc_tests::harness::{TestApp, TestDb};
 
@@ -135,9 +135,9 @@ async fn the_next_job_of_a_dead_workers_series_is_sent_by_the_republisher() {
     // claiming the job through the store as a worker does), `second` waits for it. Its message
     // has been dropped, as a worker drops the message of a job that must wait its turn: nothing
     // in the queue will run it; the worker that ends `first` is meant to publish it.
-    let first = submit_message(&app, user_id, character, "第一问").await;
+    let first = app.store_message(user_id, character, "第一问").await;
     let claim = app.store.claim_job(first, Duration::from_secs(30)).await.unwrap().expect("the first job runs");
-    let second = submit_message(&app, user_id, character, "第二问").await;
+    let second = app.store_message(user_id, character, "第二问").await;
     assert_eq!(app.store.next_in_series(&store::jobs::serial::chat(character)).await.unwrap(), Some(second));
     assert!(app.store.claim_job(second, Duration::from_secs(30)).await.unwrap().is_none(), "it waits its turn");
 
@@ -162,26 +162,6 @@ async fn the_next_job_of_a_dead_workers_series_is_sent_by_the_republisher() {
 
 /// A chat message and the job that answers it, committed as the API commits them, and never
 /// published.
-async fn submit_message(app: &TestApp, user_id: UserId, character_id: CharacterId, content: &str) -> JobId {
-    let (message_id, job_id) = (MessageId::new(), JobId::new());
-    let message = NewUserMessage::new(message_id, user_id, character_id, content);
-    let job = NewJob {
-        job_id,
-        user_id,
-        kind: JobKind::ChatReply,
-        character_id: Some(character_id),
-        message_id: Some(message_id),
-        group_id: None,
-        serial_key: Some(store::jobs::serial::chat(character_id)),
-        progress_total: 0,
-        idempotency: None,
-        params: None,
-    };
-    let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
-    assert!(matches!(app.store.submit_message(message, job, &quota).await.unwrap(), Submitted::Created));
-    job_id
-}
-
 async fn job_record(app: &TestApp, user_id: UserId, job_id: JobId) -> store::jobs::JobRecord {
     app.store.job(user_id, job_id).await.unwrap().expect("the job exists")
 }

@@ -235,3 +235,126 @@ async fn each_attempt_adds_its_usage_once_and_a_lost_claim_adds_nothing() {
     assert_eq!(app.store.tokens_today(user_id).await.unwrap(), 660 + 3 + 8);
     app.stop().await;
 }
+
+/// A burst's replies finish together, and the Postgres store writes the finishes that arrive
+/// while a round runs in one statement. Each must still store its own reply once and add its own
+/// usage; one whose claim was lost, in the middle of them, must store and add nothing.
+#[tokio::test]
+async fn replies_finished_together_store_each_once_and_a_lost_claim_stores_nothing() {
+    use fastnpc_shared::{
+        ids::{CharacterId, MessageId, UserId},
+        jobs::JobStatus,
+        llm::Usage,
+        store::{jobs::Claim, messages::NewReply},
+    };
+
+    // No workers: the test claims and finishes by hand, as a worker does.
+    let app = TestApp::builder().workers(0).spawn().await;
+    let ada = app.user("ada").await;
+    let me: Value = app.get("/v1/me", &ada).await.json().await.unwrap();
+    let user_id = UserId(me["user"]["id"].as_str().unwrap().parse().unwrap());
+    let store = &app.store;
+    let lease = Duration::from_secs(30);
+
+    let mut claims = Vec::new();
+    for n in 0..10u64 {
+        let card = json!({"spec": "chara_card_v2", "spec_version": "2.0",
+                          "data": {"name": format!("角色{n}"), "description": "一位用来测试的角色。"}});
+        let response = app.request(Method::POST, "/v1/characters/import", Some(&ada)).json(&card).send().await.unwrap();
+        assert_eq!(response.status(), 201, "import");
+        let imported: Value = response.json().await.unwrap();
+        let character_id: CharacterId = imported["character"]["id"].as_str().unwrap().parse().unwrap();
+        let job_id = app.store_message(user_id, character_id, &format!("问题{n}")).await;
+        claims.push(store.claim_job(job_id, lease).await.unwrap().expect("claimable"));
+    }
+    // The third job's first attempt stalled and was taken over: its late finish must lose.
+    let taken = claims[2].job_id;
+    store.release_job(&claims[2]).await.unwrap();
+    let stalled = store.claim_job(taken, Duration::ZERO).await.unwrap().expect("claimable again");
+    stalled.usage.add(Usage::call(5000, 500));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    claims[2] = store.claim_job(taken, lease).await.unwrap().expect("taken over");
+    for (n, claim) in (1..).zip(&claims) {
+        claim.usage.add(Usage::call(10 * n, n));
+    }
+    // Finished after the others, in a round of their own: the third's reply is refused by the
+    // database (its id is taken), and must fail alone.
+    let late = claims.split_off(6);
+    fn reply<'a>(claim: &Claim, content: &'a str) -> NewReply<'a> {
+        NewReply {
+            message_id: MessageId::new(),
+            user_id: claim.user_id,
+            character_id: claim.character_id.unwrap(),
+            reply_to: claim.message_id.unwrap(),
+            content,
+            job_id: claim.job_id,
+            prompt_snapshot: "p",
+            truncated: false,
+            prompt_version: None,
+            created_at: fastnpc_shared::store::stamp(),
+        }
+    }
+    let contents: Vec<String> = claims.iter().map(|claim| format!("回答 {}", claim.job_id)).collect();
+    let results: Vec<Value> = claims.iter().map(|claim| json!({"by": claim.attempt})).collect();
+    let stalled_result = json!({"by": "stalled"});
+    let mut finishing: Vec<_> = claims
+        .iter()
+        .zip(&contents)
+        .zip(&results)
+        .map(|((claim, content), result)| store.finish_reply(claim, reply(claim, content), result))
+        .collect();
+    finishing.insert(3, store.finish_reply(&stalled, reply(&stalled, "迟到的回答"), &stalled_result));
+    let mut stored: Vec<_> = futures::future::join_all(finishing).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(stored.remove(3), None, "the stalled attempt's finish lost");
+    for ((claim, content), stored) in claims.iter().zip(&contents).zip(&stored) {
+        let message_chars = "问题0".chars().count() as i64;
+        assert_eq!(
+            stored.map(|stored| stored.session_chars),
+            Some(message_chars + content.chars().count() as i64),
+            "the session of {}: its message and its reply",
+            claim.job_id
+        );
+        let reply = store.reply_of_job(claim.job_id).await.unwrap().expect("the reply is stored");
+        assert_eq!(&reply.content, content, "each job stored its own reply");
+        let job = store.job(user_id, claim.job_id).await.unwrap().unwrap();
+        assert_eq!(job.usage, claim.usage.total(), "each job counts its own attempt");
+        assert_eq!(job.result.unwrap()["by"], claim.attempt);
+    }
+    let history: Value = app
+        .get(&format!("/v1/characters/{}/messages", claims[2].character_id.unwrap()), &ada)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lines: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(
+        lines,
+        vec![contents[2].as_str(), "问题2"],
+        "one reply to the taken-over job, none from the stalled attempt"
+    );
+
+    let late_contents: Vec<String> = late.iter().map(|claim| format!("回答 {}", claim.job_id)).collect();
+    let mut late_replies: Vec<NewReply<'_>> = late.iter().zip(&late_contents).map(|(c, text)| reply(c, text)).collect();
+    late_replies[2].message_id = late[2].message_id.unwrap();
+    let empty = json!({});
+    let finished = futures::future::join_all(
+        late.iter().zip(late_replies).map(|(claim, reply)| store.finish_reply(claim, reply, &empty)),
+    )
+    .await;
+    for ((claim, content), finished) in late.iter().zip(&late_contents).zip(finished) {
+        let stored = store.reply_of_job(claim.job_id).await.unwrap();
+        if claim.job_id == late[2].job_id {
+            assert!(finished.is_err(), "the refused reply fails");
+            assert!(stored.is_none());
+            let unfinished = store.job(user_id, claim.job_id).await.unwrap().unwrap();
+            assert_eq!(unfinished.status, JobStatus::Running, "the refused finish wrote nothing");
+        } else {
+            assert!(finished.unwrap().is_some(), "a reply finished beside the refused one is stored");
+            assert_eq!(stored.map(|reply| reply.content).as_ref(), Some(content));
+        }
+    }
+    let spent: u64 = (1..=10u64).filter(|&n| n != 9).map(|n| 10 * n + n).sum();
+    assert_eq!(store.tokens_today(user_id).await.unwrap(), spent, "every finished attempt's tokens, once");
+    app.stop().await;
+}

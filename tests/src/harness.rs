@@ -441,6 +441,39 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// Writes a chat message and its reply job through the store, as the API does but without
+    /// publishing the job: for tests that claim and finish jobs by hand. Returns the job's id.
+    pub async fn store_message(
+        &self,
+        user_id: fastnpc_shared::ids::UserId,
+        character_id: fastnpc_shared::ids::CharacterId,
+        content: &str,
+    ) -> fastnpc_shared::ids::JobId {
+        use fastnpc_shared::{
+            ids::{JobId, MessageId},
+            jobs::JobKind,
+            store::{NewUserMessage, Quota, Submitted, jobs::NewJob},
+        };
+        let (message_id, job_id) = (MessageId::new(), JobId::new());
+        let message = NewUserMessage::new(message_id, user_id, character_id, content);
+        let job = NewJob {
+            job_id,
+            user_id,
+            kind: JobKind::ChatReply,
+            character_id: Some(character_id),
+            message_id: Some(message_id),
+            group_id: None,
+            serial_key: Some(fastnpc_shared::store::jobs::serial::chat(character_id)),
+            progress_total: 0,
+            idempotency: None,
+            params: None,
+        };
+        let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
+        let submitted = self.store.submit_message(message, job, &quota).await.expect("the store writes the message");
+        assert!(matches!(submitted, Submitted::Created), "{submitted:?}");
+        job_id
+    }
+
     /// Polls until no job of `kind` is queued or running (hang-guarded).
     pub async fn wait_until_no_pending(&self, kind: &str) {
         let poll = async {

@@ -8,7 +8,8 @@
 //! still waits for its own write and learns whether it failed.
 //!
 //! [`Keyed`] does the same per key, each item with its own outcome: one user's submissions,
-//! which all take that user's quota lock and so would otherwise commit one after another.
+//! which all take that user's quota lock and so would otherwise commit one after another, and a
+//! worker's reply finishes.
 //! [`Keyed::ask`] uses the same rounds for point reads that every request makes (its session,
 //! its job) and for a worker's claims and its replies' contexts: under a burst, one statement
 //! answers a round of them instead of one each.

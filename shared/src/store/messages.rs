@@ -296,62 +296,170 @@ impl MessageStore for PgStore {
 
     /// One statement, so one round-trip and one commit: the job ends (and its usage is added, as
     /// in `jobs::succeed`) only if the claim holds, the reply is inserted only if the job ended,
-    /// and the session layer's size comes back for the compression check. The statement's
-    /// snapshot does not see its own insert, so the reply's length is added to the sum.
+    /// and the session layer's size comes back for the compression check. Under a burst the
+    /// replies that finish while a round runs are stored by the next round, in one statement and
+    /// one commit ([`finish_round`]).
     async fn finish_reply(
         &self,
         claim: &Claim,
         reply: NewReply<'_>,
         result: &Value,
     ) -> StoreResult<Option<StoredReply>> {
+        let finish = Finish::new(claim, reply, result);
+        let pool = self.pool.clone();
+        self.finish_rounds.submit((), finish, move |(), finishes| finish_round(pool.clone(), finishes)).await
+    }
+}
+
+/// A reply to store and its job to end: [`MessageStore::finish_reply`]'s arguments, owned, so
+/// that a round can carry them.
+pub(crate) struct Finish {
+    job_id: uuid::Uuid,
+    attempt: i32,
+    result: Value,
+    calls: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    shard: i16,
+    message_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    character_id: uuid::Uuid,
+    content: String,
+    reply_to: uuid::Uuid,
+    prompt_snapshot: String,
+    truncated: bool,
+    prompt_version: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl Finish {
+    fn new(claim: &Claim, reply: NewReply<'_>, result: &Value) -> Self {
         let (calls, prompt_tokens, completion_tokens) = super::usage::to_columns(claim.usage.total());
-        let row = sqlx::query!(
-            r#"with ended as (
-                   update jobs set status = 'succeeded', result = $3, progress_done = progress_total,
-                          lease_until = null, finished_at = now(), updated_at = now(),
-                          usage_calls = usage_calls + $4::bigint,
-                          usage_prompt_tokens = usage_prompt_tokens + $5::bigint,
-                          usage_completion_tokens = usage_completion_tokens + $6::bigint
-                   where job_id = $1 and attempts = $2 and status = 'running'
-                   returning user_id
-               ), spent as (
-                   insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
-                   select user_id, (now() at time zone 'utc')::date, $7::smallint, $4::bigint, $5::bigint, $6::bigint
-                   from ended where $4::bigint > 0
-                   on conflict (user_id, day, shard) do update
-                   set calls = llm_usage_daily.calls + excluded.calls,
-                       prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
-                       completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
-               ), stored as (
-                   insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to,
-                                         prompt_snapshot, truncated, prompt_version, created_at)
-                   select $8, $9, $10, 'character', $11, $1, $12, $13, $14, $15, $16 from ended
-                   returning char_length(content) as chars
-               )
-               select (select chars from stored) as "reply_chars",
-                      (select coalesce(sum(char_length(content)), 0) from messages
-                       where character_id = $10 and not compressed)::bigint as "earlier_chars!""#,
-            claim.job_id.0,
-            claim.attempt,
-            result,
+        Self {
+            job_id: claim.job_id.0,
+            attempt: claim.attempt,
+            result: result.clone(),
             calls,
             prompt_tokens,
             completion_tokens,
-            super::usage::shard(claim.job_id),
-            reply.message_id.0,
-            reply.user_id.0,
-            reply.character_id.0,
-            reply.content,
-            reply.reply_to.0,
-            reply.prompt_snapshot,
-            reply.truncated,
-            reply.prompt_version,
-            reply.created_at,
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.reply_chars.map(|chars| StoredReply { session_chars: row.earlier_chars + i64::from(chars) }))
+            shard: super::usage::shard(claim.job_id),
+            message_id: reply.message_id.0,
+            user_id: reply.user_id.0,
+            character_id: reply.character_id.0,
+            content: reply.content.to_owned(),
+            reply_to: reply.reply_to.0,
+            prompt_snapshot: reply.prompt_snapshot.to_owned(),
+            truncated: reply.truncated,
+            prompt_version: reply.prompt_version.map(str::to_owned),
+            created_at: reply.created_at,
+        }
     }
+}
+
+/// Stores a round of finishes in one statement. If the database refuses the round's statement
+/// (a deadlock, a reply whose message was deleted meanwhile), it wrote nothing, and each finish
+/// is written again on its own, so that the refusal fails only the finish it concerns. Any
+/// other error (the database unreachable) fails the round as a whole, at once.
+async fn finish_round(pool: sqlx::PgPool, finishes: Vec<Finish>) -> Vec<StoreResult<Option<StoredReply>>> {
+    let refused = match finish_replies(&pool, &finishes).await {
+        Ok(stored) if stored.len() == finishes.len() => return stored.into_iter().map(Ok).collect(),
+        Ok(stored) => {
+            let error = format!("a round of {} finishes gave {} answers", finishes.len(), stored.len());
+            return super::batch::failed_round(sqlx::Error::Protocol(error), finishes.len());
+        }
+        Err(sqlx::Error::Database(refused)) if finishes.len() > 1 => refused,
+        Err(error) => return super::batch::failed_round(error, finishes.len()),
+    };
+    tracing::warn!(error = %refused, finishes = finishes.len(), "a round of reply finishes was refused; writing each alone");
+    let mut outcomes = Vec::with_capacity(finishes.len());
+    for finish in &finishes {
+        let stored = finish_replies(&pool, std::slice::from_ref(finish)).await;
+        outcomes.push(stored.map(|mut stored| stored.pop().flatten()));
+    }
+    outcomes
+}
+
+/// The statement of [`finish_round`]: for each finish, in order, the job ends (and its usage is
+/// added, as in `jobs::succeed`) only if the claim holds, the reply is inserted only if its job
+/// ended, and the session layer's size comes back for the compression check (the statement's
+/// snapshot does not see its own inserts, so the reply's length is added to the sum).
+async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<Vec<Option<StoredReply>>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"with k as (
+               select * from unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int8[], $5::int8[], $6::int8[],
+                                    $7::int2[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], $12::uuid[],
+                                    $13::text[], $14::bool[], $15::text[], $16::timestamptz[])
+                   with ordinality as k(job_id, attempt, result, calls, prompt_tokens, completion_tokens, shard,
+                                        message_id, user_id, character_id, content, reply_to, prompt_snapshot,
+                                        truncated, prompt_version, created_at, ord)
+           ), ended as (
+               update jobs j set status = 'succeeded', result = k.result, progress_done = j.progress_total,
+                      lease_until = null, finished_at = now(), updated_at = now(),
+                      usage_calls = j.usage_calls + k.calls,
+                      usage_prompt_tokens = j.usage_prompt_tokens + k.prompt_tokens,
+                      usage_completion_tokens = j.usage_completion_tokens + k.completion_tokens
+               from k
+               where j.job_id = k.job_id and j.attempts = k.attempt and j.status = 'running'
+               returning k.ord, j.user_id
+           ), spent as (
+               insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
+               select e.user_id, (now() at time zone 'utc')::date, k.shard,
+                      sum(k.calls)::bigint, sum(k.prompt_tokens)::bigint, sum(k.completion_tokens)::bigint
+               from ended e join k on k.ord = e.ord
+               where k.calls > 0
+               group by e.user_id, k.shard
+               -- Rounds of two workers that touch the same counters lock them in one order, so
+               -- they wait for each other instead of deadlocking.
+               order by e.user_id, k.shard
+               on conflict (user_id, day, shard) do update
+               set calls = llm_usage_daily.calls + excluded.calls,
+                   prompt_tokens = llm_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = llm_usage_daily.completion_tokens + excluded.completion_tokens
+           ), stored as (
+               insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to,
+                                     prompt_snapshot, truncated, prompt_version, created_at)
+               select k.message_id, k.user_id, k.character_id, 'character', k.content, k.job_id, k.reply_to,
+                      k.prompt_snapshot, k.truncated, k.prompt_version, k.created_at
+               from k join ended e on e.ord = k.ord
+               returning message_id, char_length(content) as chars
+           )
+           select k.ord as "ord!", s.chars as "reply_chars?",
+                  (select coalesce(sum(char_length(content)), 0) from messages
+                   where character_id = k.character_id and not compressed)::bigint as "earlier_chars!"
+           from k left join stored s on s.message_id = k.message_id"#,
+        &column(finishes, |f| f.job_id),
+        &column(finishes, |f| f.attempt),
+        &column(finishes, |f| &f.result) as &[&Value],
+        &column(finishes, |f| f.calls),
+        &column(finishes, |f| f.prompt_tokens),
+        &column(finishes, |f| f.completion_tokens),
+        &column(finishes, |f| f.shard),
+        &column(finishes, |f| f.message_id),
+        &column(finishes, |f| f.user_id),
+        &column(finishes, |f| f.character_id),
+        &column(finishes, |f| f.content.as_str()) as &[&str],
+        &column(finishes, |f| f.reply_to),
+        &column(finishes, |f| f.prompt_snapshot.as_str()) as &[&str],
+        &column(finishes, |f| f.truncated),
+        &column(finishes, |f| f.prompt_version.as_deref()) as &[Option<&str>],
+        &column(finishes, |f| f.created_at),
+    )
+    .fetch_all(db)
+    .await?;
+    let mut stored = vec![None; finishes.len()];
+    for row in rows {
+        let index = usize::try_from(row.ord - 1).ok().filter(|&index| index < finishes.len());
+        let Some(index) = index else {
+            return Err(sqlx::Error::Protocol(format!(
+                "a finish round answered finish {} of {}",
+                row.ord,
+                finishes.len()
+            )));
+        };
+        stored[index] =
+            row.reply_chars.map(|chars| StoredReply { session_chars: row.earlier_chars + i64::from(chars) });
+    }
+    Ok(stored)
 }
 
 /// One reply's context to read: whose, which character, which message.
@@ -377,9 +485,6 @@ pub(crate) async fn chat_contexts(
         author: String,
         content: String,
     }
-    let user_ids: Vec<uuid::Uuid> = keys.iter().map(|(user_id, _, _)| user_id.0).collect();
-    let character_ids: Vec<uuid::Uuid> = keys.iter().map(|(_, character_id, _)| character_id.0).collect();
-    let message_ids: Vec<uuid::Uuid> = keys.iter().map(|(_, _, message_id)| message_id.0).collect();
     let rows = sqlx::query!(
         r#"select k.ord as "ord!", c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
                   c.brief, c.language, c.prompt_version, c.source_snapshot,
@@ -403,9 +508,9 @@ pub(crate) async fn chat_contexts(
            join characters c on c.character_id = k.character_id
            join users u on u.user_id = k.user_id
            join messages m on m.message_id = k.message_id and m.user_id = k.user_id"#,
-        &user_ids,
-        &character_ids,
-        &message_ids,
+        &column(keys, |(user_id, _, _)| user_id.0),
+        &column(keys, |(_, character_id, _)| character_id.0),
+        &column(keys, |(_, _, message_id)| message_id.0),
         session_limit,
     )
     .fetch_all(db)

@@ -111,6 +111,8 @@ pub struct PgStore {
     /// The chat replies' contexts, read in rounds (one per session window, which is one in
     /// practice): a burst of claimed replies reads its prompts in one statement.
     pub(super) context_reads: super::batch::Keyed<i64, super::messages::ContextKey, Option<super::ChatContext>>,
+    /// The chat replies' finishes, written in rounds (see [`super::messages::Finish`]).
+    pub(super) finish_rounds: super::batch::Keyed<(), super::messages::Finish, Option<super::messages::StoredReply>>,
 }
 
 impl PgStore {
@@ -144,6 +146,7 @@ impl PgStore {
             series_reads: Default::default(),
             spend_reads: Default::default(),
             context_reads: Default::default(),
+            finish_rounds: Default::default(),
         }
     }
 
