@@ -451,23 +451,11 @@ impl TestApp {
     ) -> fastnpc_shared::ids::JobId {
         use fastnpc_shared::{
             ids::{JobId, MessageId},
-            jobs::JobKind,
             store::{NewUserMessage, Quota, Submitted, jobs::NewJob},
         };
         let (message_id, job_id) = (MessageId::new(), JobId::new());
         let message = NewUserMessage::new(message_id, user_id, character_id, content);
-        let job = NewJob {
-            job_id,
-            user_id,
-            kind: JobKind::ChatReply,
-            character_id: Some(character_id),
-            message_id: Some(message_id),
-            group_id: None,
-            serial_key: Some(fastnpc_shared::store::jobs::serial::chat(character_id)),
-            progress_total: 0,
-            idempotency: None,
-            params: None,
-        };
+        let job = NewJob::chat_reply(job_id, user_id, character_id, message_id);
         let quota = Quota { active_jobs: 100, characters: 100, groups: 100 };
         let submitted = self.store.submit_message(message, job, &quota).await.expect("the store writes the message");
         assert!(matches!(submitted, Submitted::Created), "{submitted:?}");

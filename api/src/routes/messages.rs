@@ -155,16 +155,8 @@ pub async fn send(
     let message_id = MessageId::new();
     let job_id = JobId::new();
     let job = NewJob {
-        job_id,
-        user_id,
-        kind: JobKind::ChatReply,
-        character_id: Some(character_id),
-        message_id: Some(message_id),
-        group_id: None,
-        serial_key: Some(store::jobs::serial::chat(character_id)),
-        progress_total: 0,
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
-        params: None,
+        ..NewJob::chat_reply(job_id, user_id, character_id, message_id)
     };
     let message = NewUserMessage::new(message_id, user_id, character_id, content);
     let stored = message.record();

@@ -205,6 +205,24 @@ pub struct NewJob<'a> {
     pub params: Option<&'a Value>,
 }
 
+impl NewJob<'_> {
+    /// The reply job of a user's chat message: one at a time per character, in order.
+    pub fn chat_reply(job_id: JobId, user_id: UserId, character_id: CharacterId, message_id: MessageId) -> Self {
+        Self {
+            job_id,
+            user_id,
+            kind: JobKind::ChatReply,
+            character_id: Some(character_id),
+            message_id: Some(message_id),
+            group_id: None,
+            serial_key: Some(serial::chat(character_id)),
+            progress_total: 0,
+            idempotency: None,
+            params: None,
+        }
+    }
+}
+
 /// The name of the per-user idempotency-key index.
 pub const IDEMPOTENCY_KEY: &str = "jobs_idempotency_key";
 
