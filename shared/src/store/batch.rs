@@ -233,6 +233,47 @@ where
     }
 }
 
+/// Writes `round` with one call of `write` (one statement, one answer per item in order). If
+/// that call fails and `each_alone_after` says so, it wrote nothing, and each item is written
+/// again alone, in order, so that the failure is answered to the item it concerns; any other
+/// failure fails the round as a whole. A round of one is written alone at once.
+pub async fn write_or_each_alone<'a, T, R, F, Fut>(
+    round: &'a [T],
+    write: F,
+    each_alone_after: impl Fn(&sqlx::Error) -> bool,
+) -> Vec<StoreResult<R>>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<R>>>,
+{
+    let alone = async |item: &'a T| {
+        write(std::slice::from_ref(item))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| sqlx::Error::Protocol("an item's statement answered nothing".into()))
+    };
+    if let [item] = round {
+        return vec![alone(item).await];
+    }
+    match write(round).await {
+        Ok(outcomes) if outcomes.len() == round.len() => outcomes.into_iter().map(Ok).collect(),
+        Ok(outcomes) => {
+            let error = format!("a round of {} items gave {} answers", round.len(), outcomes.len());
+            failed_round(sqlx::Error::Protocol(error), round.len())
+        }
+        Err(error) if each_alone_after(&error) => {
+            tracing::warn!(%error, items = round.len(), "a round's statement was refused; writing each item alone");
+            let mut outcomes = Vec::with_capacity(round.len());
+            for item in round {
+                outcomes.push(alone(item).await);
+            }
+            outcomes
+        }
+        Err(error) => failed_round(error, round.len()),
+    }
+}
+
 /// One outcome per item for a round that failed as a whole: the error itself for the first,
 /// its text (`sqlx::Error::Protocol`, which callers treat as transient) for the rest.
 pub fn failed_round<R>(error: sqlx::Error, items: usize) -> Vec<StoreResult<R>> {

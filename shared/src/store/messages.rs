@@ -13,7 +13,7 @@ use super::StoreResult;
 use super::Submitted;
 use super::jobs::Claim;
 use super::jobs::NewJob;
-use super::postgres::{JobColumns, column, write_round};
+use super::postgres::{JobColumns, by_position, column, write_round};
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -361,22 +361,8 @@ impl Finish {
 /// is written again on its own, so that the refusal fails only the finish it concerns. Any
 /// other error (the database unreachable) fails the round as a whole, at once.
 async fn finish_round(pool: sqlx::PgPool, finishes: Vec<Finish>) -> Vec<StoreResult<Option<StoredReply>>> {
-    let refused = match finish_replies(&pool, &finishes).await {
-        Ok(stored) if stored.len() == finishes.len() => return stored.into_iter().map(Ok).collect(),
-        Ok(stored) => {
-            let error = format!("a round of {} finishes gave {} answers", finishes.len(), stored.len());
-            return super::batch::failed_round(sqlx::Error::Protocol(error), finishes.len());
-        }
-        Err(sqlx::Error::Database(refused)) if finishes.len() > 1 => refused,
-        Err(error) => return super::batch::failed_round(error, finishes.len()),
-    };
-    tracing::warn!(error = %refused, finishes = finishes.len(), "a round of reply finishes was refused; writing each alone");
-    let mut outcomes = Vec::with_capacity(finishes.len());
-    for finish in &finishes {
-        let stored = finish_replies(&pool, std::slice::from_ref(finish)).await;
-        outcomes.push(stored.map(|mut stored| stored.pop().flatten()));
-    }
-    outcomes
+    let refused = |error: &sqlx::Error| matches!(error, sqlx::Error::Database(_));
+    super::batch::write_or_each_alone(&finishes, |round| finish_replies(&pool, round), refused).await
 }
 
 /// The statement of [`finish_round`]: for each finish, in order, the job ends (and its usage is
@@ -446,20 +432,10 @@ async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<
     )
     .fetch_all(db)
     .await?;
-    let mut stored = vec![None; finishes.len()];
-    for row in rows {
-        let index = usize::try_from(row.ord - 1).ok().filter(|&index| index < finishes.len());
-        let Some(index) = index else {
-            return Err(sqlx::Error::Protocol(format!(
-                "a finish round answered finish {} of {}",
-                row.ord,
-                finishes.len()
-            )));
-        };
-        stored[index] =
-            row.reply_chars.map(|chars| StoredReply { session_chars: row.earlier_chars + i64::from(chars) });
-    }
-    Ok(stored)
+    let stored = rows.into_iter().map(|row| {
+        (row.ord, row.reply_chars.map(|chars| StoredReply { session_chars: row.earlier_chars + i64::from(chars) }))
+    });
+    Ok(by_position(finishes.len(), stored)?.into_iter().map(Option::flatten).collect())
 }
 
 /// One reply's context to read: whose, which character, which message.
@@ -486,7 +462,8 @@ pub(crate) async fn chat_contexts(
         content: String,
     }
     let rows = sqlx::query!(
-        r#"select k.ord as "ord!", c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
+        r#"select k.ord as "ord!", c.character_id as "character_id: CharacterId", u.user_id as "user_id: UserId",
+                  c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
                   c.brief, c.language, c.prompt_version, c.source_snapshot,
                   c.version, c.created_at, c.updated_at, c.memory_version,
                   u.username, u.bio, u.ctx_max_chat, u.ctx_max_stm, u.ctx_max_ltm, u.max_group_rounds,
@@ -516,23 +493,17 @@ pub(crate) async fn chat_contexts(
     .fetch_all(db)
     .await?;
     let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
-    // A key whose character, user or message is gone has no row: its answer stays `None`.
-    let mut contexts: Vec<Option<super::ChatContext>> = (0..keys.len()).map(|_| None).collect();
+    let mut contexts = Vec::with_capacity(rows.len());
     for row in rows {
-        let index = usize::try_from(row.ord - 1).ok().filter(|&index| index < keys.len());
-        let Some(index) = index else {
-            return Err(sqlx::Error::Protocol(format!("a context read answered key {} of {}", row.ord, keys.len())));
-        };
-        let (user_id, character_id, _) = keys[index];
         let mut memories = super::memories::Memories { version: row.memory_version, ..Default::default() };
         for entry in serde_json::from_value::<Vec<Memory>>(row.memories).map_err(decode)? {
             let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
             layer.push(super::memories::MemoryEntry { content: entry.content, importance: entry.importance });
         }
         let session = serde_json::from_value::<Vec<Line>>(row.session).map_err(decode)?;
-        contexts[index] = Some(super::ChatContext {
+        let context = super::ChatContext {
             character: super::characters::CharacterRecord {
-                character_id,
+                character_id: row.character_id,
                 user_id: row.character_user_id,
                 name: row.name,
                 status: row.status,
@@ -548,7 +519,7 @@ pub(crate) async fn chat_contexts(
                 updated_at: row.updated_at,
             },
             user: super::users::UserRecord {
-                user_id,
+                user_id: row.user_id,
                 username: row.username,
                 bio: row.bio,
                 ctx_max_chat: row.ctx_max_chat,
@@ -562,9 +533,11 @@ pub(crate) async fn chat_contexts(
             message: row.message,
             memories,
             transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
-        });
+        };
+        contexts.push((row.ord, context));
     }
-    Ok(contexts)
+    // A key whose character, user or message is gone has no row: its answer stays `None`.
+    by_position(keys.len(), contexts)
 }
 
 impl PgStore {

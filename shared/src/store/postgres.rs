@@ -34,38 +34,42 @@ where
     F: Fn(&'a [T]) -> Fut,
     Fut: std::future::Future<Output = StoreResult<Vec<Submitted>>>,
 {
-    let alone = |submission: &'a T| {
-        let written = write(std::slice::from_ref(submission));
+    let write = |submissions: &'a [T]| {
+        let written = write(submissions);
         async move {
             match written.await {
-                Ok(outcomes) => outcomes
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| sqlx::Error::Protocol("a submission's statement answered nothing".into())),
-                Err(error) if is_unique_violation(&error, jobs::IDEMPOTENCY_KEY) => Ok(Submitted::IdempotencyKeyTaken),
-                Err(error) => Err(error),
+                // Alone, a taken key is this submission's answer; in a round, it sends the round
+                // to be written one submission at a time.
+                Err(error) if submissions.len() == 1 && is_unique_violation(&error, jobs::IDEMPOTENCY_KEY) => {
+                    Ok(vec![Submitted::IdempotencyKeyTaken])
+                }
+                written => written,
             }
         }
     };
-    if let [submission] = round {
-        return vec![alone(submission).await];
-    }
-    match write(round).await {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(error) if !super::is_transient(&error) => {
-            let mut outcomes = Vec::with_capacity(round.len());
-            for submission in round {
-                outcomes.push(alone(submission).await);
-            }
-            outcomes
-        }
-        Err(error) => super::batch::failed_round(error, round.len()),
-    }
+    super::batch::write_or_each_alone(round, write, |error| !super::is_transient(error)).await
 }
 
 /// A round's values of one field: one array parameter of its statement (`unnest`).
 pub(super) fn column<'a, T, V>(round: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
     round.iter().map(value).collect()
+}
+
+/// A round's answers in the order of its asks: each answer comes with its ask's position (its
+/// `with ordinality`, counted from 1); an ask the statement gave no row gets `None`.
+pub(super) fn by_position<R>(
+    asks: usize,
+    answers: impl IntoIterator<Item = (i64, R)>,
+) -> Result<Vec<Option<R>>, sqlx::Error> {
+    let mut ordered: Vec<Option<R>> = std::iter::repeat_with(|| None).take(asks).collect();
+    for (position, answer) in answers {
+        let slot = usize::try_from(position - 1).ok().and_then(|index| ordered.get_mut(index));
+        let Some(slot) = slot else {
+            return Err(sqlx::Error::Protocol(format!("a round of {asks} asks was answered at position {position}")));
+        };
+        *slot = Some(answer);
+    }
+    Ok(ordered)
 }
 
 /// The job columns of a round of submissions, as array parameters of its statement.
