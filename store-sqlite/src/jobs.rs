@@ -234,6 +234,20 @@ pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) 
     Ok(row.map(Claim::from))
 }
 
+/// Claims each of `job_ids` in turn (see [`claim`]) in one transaction: one answer per job, in
+/// order. The write lock first, then the clock: a claim stamped before it waited for the lock
+/// could start a job of a series earlier than the previous one, committing meanwhile, was stamped
+/// as finished.
+async fn claim_round(writer: SqlitePool, job_ids: Vec<JobId>, lease: Duration) -> StoreResult<Vec<Option<Claim>>> {
+    let mut tx = begin_immediate(&writer).await?;
+    let mut claims = Vec::with_capacity(job_ids.len());
+    for job_id in job_ids {
+        claims.push(claim(&mut *tx, job_id, lease).await?);
+    }
+    tx.commit().await?;
+    Ok(claims)
+}
+
 /// The current status of a job, without owner check (worker side).
 pub async fn status(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<Option<JobStatus>, sqlx::Error> {
     let row = sqlx::query!(r#"select status as "status: JobStatus" from jobs where job_id = ?1"#, job_id.0)
@@ -717,13 +731,9 @@ impl DeliveryStore for SqliteStore {
 #[async_trait::async_trait]
 impl ClaimStore for SqliteStore {
     async fn claim_job(&self, job_id: JobId, lease: Duration) -> StoreResult<Option<Claim>> {
-        // The write lock first, then the clock: a claim stamped before it waited for the lock
-        // could start a job of a series earlier than the previous one, committing meanwhile,
-        // was stamped as finished.
-        let mut tx = begin_immediate(&self.writer).await?;
-        let claimed = claim(&mut *tx, job_id, lease).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        // A burst's deliveries arrive together: one transaction claims a round of them.
+        let writer = self.writer.clone();
+        self.claim_rounds.ask(lease, job_id, move |lease, job_ids| claim_round(writer.clone(), job_ids, lease)).await
     }
 
     async fn job_status(&self, job_id: JobId) -> StoreResult<Option<JobStatus>> {

@@ -15,11 +15,11 @@ use serde_json::Value;
 use sqlx::SqliteExecutor;
 
 use crate::SqliteStore;
-use crate::begin_immediate;
 use crate::id_list;
 use crate::jobs;
 use crate::store::insert_submitted_job;
 use crate::store::over_quota;
+use crate::store::write_each_in_savepoint;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::QueuedMessage;
@@ -234,12 +234,9 @@ impl MessageStore for SqliteStore {
         let (store, quota) = (self.clone(), *quota);
         let queued = QueuedMessage::new(&message, &job);
         self.message_rounds
-            .submit(message.user_id, queued, move |_, round| {
+            .submit((), queued, move |(), round| {
                 let store = store.clone();
-                async move {
-                    let written = store.insert_messages(&round, &quota).await;
-                    written.unwrap_or_else(|error| fastnpc_shared::store::batch::failed_round(error, round.len()))
-                }
+                async move { store.insert_messages(&round, &quota).await }
             })
             .await
     }
@@ -279,50 +276,109 @@ impl MessageStore for SqliteStore {
         oldest_uncompressed(&self.pool, character_id, limit).await
     }
 
+    /// As in Postgres, the replies that finish while a round is written are written by the next
+    /// round: here one `BEGIN IMMEDIATE` transaction for the round ([`SqliteStore::finish_round`]),
+    /// so a burst takes the one write connection once per round instead of once per reply.
     async fn finish_reply(
         &self,
         claim: &Claim,
         reply: NewReply<'_>,
         result: &Value,
     ) -> StoreResult<Option<StoredReply>> {
-        let character_id = reply.character_id;
-        let mut tx = begin_immediate(&self.writer).await?;
-        // The claim first: a lost claim's reply must come back as lost, not collide with the
-        // reply its successor already stored.
-        if !jobs::succeed(&mut tx, claim, result).await? {
-            return Ok(None);
-        }
-        insert_reply(&mut *tx, reply).await?;
-        let session_chars = uncompressed_chars(&mut *tx, character_id).await?;
-        tx.commit().await?;
-        Ok(Some(StoredReply { session_chars }))
+        let finish = QueuedFinish { claim: claim.clone(), reply: QueuedReply::new(reply), result: result.clone() };
+        let store = self.clone();
+        self.finish_rounds
+            .submit((), finish, move |(), round| {
+                let store = store.clone();
+                async move { store.finish_round(&round).await }
+            })
+            .await
     }
 }
 
+/// A finish waiting for its round: [`MessageStore::finish_reply`]'s arguments, owned.
+pub(crate) struct QueuedFinish {
+    claim: Claim,
+    reply: QueuedReply,
+    result: Value,
+}
+
+/// A [`NewReply`] that owns its text.
+struct QueuedReply {
+    message_id: MessageId,
+    user_id: UserId,
+    character_id: CharacterId,
+    reply_to: MessageId,
+    content: String,
+    job_id: JobId,
+    prompt_snapshot: String,
+    truncated: bool,
+    prompt_version: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl QueuedReply {
+    fn new(reply: NewReply<'_>) -> Self {
+        Self {
+            message_id: reply.message_id,
+            user_id: reply.user_id,
+            character_id: reply.character_id,
+            reply_to: reply.reply_to,
+            content: reply.content.to_owned(),
+            job_id: reply.job_id,
+            prompt_snapshot: reply.prompt_snapshot.to_owned(),
+            truncated: reply.truncated,
+            prompt_version: reply.prompt_version.map(str::to_owned),
+            created_at: reply.created_at,
+        }
+    }
+
+    fn as_new_reply(&self) -> NewReply<'_> {
+        NewReply {
+            message_id: self.message_id,
+            user_id: self.user_id,
+            character_id: self.character_id,
+            reply_to: self.reply_to,
+            content: &self.content,
+            job_id: self.job_id,
+            prompt_snapshot: &self.prompt_snapshot,
+            truncated: self.truncated,
+            prompt_version: self.prompt_version.as_deref(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// Ends the claimed job and stores its reply, in `tx`; `None` (and nothing written) when the
+/// claim was lost.
+async fn finish(tx: &mut sqlx::SqliteConnection, finish: &QueuedFinish) -> StoreResult<Option<StoredReply>> {
+    // The claim first: a lost claim's reply must come back as lost, not collide with the reply
+    // its successor already stored.
+    if !jobs::succeed(&mut *tx, &finish.claim, &finish.result).await? {
+        return Ok(None);
+    }
+    insert_reply(&mut *tx, finish.reply.as_new_reply()).await?;
+    let session_chars = uncompressed_chars(&mut *tx, finish.reply.character_id).await?;
+    Ok(Some(StoredReply { session_chars }))
+}
+
 impl SqliteStore {
+    /// Writes a round of finishes in one transaction, each as if written alone, in order: a lost
+    /// claim or a refused reply leaves nothing of its own behind and fails only itself.
+    async fn finish_round(&self, round: &[QueuedFinish]) -> Vec<StoreResult<Option<StoredReply>>> {
+        write_each_in_savepoint(&self.writer, round, finish, |outcome| matches!(outcome, Ok(Some(_)))).await
+    }
+
     /// Writes a round of message submissions in one transaction, each as if submitted alone, in
     /// order. Each has a savepoint: one that is refused (or fails) leaves nothing behind, and the
     /// others stand.
-    async fn insert_messages(
-        &self,
-        round: &[QueuedMessage],
-        quota: &Quota,
-    ) -> StoreResult<Vec<StoreResult<Submitted>>> {
-        let mut tx = begin_immediate(&self.writer).await?;
-        let mut outcomes = Vec::with_capacity(round.len());
-        for queued in round {
+    async fn insert_messages(&self, round: &[QueuedMessage], quota: &Quota) -> Vec<StoreResult<Submitted>> {
+        let quota = *quota;
+        let insert = async move |tx: &mut sqlx::SqliteConnection, queued: &QueuedMessage| {
             let (message, job) = queued.parts();
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let outcome = insert_message(&mut savepoint, message, job, quota).await;
-            if matches!(outcome, Ok(Submitted::Created)) {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
-            }
-            outcomes.push(outcome);
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+            insert_message(tx, message, job, &quota).await
+        };
+        write_each_in_savepoint(&self.writer, round, insert, |outcome| matches!(outcome, Ok(Submitted::Created))).await
     }
 }
 

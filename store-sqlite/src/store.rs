@@ -5,12 +5,17 @@
 //! `BEGIN IMMEDIATE` transactions ([`crate::begin_immediate`]), SQLite's stand-in for the row
 //! locks the Postgres adapter relies on.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
-    ids::UserId,
-    store::{Capped, Quota, Store, StoreResult, Submitted, jobs::NewJob},
+    ids::{JobId, UserId},
+    store::{
+        Capped, QueuedMessage, Quota, Store, StoreResult, Submitted,
+        batch::{Batch, Keyed},
+        jobs::{Claim, NewJob},
+        messages::StoredReply,
+    },
 };
 use sqlx::SqlitePool;
 
@@ -27,13 +32,15 @@ pub struct SqliteStore {
     /// load the lock sits idle while its waiters sleep.
     pub(crate) writer: SqlitePool,
     /// Publish confirmations, written in rounds (`fastnpc_shared::store::batch`).
-    pub(crate) confirms: fastnpc_shared::store::batch::Batch<fastnpc_shared::ids::JobId>,
-    /// Each user's message submissions, written in rounds (`fastnpc_shared::store::batch::Keyed`).
-    pub(crate) message_rounds: fastnpc_shared::store::batch::Keyed<
-        fastnpc_shared::ids::UserId,
-        fastnpc_shared::store::QueuedMessage,
-        fastnpc_shared::store::Submitted,
-    >,
+    pub(crate) confirms: Batch<JobId>,
+    /// Message submissions, written in rounds (`fastnpc_shared::store::batch::Keyed`). One
+    /// round for all users, where Postgres has one per user: every write waits for the one write
+    /// connection anyway, so per-user rounds would only queue behind each other for it.
+    pub(crate) message_rounds: Keyed<(), QueuedMessage, Submitted>,
+    /// Claims, written in rounds (one per lease length, which is one in practice).
+    pub(crate) claim_rounds: Keyed<Duration, JobId, Option<Claim>>,
+    /// Chat reply finishes, written in rounds.
+    pub(crate) finish_rounds: Keyed<(), crate::messages::QueuedFinish, Option<StoredReply>>,
 }
 
 impl SqliteStore {
@@ -42,7 +49,14 @@ impl SqliteStore {
         let writer = crate::connect(path, 1).await?;
         crate::migrate(&writer).await?;
         let pool = crate::connect(path, max_connections).await?;
-        Ok(Self { pool, writer, confirms: Default::default(), message_rounds: Default::default() })
+        Ok(Self {
+            pool,
+            writer,
+            confirms: Default::default(),
+            message_rounds: Default::default(),
+            claim_rounds: Default::default(),
+            finish_rounds: Default::default(),
+        })
     }
 
     /// The read pool.
@@ -100,6 +114,36 @@ pub(crate) async fn over_quota(
         counts.push((cap, count));
     }
     Ok(quota.exceeded(&counts))
+}
+
+/// Writes `round` in one `BEGIN IMMEDIATE` transaction, each item as if written alone, in order:
+/// each in a savepoint of its own, so an item whose outcome `keep` refuses (a guard that failed, a
+/// refused insert, an error) leaves nothing behind and fails only itself, and the others stand.
+/// A failure of the transaction itself fails the round. This is how the embedded store's rounds
+/// (`fastnpc_shared::store::batch::Keyed`) take the one write connection once per round.
+pub(crate) async fn write_each_in_savepoint<T, R>(
+    writer: &SqlitePool,
+    round: &[T],
+    write: impl AsyncFn(&mut sqlx::SqliteConnection, &T) -> StoreResult<R>,
+    keep: impl Fn(&StoreResult<R>) -> bool,
+) -> Vec<StoreResult<R>> {
+    let written = async {
+        let mut tx = crate::begin_immediate(writer).await?;
+        let mut outcomes = Vec::with_capacity(round.len());
+        for item in round {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let outcome = write(&mut savepoint, item).await;
+            if keep(&outcome) {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    };
+    written.await.unwrap_or_else(|error| fastnpc_shared::store::batch::failed_round(error, round.len()))
 }
 
 #[async_trait::async_trait]
