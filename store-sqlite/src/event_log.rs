@@ -10,8 +10,9 @@
 //! SQLite's single write lock with everything else (claims, replies), and SQLite's busy handler
 //! waits by sleeping, so the queue stretches far past the work in it. Instead every append goes
 //! to one task over a channel; the task takes whatever has arrived (up to [`MAX_BATCH`]), writes
-//! it in one `BEGIN IMMEDIATE` transaction, and only after the commit answers each caller and
-//! hands its event to the hub. One job's appends come from one task that awaits each, so they
+//! it in one statement ([`crate::events::append_all`]: one commit, and one trip to SQLite's
+//! thread instead of one per event, which is what a busy writer waits on), and only after the
+//! commit answers each caller and hands its event to the hub. One job's appends come from one task that awaits each, so they
 //! reach the writer, the table and the listeners in order.
 
 use fastnpc_shared::{
@@ -19,7 +20,10 @@ use fastnpc_shared::{
     events::{EventPayload, JobEvent},
     ids::JobId,
 };
+use serde_json::Value;
 use sqlx::SqlitePool;
+
+use crate::events::NewEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SqliteStore;
@@ -93,38 +97,32 @@ fn writer_gone() -> EventBusError {
 async fn write_appends(pool: SqlitePool, hub: EventHub, mut queue: mpsc::Receiver<Append>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write_batch(&pool, &batch).await {
-            Ok(seqs) => {
-                for (append, seq) in batch.drain(..).zip(seqs) {
-                    let outcome = seq.map_err(EventBusError::from);
-                    if let Ok(seq) = outcome {
-                        hub.publish_local(JobEvent { job_id: append.job_id, seq, payload: append.payload });
-                    }
-                    // A caller that gave up waiting has nothing to be told.
-                    let _ = append.outcome.send(outcome);
-                }
+        let outcomes = write_batch(&pool, &batch).await;
+        for (append, outcome) in batch.drain(..).zip(outcomes) {
+            let outcome = outcome.map_err(EventBusError::from);
+            if let Ok(seq) = outcome {
+                hub.publish_local(JobEvent { job_id: append.job_id, seq, payload: append.payload });
             }
-            Err(error) => {
-                // Nothing of the batch was stored: every caller gets the error (and may retry).
-                let message = error.to_string();
-                for append in batch.drain(..) {
-                    let _ = append.outcome.send(Err(EventBusError::Unavailable(message.clone())));
-                }
-            }
+            // A caller that gave up waiting has nothing to be told.
+            let _ = append.outcome.send(outcome);
         }
     }
 }
 
-/// Writes the batch in one transaction. An append that fails on its own (its job is gone: a
-/// foreign-key error) fails only its own statement, which SQLite rolls back alone; the others
-/// commit. The outer error means the transaction itself failed and nothing was stored.
-async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<Vec<Result<u64, sqlx::Error>>, sqlx::Error> {
-    let mut tx = crate::begin_immediate(pool).await?;
-    let mut seqs = Vec::with_capacity(batch.len());
-    for append in batch {
-        let payload = &append.payload;
-        seqs.push(crate::events::append(&mut *tx, append.job_id, payload.event_type(), &payload.data_json()).await);
-    }
-    tx.commit().await?;
-    Ok(seqs)
+/// Writes the batch in one statement (one commit). When the database refuses it (an event of a
+/// job that is gone: a foreign-key error), nothing of it was stored, and each append is written
+/// again alone, so that only the one that concerns the gone job fails. An error of the
+/// connection itself fails the batch.
+async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Vec<Result<u64, sqlx::Error>> {
+    let write = async |appends: &[Append]| {
+        let data: Vec<Value> = appends.iter().map(|append| append.payload.data_json()).collect();
+        let events: Vec<NewEvent<'_>> = appends
+            .iter()
+            .zip(&data)
+            .map(|(append, data)| NewEvent { job_id: append.job_id, event_type: append.payload.event_type(), data })
+            .collect();
+        crate::events::append_all(pool, &events).await
+    };
+    let refused = |error: &sqlx::Error| matches!(error, sqlx::Error::Database(_));
+    fastnpc_shared::store::batch::write_or_each_alone(batch, write, refused).await
 }

@@ -44,6 +44,73 @@ pub async fn append(
     Ok(seq.unsigned_abs())
 }
 
+/// An event to append with others in one statement ([`append_all`]).
+pub struct NewEvent<'a> {
+    pub job_id: JobId,
+    pub event_type: &'a str,
+    pub data: &'a Value,
+}
+
+/// Appends `events` in one statement, in order, as [`append`] would one after another: each
+/// job's events get its next numbers in the order given. Returns each event's `seq`, in order.
+///
+/// The statement reads each job's `max(seq)` before it inserts anything (SQLite computes an
+/// `insert ... select` that reads its own table into a temporary table first, and the window
+/// function needs the whole input anyway), so a job's events in the batch are numbered from its
+/// last stored one by their place in the batch. One statement is one write transaction: all of
+/// `events` are stored or none is (an event of a job that is gone fails the whole statement with
+/// a foreign-key error).
+pub async fn append_all(db: impl SqliteExecutor<'_>, events: &[NewEvent<'_>]) -> Result<Vec<u64>, sqlx::Error> {
+    let now = now();
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        job: String,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        data: &'a Value,
+    }
+    let rows: Vec<Row<'_>> = events
+        .iter()
+        .map(|event| Row { job: event.job_id.0.simple().to_string(), event_type: event.event_type, data: event.data })
+        .collect();
+    let batch = serde_json::to_string(&rows).map_err(|error| sqlx::Error::Encode(error.into()))?;
+    let rows = sqlx::query!(
+        r#"insert into job_events (job_id, seq, type, data, created_at)
+           select unhex(appended.value ->> 'job'),
+                  coalesce((select max(seq) from job_events logged where logged.job_id = unhex(appended.value ->> 'job')), 0)
+                      + row_number() over (partition by appended.value ->> 'job' order by appended.key),
+                  appended.value ->> 'type', appended.value -> 'data', ?2
+           from json_each(?1) appended
+           returning job_id as "job_id!: JobId", seq as "seq!: i64""#,
+        batch,
+        now,
+    )
+    .fetch_all(db)
+    .await?;
+    if rows.len() != events.len() {
+        return Err(sqlx::Error::Protocol(format!("{} events appended as {}", events.len(), rows.len())));
+    }
+    // RETURNING comes in no promised order: each job's numbers, lowest first, go to its events
+    // in the order given.
+    let mut numbers: std::collections::HashMap<JobId, Vec<i64>> = std::collections::HashMap::new();
+    for row in rows {
+        numbers.entry(row.job_id).or_default().push(row.seq);
+    }
+    for seqs in numbers.values_mut() {
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    events
+        .iter()
+        .map(|event| {
+            numbers
+                .get_mut(&event.job_id)
+                .and_then(Vec::pop)
+                .map(i64::unsigned_abs)
+                .ok_or_else(|| sqlx::Error::Protocol(format!("no number for an event of job {}", event.job_id)))
+        })
+        .collect()
+}
+
 /// Events of a job with `seq > after`, oldest first, at most `limit`: `(seq, type, data)`.
 pub async fn read_after(
     db: impl SqliteExecutor<'_>,

@@ -20,7 +20,7 @@ use fastnpc_shared::{
         users::{SettingsPatch, USERNAME_KEY},
     },
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::SqlitePool;
 
 use crate::{
@@ -1154,6 +1154,52 @@ async fn event_logs_number_per_job_resume_and_prune() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// One statement appends a batch: a job's events in it continue its numbering in the order
+/// given, however they interleave with other jobs' (a first job appears first, a later one
+/// between), and an event of a gone job stores nothing of the batch.
+#[tokio::test]
+async fn events_appended_in_one_statement_continue_each_jobs_numbering_in_order() {
+    let db = test_db().await;
+    let ada = user(&db.pool, "ada").await;
+    let (first, second) = (job(&db.pool, ada, None).await, job(&db.pool, ada, None).await);
+    for n in 1..=2 {
+        events::append(&db.pool, first, "progress", &json!({"done": n})).await.unwrap();
+    }
+    let data: Vec<Value> = (0..6).map(|n| json!({"n": n, "text": format!("第{n}个")})).collect();
+    let order = [second, first, second, first, first, second];
+    let batch: Vec<events::NewEvent<'_>> =
+        order.iter().zip(&data).map(|(&job_id, data)| events::NewEvent { job_id, event_type: "token", data }).collect();
+    let seqs = events::append_all(&db.pool, &batch).await.unwrap();
+    assert_eq!(seqs, [1, 3, 2, 4, 5, 3], "each job's numbers follow its own last one, in batch order");
+    let stored = events::read_after(&db.pool, first, 2, 100).await.unwrap();
+    assert_eq!(
+        stored,
+        [
+            (3, "token".into(), data[1].clone()),
+            (4, "token".into(), data[3].clone()),
+            (5, "token".into(), data[4].clone())
+        ]
+    );
+    let stored = events::read_after(&db.pool, second, 0, 100).await.unwrap();
+    assert_eq!(
+        stored,
+        [
+            (1, "token".into(), data[0].clone()),
+            (2, "token".into(), data[2].clone()),
+            (3, "token".into(), data[5].clone())
+        ]
+    );
+
+    let gone = JobId::new();
+    let refused = [
+        events::NewEvent { job_id: first, event_type: "token", data: &data[0] },
+        events::NewEvent { job_id: gone, event_type: "token", data: &data[1] },
+    ];
+    let error = events::append_all(&db.pool, &refused).await.unwrap_err();
+    assert!(matches!(&error, sqlx::Error::Database(e) if e.is_foreign_key_violation()), "{error}");
+    assert_eq!(events::read_after(&db.pool, first, 0, 100).await.unwrap().len(), 5, "nothing of the batch stored");
 }
 
 // ---- concurrency ------------------------------------------------------------------------------
