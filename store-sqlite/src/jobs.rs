@@ -33,7 +33,7 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 use crate::SqliteStore;
 use crate::characters;
 use crate::store::over_quota;
-use crate::{begin_immediate, minus, now, plus, usage};
+use crate::{begin_immediate, id_list, minus, now, plus, usage};
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::JobGuard;
 use fastnpc_shared::store::Quota;
@@ -153,18 +153,22 @@ pub async fn find_by_idempotency_key(
 
 /// The broker confirmed the job's message.
 pub async fn mark_published(db: impl SqliteExecutor<'_>, job_id: JobId) -> Result<(), sqlx::Error> {
-    let now = now();
-    sqlx::query!("update jobs set published_at = ?2 where job_id = ?1", job_id.0, now).execute(db).await?;
-    Ok(())
+    mark_all_published(db, &[job_id]).await
 }
 
-/// A round of confirmations: one transaction, so one commit for all of them.
-async fn mark_all_published(pool: &SqlitePool, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
-    let mut tx = begin_immediate(pool).await?;
-    for &job_id in job_ids {
-        mark_published(&mut *tx, job_id).await?;
-    }
-    tx.commit().await
+/// A round of confirmations: one statement, so one commit (and one trip to SQLite's thread) for
+/// all of them.
+async fn mark_all_published(db: impl SqliteExecutor<'_>, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
+    let now = now();
+    let job_ids = id_list(job_ids.iter().map(|id| id.0));
+    sqlx::query!(
+        "update jobs set published_at = ?2 where job_id in (select unhex(value) from json_each(?1))",
+        job_ids,
+        now
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Jobs that need a message and may have none; the same three cases as the Postgres function
@@ -207,14 +211,31 @@ pub async fn unpublished(
 /// job must wait its turn: another job of its serial key is running (whatever its id), or an
 /// earlier one is queued.
 pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) -> Result<Option<Claim>, sqlx::Error> {
+    Ok(claim_all(db, &[job_id], lease).await?.pop().flatten())
+}
+
+/// Claims each of `job_ids` as [`claim`] does, in one statement: one answer per id, in order (an
+/// id asked for twice is claimed for its first ask only, as two claims one after the other
+/// would be).
+///
+/// Two jobs of one series in the same statement come out as they would one after the other,
+/// whichever row SQLite updates first: the later one is refused (the earlier is queued before
+/// it, or already running), and the earlier one passes (the later one is neither running nor
+/// queued before it).
+pub async fn claim_all(
+    db: impl SqliteExecutor<'_>,
+    job_ids: &[JobId],
+    lease: Duration,
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
     let now = now();
     let lease_until = plus(now, lease);
-    let row = sqlx::query_as!(
+    let ids = id_list(job_ids.iter().map(|id| id.0));
+    let rows = sqlx::query_as!(
         ClaimRow,
         r#"update jobs
            set status = 'running', attempts = attempts + 1, lease_until = ?2,
                started_at = coalesce(started_at, ?3), updated_at = ?3
-           where job_id = ?1
+           where job_id in (select unhex(value) from json_each(?1))
              and (status = 'queued' or (status = 'running' and lease_until < ?3))
              and not exists (
                  select 1 from jobs other
@@ -225,27 +246,24 @@ pub async fn claim(db: impl SqliteExecutor<'_>, job_id: JobId, lease: Duration) 
                      group_id as "group_id: GroupId", serial_key, attempts as "attempt!: i32",
                      cancel_requested_at is not null as "cancel_requested!: bool",
                      created_at as "created_at!: DateTime<Utc>""#,
-        job_id.0,
+        ids,
         lease_until,
         now,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(Claim::from))
+    let mut claimed: std::collections::HashMap<JobId, ClaimRow> =
+        rows.into_iter().map(|row| (row.job_id, row)).collect();
+    Ok(job_ids.iter().map(|job_id| claimed.remove(job_id).map(Claim::from)).collect())
 }
 
-/// Claims each of `job_ids` in turn (see [`claim`]) in one transaction: one answer per job, in
-/// order. The write lock first, then the clock: a claim stamped before it waited for the lock
-/// could start a job of a series earlier than the previous one, committing meanwhile, was stamped
-/// as finished.
+/// Claims a round of jobs on the write connection (see [`claim_all`]). The write lock first,
+/// then the clock: every write goes through that one connection, so holding it is holding the
+/// lock, and a claim stamped before it waited for the lock could start a job of a series earlier
+/// than the previous one, committing meanwhile, was stamped as finished.
 async fn claim_round(writer: SqlitePool, job_ids: Vec<JobId>, lease: Duration) -> StoreResult<Vec<Option<Claim>>> {
-    let mut tx = begin_immediate(&writer).await?;
-    let mut claims = Vec::with_capacity(job_ids.len());
-    for job_id in job_ids {
-        claims.push(claim(&mut *tx, job_id, lease).await?);
-    }
-    tx.commit().await?;
-    Ok(claims)
+    let mut connection = writer.acquire().await?;
+    claim_all(&mut *connection, &job_ids, lease).await
 }
 
 /// The current status of a job, without owner check (worker side).

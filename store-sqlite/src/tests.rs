@@ -580,6 +580,35 @@ async fn jobs_of_one_serial_key_run_one_at_a_time_in_order() {
     assert!(jobs::claim(&db.pool, early, LEASE).await.unwrap().is_none());
 }
 
+/// A round of claims is one statement: each answer in the order asked, as if claimed one after
+/// the other — a series' later job refused beside its earlier one (asked first or last), a job
+/// asked for twice claimed once, a job of another series and a finished job as alone.
+#[tokio::test]
+async fn a_round_of_claims_answers_each_as_if_claimed_in_turn() {
+    let db = test_db().await;
+    let ada = user(&db.pool, "ada").await;
+    let key = serial::chat(CharacterId::new());
+    let (first, second) = (job(&db.pool, ada, Some(&key)).await, job(&db.pool, ada, Some(&key)).await);
+    let other = job(&db.pool, ada, Some("chat:other")).await;
+    let done = job(&db.pool, ada, None).await;
+    jobs::fail_unclaimed(&db.pool, done, &JobError::new("x", "y")).await.unwrap();
+
+    let round = [second, other, first, done, first];
+    let claims = jobs::claim_all(&db.pool, &round, LEASE).await.unwrap();
+    let claimed: Vec<Option<JobId>> = claims.iter().map(|claim| claim.as_ref().map(|claim| claim.job_id)).collect();
+    assert_eq!(claimed, [None, Some(other), Some(first), None, None]);
+    assert_eq!(claims[2].as_ref().unwrap().attempt, 1, "claimed once");
+    assert_eq!(
+        (job_status(&db.pool, first).await, job_status(&db.pool, second).await),
+        (JobStatus::Running, JobStatus::Queued)
+    );
+
+    // With the head of the series asked for first, the same.
+    let (head, behind) = (job(&db.pool, ada, Some("chat:third")).await, job(&db.pool, ada, Some("chat:third")).await);
+    let claims = jobs::claim_all(&db.pool, &[head, behind], LEASE).await.unwrap();
+    assert_eq!(claims.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false]);
+}
+
 #[tokio::test]
 async fn the_republisher_finds_unconfirmed_stale_and_abandoned_jobs_only() {
     let db = test_db().await;
