@@ -73,7 +73,7 @@ pub async fn append_all(db: impl SqliteExecutor<'_>, events: &[NewEvent<'_>]) ->
         .iter()
         .map(|event| Row { job: event.job_id.0.simple().to_string(), event_type: event.event_type, data: event.data })
         .collect();
-    let batch = serde_json::to_string(&rows).map_err(|error| sqlx::Error::Encode(error.into()))?;
+    let batch = crate::json_text(&rows)?;
     let rows = sqlx::query!(
         r#"insert into job_events (job_id, seq, type, data, created_at)
            select unhex(appended.value ->> 'job'),

@@ -149,3 +149,8 @@ pub(crate) fn id_list(ids: impl IntoIterator<Item = uuid::Uuid>) -> String {
     let hex: Vec<String> = ids.into_iter().map(|id| id.simple().to_string()).collect();
     serde_json::Value::from(hex).to_string()
 }
+
+/// `value` as JSON text, for a statement that reads a round's rows with `json_each`.
+pub(crate) fn json_text(value: &impl serde::Serialize) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|error| sqlx::Error::Encode(error.into()))
+}

@@ -15,8 +15,10 @@ use serde_json::Value;
 use sqlx::SqliteExecutor;
 
 use crate::SqliteStore;
+use crate::begin_immediate;
 use crate::id_list;
 use crate::jobs;
+use crate::json_text;
 use crate::store::insert_submitted_job;
 use crate::store::over_quota;
 use crate::store::write_each_in_savepoint;
@@ -362,11 +364,169 @@ async fn finish(tx: &mut sqlx::SqliteConnection, finish: &QueuedFinish) -> Store
     Ok(Some(StoredReply { session_chars }))
 }
 
+/// A round of finishes in `tx`, in four statements whatever its size (one round-trip each to
+/// SQLite's thread, which a busy writer waits on more than on the work): the jobs whose claims
+/// hold end (with each attempt's usage), their replies are inserted, the day's usage is added
+/// per user, and the session layers' sizes are read. A finish whose claim was lost writes
+/// nothing and answers `None`. Each session size is read after the whole round: two replies of
+/// one character cannot finish in one round (a character's replies are one series, run one at a
+/// time), so it is the size each would see alone.
+async fn finish_all(tx: &mut sqlx::SqliteConnection, round: &[QueuedFinish]) -> StoreResult<Vec<Option<StoredReply>>> {
+    #[derive(serde::Serialize)]
+    struct Ending<'a> {
+        job: String,
+        attempt: i32,
+        result: &'a Value,
+        calls: i64,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+    }
+    #[derive(serde::Serialize)]
+    struct Reply<'a> {
+        message: String,
+        user: String,
+        character: String,
+        content: &'a str,
+        job: String,
+        reply_to: String,
+        prompt_snapshot: &'a str,
+        truncated: bool,
+        prompt_version: Option<&'a str>,
+        created_at: String,
+    }
+    let hex = |id: uuid::Uuid| id.simple().to_string();
+    let now = crate::now();
+    // Read once: the job and the day must add the same spend.
+    let usages: Vec<_> = round.iter().map(|finish| finish.claim.usage.total()).collect();
+    let endings: Vec<Ending<'_>> = round
+        .iter()
+        .zip(&usages)
+        .map(|(finish, &usage)| {
+            let (calls, prompt_tokens, completion_tokens) = fastnpc_shared::store::usage::to_columns(usage);
+            Ending {
+                job: hex(finish.claim.job_id.0),
+                attempt: finish.claim.attempt,
+                result: &finish.result,
+                calls,
+                prompt_tokens,
+                completion_tokens,
+            }
+        })
+        .collect();
+    let endings = json_text(&endings)?;
+    let ended: std::collections::HashSet<(JobId, i32)> = sqlx::query!(
+        r#"update jobs
+           set status = 'succeeded', result = ending.value -> 'result', progress_done = progress_total,
+               lease_until = null, finished_at = ?2, updated_at = ?2,
+               usage_calls = usage_calls + (ending.value ->> 'calls'),
+               usage_prompt_tokens = usage_prompt_tokens + (ending.value ->> 'prompt_tokens'),
+               usage_completion_tokens = usage_completion_tokens + (ending.value ->> 'completion_tokens')
+           from json_each(?1) ending
+           where jobs.job_id = unhex(ending.value ->> 'job') and jobs.attempts = ending.value ->> 'attempt'
+             and jobs.status = 'running'
+           returning job_id as "job_id!: JobId", attempts as "attempt!: i32""#,
+        endings,
+        now,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (row.job_id, row.attempt))
+    .collect();
+    let holds = |finish: &QueuedFinish| ended.contains(&(finish.claim.job_id, finish.claim.attempt));
+
+    let replies: Vec<Reply<'_>> = round
+        .iter()
+        .filter(|finish| holds(finish))
+        .map(|finish| {
+            let reply = &finish.reply;
+            Reply {
+                message: hex(reply.message_id.0),
+                user: hex(reply.user_id.0),
+                character: hex(reply.character_id.0),
+                content: &reply.content,
+                job: hex(reply.job_id.0),
+                reply_to: hex(reply.reply_to.0),
+                prompt_snapshot: &reply.prompt_snapshot,
+                truncated: reply.truncated,
+                prompt_version: reply.prompt_version.as_deref(),
+                // The text sqlx writes for a `DateTime<Utc>` (see the crate docs).
+                created_at: reply.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+            }
+        })
+        .collect();
+    if replies.is_empty() {
+        return Ok(vec![None; round.len()]);
+    }
+    let replies = json_text(&replies)?;
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content, job_id, reply_to, prompt_snapshot,
+                               truncated, prompt_version, created_at)
+         select unhex(reply.value ->> 'message'), unhex(reply.value ->> 'user'), unhex(reply.value ->> 'character'),
+                'character', reply.value ->> 'content', unhex(reply.value ->> 'job'), unhex(reply.value ->> 'reply_to'),
+                reply.value ->> 'prompt_snapshot', reply.value ->> 'truncated', reply.value ->> 'prompt_version',
+                reply.value ->> 'created_at'
+         from json_each(?1) reply",
+        replies,
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    let mut spent: Vec<(UserId, fastnpc_shared::llm::Usage)> = Vec::new();
+    for (finish, &usage) in round.iter().zip(&usages).filter(|(finish, _)| holds(finish)) {
+        match spent.iter_mut().find(|(user_id, _)| *user_id == finish.claim.user_id) {
+            Some((_, total)) => *total += usage,
+            None => spent.push((finish.claim.user_id, usage)),
+        }
+    }
+    for (user_id, usage) in spent {
+        crate::usage::spend(&mut *tx, user_id, now, usage).await?;
+    }
+
+    let characters = id_list(round.iter().filter(|finish| holds(finish)).map(|finish| finish.reply.character_id.0));
+    let sizes: std::collections::HashMap<CharacterId, i64> = sqlx::query!(
+        r#"select character_id as "character_id!: CharacterId", coalesce(sum(length(content)), 0) as "chars!: i64"
+           from messages
+           where character_id in (select unhex(value) from json_each(?1)) and not compressed
+           group by character_id"#,
+        characters,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (row.character_id, row.chars))
+    .collect();
+    Ok(round
+        .iter()
+        .map(|finish| {
+            holds(finish).then(|| StoredReply {
+                session_chars: sizes.get(&finish.reply.character_id).copied().unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
 impl SqliteStore {
     /// Writes a round of finishes in one transaction, each as if written alone, in order: a lost
-    /// claim or a refused reply leaves nothing of its own behind and fails only itself.
+    /// claim leaves nothing of its own behind. The round is written a few statements for all of
+    /// it ([`finish_all`]); when the database refuses one of them (a reply whose id is taken),
+    /// nothing of the round stays, and each finish is written again in a savepoint of its own, so
+    /// that the refusal fails only the finish it concerns.
     async fn finish_round(&self, round: &[QueuedFinish]) -> Vec<StoreResult<Option<StoredReply>>> {
-        write_each_in_savepoint(&self.writer, round, finish, |outcome| matches!(outcome, Ok(Some(_)))).await
+        let together = async {
+            let mut tx = begin_immediate(&self.writer).await?;
+            let stored = finish_all(&mut tx, round).await?;
+            tx.commit().await?;
+            Ok(stored)
+        };
+        match together.await {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            Err(error @ sqlx::Error::Database(_)) => {
+                tracing::warn!(%error, finishes = round.len(), "a round of finishes was refused; writing each alone");
+                write_each_in_savepoint(&self.writer, round, finish, |outcome| matches!(outcome, Ok(Some(_)))).await
+            }
+            Err(error) => fastnpc_shared::store::batch::failed_round(error, round.len()),
+        }
     }
 
     /// Writes a round of message submissions in one transaction, each as if submitted alone, in
