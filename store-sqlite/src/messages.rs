@@ -532,7 +532,26 @@ impl SqliteStore {
     /// Writes a round of message submissions in one transaction, each as if submitted alone, in
     /// order. Each has a savepoint: one that is refused (or fails) leaves nothing behind, and the
     /// others stand.
+    ///
+    /// The round is first written a few statements for all of it ([`submit_all`]). When that is
+    /// refused (a reused idempotency key) or takes a user past a quota, nothing of it stays, and
+    /// it is written again submission by submission, each in a savepoint of its own.
     async fn insert_messages(&self, round: &[QueuedMessage], quota: &Quota) -> Vec<StoreResult<Submitted>> {
+        let together = async {
+            let mut tx = begin_immediate(&self.writer).await?;
+            let submitted = submit_all(&mut tx, round, quota).await?;
+            if submitted.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(submitted)
+        };
+        match together.await {
+            Ok(Some(submitted)) => return submitted.into_iter().map(Ok).collect(),
+            // Past a quota: which submission is refused depends on the order, written in turn.
+            Ok(None) => {}
+            Err(sqlx::Error::Database(_)) => {}
+            Err(error) => return fastnpc_shared::store::batch::failed_round(error, round.len()),
+        }
         let quota = *quota;
         let insert = async move |tx: &mut sqlx::SqliteConnection, queued: &QueuedMessage| {
             let (message, job) = queued.parts();
@@ -540,6 +559,119 @@ impl SqliteStore {
         };
         write_each_in_savepoint(&self.writer, round, insert, |outcome| matches!(outcome, Ok(Submitted::Created))).await
     }
+}
+
+/// A round of submissions in `tx`, in four statements whatever its size: which characters are
+/// the users' and ready, the messages, their jobs, and the users' active jobs. `None` (and the
+/// caller rolls back) when a user ends up past the active-jobs quota: then some submissions of
+/// the round must be refused, and which ones depends on their order. Under the quota, every
+/// submission whose character is ready is created, as it would be written in turn (counts only
+/// grow within a round, so no earlier one was past it either).
+async fn submit_all(
+    tx: &mut sqlx::SqliteConnection,
+    round: &[QueuedMessage],
+    quota: &Quota,
+) -> StoreResult<Option<Vec<Submitted>>> {
+    #[derive(serde::Serialize)]
+    struct Submission<'a> {
+        message: String,
+        user: String,
+        character: String,
+        content: &'a str,
+        created_at: String,
+        job: String,
+        kind: &'a str,
+        group: Option<String>,
+        serial_key: Option<&'a str>,
+        progress_total: i32,
+        idempotency_key: Option<&'a str>,
+        fingerprint: Option<String>,
+        /// Absent rather than `null`, so that `-> 'params'` is SQL `NULL`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a Value>,
+    }
+    let hex = |id: uuid::Uuid| id.simple().to_string();
+    let characters = id_list(round.iter().map(|queued| queued.character_id.0));
+    let ready: std::collections::HashSet<(CharacterId, UserId)> = sqlx::query!(
+        r#"select character_id as "character_id!: CharacterId", user_id as "user_id!: UserId" from characters
+           where character_id in (select unhex(value) from json_each(?1)) and status = 'ready'"#,
+        characters,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (row.character_id, row.user_id))
+    .collect();
+    let holds = |queued: &QueuedMessage| ready.contains(&(queued.character_id, queued.user_id));
+    let submissions: Vec<Submission<'_>> = round
+        .iter()
+        .filter(|queued| holds(queued))
+        .map(|queued| {
+            let job = &queued.job;
+            let (idempotency_key, fingerprint) =
+                job.idempotency.as_ref().map(|(key, bytes)| (key.as_str(), bytes)).unzip();
+            Submission {
+                message: hex(queued.message_id.0),
+                user: hex(queued.user_id.0),
+                character: hex(queued.character_id.0),
+                content: &queued.content,
+                // The text sqlx writes for a `DateTime<Utc>` (see the crate docs).
+                created_at: queued.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                job: hex(job.job_id.0),
+                kind: job.kind.as_str(),
+                group: job.group_id.map(|id| hex(id.0)),
+                serial_key: job.serial_key.as_deref(),
+                progress_total: job.progress_total,
+                idempotency_key,
+                fingerprint: fingerprint.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect()),
+                params: job.params.as_ref(),
+            }
+        })
+        .collect();
+    if submissions.is_empty() {
+        return Ok(Some(vec![Submitted::GuardFailed; round.len()]));
+    }
+    let submissions = json_text(&submissions)?;
+    sqlx::query!(
+        "insert into messages (message_id, user_id, character_id, author, content, created_at)
+         select unhex(submission.value ->> 'message'), unhex(submission.value ->> 'user'),
+                unhex(submission.value ->> 'character'), 'user', submission.value ->> 'content',
+                submission.value ->> 'created_at'
+         from json_each(?1) submission",
+        submissions,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let now = crate::now();
+    sqlx::query!(
+        "insert into jobs (job_id, user_id, kind, character_id, message_id, group_id, serial_key, progress_total,
+                           idempotency_key, request_fingerprint, created_at, updated_at, params)
+         select unhex(submission.value ->> 'job'), unhex(submission.value ->> 'user'), submission.value ->> 'kind',
+                unhex(submission.value ->> 'character'), unhex(submission.value ->> 'message'),
+                unhex(submission.value ->> 'group'), submission.value ->> 'serial_key', submission.value ->> 'progress_total',
+                submission.value ->> 'idempotency_key', unhex(submission.value ->> 'fingerprint'), ?2, ?2,
+                submission.value -> 'params'
+         from json_each(?1) submission",
+        submissions,
+        now,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let users = id_list(round.iter().filter(|queued| holds(queued)).map(|queued| queued.user_id.0));
+    let active = sqlx::query!(
+        r#"select count(*) as "count!: i64" from jobs
+           where user_id in (select unhex(value) from json_each(?1)) and status in ('queued', 'running')
+           group by user_id"#,
+        users,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if active.iter().any(|row| quota.exceeded(&[(Capped::ActiveJobs, row.count)]).is_some()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        round.iter().map(|queued| if holds(queued) { Submitted::Created } else { Submitted::GuardFailed }).collect(),
+    ))
 }
 
 /// A user message and its job, if the character is the user's and ready and the user has room
