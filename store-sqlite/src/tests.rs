@@ -1202,24 +1202,11 @@ async fn events_appended_in_one_statement_continue_each_jobs_numbering_in_order(
         order.iter().zip(&data).map(|(&job_id, data)| events::NewEvent { job_id, event_type: "token", data }).collect();
     let seqs = events::append_all(&db.pool, &batch).await.unwrap();
     assert_eq!(seqs, [1, 3, 2, 4, 5, 3], "each job's numbers follow its own last one, in batch order");
-    let stored = events::read_after(&db.pool, first, 2, 100).await.unwrap();
-    assert_eq!(
-        stored,
-        [
-            (3, "token".into(), data[1].clone()),
-            (4, "token".into(), data[3].clone()),
-            (5, "token".into(), data[4].clone())
-        ]
-    );
-    let stored = events::read_after(&db.pool, second, 0, 100).await.unwrap();
-    assert_eq!(
-        stored,
-        [
-            (1, "token".into(), data[0].clone()),
-            (2, "token".into(), data[2].clone()),
-            (3, "token".into(), data[5].clone())
-        ]
-    );
+    let logged = |seqs_and_data: &[(u64, usize)]| -> Vec<(u64, String, Value)> {
+        seqs_and_data.iter().map(|&(seq, n)| (seq, "token".to_owned(), data[n].clone())).collect()
+    };
+    assert_eq!(events::read_after(&db.pool, first, 2, 100).await.unwrap(), logged(&[(3, 1), (4, 3), (5, 4)]));
+    assert_eq!(events::read_after(&db.pool, second, 0, 100).await.unwrap(), logged(&[(1, 0), (2, 2), (3, 5)]));
 
     let gone = JobId::new();
     let refused = [
