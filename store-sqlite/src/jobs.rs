@@ -79,7 +79,16 @@ pub async fn get(
     user_id: UserId,
     job_id: JobId,
 ) -> Result<Option<JobRecord>, sqlx::Error> {
-    let row = sqlx::query_as!(
+    Ok(get_all(db, &[(user_id, job_id)]).await?.pop().flatten())
+}
+
+/// Each of `wanted`'s jobs, as [`get`] reads one, in one statement: one answer per ask, in order.
+pub async fn get_all(
+    db: impl SqliteExecutor<'_>,
+    wanted: &[(UserId, JobId)],
+) -> Result<Vec<Option<JobRecord>>, sqlx::Error> {
+    let job_ids = id_list(wanted.iter().map(|(_, job_id)| job_id.0));
+    let rows = sqlx::query_as!(
         JobRow,
         r#"select job_id as "job_id!: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
                   status as "status: JobStatus", character_id as "character_id: CharacterId",
@@ -89,13 +98,15 @@ pub async fn get(
                   usage_calls, usage_prompt_tokens, usage_completion_tokens, params as "params: Value",
                   created_at as "created_at: DateTime<Utc>", started_at as "started_at: DateTime<Utc>",
                   finished_at as "finished_at: DateTime<Utc>", updated_at as "updated_at: DateTime<Utc>"
-           from jobs where job_id = ?1 and user_id = ?2"#,
-        job_id.0,
-        user_id.0,
+           from jobs where job_id in (select unhex(value) from json_each(?1))"#,
+        job_ids,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(JobRecord::from))
+    let jobs: std::collections::HashMap<JobId, JobRecord> =
+        rows.into_iter().map(JobRecord::from).map(|job| (job.job_id, job)).collect();
+    // The owner is checked per ask: one statement serves several users.
+    Ok(wanted.iter().map(|(user_id, job_id)| jobs.get(job_id).filter(|job| job.user_id == *user_id).cloned()).collect())
 }
 
 /// A page of a user's jobs, newest first, optionally of one status and kind.
@@ -255,6 +266,10 @@ pub async fn claim_all(
     let mut claimed: std::collections::HashMap<JobId, ClaimRow> =
         rows.into_iter().map(|row| (row.job_id, row)).collect();
     Ok(job_ids.iter().map(|job_id| claimed.remove(job_id).map(Claim::from)).collect())
+}
+
+async fn get_all_owned(pool: SqlitePool, wanted: Vec<(UserId, JobId)>) -> StoreResult<Vec<Option<JobRecord>>> {
+    get_all(&pool, &wanted).await
 }
 
 /// Claims a round of jobs on the write connection (see [`claim_all`]). The write lock first,
@@ -639,7 +654,9 @@ impl JobStore for SqliteStore {
     }
 
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
-        get(&self.pool, user_id, job_id).await
+        // Status polls and event streams ask this; under a burst, one statement answers a round.
+        let pool = self.pool.clone();
+        self.job_reads.ask((), (user_id, job_id), move |(), wanted| get_all_owned(pool.clone(), wanted)).await
     }
 
     async fn list_jobs(

@@ -150,6 +150,18 @@ pub(crate) fn id_list(ids: impl IntoIterator<Item = uuid::Uuid>) -> String {
     serde_json::Value::from(hex).to_string()
 }
 
+/// Byte strings as the JSON array of hex strings that `in (select unhex(value) from json_each(?))`
+/// turns back into blobs (see [`id_list`]).
+pub(crate) fn hex_list<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let hex: Vec<String> = values.into_iter().map(hex).collect();
+    serde_json::Value::from(hex).to_string()
+}
+
+/// `bytes` as the hex text `unhex()` reads.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// `value` as JSON text, for a statement that reads a round's rows with `json_each`.
 pub(crate) fn json_text(value: &impl serde::Serialize) -> Result<String, sqlx::Error> {
     serde_json::to_string(value).map_err(|error| sqlx::Error::Encode(error.into()))

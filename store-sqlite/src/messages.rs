@@ -623,7 +623,7 @@ async fn submit_all(
                 serial_key: job.serial_key.as_deref(),
                 progress_total: job.progress_total,
                 idempotency_key,
-                fingerprint: fingerprint.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect()),
+                fingerprint: fingerprint.map(|bytes| crate::hex(bytes)),
                 params: job.params.as_ref(),
             }
         })

@@ -13,7 +13,7 @@ use fastnpc_shared::{
     store::{
         Capped, QueuedMessage, Quota, Store, StoreResult, Submitted,
         batch::{Batch, Keyed},
-        jobs::{Claim, NewJob},
+        jobs::{Claim, JobRecord, NewJob},
         messages::StoredReply,
     },
 };
@@ -39,6 +39,10 @@ pub struct SqliteStore {
     pub(crate) message_rounds: Keyed<(), QueuedMessage, Submitted>,
     /// Claims, written in rounds (one per lease length, which is one in practice).
     pub(crate) claim_rounds: Keyed<Duration, JobId, Option<Claim>>,
+    /// Every request's session lookup, read in rounds (`Keyed::ask`).
+    pub(crate) session_reads: Keyed<(), Vec<u8>, Option<UserId>>,
+    /// The job reads of status polls and event streams, likewise.
+    pub(crate) job_reads: Keyed<(), (UserId, JobId), Option<JobRecord>>,
     /// Chat reply finishes, written in rounds.
     pub(crate) finish_rounds: Keyed<(), crate::messages::QueuedFinish, Option<StoredReply>>,
 }
@@ -56,6 +60,8 @@ impl SqliteStore {
             message_rounds: Default::default(),
             claim_rounds: Default::default(),
             finish_rounds: Default::default(),
+            session_reads: Default::default(),
+            job_reads: Default::default(),
         })
     }
 

@@ -91,16 +91,30 @@ pub async fn insert_session(
 
 /// The user of a live session: not revoked, not expired, the account not disabled.
 pub async fn session_user(db: impl SqliteExecutor<'_>, token_hash: &[u8]) -> Result<Option<UserId>, sqlx::Error> {
+    Ok(session_users(db, &[token_hash.to_vec()]).await?.pop().flatten())
+}
+
+/// The users of the sessions of `token_hashes`, as [`session_user`] reads one, in one
+/// statement: one answer per hash, in order.
+pub async fn session_users(
+    db: impl SqliteExecutor<'_>,
+    token_hashes: &[Vec<u8>],
+) -> Result<Vec<Option<UserId>>, sqlx::Error> {
     let now = now();
-    let row = sqlx::query!(
-        r#"select s.user_id as "user_id!: UserId" from sessions s join users u on u.user_id = s.user_id
-           where s.token_hash = ?1 and s.revoked_at is null and s.expires_at > ?2 and u.disabled_at is null"#,
-        token_hash,
+    let hashes = crate::hex_list(token_hashes.iter().map(Vec::as_slice));
+    let rows = sqlx::query!(
+        r#"select s.token_hash as "token_hash!: Vec<u8>", s.user_id as "user_id!: UserId"
+           from sessions s join users u on u.user_id = s.user_id
+           where s.token_hash in (select unhex(value) from json_each(?1))
+             and s.revoked_at is null and s.expires_at > ?2 and u.disabled_at is null"#,
+        hashes,
         now,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|r| r.user_id))
+    let users: std::collections::HashMap<Vec<u8>, UserId> =
+        rows.into_iter().map(|r| (r.token_hash, r.user_id)).collect();
+    Ok(token_hashes.iter().map(|hash| users.get(hash).copied()).collect())
 }
 
 /// Revokes one session; revoking twice is harmless.
@@ -354,7 +368,14 @@ impl AccountStore for SqliteStore {
     }
 
     async fn session_user(&self, token_hash: &[u8]) -> StoreResult<Option<UserId>> {
-        session_user(&self.pool, token_hash).await
+        // Every authenticated request asks this; under a burst, one statement answers a round.
+        let pool = self.pool.clone();
+        self.session_reads
+            .ask((), token_hash.to_vec(), move |(), hashes| {
+                let pool = pool.clone();
+                async move { session_users(&pool, &hashes).await }
+            })
+            .await
     }
 
     async fn revoke_session(&self, token_hash: &[u8]) -> StoreResult<()> {
