@@ -12,8 +12,8 @@
 //! to one task over a channel; the task takes whatever has arrived (up to [`MAX_BATCH`]), writes
 //! it in one statement ([`crate::events::append_all`]: one commit, and one trip to SQLite's
 //! thread instead of one per event, which is what a busy writer waits on), and only after the
-//! commit answers each caller and hands its event to the hub. One job's appends come from one task that awaits each, so they
-//! reach the writer, the table and the listeners in order.
+//! commit answers each caller and hands its event to the hub. One job's appends come from one
+//! task that awaits each, so they reach the writer, the table and the listeners in order.
 
 use fastnpc_shared::{
     event_bus::{AppendKey, EventBusError, EventHub, EventLog},
@@ -22,11 +22,10 @@ use fastnpc_shared::{
 };
 use serde_json::Value;
 use sqlx::SqlitePool;
-
-use crate::events::NewEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SqliteStore;
+use crate::events::NewEvent;
 
 /// The most events one read returns: more than any job emits (the Redis streams keep 10,000).
 const READ_LIMIT: i64 = 10_000;

@@ -16,32 +16,19 @@ use crate::now;
 
 /// Appends an event to a job's log and returns its `seq` (1 for the first event of a job).
 ///
-/// The next `seq` is read and written by one `insert ... select`: SQLite takes the write lock
-/// before the statement reads `max(seq)`, and the statement is its own write transaction, so
-/// concurrent appends to one job get distinct, gapless numbers without a retry loop. (A
-/// separate read then insert would need [`crate::begin_immediate`] for the same guarantee.)
-/// Fails with a foreign-key error when the job does not exist. Inside a transaction (the event
-/// log's batches) the `max(seq)` read sees the transaction's own earlier appends.
+/// The next `seq` is read and written by one `insert ... select` ([`append_all`]): SQLite takes
+/// the write lock before the statement reads `max(seq)`, and the statement is its own write
+/// transaction, so concurrent appends to one job get distinct, gapless numbers without a retry
+/// loop. (A separate read then insert would need [`crate::begin_immediate`] for the same
+/// guarantee.) Fails with a foreign-key error when the job does not exist.
 pub async fn append(
     db: impl SqliteExecutor<'_>,
     job_id: JobId,
     event_type: &str,
     data: &Value,
 ) -> Result<u64, sqlx::Error> {
-    let now = now();
-    let seq = sqlx::query_scalar!(
-        r#"insert into job_events (job_id, seq, type, data, created_at)
-           select ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4 from job_events where job_id = ?1
-           returning seq as "seq!: i64""#,
-        job_id.0,
-        event_type,
-        data,
-        now,
-    )
-    .fetch_one(db)
-    .await?;
-    // `seq` starts at 1 and only grows (a `check` in the schema), so it is never negative.
-    Ok(seq.unsigned_abs())
+    let seqs = append_all(db, &[NewEvent { job_id, event_type, data }]).await?;
+    seqs.into_iter().next().ok_or_else(|| sqlx::Error::Protocol("an append answered no number".into()))
 }
 
 /// An event to append with others in one statement ([`append_all`]).
@@ -71,7 +58,7 @@ pub async fn append_all(db: impl SqliteExecutor<'_>, events: &[NewEvent<'_>]) ->
     }
     let rows: Vec<Row<'_>> = events
         .iter()
-        .map(|event| Row { job: event.job_id.0.simple().to_string(), event_type: event.event_type, data: event.data })
+        .map(|event| Row { job: crate::id_hex(event.job_id.0), event_type: event.event_type, data: event.data })
         .collect();
     let batch = crate::json_text(&rows)?;
     let rows = sqlx::query!(

@@ -268,10 +268,6 @@ pub async fn claim_all(
     Ok(job_ids.iter().map(|job_id| claimed.remove(job_id).map(Claim::from)).collect())
 }
 
-async fn get_all_owned(pool: SqlitePool, wanted: Vec<(UserId, JobId)>) -> StoreResult<Vec<Option<JobRecord>>> {
-    get_all(&pool, &wanted).await
-}
-
 /// Claims a round of jobs on the write connection (see [`claim_all`]). The write lock first,
 /// then the clock: every write goes through that one connection, so holding it is holding the
 /// lock, and a claim stamped before it waited for the lock could start a job of a series earlier
@@ -656,7 +652,12 @@ impl JobStore for SqliteStore {
     async fn job(&self, user_id: UserId, job_id: JobId) -> StoreResult<Option<JobRecord>> {
         // Status polls and event streams ask this; under a burst, one statement answers a round.
         let pool = self.pool.clone();
-        self.job_reads.ask((), (user_id, job_id), move |(), wanted| get_all_owned(pool.clone(), wanted)).await
+        self.job_reads
+            .ask((), (user_id, job_id), move |(), wanted| {
+                let pool = pool.clone();
+                async move { get_all(&pool, &wanted).await }
+            })
+            .await
     }
 
     async fn list_jobs(

@@ -146,8 +146,19 @@ pub fn minus(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
 /// Ids as the JSON array of hex strings that `in (select unhex(value) from json_each(?))`
 /// turns back into the 16-byte blobs the id columns hold.
 pub(crate) fn id_list(ids: impl IntoIterator<Item = uuid::Uuid>) -> String {
-    let hex: Vec<String> = ids.into_iter().map(|id| id.simple().to_string()).collect();
+    let hex: Vec<String> = ids.into_iter().map(id_hex).collect();
     serde_json::Value::from(hex).to_string()
+}
+
+/// An id as the hex text `unhex()` turns back into the 16-byte blob the id columns hold.
+pub(crate) fn id_hex(id: uuid::Uuid) -> String {
+    id.simple().to_string()
+}
+
+/// A time as the text sqlx writes for a `DateTime<Utc>` (see the crate docs), for a time passed
+/// inside a statement's JSON rather than bound.
+pub(crate) fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
 /// Byte strings as the JSON array of hex strings that `in (select unhex(value) from json_each(?))`

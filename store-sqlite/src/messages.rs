@@ -16,12 +16,13 @@ use sqlx::SqliteExecutor;
 
 use crate::SqliteStore;
 use crate::begin_immediate;
+use crate::id_hex;
 use crate::id_list;
-use crate::jobs;
 use crate::json_text;
 use crate::store::insert_submitted_job;
 use crate::store::over_quota;
 use crate::store::write_each_in_savepoint;
+use crate::time_text;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::QueuedMessage;
@@ -334,34 +335,12 @@ impl QueuedReply {
             created_at: reply.created_at,
         }
     }
-
-    fn as_new_reply(&self) -> NewReply<'_> {
-        NewReply {
-            message_id: self.message_id,
-            user_id: self.user_id,
-            character_id: self.character_id,
-            reply_to: self.reply_to,
-            content: &self.content,
-            job_id: self.job_id,
-            prompt_snapshot: &self.prompt_snapshot,
-            truncated: self.truncated,
-            prompt_version: self.prompt_version.as_deref(),
-            created_at: self.created_at,
-        }
-    }
 }
 
-/// Ends the claimed job and stores its reply, in `tx`; `None` (and nothing written) when the
-/// claim was lost.
-async fn finish(tx: &mut sqlx::SqliteConnection, finish: &QueuedFinish) -> StoreResult<Option<StoredReply>> {
-    // The claim first: a lost claim's reply must come back as lost, not collide with the reply
-    // its successor already stored.
-    if !jobs::succeed(&mut *tx, &finish.claim, &finish.result).await? {
-        return Ok(None);
-    }
-    insert_reply(&mut *tx, finish.reply.as_new_reply()).await?;
-    let session_chars = uncompressed_chars(&mut *tx, finish.reply.character_id).await?;
-    Ok(Some(StoredReply { session_chars }))
+/// One finish in `tx`, as [`finish_all`] writes a round: the fallback of a refused round.
+async fn finish_alone(tx: &mut sqlx::SqliteConnection, finish: &QueuedFinish) -> StoreResult<Option<StoredReply>> {
+    let stored = finish_all(tx, std::slice::from_ref(finish)).await?;
+    Ok(stored.into_iter().next().flatten())
 }
 
 /// A round of finishes in `tx`, in four statements whatever its size (one round-trip each to
@@ -394,7 +373,6 @@ async fn finish_all(tx: &mut sqlx::SqliteConnection, round: &[QueuedFinish]) -> 
         prompt_version: Option<&'a str>,
         created_at: String,
     }
-    let hex = |id: uuid::Uuid| id.simple().to_string();
     let now = crate::now();
     // Read once: the job and the day must add the same spend.
     let usages: Vec<_> = round.iter().map(|finish| finish.claim.usage.total()).collect();
@@ -404,7 +382,7 @@ async fn finish_all(tx: &mut sqlx::SqliteConnection, round: &[QueuedFinish]) -> 
         .map(|(finish, &usage)| {
             let (calls, prompt_tokens, completion_tokens) = fastnpc_shared::store::usage::to_columns(usage);
             Ending {
-                job: hex(finish.claim.job_id.0),
+                job: id_hex(finish.claim.job_id.0),
                 attempt: finish.claim.attempt,
                 result: &finish.result,
                 calls,
@@ -441,17 +419,16 @@ async fn finish_all(tx: &mut sqlx::SqliteConnection, round: &[QueuedFinish]) -> 
         .map(|finish| {
             let reply = &finish.reply;
             Reply {
-                message: hex(reply.message_id.0),
-                user: hex(reply.user_id.0),
-                character: hex(reply.character_id.0),
+                message: id_hex(reply.message_id.0),
+                user: id_hex(reply.user_id.0),
+                character: id_hex(reply.character_id.0),
                 content: &reply.content,
-                job: hex(reply.job_id.0),
-                reply_to: hex(reply.reply_to.0),
+                job: id_hex(reply.job_id.0),
+                reply_to: id_hex(reply.reply_to.0),
                 prompt_snapshot: &reply.prompt_snapshot,
                 truncated: reply.truncated,
                 prompt_version: reply.prompt_version.as_deref(),
-                // The text sqlx writes for a `DateTime<Utc>` (see the crate docs).
-                created_at: reply.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                created_at: time_text(reply.created_at),
             }
         })
         .collect();
@@ -523,7 +500,8 @@ impl SqliteStore {
             Ok(stored) => stored.into_iter().map(Ok).collect(),
             Err(error @ sqlx::Error::Database(_)) => {
                 tracing::warn!(%error, finishes = round.len(), "a round of finishes was refused; writing each alone");
-                write_each_in_savepoint(&self.writer, round, finish, |outcome| matches!(outcome, Ok(Some(_)))).await
+                write_each_in_savepoint(&self.writer, round, finish_alone, |outcome| matches!(outcome, Ok(Some(_))))
+                    .await
             }
             Err(error) => fastnpc_shared::store::batch::failed_round(error, round.len()),
         }
@@ -590,7 +568,6 @@ async fn submit_all(
         #[serde(skip_serializing_if = "Option::is_none")]
         params: Option<&'a Value>,
     }
-    let hex = |id: uuid::Uuid| id.simple().to_string();
     let characters = id_list(round.iter().map(|queued| queued.character_id.0));
     let ready: std::collections::HashSet<(CharacterId, UserId)> = sqlx::query!(
         r#"select character_id as "character_id!: CharacterId", user_id as "user_id!: UserId" from characters
@@ -611,15 +588,14 @@ async fn submit_all(
             let (idempotency_key, fingerprint) =
                 job.idempotency.as_ref().map(|(key, bytes)| (key.as_str(), bytes)).unzip();
             Submission {
-                message: hex(queued.message_id.0),
-                user: hex(queued.user_id.0),
-                character: hex(queued.character_id.0),
+                message: id_hex(queued.message_id.0),
+                user: id_hex(queued.user_id.0),
+                character: id_hex(queued.character_id.0),
                 content: &queued.content,
-                // The text sqlx writes for a `DateTime<Utc>` (see the crate docs).
-                created_at: queued.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
-                job: hex(job.job_id.0),
+                created_at: time_text(queued.created_at),
+                job: id_hex(job.job_id.0),
                 kind: job.kind.as_str(),
-                group: job.group_id.map(|id| hex(id.0)),
+                group: job.group_id.map(|id| id_hex(id.0)),
                 serial_key: job.serial_key.as_deref(),
                 progress_total: job.progress_total,
                 idempotency_key,
