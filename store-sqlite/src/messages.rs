@@ -24,14 +24,18 @@ use crate::store::over_quota;
 use crate::store::write_each_in_savepoint;
 use crate::time_text;
 use fastnpc_shared::store::Capped;
+use fastnpc_shared::store::ChatContext;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::QueuedMessage;
 use fastnpc_shared::store::Quota;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::Submitted;
+use fastnpc_shared::store::characters::CharacterRecord;
 use fastnpc_shared::store::jobs::Claim;
 use fastnpc_shared::store::jobs::NewJob;
+use fastnpc_shared::store::memories::{Memories, MemoryEntry};
 use fastnpc_shared::store::messages::MessageStore;
+use fastnpc_shared::store::users::UserRecord;
 
 pub async fn insert_user_message(
     db: impl SqliteExecutor<'_>,
@@ -221,6 +225,128 @@ pub async fn oldest_uncompressed(
     )
     .fetch_all(db)
     .await
+}
+
+/// One reply's context to read: whose, which character, which message.
+pub(crate) type ContextKey = (UserId, CharacterId, MessageId);
+
+/// `Store::chat_context` for a round of replies in one statement, one answer per key in order,
+/// as the Postgres store's `chat_contexts` reads them: the character, the user, the message,
+/// both memory layers (as JSON, in layer and position order) and the session layer before the
+/// message (as JSON, oldest first: the newest `session_limit` by [`uncompressed`]'s order). One
+/// statement reads one snapshot, and it is one trip to a read connection's thread for the
+/// round, where piece by piece a reply took seven.
+pub async fn chat_contexts(
+    db: impl SqliteExecutor<'_>,
+    keys: &[ContextKey],
+    session_limit: i64,
+) -> Result<Vec<Option<ChatContext>>, sqlx::Error> {
+    #[derive(serde::Deserialize)]
+    struct Memory {
+        layer: String,
+        content: String,
+        importance: Option<i16>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Line {
+        author: String,
+        content: String,
+    }
+    let keys_json = json_text(
+        &keys
+            .iter()
+            .map(|(user_id, character_id, message_id)| {
+                [id_hex(user_id.0), id_hex(character_id.0), id_hex(message_id.0)]
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let rows = sqlx::query!(
+        r#"with k as (select unhex(value ->> 0) as user_id, unhex(value ->> 1) as character_id,
+                             unhex(value ->> 2) as message_id
+                      from json_each(?1))
+           select m.message_id as "message_id!: MessageId", c.character_id as "character_id!: CharacterId",
+                  c.user_id as "character_user_id!: UserId", c.name, c.status, c.source as "source: Value",
+                  c.profile as "profile: Value", c.brief, c.language, c.prompt_version,
+                  c.source_snapshot as "source_snapshot: Value", c.version,
+                  c.created_at as "created_at: DateTime<Utc>", c.updated_at as "updated_at: DateTime<Utc>",
+                  c.memory_version, u.user_id as "user_id!: UserId", u.username, u.bio,
+                  u.ctx_max_chat as "ctx_max_chat: i32", u.ctx_max_stm as "ctx_max_stm: i32",
+                  u.ctx_max_ltm as "ctx_max_ltm: i32", u.max_group_rounds as "max_group_rounds: i32",
+                  u.language as user_language, u.is_admin as "is_admin: bool",
+                  u.created_at as "user_created_at: DateTime<Utc>", m.content as message,
+                  (select json_group_array(json_object('layer', e.layer, 'content', e.content,
+                                                       'importance', e.importance)
+                                           order by e.layer, e.position)
+                   from memories e where e.character_id = c.character_id) as "memories!: String",
+                  (select json_group_array(json_object('author', s.author, 'content', s.content)
+                                           order by s.turn, s.author = 'character')
+                   from (select author, content, coalesce(reply_to, message_id) as turn from messages
+                         where character_id = c.character_id and not compressed
+                           and message_id <> k.message_id and not (author = 'user' and message_id > k.message_id)
+                         order by coalesce(reply_to, message_id) desc, author = 'character' desc
+                         limit ?2) s) as "session!: String"
+           from k
+           join characters c on c.character_id = k.character_id
+           join users u on u.user_id = k.user_id
+           join messages m on m.message_id = k.message_id and m.user_id = k.user_id"#,
+        keys_json,
+        session_limit,
+    )
+    .fetch_all(db)
+    .await?;
+    let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
+    let mut contexts = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let mut memories = Memories { version: row.memory_version, ..Default::default() };
+        for entry in serde_json::from_str::<Vec<Memory>>(&row.memories).map_err(decode)? {
+            let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
+            layer.push(MemoryEntry { content: entry.content, importance: entry.importance });
+        }
+        let session = serde_json::from_str::<Vec<Line>>(&row.session).map_err(decode)?;
+        let context = ChatContext {
+            character: CharacterRecord {
+                character_id: row.character_id,
+                user_id: row.character_user_id,
+                name: row.name,
+                status: row.status,
+                source: row.source,
+                profile: row.profile,
+                brief: row.brief,
+                language: row.language,
+                prompt_version: row.prompt_version,
+                source_snapshot: row.source_snapshot,
+                version: row.version,
+                avatar_etag: None,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            },
+            user: UserRecord {
+                user_id: row.user_id,
+                username: row.username,
+                bio: row.bio,
+                ctx_max_chat: row.ctx_max_chat,
+                ctx_max_stm: row.ctx_max_stm,
+                ctx_max_ltm: row.ctx_max_ltm,
+                max_group_rounds: row.max_group_rounds,
+                language: row.user_language,
+                is_admin: row.is_admin,
+                created_at: row.user_created_at,
+            },
+            message: row.message,
+            memories,
+            transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+        };
+        contexts.insert((context.user.user_id, context.character.character_id, row.message_id), context);
+    }
+    // A key whose character, user or message is gone has no row: its answer is `None`. A key
+    // asked twice in a round (two attempts of one reply) gets a copy, the last one the row.
+    let last_ask: std::collections::HashMap<&ContextKey, usize> =
+        keys.iter().enumerate().map(|(i, key)| (key, i)).collect();
+    let answers = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| if last_ask[key] == i { contexts.remove(key) } else { contexts.get(key).cloned() });
+    Ok(answers.collect())
 }
 
 #[async_trait::async_trait]

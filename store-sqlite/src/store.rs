@@ -9,9 +9,9 @@ use std::{path::Path, time::Duration};
 
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
-    ids::{JobId, UserId},
+    ids::{CharacterId, JobId, MessageId, UserId},
     store::{
-        Capped, QueuedMessage, Quota, Store, StoreResult, Submitted,
+        Capped, ChatContext, QueuedMessage, Quota, Store, StoreResult, Submitted,
         batch::{Batch, Keyed},
         jobs::{Claim, JobRecord, NewJob},
         messages::StoredReply,
@@ -43,6 +43,8 @@ pub struct SqliteStore {
     pub(crate) session_reads: Keyed<(), Vec<u8>, Option<UserId>>,
     /// The job reads of status polls and event streams, likewise.
     pub(crate) job_reads: Keyed<(), (UserId, JobId), Option<JobRecord>>,
+    /// Chat replies' contexts, read in rounds (one per session window, which is one in practice).
+    pub(crate) context_reads: Keyed<i64, crate::messages::ContextKey, Option<ChatContext>>,
     /// Chat reply finishes, written in rounds.
     pub(crate) finish_rounds: Keyed<(), crate::messages::QueuedFinish, Option<StoredReply>>,
 }
@@ -62,6 +64,7 @@ impl SqliteStore {
             finish_rounds: Default::default(),
             session_reads: Default::default(),
             job_reads: Default::default(),
+            context_reads: Default::default(),
         })
     }
 
@@ -156,5 +159,22 @@ pub(crate) async fn write_each_in_savepoint<T, R>(
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("select 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    async fn chat_context(
+        &self,
+        user_id: UserId,
+        character_id: CharacterId,
+        message_id: MessageId,
+        session_limit: i64,
+    ) -> StoreResult<Option<ChatContext>> {
+        // Every reply asks this as it starts; under a burst, one statement answers a round.
+        let pool = self.pool.clone();
+        self.context_reads
+            .ask(session_limit, (user_id, character_id, message_id), move |limit, keys| {
+                let pool = pool.clone();
+                async move { crate::messages::chat_contexts(&pool, &keys, limit).await }
+            })
+            .await
     }
 }

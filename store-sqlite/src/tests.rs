@@ -956,6 +956,82 @@ async fn conversation_history_session_layer_and_compression() {
     assert!(messages::get(&db.pool, ada, u1).await.unwrap().unwrap().compressed);
 }
 
+/// A chat context read piece by piece, as the embedded store read it before its rounds, for
+/// comparing with a round.
+async fn context_piece_by_piece(
+    pool: &SqlitePool,
+    (user_id, character_id, message_id): messages::ContextKey,
+    limit: i64,
+) -> Option<String> {
+    let character = characters::get_by_id(pool, character_id).await.unwrap()?;
+    let user = users::get(pool, user_id).await.unwrap()?;
+    let message = messages::get(pool, user_id, message_id).await.unwrap()?;
+    let memories = memories::load(pool, character_id).await.unwrap();
+    let session = messages::uncompressed(pool, character_id, Some(message_id), limit).await.unwrap();
+    let transcript: Vec<(bool, String)> = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
+    Some(format!("{character:?} {user:?} {:?} {memories:?} {transcript:?}", message.content))
+}
+
+#[tokio::test]
+async fn a_round_of_chat_contexts_gives_each_reply_what_it_would_read_alone() {
+    let db = test_db().await;
+    let ada = user(&db.pool, "ada").await;
+    let eve = user(&db.pool, "eve").await;
+    let talkative = character(&db.pool, ada, "talkative").await;
+    let quiet = character(&db.pool, eve, "quiet").await;
+    let mut said = Vec::new();
+    for (turn, text) in ["héllo", "are you there", "tell me \"more\"", "bye"].into_iter().enumerate() {
+        let message_id = MessageId::new();
+        messages::insert_user_message(&db.pool, message_id, ada, talkative, text).await.unwrap();
+        if turn < 2 {
+            let reply = NewReply {
+                message_id: MessageId::new(),
+                user_id: ada,
+                character_id: talkative,
+                reply_to: message_id,
+                content: &format!("answer {turn}"),
+                job_id: JobId::new(),
+                prompt_snapshot: "system prompt",
+                truncated: false,
+                prompt_version: None,
+                created_at: fastnpc_shared::store::stamp(),
+            };
+            messages::insert_reply(&db.pool, reply).await.unwrap();
+        }
+        said.push(message_id);
+    }
+    let eves = MessageId::new();
+    messages::insert_user_message(&db.pool, eves, eve, quiet, "hi").await.unwrap();
+    let short = [MemoryEntry::new("ada | met | talkative"), MemoryEntry::new("ada | likes | tea")];
+    let long = [MemoryEntry { content: "ada is a mathematician".into(), importance: Some(12) }];
+    let mut tx = begin_immediate(&db.pool).await.unwrap();
+    assert!(memories::replace(&mut tx, talkative, Some(0), &short, &long).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let keys = [
+        (ada, talkative, said[3]),
+        (eve, talkative, said[1]), // not eve's message
+        (ada, talkative, said[1]),
+        (ada, CharacterId::new(), said[0]), // no such character
+        (eve, quiet, eves),
+        (ada, talkative, said[2]),
+        (ada, talkative, said[3]), // asked twice in one round
+    ];
+    for limit in [3, 50] {
+        let round = messages::chat_contexts(&db.pool, &keys, limit).await.unwrap();
+        assert_eq!(round.len(), keys.len());
+        for (key, context) in keys.iter().zip(round) {
+            let alone = context_piece_by_piece(&db.pool, *key, limit).await;
+            let in_round = context
+                .map(|c| format!("{:?} {:?} {:?} {:?} {:?}", c.character, c.user, c.message, c.memories, c.transcript));
+            assert_eq!(in_round, alone, "{key:?} with a session window of {limit}");
+        }
+    }
+    let first = messages::chat_contexts(&db.pool, &keys[..1], 50).await.unwrap().remove(0).unwrap();
+    assert_eq!((first.memories.version, first.memories.short_term.len(), first.transcript.len()), (1, 2, 5));
+    assert!(messages::chat_contexts(&db.pool, &[], 50).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn memories_are_replaced_whole_unless_the_version_moved() {
     let db = test_db().await;

@@ -357,22 +357,16 @@ pub trait Store:
     /// character, the user or the user's message is gone. The session layer is the newest
     /// `session_limit` uncompressed messages before `message_id`.
     ///
-    /// This default reads it piece by piece (cheap where the database is local); the Postgres
-    /// adapter reads it in one statement, since a reply's round-trips add up under load.
+    /// Both adapters read it in one statement, and the replies that start together in one
+    /// statement for all of them: every reply asks it as it starts, so under a burst it is asked
+    /// hundreds of times a second.
     async fn chat_context(
         &self,
         user_id: UserId,
         character_id: CharacterId,
         message_id: MessageId,
         session_limit: i64,
-    ) -> StoreResult<Option<ChatContext>> {
-        let Some(character) = self.character_by_id(character_id).await? else { return Ok(None) };
-        let Some(user) = self.user(user_id).await? else { return Ok(None) };
-        let Some(message) = self.message(user_id, message_id).await? else { return Ok(None) };
-        let (memories, session) = self.memory_and_session(character_id, Some(message_id), session_limit).await?;
-        let transcript = session.into_iter().map(|m| (m.author == "user", m.content)).collect();
-        Ok(Some(ChatContext { character, user, message: message.content, memories, transcript }))
-    }
+    ) -> StoreResult<Option<ChatContext>>;
 }
 
 /// Everything a chat reply's prompt is built from ([`Store::chat_context`]).
