@@ -33,7 +33,6 @@ use fastnpc_shared::store::Submitted;
 use fastnpc_shared::store::characters::CharacterRecord;
 use fastnpc_shared::store::jobs::Claim;
 use fastnpc_shared::store::jobs::NewJob;
-use fastnpc_shared::store::memories::{Memories, MemoryEntry};
 use fastnpc_shared::store::messages::MessageStore;
 use fastnpc_shared::store::users::UserRecord;
 
@@ -241,17 +240,6 @@ pub async fn chat_contexts(
     keys: &[ContextKey],
     session_limit: i64,
 ) -> Result<Vec<Option<ChatContext>>, sqlx::Error> {
-    #[derive(serde::Deserialize)]
-    struct Memory {
-        layer: String,
-        content: String,
-        importance: Option<i16>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Line {
-        author: String,
-        content: String,
-    }
     let keys_json = json_text(
         &keys
             .iter()
@@ -277,14 +265,14 @@ pub async fn chat_contexts(
                   (select json_group_array(json_object('layer', e.layer, 'content', e.content,
                                                        'importance', e.importance)
                                            order by e.layer, e.position)
-                   from memories e where e.character_id = c.character_id) as "memories!: String",
+                   from memories e where e.character_id = c.character_id) as "memories!: Value",
                   (select json_group_array(json_object('author', s.author, 'content', s.content)
                                            order by s.turn, s.author = 'character')
                    from (select author, content, coalesce(reply_to, message_id) as turn from messages
                          where character_id = c.character_id and not compressed
                            and message_id <> k.message_id and not (author = 'user' and message_id > k.message_id)
                          order by coalesce(reply_to, message_id) desc, author = 'character' desc
-                         limit ?2) s) as "session!: String"
+                         limit ?2) s) as "session!: Value"
            from k
            join characters c on c.character_id = k.character_id
            join users u on u.user_id = k.user_id
@@ -294,48 +282,38 @@ pub async fn chat_contexts(
     )
     .fetch_all(db)
     .await?;
-    let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
     let mut contexts = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
-        let mut memories = Memories { version: row.memory_version, ..Default::default() };
-        for entry in serde_json::from_str::<Vec<Memory>>(&row.memories).map_err(decode)? {
-            let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
-            layer.push(MemoryEntry { content: entry.content, importance: entry.importance });
-        }
-        let session = serde_json::from_str::<Vec<Line>>(&row.session).map_err(decode)?;
-        let context = ChatContext {
-            character: CharacterRecord {
-                character_id: row.character_id,
-                user_id: row.character_user_id,
-                name: row.name,
-                status: row.status,
-                source: row.source,
-                profile: row.profile,
-                brief: row.brief,
-                language: row.language,
-                prompt_version: row.prompt_version,
-                source_snapshot: row.source_snapshot,
-                version: row.version,
-                avatar_etag: None,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-            user: UserRecord {
-                user_id: row.user_id,
-                username: row.username,
-                bio: row.bio,
-                ctx_max_chat: row.ctx_max_chat,
-                ctx_max_stm: row.ctx_max_stm,
-                ctx_max_ltm: row.ctx_max_ltm,
-                max_group_rounds: row.max_group_rounds,
-                language: row.user_language,
-                is_admin: row.is_admin,
-                created_at: row.user_created_at,
-            },
-            message: row.message,
-            memories,
-            transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+        let character = CharacterRecord {
+            character_id: row.character_id,
+            user_id: row.character_user_id,
+            name: row.name,
+            status: row.status,
+            source: row.source,
+            profile: row.profile,
+            brief: row.brief,
+            language: row.language,
+            prompt_version: row.prompt_version,
+            source_snapshot: row.source_snapshot,
+            version: row.version,
+            avatar_etag: None,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         };
+        let user = UserRecord {
+            user_id: row.user_id,
+            username: row.username,
+            bio: row.bio,
+            ctx_max_chat: row.ctx_max_chat,
+            ctx_max_stm: row.ctx_max_stm,
+            ctx_max_ltm: row.ctx_max_ltm,
+            max_group_rounds: row.max_group_rounds,
+            language: row.user_language,
+            is_admin: row.is_admin,
+            created_at: row.user_created_at,
+        };
+        let context =
+            ChatContext::from_read(character, user, row.message, row.memory_version, row.memories, row.session)?;
         contexts.insert((context.user.user_id, context.character.character_id, row.message_id), context);
     }
     // A key whose character, user or message is gone has no row: its answer is `None`. A key

@@ -450,17 +450,6 @@ pub(crate) async fn chat_contexts(
     keys: &[ContextKey],
     session_limit: i64,
 ) -> Result<Vec<Option<super::ChatContext>>, sqlx::Error> {
-    #[derive(serde::Deserialize)]
-    struct Memory {
-        layer: String,
-        content: String,
-        importance: Option<i16>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Line {
-        author: String,
-        content: String,
-    }
     let rows = sqlx::query!(
         r#"select k.ord as "ord!", c.character_id as "character_id: CharacterId", u.user_id as "user_id: UserId",
                   c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
@@ -492,48 +481,38 @@ pub(crate) async fn chat_contexts(
     )
     .fetch_all(db)
     .await?;
-    let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
     let mut contexts = Vec::with_capacity(rows.len());
     for row in rows {
-        let mut memories = super::memories::Memories { version: row.memory_version, ..Default::default() };
-        for entry in serde_json::from_value::<Vec<Memory>>(row.memories).map_err(decode)? {
-            let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
-            layer.push(super::memories::MemoryEntry { content: entry.content, importance: entry.importance });
-        }
-        let session = serde_json::from_value::<Vec<Line>>(row.session).map_err(decode)?;
-        let context = super::ChatContext {
-            character: super::characters::CharacterRecord {
-                character_id: row.character_id,
-                user_id: row.character_user_id,
-                name: row.name,
-                status: row.status,
-                source: row.source,
-                profile: row.profile,
-                brief: row.brief,
-                language: row.language,
-                prompt_version: row.prompt_version,
-                source_snapshot: row.source_snapshot,
-                version: row.version,
-                avatar_etag: None,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-            user: super::users::UserRecord {
-                user_id: row.user_id,
-                username: row.username,
-                bio: row.bio,
-                ctx_max_chat: row.ctx_max_chat,
-                ctx_max_stm: row.ctx_max_stm,
-                ctx_max_ltm: row.ctx_max_ltm,
-                max_group_rounds: row.max_group_rounds,
-                language: row.user_language,
-                is_admin: row.is_admin,
-                created_at: row.user_created_at,
-            },
-            message: row.message,
-            memories,
-            transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+        let character = super::characters::CharacterRecord {
+            character_id: row.character_id,
+            user_id: row.character_user_id,
+            name: row.name,
+            status: row.status,
+            source: row.source,
+            profile: row.profile,
+            brief: row.brief,
+            language: row.language,
+            prompt_version: row.prompt_version,
+            source_snapshot: row.source_snapshot,
+            version: row.version,
+            avatar_etag: None,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         };
+        let user = super::users::UserRecord {
+            user_id: row.user_id,
+            username: row.username,
+            bio: row.bio,
+            ctx_max_chat: row.ctx_max_chat,
+            ctx_max_stm: row.ctx_max_stm,
+            ctx_max_ltm: row.ctx_max_ltm,
+            max_group_rounds: row.max_group_rounds,
+            language: row.user_language,
+            is_admin: row.is_admin,
+            created_at: row.user_created_at,
+        };
+        let context =
+            super::ChatContext::from_read(character, user, row.message, row.memory_version, row.memories, row.session)?;
         contexts.push((row.ord, context));
     }
     // A key whose character, user or message is gone has no row: its answer stays `None`.

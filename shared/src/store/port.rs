@@ -380,3 +380,39 @@ pub struct ChatContext {
     /// The session layer before the message, oldest first: (written by the user, text).
     pub transcript: Vec<(bool, String)>,
 }
+
+impl ChatContext {
+    /// A context from one row of a one-statement read (both adapters' `chat_contexts`), whose
+    /// memory layers come as a JSON array of `{layer, content, importance}` in layer and
+    /// position order, and whose session layer as a JSON array of `{author, content}`, oldest
+    /// first. Decoded in one place so that the stores cannot disagree on what a row means.
+    pub fn from_read(
+        character: super::characters::CharacterRecord,
+        user: super::users::UserRecord,
+        message: String,
+        memory_version: i64,
+        memories: Value,
+        session: Value,
+    ) -> Result<Self, sqlx::Error> {
+        #[derive(serde::Deserialize)]
+        struct Memory {
+            layer: String,
+            content: String,
+            importance: Option<i16>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Line {
+            author: String,
+            content: String,
+        }
+        let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
+        let mut layers = super::memories::Memories { version: memory_version, ..Default::default() };
+        for entry in serde_json::from_value::<Vec<Memory>>(memories).map_err(decode)? {
+            let layer = if entry.layer == "short_term" { &mut layers.short_term } else { &mut layers.long_term };
+            layer.push(MemoryEntry { content: entry.content, importance: entry.importance });
+        }
+        let session = serde_json::from_value::<Vec<Line>>(session).map_err(decode)?;
+        let transcript = session.into_iter().map(|line| (line.author == "user", line.content)).collect();
+        Ok(Self { character, user, message, memories: layers, transcript })
+    }
+}
