@@ -18,14 +18,12 @@ use crate::groups;
 use crate::jobs;
 use crate::messages;
 use crate::now;
-use fastnpc_shared::ids::MessageId;
 use fastnpc_shared::store::Absorbed;
 use fastnpc_shared::store::CompressionCommit;
 use fastnpc_shared::store::MemoryWrite;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::jobs::Claim;
 use fastnpc_shared::store::memories::MemoryStore;
-use fastnpc_shared::store::messages::MessageRecord;
 use serde_json::Value;
 
 /// Whether a compression of the character's memory is queued or running.
@@ -112,21 +110,6 @@ pub async fn replace(
 
 #[async_trait::async_trait]
 impl MemoryStore for SqliteStore {
-    async fn memory_and_session(
-        &self,
-        character_id: CharacterId,
-        answering: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<(Memories, Vec<MessageRecord>)> {
-        // A deferred transaction reads from one WAL snapshot (taken at its first read) and takes
-        // no write lock.
-        let mut snapshot = self.pool.begin().await?;
-        let memories = load(&mut *snapshot, character_id).await?;
-        let session = messages::uncompressed(&mut *snapshot, character_id, answering, limit).await?;
-        snapshot.commit().await?;
-        Ok((memories, session))
-    }
-
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
         load(&self.pool, character_id).await
     }

@@ -205,7 +205,8 @@ async fn a_replys_context_read_at_once_equals_its_parts_read_one_by_one() {
         let character = app.store.character_by_id(character_id).await.unwrap().unwrap();
         let user = app.store.user(user_id).await.unwrap().unwrap();
         let message = app.store.message(user_id, message_id).await.unwrap().unwrap();
-        let (memories, session) = app.store.memory_and_session(character_id, Some(message_id), limit).await.unwrap();
+        let memories = app.store.memories(character_id).await.unwrap();
+        let session = app.store.uncompressed_messages(character_id, Some(message_id), limit).await.unwrap();
         assert_eq!(format!("{:?}", context.character), format!("{character:?}"));
         assert_eq!(format!("{:?}", context.user), format!("{user:?}"));
         assert_eq!(context.message, message.content);

@@ -15,9 +15,7 @@ use super::groups;
 use super::jobs;
 use super::jobs::Claim;
 use super::messages;
-use super::messages::MessageRecord;
 use crate::ids::CharacterId;
-use crate::ids::MessageId;
 use serde_json::Value;
 
 /// One entry. Short-term entries are `subject | action/state/fact | object` strings; long-term
@@ -136,14 +134,6 @@ pub(crate) async fn replace(
 /// A character's three-layer memory and its compression.
 #[async_trait::async_trait]
 pub trait MemoryStore: Send + Sync {
-    /// The memory and the uncompressed session as of one snapshot, so a compression committing
-    /// in between cannot drop messages from both.
-    async fn memory_and_session(
-        &self,
-        character_id: CharacterId,
-        answering: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<(Memories, Vec<MessageRecord>)>;
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories>;
     /// Whether a compression of the character's memory is queued or running (the web app shows
     /// it beside the memory it will change).
@@ -168,19 +158,6 @@ pub trait MemoryStore: Send + Sync {
 
 #[async_trait::async_trait]
 impl MemoryStore for PgStore {
-    async fn memory_and_session(
-        &self,
-        character_id: CharacterId,
-        answering: Option<MessageId>,
-        limit: i64,
-    ) -> StoreResult<(Memories, Vec<MessageRecord>)> {
-        let mut snapshot = self.pool.begin_with("begin isolation level repeatable read, read only").await?;
-        let memories = load(&mut *snapshot, character_id).await?;
-        let session = messages::uncompressed(&mut *snapshot, character_id, answering, limit).await?;
-        snapshot.commit().await?;
-        Ok((memories, session))
-    }
-
     async fn memories(&self, character_id: CharacterId) -> StoreResult<Memories> {
         load(&self.pool, character_id).await
     }
