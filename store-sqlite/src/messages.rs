@@ -25,16 +25,17 @@ use crate::store::write_each_in_savepoint;
 use crate::time_text;
 use fastnpc_shared::store::Capped;
 use fastnpc_shared::store::ChatContext;
+use fastnpc_shared::store::ContextRow;
 use fastnpc_shared::store::NewUserMessage;
 use fastnpc_shared::store::QueuedMessage;
 use fastnpc_shared::store::Quota;
 use fastnpc_shared::store::StoreResult;
 use fastnpc_shared::store::Submitted;
-use fastnpc_shared::store::characters::CharacterRecord;
+use fastnpc_shared::store::batch::by_position;
 use fastnpc_shared::store::jobs::Claim;
 use fastnpc_shared::store::jobs::NewJob;
+use fastnpc_shared::store::messages::ContextKey;
 use fastnpc_shared::store::messages::MessageStore;
-use fastnpc_shared::store::users::UserRecord;
 
 pub async fn insert_user_message(
     db: impl SqliteExecutor<'_>,
@@ -226,9 +227,6 @@ pub async fn oldest_uncompressed(
     .await
 }
 
-/// One reply's context to read: whose, which character, which message.
-pub(crate) type ContextKey = (UserId, CharacterId, MessageId);
-
 /// `Store::chat_context` for a round of replies in one statement, one answer per key in order,
 /// as the Postgres store's `chat_contexts` reads them: the character, the user, the message,
 /// both memory layers (as JSON, in layer and position order) and the session layer before the
@@ -240,19 +238,22 @@ pub async fn chat_contexts(
     keys: &[ContextKey],
     session_limit: i64,
 ) -> Result<Vec<Option<ChatContext>>, sqlx::Error> {
+    // Each key with its position in the round (from 1, as Postgres' `with ordinality` counts).
     let keys_json = json_text(
         &keys
             .iter()
-            .map(|(user_id, character_id, message_id)| {
-                [id_hex(user_id.0), id_hex(character_id.0), id_hex(message_id.0)]
+            .zip(1_i64..)
+            .map(|((user_id, character_id, message_id), ord)| {
+                (ord, id_hex(user_id.0), id_hex(character_id.0), id_hex(message_id.0))
             })
             .collect::<Vec<_>>(),
     )?;
-    let rows = sqlx::query!(
-        r#"with k as (select unhex(value ->> 0) as user_id, unhex(value ->> 1) as character_id,
-                             unhex(value ->> 2) as message_id
+    let rows = sqlx::query_as!(
+        ContextRow,
+        r#"with k as (select value ->> 0 as ord, unhex(value ->> 1) as user_id,
+                             unhex(value ->> 2) as character_id, unhex(value ->> 3) as message_id
                       from json_each(?1))
-           select m.message_id as "message_id!: MessageId", c.character_id as "character_id!: CharacterId",
+           select k.ord as "ord!: i64", c.character_id as "character_id!: CharacterId",
                   c.user_id as "character_user_id!: UserId", c.name, c.status, c.source as "source: Value",
                   c.profile as "profile: Value", c.brief, c.language, c.prompt_version,
                   c.source_snapshot as "source_snapshot: Value", c.version,
@@ -282,49 +283,9 @@ pub async fn chat_contexts(
     )
     .fetch_all(db)
     .await?;
-    let mut contexts = std::collections::HashMap::with_capacity(rows.len());
-    for row in rows {
-        let character = CharacterRecord {
-            character_id: row.character_id,
-            user_id: row.character_user_id,
-            name: row.name,
-            status: row.status,
-            source: row.source,
-            profile: row.profile,
-            brief: row.brief,
-            language: row.language,
-            prompt_version: row.prompt_version,
-            source_snapshot: row.source_snapshot,
-            version: row.version,
-            avatar_etag: None,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        };
-        let user = UserRecord {
-            user_id: row.user_id,
-            username: row.username,
-            bio: row.bio,
-            ctx_max_chat: row.ctx_max_chat,
-            ctx_max_stm: row.ctx_max_stm,
-            ctx_max_ltm: row.ctx_max_ltm,
-            max_group_rounds: row.max_group_rounds,
-            language: row.user_language,
-            is_admin: row.is_admin,
-            created_at: row.user_created_at,
-        };
-        let context =
-            ChatContext::from_read(character, user, row.message, row.memory_version, row.memories, row.session)?;
-        contexts.insert((context.user.user_id, context.character.character_id, row.message_id), context);
-    }
-    // A key whose character, user or message is gone has no row: its answer is `None`. A key
-    // asked twice in a round (two attempts of one reply) gets a copy, the last one the row.
-    let last_ask: std::collections::HashMap<&ContextKey, usize> =
-        keys.iter().enumerate().map(|(i, key)| (key, i)).collect();
-    let answers = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| if last_ask[key] == i { contexts.remove(key) } else { contexts.get(key).cloned() });
-    Ok(answers.collect())
+    let contexts = rows.into_iter().map(ContextRow::into_context).collect::<Result<Vec<_>, _>>()?;
+    // A key whose character, user or message is gone has no row: its answer stays `None`.
+    by_position(keys.len(), contexts)
 }
 
 #[async_trait::async_trait]

@@ -14,7 +14,7 @@ use fastnpc_shared::{
         Capped, ChatContext, QueuedMessage, Quota, Store, StoreResult, Submitted,
         batch::{Batch, Keyed},
         jobs::{Claim, JobRecord, NewJob},
-        messages::StoredReply,
+        messages::{ContextKey, StoredReply},
     },
 };
 use sqlx::SqlitePool;
@@ -44,7 +44,7 @@ pub struct SqliteStore {
     /// The job reads of status polls and event streams, likewise.
     pub(crate) job_reads: Keyed<(), (UserId, JobId), Option<JobRecord>>,
     /// Chat replies' contexts, read in rounds (one per session window, which is one in practice).
-    pub(crate) context_reads: Keyed<i64, crate::messages::ContextKey, Option<ChatContext>>,
+    pub(crate) context_reads: Keyed<i64, ContextKey, Option<ChatContext>>,
     /// Chat reply finishes, written in rounds.
     pub(crate) finish_rounds: Keyed<(), crate::messages::QueuedFinish, Option<StoredReply>>,
 }

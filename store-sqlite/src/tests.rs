@@ -960,7 +960,7 @@ async fn conversation_history_session_layer_and_compression() {
 /// comparing with a round.
 async fn context_piece_by_piece(
     pool: &SqlitePool,
-    (user_id, character_id, message_id): messages::ContextKey,
+    (user_id, character_id, message_id): fastnpc_shared::store::messages::ContextKey,
     limit: i64,
 ) -> Option<String> {
     let character = characters::get_by_id(pool, character_id).await.unwrap()?;

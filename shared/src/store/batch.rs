@@ -274,6 +274,20 @@ where
     }
 }
 
+/// A round's answers in the order of its asks: each answer comes with its ask's position (counted
+/// from 1, as `with ordinality` counts); an ask the statement gave no row gets `None`.
+pub fn by_position<R>(asks: usize, answers: impl IntoIterator<Item = (i64, R)>) -> Result<Vec<Option<R>>, sqlx::Error> {
+    let mut ordered: Vec<Option<R>> = std::iter::repeat_with(|| None).take(asks).collect();
+    for (position, answer) in answers {
+        let slot = usize::try_from(position - 1).ok().and_then(|index| ordered.get_mut(index));
+        let Some(slot) = slot else {
+            return Err(sqlx::Error::Protocol(format!("a round of {asks} asks was answered at position {position}")));
+        };
+        *slot = Some(answer);
+    }
+    Ok(ordered)
+}
+
 /// One outcome per item for a round that failed as a whole: the error itself for the first,
 /// its text (`sqlx::Error::Protocol`, which callers treat as transient) for the rest.
 pub fn failed_round<R>(error: sqlx::Error, items: usize) -> Vec<StoreResult<R>> {

@@ -11,9 +11,10 @@ use super::QueuedMessage;
 use super::Quota;
 use super::StoreResult;
 use super::Submitted;
+use super::batch::by_position;
 use super::jobs::Claim;
 use super::jobs::NewJob;
-use super::postgres::{JobColumns, by_position, column, write_round};
+use super::postgres::{JobColumns, column, write_round};
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -438,8 +439,9 @@ async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<
     Ok(by_position(finishes.len(), stored)?.into_iter().map(Option::flatten).collect())
 }
 
-/// One reply's context to read: whose, which character, which message.
-pub(crate) type ContextKey = (UserId, CharacterId, MessageId);
+/// One reply's context to read ([`super::Store::chat_context`]): whose, which character, which
+/// message. Both stores' rounds of context reads are keyed by it.
+pub type ContextKey = (UserId, CharacterId, MessageId);
 
 /// [`super::Store::chat_context`] for a round of replies in one statement (one snapshot, one
 /// round-trip), one answer per key in order: the character, the user, the message, both memory
@@ -450,7 +452,8 @@ pub(crate) async fn chat_contexts(
     keys: &[ContextKey],
     session_limit: i64,
 ) -> Result<Vec<Option<super::ChatContext>>, sqlx::Error> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        super::ContextRow,
         r#"select k.ord as "ord!", c.character_id as "character_id: CharacterId", u.user_id as "user_id: UserId",
                   c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
                   c.brief, c.language, c.prompt_version, c.source_snapshot,
@@ -481,40 +484,7 @@ pub(crate) async fn chat_contexts(
     )
     .fetch_all(db)
     .await?;
-    let mut contexts = Vec::with_capacity(rows.len());
-    for row in rows {
-        let character = super::characters::CharacterRecord {
-            character_id: row.character_id,
-            user_id: row.character_user_id,
-            name: row.name,
-            status: row.status,
-            source: row.source,
-            profile: row.profile,
-            brief: row.brief,
-            language: row.language,
-            prompt_version: row.prompt_version,
-            source_snapshot: row.source_snapshot,
-            version: row.version,
-            avatar_etag: None,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        };
-        let user = super::users::UserRecord {
-            user_id: row.user_id,
-            username: row.username,
-            bio: row.bio,
-            ctx_max_chat: row.ctx_max_chat,
-            ctx_max_stm: row.ctx_max_stm,
-            ctx_max_ltm: row.ctx_max_ltm,
-            max_group_rounds: row.max_group_rounds,
-            language: row.user_language,
-            is_admin: row.is_admin,
-            created_at: row.user_created_at,
-        };
-        let context =
-            super::ChatContext::from_read(character, user, row.message, row.memory_version, row.memories, row.session)?;
-        contexts.push((row.ord, context));
-    }
+    let contexts = rows.into_iter().map(super::ContextRow::into_context).collect::<Result<Vec<_>, _>>()?;
     // A key whose character, user or message is gone has no row: its answer stays `None`.
     by_position(keys.len(), contexts)
 }

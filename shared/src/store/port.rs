@@ -381,19 +381,46 @@ pub struct ChatContext {
     pub transcript: Vec<(bool, String)>,
 }
 
-impl ChatContext {
-    /// A context from one row of a one-statement read (both adapters' `chat_contexts`), whose
-    /// memory layers come as a JSON array of `{layer, content, importance}` in layer and
-    /// position order, and whose session layer as a JSON array of `{author, content}`, oldest
-    /// first. Decoded in one place so that the stores cannot disagree on what a row means.
-    pub fn from_read(
-        character: super::characters::CharacterRecord,
-        user: super::users::UserRecord,
-        message: String,
-        memory_version: i64,
-        memories: Value,
-        session: Value,
-    ) -> Result<Self, sqlx::Error> {
+/// One row of a one-statement chat-context read, as both adapters' `chat_contexts` select it
+/// (`query_as!`, column by column): the position of its ask in the round (from 1), the
+/// character's and the user's columns, the message's text, the memory layers as a JSON array
+/// of `{layer, content, importance}` in layer and position order, and the session layer as a
+/// JSON array of `{author, content}`, oldest first. Decoded in one place
+/// ([`ContextRow::into_context`]) so that the stores cannot disagree on what a row means.
+pub struct ContextRow {
+    pub ord: i64,
+    pub character_id: CharacterId,
+    pub character_user_id: UserId,
+    pub name: String,
+    pub status: String,
+    pub source: Value,
+    pub profile: Option<Value>,
+    pub brief: Option<String>,
+    pub language: String,
+    pub prompt_version: Option<String>,
+    pub source_snapshot: Option<Value>,
+    pub version: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub memory_version: i64,
+    pub user_id: UserId,
+    pub username: String,
+    pub bio: String,
+    pub ctx_max_chat: i32,
+    pub ctx_max_stm: i32,
+    pub ctx_max_ltm: i32,
+    pub max_group_rounds: i32,
+    pub user_language: String,
+    pub is_admin: bool,
+    pub user_created_at: chrono::DateTime<chrono::Utc>,
+    pub message: String,
+    pub memories: Value,
+    pub session: Value,
+}
+
+impl ContextRow {
+    /// The context this row reads, with its ask's position.
+    pub fn into_context(self) -> Result<(i64, ChatContext), sqlx::Error> {
         #[derive(serde::Deserialize)]
         struct Memory {
             layer: String,
@@ -406,13 +433,45 @@ impl ChatContext {
             content: String,
         }
         let decode = |error: serde_json::Error| sqlx::Error::Decode(Box::new(error));
-        let mut layers = super::memories::Memories { version: memory_version, ..Default::default() };
-        for entry in serde_json::from_value::<Vec<Memory>>(memories).map_err(decode)? {
-            let layer = if entry.layer == "short_term" { &mut layers.short_term } else { &mut layers.long_term };
+        let mut memories = super::memories::Memories { version: self.memory_version, ..Default::default() };
+        for entry in serde_json::from_value::<Vec<Memory>>(self.memories).map_err(decode)? {
+            let layer = if entry.layer == "short_term" { &mut memories.short_term } else { &mut memories.long_term };
             layer.push(MemoryEntry { content: entry.content, importance: entry.importance });
         }
-        let session = serde_json::from_value::<Vec<Line>>(session).map_err(decode)?;
-        let transcript = session.into_iter().map(|line| (line.author == "user", line.content)).collect();
-        Ok(Self { character, user, message, memories: layers, transcript })
+        let session = serde_json::from_value::<Vec<Line>>(self.session).map_err(decode)?;
+        let context = ChatContext {
+            character: super::characters::CharacterRecord {
+                character_id: self.character_id,
+                user_id: self.character_user_id,
+                name: self.name,
+                status: self.status,
+                source: self.source,
+                profile: self.profile,
+                brief: self.brief,
+                language: self.language,
+                prompt_version: self.prompt_version,
+                source_snapshot: self.source_snapshot,
+                version: self.version,
+                avatar_etag: None,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            },
+            user: super::users::UserRecord {
+                user_id: self.user_id,
+                username: self.username,
+                bio: self.bio,
+                ctx_max_chat: self.ctx_max_chat,
+                ctx_max_stm: self.ctx_max_stm,
+                ctx_max_ltm: self.ctx_max_ltm,
+                max_group_rounds: self.max_group_rounds,
+                language: self.user_language,
+                is_admin: self.is_admin,
+                created_at: self.user_created_at,
+            },
+            message: self.message,
+            memories,
+            transcript: session.into_iter().map(|line| (line.author == "user", line.content)).collect(),
+        };
+        Ok((self.ord, context))
     }
 }

@@ -55,23 +55,6 @@ pub(super) fn column<'a, T, V>(round: &'a [T], value: impl Fn(&'a T) -> V) -> Ve
     round.iter().map(value).collect()
 }
 
-/// A round's answers in the order of its asks: each answer comes with its ask's position (its
-/// `with ordinality`, counted from 1); an ask the statement gave no row gets `None`.
-pub(super) fn by_position<R>(
-    asks: usize,
-    answers: impl IntoIterator<Item = (i64, R)>,
-) -> Result<Vec<Option<R>>, sqlx::Error> {
-    let mut ordered: Vec<Option<R>> = std::iter::repeat_with(|| None).take(asks).collect();
-    for (position, answer) in answers {
-        let slot = usize::try_from(position - 1).ok().and_then(|index| ordered.get_mut(index));
-        let Some(slot) = slot else {
-            return Err(sqlx::Error::Protocol(format!("a round of {asks} asks was answered at position {position}")));
-        };
-        *slot = Some(answer);
-    }
-    Ok(ordered)
-}
-
 /// The job columns of a round of submissions, as array parameters of its statement.
 pub(super) struct JobColumns<'a> {
     pub job_id: Vec<uuid::Uuid>,
