@@ -18,6 +18,7 @@ mod openai;
 mod pacing;
 pub mod reply;
 mod retry;
+mod sse;
 pub mod structured;
 mod usage;
 

@@ -14,23 +14,35 @@
 //!   status, never by body.
 
 use std::{
+    future::Future as _,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Poll, ready},
     time::Duration,
 };
 
-use async_openai::{Client, config::OpenAIConfig, error::OpenAIError, middleware::HttpRequestFactory};
+use async_openai::{
+    Client,
+    config::{Config as _, OpenAIConfig},
+    error::OpenAIError,
+    middleware::HttpRequestFactory,
+};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
 
 use super::{
     CallLimits, ChatRequest, Completion, FinishReason, LlmClient, LlmError, LlmErrorKind, Message, Purpose,
     RetryPolicy, StreamEvent, TextStream, Usage,
+    sse::SseParser,
     structured::{self, Ladder, StructuredOutput},
 };
 use crate::settings::LlmSettings;
@@ -39,7 +51,7 @@ use crate::settings::LlmSettings;
 /// calls in flight, and what it learnt about the server (the structured-output rung of each
 /// model; whether streams may ask for usage).
 pub struct OpenAiClient {
-    client: Client<OpenAIConfig>,
+    client: Clients,
     settings: LlmSettings,
     limits: CallLimits,
     permits: Arc<Semaphore>,
@@ -59,9 +71,9 @@ impl OpenAiClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("the HTTP client builds with static settings");
-        let client = Client::with_config(config).with_http_service(StatusCheckingService { http });
+        let openai = Client::with_config(config).with_http_service(StatusCheckingService { http: http.clone() });
         Self {
-            client,
+            client: Clients { openai, http },
             settings: settings.clone(),
             limits: CallLimits {
                 timeout: settings.timeout,
@@ -170,10 +182,19 @@ fn refuses_stream_options(status: u16, body: &str) -> bool {
     matches!(status, 400 | 422 | 500) && body.contains("stream_options")
 }
 
+/// The HTTP clients of a call: async-openai's for completions, and the plain one under it for
+/// streams, which are read without async-openai's forwarding task (see [`super::sse`]). Both share
+/// one connection pool.
+#[derive(Clone)]
+struct Clients {
+    openai: Client<OpenAIConfig>,
+    http: reqwest::Client,
+}
+
 /// What one attempt gets: its own client handle, the request body, its concurrency permit
 /// (held until the reply, or the stream, is done) and its timeout.
 struct Attempt {
-    client: Client<OpenAIConfig>,
+    client: Clients,
     body: Value,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
@@ -185,7 +206,7 @@ impl LlmClient for OpenAiClient {
             let (text, finish, usage) = self
                 .with_retries(&request, false, |Attempt { client, body, permit, timeout }| {
                     async move {
-                        let chat = client.chat();
+                        let chat = client.openai.chat();
                         let call = chat.create_byot::<_, WireResponse>(body);
                         let response = tokio::time::timeout(timeout, call)
                             .await
@@ -211,21 +232,19 @@ impl LlmClient for OpenAiClient {
 
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TextStream, LlmError>> {
         async move {
-            let (chunks, permit) = self
+            let (response, permit) = self
                 .with_retries(&request, true, |Attempt { client, body, permit, timeout }| {
                     async move {
-                        let chat = client.chat();
-                        let open = chat.create_stream_byot::<_, WireResponse>(body);
-                        let chunks = tokio::time::timeout(timeout, open)
-                            .await
-                            .map_err(|_| Failure::timeout(timeout))?
-                            .map_err(Failure::from)?;
-                        Ok((chunks, permit))
+                        let open = open_stream(client.http, client.openai.config(), &body);
+                        let response =
+                            tokio::time::timeout(timeout, open).await.map_err(|_| Failure::timeout(timeout))??;
+                        Ok((response, permit))
                     }
                     .boxed()
                 })
                 .await?;
-            Ok(text_stream(chunks, self.limits.timeout, permit, request.messages))
+            let body = response.bytes_stream().map(|piece| piece.map_err(|error| Failure::transport(error).error));
+            Ok(text_stream(body, self.limits.timeout, permit, request.messages))
         }
         .boxed()
     }
@@ -238,83 +257,197 @@ impl LlmClient for OpenAiClient {
 /// How long a stream may take after its finish reason to deliver the usage chunk and close.
 const STREAM_TAIL: Duration = Duration::from_secs(1);
 
-/// A reply stream being read: the provider's chunks and what was seen of them.
-struct StreamState<S> {
-    chunks: S,
+/// Opens a reply stream: the same request async-openai would send (its configuration's address
+/// and headers), read by our own SSE parser (see [`super::sse`] for why).
+async fn open_stream(http: reqwest::Client, config: &OpenAIConfig, body: &Value) -> Result<reqwest::Response, Failure> {
+    let request = http.post(config.url("/chat/completions")).headers(config.headers()).json(body);
+    let response = request.send().await.map_err(Failure::transport)?;
+    checked(response).await.map_err(Failure::from)
+}
+
+/// A reply stream being read: the body, the parser's place in it, and what was seen so far.
+struct StreamState<B> {
+    body: B,
+    events: SseParser,
     /// Held until the stream ends or is dropped; `None` once it has ended.
     permit: Option<OwnedSemaphorePermit>,
+    /// Fires when the body has been silent for too long. Set once and moved on only when it
+    /// fires early, rather than re-armed for every chunk (a timer per chunk is measurable when a
+    /// worker reads tens of thousands of chunks a second).
+    silence: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    last_heard: Instant,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// An error the body reported after text that has not been handed out yet.
+    failure: Option<LlmError>,
+    /// `[DONE]` was read, or the body ended.
+    done: bool,
     /// The text so far, to count tokens when the server reports no usage.
     text: String,
     prompt: Vec<Message>,
 }
 
-/// Turns provider chunks into [`StreamEvent`]s. Copes with what real servers send: a first
-/// chunk with only the role, chunks with no choices, usage in a final chunk after the finish
-/// reason (or none at all: then the tokens are counted here), keep-alive comments, and no
-/// `[DONE]`. Ends with an error when the provider reports one, goes silent for longer than
-/// `idle_timeout`, or closes before a finish reason (a dropped connection looks like a clean
-/// end to an SSE parser).
-fn text_stream<S>(chunks: S, idle_timeout: Duration, permit: OwnedSemaphorePermit, prompt: Vec<Message>) -> TextStream
+impl<B, Chunk> StreamState<B>
 where
-    S: futures::Stream<Item = Result<WireResponse, OpenAIError>> + Send + Unpin + 'static,
+    B: futures::Stream<Item = Result<Chunk, LlmError>> + Unpin,
+    Chunk: AsRef<[u8]>,
 {
-    let state = StreamState { chunks, permit: Some(permit), finish: None, usage: None, text: String::new(), prompt };
-    futures::stream::unfold(state, move |mut state| async move {
+    /// How long the body may be silent now: after the finish reason, only the tail's wait.
+    fn allowed_silence(&self) -> Duration {
+        if self.finish.is_some() { STREAM_TAIL.min(self.idle_timeout) } else { self.idle_timeout }
+    }
+
+    /// The body's next piece, or `None` when it stayed silent for [`Self::allowed_silence`].
+    async fn next_piece(&mut self) -> Option<Option<Result<Chunk, LlmError>>> {
+        let allowed = self.allowed_silence();
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(piece) = self.body.poll_next_unpin(cx) {
+                self.last_heard = Instant::now();
+                return Poll::Ready(Some(piece));
+            }
+            loop {
+                ready!(self.silence.as_mut().poll(cx));
+                let deadline = self.last_heard + allowed;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(None);
+                }
+                self.silence.as_mut().reset(deadline);
+            }
+        })
+        .await
+    }
+
+    /// Reads one piece of the body (or its end, `None`); returns the text it completed.
+    fn read(&mut self, piece: Option<&[u8]>) -> String {
+        let mut text = String::new();
+        let Self { events, finish, usage, failure, done, .. } = self;
+        let mut on_data = |data: &str| {
+            if failure.is_some() || *done {
+                return;
+            }
+            if data == "[DONE]" {
+                *done = true;
+                return;
+            }
+            let chunk = match serde_json::from_str::<WireResponse>(data) {
+                Ok(chunk) => chunk,
+                // After the finish reason, an unreadable chunk just ends the reply.
+                Err(_) if finish.is_some() => {
+                    *done = true;
+                    return;
+                }
+                Err(error) => {
+                    *failure =
+                        Some(LlmError::new(LlmErrorKind::Malformed, format!("unreadable stream chunk: {error}")));
+                    return;
+                }
+            };
+            if let Some(error) = chunk.error {
+                *failure = Some(error.into_llm_error());
+                return;
+            }
+            if let Some(reported) = chunk.usage {
+                *usage = Some(reported.into());
+            }
+            for choice in chunk.choices {
+                if let Some(content) = choice.delta.and_then(|d| d.content) {
+                    text.push_str(&content);
+                }
+                if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
+                    *finish = Some(FinishReason::from_wire(&reason));
+                }
+            }
+        };
+        match piece {
+            Some(bytes) => events.feed(bytes, &mut on_data),
+            None => {
+                events.finish(&mut on_data);
+                *done = true;
+            }
+        }
+        if finish.is_some() {
+            // From here only the tail's wait applies: the timer is moved to it now.
+            let tail = self.last_heard + self.allowed_silence();
+            if tail < self.silence.deadline() {
+                self.silence.as_mut().reset(tail);
+            }
+        }
+        self.text.push_str(&text);
+        text
+    }
+
+    /// Ends the stream with `item`: the permit goes back at once.
+    fn end<T>(mut self, item: T) -> Option<(T, Self)> {
+        self.permit = None;
+        Some((item, self))
+    }
+}
+
+/// Turns the body of a streamed completion into [`StreamEvent`]s: each piece the body delivers
+/// becomes at most one `Text` (all the chunks it holds, so a worker that falls behind catches up
+/// in one step instead of one per token). Copes with what real servers send: a first chunk with
+/// only the role, chunks with no choices, usage in a final chunk after the finish reason (or
+/// none at all: then the tokens are counted here), keep-alive comments, and no `[DONE]`. Ends with
+/// an error when the provider reports one, goes silent for longer than `idle_timeout`, or closes
+/// before a finish reason (a dropped connection looks like a clean end to an SSE parser).
+fn text_stream<B, Chunk>(
+    body: B,
+    idle_timeout: Duration,
+    permit: OwnedSemaphorePermit,
+    prompt: Vec<Message>,
+) -> TextStream
+where
+    B: futures::Stream<Item = Result<Chunk, LlmError>> + Send + Unpin + 'static,
+    Chunk: AsRef<[u8]> + Send + 'static,
+{
+    let state = StreamState {
+        body,
+        events: SseParser::default(),
+        permit: Some(permit),
+        silence: Box::pin(tokio::time::sleep(idle_timeout)),
+        idle_timeout,
+        last_heard: Instant::now(),
+        finish: None,
+        usage: None,
+        failure: None,
+        done: false,
+        text: String::new(),
+        prompt,
+    };
+    futures::stream::unfold(state, |mut state| async move {
         state.permit.as_ref()?;
         loop {
-            let wait = if state.finish.is_some() { STREAM_TAIL.min(idle_timeout) } else { idle_timeout };
-            let next = match (tokio::time::timeout(wait, state.chunks.next()).await, state.finish) {
-                (Err(_), None) => {
-                    let error = LlmError::new(LlmErrorKind::Timeout, format!("no tokens for {idle_timeout:?}"));
-                    state.permit = None;
-                    return Some((Err(error), state));
-                }
-                // After the finish reason, silence, an error or the end all just end the reply.
-                (Err(_) | Ok(None) | Ok(Some(Err(_))), Some(finish)) => {
-                    state.permit = None;
-                    let usage = match state.usage {
-                        Some(usage) => usage,
-                        None => Usage::counted(&state.prompt, &state.text).await,
-                    };
-                    return Some((Ok(StreamEvent::Finished { finish, usage }), state));
-                }
-                (Ok(next), None) => next,
-                (Ok(Some(Ok(chunk))), Some(_)) => Some(Ok(chunk)),
-            };
-            match next {
-                None => {
+            if let Some(error) = state.failure.take() {
+                return state.end(Err(error));
+            }
+            if state.done {
+                let Some(finish) = state.finish else {
                     let error = LlmError::new(LlmErrorKind::Unavailable, "the stream ended before the reply finished");
-                    state.permit = None;
-                    return Some((Err(error), state));
+                    return state.end(Err(error));
+                };
+                let usage = match state.usage {
+                    Some(usage) => usage,
+                    None => Usage::counted(&state.prompt, &state.text).await,
+                };
+                return state.end(Ok(StreamEvent::Finished { finish, usage }));
+            }
+            let text = match state.next_piece().await {
+                Some(Some(Ok(bytes))) => state.read(Some(bytes.as_ref())),
+                // After the finish reason, silence or a broken connection just end the reply.
+                None | Some(Some(Err(_))) if state.finish.is_some() => {
+                    state.done = true;
+                    continue;
                 }
-                Some(Err(error)) => {
-                    state.permit = None;
-                    return Some((Err(Failure::from(error).error), state));
+                None => {
+                    let error = LlmError::new(LlmErrorKind::Timeout, format!("no tokens for {:?}", state.idle_timeout));
+                    return state.end(Err(error));
                 }
-                Some(Ok(chunk)) => {
-                    if let Some(error) = chunk.error {
-                        state.permit = None;
-                        return Some((Err(error.into_llm_error()), state));
-                    }
-                    if let Some(usage) = chunk.usage {
-                        state.usage = Some(usage.into());
-                    }
-                    let mut text = String::new();
-                    for choice in chunk.choices {
-                        if let Some(content) = choice.delta.and_then(|d| d.content) {
-                            text.push_str(&content);
-                        }
-                        if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
-                            state.finish = Some(FinishReason::from_wire(&reason));
-                        }
-                    }
-                    if !text.is_empty() {
-                        state.text.push_str(&text);
-                        return Some((Ok(StreamEvent::Text(text)), state));
-                    }
-                }
+                Some(Some(Err(error))) => return state.end(Err(error)),
+                Some(None) => state.read(None),
+            };
+            if !text.is_empty() {
+                return Some((Ok(StreamEvent::Text(text)), state));
             }
         }
     })
@@ -431,32 +564,40 @@ impl Failure {
     fn timeout(after: Duration) -> Self {
         Self::new(LlmError::new(LlmErrorKind::Timeout, format!("no answer within {after:?}")))
     }
+
+    fn transport(error: reqwest::Error) -> Self {
+        Self::new(LlmError::new(classify_transport(&error), format!("transport: {error}")))
+    }
+}
+
+impl From<HttpStatusError> for Failure {
+    fn from(status: HttpStatusError) -> Self {
+        let refusal = Some(Refusal { status: status.status.as_u16(), body: status.body.clone() });
+        let error = LlmError::new(classify_status(status.status), status.to_string());
+        Self { error, retry_after: status.retry_after, refusal }
+    }
 }
 
 impl From<OpenAIError> for Failure {
     fn from(error: OpenAIError) -> Self {
-        let mut refusal = None;
-        let (kind, message, retry_after) = match error {
+        let (kind, message) = match error {
             OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
-                Ok(status) => {
-                    refusal = Some(Refusal { status: status.status.as_u16(), body: status.body.clone() });
-                    (classify_status(status.status), status.to_string(), status.retry_after)
-                }
+                Ok(status) => return Self::from(*status),
                 Err(other) => match other.downcast::<reqwest::Error>() {
-                    Ok(http) => (classify_transport(&http), format!("transport: {http}"), None),
-                    Err(other) => (LlmErrorKind::Unavailable, other.to_string(), None),
+                    Ok(http) => return Self::transport(*http),
+                    Err(other) => (LlmErrorKind::Unavailable, other.to_string()),
                 },
             },
-            OpenAIError::Reqwest(http) => (classify_transport(&http), format!("transport: {http}"), None),
-            OpenAIError::ApiError(api) => (classify_status(api.status_code), api.to_string(), None),
+            OpenAIError::Reqwest(http) => return Self::transport(http),
+            OpenAIError::ApiError(api) => (classify_status(api.status_code), api.to_string()),
             OpenAIError::JSONDeserialize(error, _) => {
-                (LlmErrorKind::Malformed, format!("unreadable completion: {error}"), None)
+                (LlmErrorKind::Malformed, format!("unreadable completion: {error}"))
             }
-            OpenAIError::StreamError(error) => (LlmErrorKind::Unavailable, format!("stream: {error}"), None),
-            OpenAIError::InvalidArgument(message) => (LlmErrorKind::Rejected, message, None),
-            other => (LlmErrorKind::Unavailable, other.to_string(), None),
+            OpenAIError::StreamError(error) => (LlmErrorKind::Unavailable, format!("stream: {error}")),
+            OpenAIError::InvalidArgument(message) => (LlmErrorKind::Rejected, message),
+            other => (LlmErrorKind::Unavailable, other.to_string()),
         };
-        Self { error: LlmError::new(kind, message), retry_after, refusal }
+        Self::new(LlmError::new(kind, message))
     }
 }
 
@@ -506,23 +647,28 @@ impl tower::Service<HttpRequestFactory> for StatusCheckingService {
         async move {
             let request = factory.build().await?;
             let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
-            }
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .and_then(|secs| Duration::try_from_secs_f64(secs.min(3600.0)).ok());
-            let body = response.text().await.unwrap_or_default();
-            let message = error_message(&body);
-            let body = body.chars().take(4000).collect();
-            Err(OpenAIError::Boxed(Box::new(HttpStatusError { status, retry_after, message, body })))
+            checked(response).await.map_err(|error| OpenAIError::Boxed(Box::new(error)))
         }
         .boxed()
     }
+}
+
+/// `response` if it is a success; otherwise what it says, as an [`HttpStatusError`].
+async fn checked(response: reqwest::Response) -> Result<reqwest::Response, HttpStatusError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs.min(3600.0)).ok());
+    let body = response.text().await.unwrap_or_default();
+    let message = error_message(&body);
+    let body = body.chars().take(4000).collect();
+    Err(HttpStatusError { status, retry_after, message, body })
 }
 
 /// The provider's error message from an error body, whatever its shape; a short excerpt of the
@@ -546,6 +692,120 @@ mod tests {
         assert_eq!(classify_status(StatusCode::BAD_GATEWAY), LlmErrorKind::Unavailable);
         assert_eq!(classify_status(StatusCode::PAYMENT_REQUIRED), LlmErrorKind::Rejected);
         assert!(!LlmErrorKind::Rejected.is_transient());
+    }
+
+    /// Drives a reply stream over `pieces` (each piece one read of the body) to its end, and
+    /// checks that the call's permit is back once it has ended.
+    async fn read_stream<B, Piece>(body: B) -> Vec<Result<StreamEvent, LlmError>>
+    where
+        B: futures::Stream<Item = Result<Piece, LlmError>> + Send + Unpin + 'static,
+        Piece: AsRef<[u8]> + Send + 'static,
+    {
+        let permits = Arc::new(Semaphore::new(1));
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let events: Vec<_> =
+            text_stream(body, Duration::from_secs(30), permit, vec![Message::user("hi")]).collect().await;
+        assert_eq!(permits.available_permits(), 1, "the permit is back when the stream ends");
+        events
+    }
+
+    fn pieces(pieces: &[&str]) -> impl futures::Stream<Item = Result<String, LlmError>> + Unpin + use<> {
+        futures::stream::iter(pieces.iter().map(|&piece| Ok(piece.to_owned())).collect::<Vec<_>>())
+    }
+
+    fn texts(events: &[Result<StreamEvent, LlmError>]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Ok(StreamEvent::Text(text)) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const ROLE: &str = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+    const HEL: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    const LO: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}]}\n\n";
+    const STOP: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n";
+
+    #[tokio::test]
+    async fn each_read_of_the_body_is_one_text_event_however_many_chunks_it_holds() {
+        let body = [ROLE, HEL].concat();
+        let rest = [": keep-alive\n\n", LO, STOP, USAGE, "data: [DONE]\n\n"].concat();
+        let events = read_stream(pieces(&[&body, &rest])).await;
+        assert_eq!(texts(&events), ["Hel", "lo"]);
+        let Some(Ok(StreamEvent::Finished { finish, usage })) = events.last() else { panic!("{events:?}") };
+        assert_eq!((*finish, *usage), (FinishReason::Stop, Usage::call(7, 2)));
+        assert_eq!(events.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_split_across_reads_is_read_whole() {
+        let whole = [HEL, LO, STOP, USAGE].concat();
+        let cut = whole.find("Hel").unwrap() + 1; // inside the first chunk's JSON
+        let (first, second) = whole.split_at(cut);
+        let events = read_stream(pieces(&[first, second])).await;
+        assert_eq!(texts(&events), ["Hello"]);
+        assert!(matches!(events.last(), Some(Ok(StreamEvent::Finished { .. }))));
+    }
+
+    #[tokio::test]
+    async fn a_provider_error_in_the_stream_ends_it_with_that_error_after_the_text_before_it() {
+        let error = "data: {\"error\":{\"code\":502,\"message\":\"upstream died\"}}\n\n";
+        let events = read_stream(pieces(&[&[HEL, error, LO].concat()])).await;
+        assert_eq!(texts(&events), ["Hel"]);
+        let Some(Err(error)) = events.last() else { panic!("{events:?}") };
+        assert_eq!(error.kind, LlmErrorKind::Unavailable);
+        assert!(error.message.contains("upstream died"), "{error:?}");
+        assert_eq!(events.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_before_the_finish_reason_is_an_error_not_a_short_reply() {
+        let events = read_stream(pieces(&[HEL, LO])).await;
+        assert_eq!(texts(&events), ["Hel", "lo"]);
+        let Some(Err(error)) = events.last() else { panic!("{events:?}") };
+        assert_eq!(error.kind, LlmErrorKind::Unavailable);
+        assert!(error.kind.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_after_the_finish_reason_ends_the_reply_with_counted_usage() {
+        let broken = LlmError::new(LlmErrorKind::Unavailable, "connection reset");
+        let body = futures::stream::iter(vec![Ok([HEL, STOP].concat()), Err(broken)]);
+        let events = read_stream(body).await;
+        let Some(Ok(StreamEvent::Finished { usage, .. })) = events.last() else { panic!("{events:?}") };
+        assert_eq!(usage.calls, 1);
+        assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "counted locally: {usage:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_ends_the_stream_only_after_the_idle_timeout_since_the_last_piece() {
+        // A piece every 20 s for a minute keeps a 30 s idle timeout from firing; then silence.
+        let body = futures::stream::unfold(0, |sent| async move {
+            if sent == 3 {
+                futures::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            Some((Ok(HEL), sent + 1))
+        })
+        .boxed();
+        let started = Instant::now();
+        let events = read_stream(body).await;
+        assert_eq!(texts(&events), ["Hel", "Hel", "Hel"]);
+        let Some(Err(error)) = events.last() else { panic!("{events:?}") };
+        assert_eq!(error.kind, LlmErrorKind::Timeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(60 + 30), "timed out 30 s after the last piece");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_finish_reason_the_stream_waits_only_the_tail_for_its_usage() {
+        let body = pieces(&[&[HEL, STOP].concat()]).chain(futures::stream::pending());
+        let started = Instant::now();
+        let events = read_stream(body).await;
+        assert!(matches!(events.last(), Some(Ok(StreamEvent::Finished { finish: FinishReason::Stop, .. }))));
+        assert_eq!(started.elapsed(), STREAM_TAIL);
     }
 
     #[test]

@@ -147,9 +147,15 @@ pub(crate) async fn stream_reply(
             Ok(mut stream) => {
                 let mut reply = String::new();
                 let mut pending = String::new();
-                let mut flush_at = Instant::now() + FLUSH_EVERY;
+                // One timer for the reply, moved on at each flush, not one per chunk.
+                let flush_timer = tokio::time::sleep_until(Instant::now() + FLUSH_EVERY);
+                tokio::pin!(flush_timer);
                 loop {
-                    let next = tokio::time::timeout_at(flush_at, stream.next()).await;
+                    let next = tokio::select! {
+                        biased;
+                        next = stream.next() => Ok(next),
+                        () = &mut flush_timer => Err(()),
+                    };
                     match next {
                         Ok(Some(Ok(StreamEvent::Text(delta)))) => {
                             reply.push_str(&delta);
@@ -174,7 +180,7 @@ pub(crate) async fn stream_reply(
                         Err(_flush_time) => {}
                     }
                     flush(deps, job_id, speaker, &mut pending, &mut shown).await;
-                    flush_at = Instant::now() + FLUSH_EVERY;
+                    flush_timer.as_mut().reset(Instant::now() + FLUSH_EVERY);
                 }
             }
         };
