@@ -30,24 +30,16 @@ use fastnpc_shared::store::characters::CharacterStore;
 use fastnpc_shared::store::jobs::Claim;
 use fastnpc_shared::store::jobs::NewJob;
 
-pub async fn insert(
-    db: impl SqliteExecutor<'_>,
-    character_id: CharacterId,
-    user_id: UserId,
-    name: &str,
-    source: &Value,
-    language: &str,
-) -> Result<(), sqlx::Error> {
-    let now = now();
+pub async fn insert(db: impl SqliteExecutor<'_>, character: &NewCharacter<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into characters (character_id, user_id, name, source, language, created_at, updated_at)
          values (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        character_id.0,
-        user_id.0,
-        name,
-        source,
-        language,
-        now,
+        character.character_id.0,
+        character.user_id.0,
+        character.name,
+        character.source,
+        character.language,
+        character.created_at,
     )
     .execute(db)
     .await?;
@@ -252,15 +244,7 @@ impl CharacterStore for SqliteStore {
         quota: &Quota,
     ) -> StoreResult<Submitted> {
         let mut tx = begin_immediate(&self.writer).await?;
-        insert(
-            &mut *tx,
-            character.character_id,
-            character.user_id,
-            character.name,
-            character.source,
-            character.language,
-        )
-        .await?;
+        insert(&mut *tx, &character).await?;
         if let Err(taken) = insert_submitted_job(&mut tx, job).await? {
             return Ok(taken);
         }
@@ -454,7 +438,7 @@ impl CharacterStore for SqliteStore {
     async fn import_character(&self, imported: ImportedCharacter<'_>, quota: &Quota) -> StoreResult<Submitted> {
         let ImportedCharacter { character, profile, brief, card, detail, avatar } = imported;
         let mut tx = begin_immediate(&self.writer).await?;
-        let now = now();
+        let now = character.created_at;
         sqlx::query!(
             "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version,
                                      created_at, updated_at)

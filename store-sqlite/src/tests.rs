@@ -12,6 +12,7 @@ use fastnpc_shared::{
     jobs::{JobError, JobKind, JobStatus},
     llm::Usage,
     store::{
+        NewCharacter,
         groups::NewGroupMessage,
         jobs::{CancelOutcome, Heartbeat, IDEMPOTENCY_KEY, NewJob, serial},
         memories::MemoryEntry,
@@ -60,7 +61,8 @@ async fn user(pool: &SqlitePool, name: &str) -> UserId {
 
 async fn character(pool: &SqlitePool, user_id: UserId, name: &str) -> CharacterId {
     let character_id = CharacterId::new();
-    characters::insert(pool, character_id, user_id, name, &json!({"kind": "text", "text": name}), "zh").await.unwrap();
+    let source = json!({"kind": "text", "text": name});
+    characters::insert(pool, &NewCharacter::new(character_id, user_id, name, &source, "zh")).await.unwrap();
     character_id
 }
 
@@ -122,7 +124,9 @@ async fn migrations_apply_and_every_connection_enforces_foreign_keys() {
     drop(held);
     // A character of a user that does not exist is refused.
     let error =
-        characters::insert(&db.pool, CharacterId::new(), UserId::new(), "x", &json!({}), "zh").await.unwrap_err();
+        characters::insert(&db.pool, &NewCharacter::new(CharacterId::new(), UserId::new(), "x", &json!({}), "zh"))
+            .await
+            .unwrap_err();
     assert!(matches!(&error, sqlx::Error::Database(e) if e.is_foreign_key_violation()), "{error}");
 }
 

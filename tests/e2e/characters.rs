@@ -325,3 +325,24 @@ async fn a_burst_of_characters_is_confirmed_in_rounds_and_each_job_runs_once() {
     assert_eq!(app.sim.stats().requests_served, 400, "ten calls per character, no job run twice");
     app.stop().await;
 }
+
+/// The 202 of `POST /v1/characters` is built from what the submission stored, not read back
+/// after it: it must be exactly what a read of the character answers, to the microsecond.
+#[tokio::test]
+async fn the_accepted_character_is_the_one_a_read_answers() {
+    let app = TestApp::spawn().await;
+    // Every call hangs, so nothing changes the character between the two answers.
+    app.sim.add_rule(Rule { when_contains: String::new(), fault: Fault::Stall(Duration::from_secs(600)), times: None });
+    let user = app.user("reader").await;
+    let created = app.create_character(&user, "王昭君").await;
+    let id = created["character"]["id"].as_str().unwrap();
+    let read: Value = app.get(&format!("/v1/characters/{id}"), &user).await.json().await.unwrap();
+    assert_eq!(created["character"], read["character"]);
+    assert_eq!(created["character"]["status"], "generating");
+    assert!(created["character"]["created_at"].is_string(), "{created}");
+    let job_id = created["job"]["id"].as_str().unwrap();
+    // Cancelled outright while queued (200) or asked to stop while running (202).
+    let cancel = app.request(reqwest::Method::POST, &format!("/v1/jobs/{job_id}/cancel"), Some(&user)).send().await;
+    assert!(matches!(cancel.unwrap().status().as_u16(), 200 | 202));
+    app.stop().await;
+}

@@ -87,7 +87,7 @@ async fn a_job_started_five_times_without_ending_fails_as_poison_and_is_dead_let
     // are the store's own, so `attempts` counts them as it counts real ones.)
     let (character_id, job_id) = (CharacterId::new(), JobId::new());
     let source = json!({"kind": "text", "text": sample_source("杜甫")});
-    let character = NewCharacter { character_id, user_id, name: "杜甫", source: &source, language: "zh" };
+    let character = NewCharacter::new(character_id, user_id, "杜甫", &source, "zh");
     let job = NewJob {
         job_id,
         user_id,

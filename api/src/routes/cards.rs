@@ -221,13 +221,7 @@ pub async fn import(
         .store
         .import_character(
             ImportedCharacter {
-                character: NewCharacter {
-                    character_id,
-                    user_id,
-                    name: &name,
-                    source: &imported.source,
-                    language: imported.language.code(),
-                },
+                character: NewCharacter::new(character_id, user_id, &name, &imported.source, imported.language.code()),
                 profile: &profile,
                 brief: imported.brief.as_deref(),
                 card: &card_data,

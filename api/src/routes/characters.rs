@@ -139,7 +139,9 @@ pub async fn create(
         idempotency: idempotency.as_ref().map(Idempotency::for_new_job),
         params: None,
     };
-    let character = NewCharacter { character_id, user_id, name: &name, source: &source, language: language.code() };
+    let character = NewCharacter::new(character_id, user_id, &name, &source, language.code());
+    // What the submission stores is known: the answer is built from it, not read back.
+    let stored = character.record();
     if !crate::limits::created(
         &state,
         state.store.submit_character(character, job, &crate::limits::quota(&state)).await?,
@@ -148,10 +150,9 @@ pub async fn create(
         return replay(&state, user_id, winner).await;
     }
 
-    let character = state.store.character(user_id, character_id).await?.ok_or(ApiError::NotFound)?;
     // The job is durable from the commit on; publishing it is not the client's wait.
     state.background.spawn(enqueue(state.clone(), job_id, JobKind::GenerateCharacter));
-    Ok(accepted(&character, job_id, JobStatus::Queued))
+    Ok(accepted(&stored, job_id, JobStatus::Queued))
 }
 
 /// The longest a new character waits for the encyclopedia to say whether its title is ambiguous.

@@ -594,8 +594,9 @@ impl CharacterStore for PgStore {
         let ImportedCharacter { character, profile, brief, card, detail, avatar } = imported;
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
-            "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version)
-             values ($1, $2, $3, 'ready', $4, $5, $6, $7, 1)",
+            "insert into characters (character_id, user_id, name, status, source, profile, brief, language, version,
+                                     created_at, updated_at)
+             values ($1, $2, $3, 'ready', $4, $5, $6, $7, 1, $8, $8)",
             character.character_id.0,
             character.user_id.0,
             character.name,
@@ -603,6 +604,7 @@ impl CharacterStore for PgStore {
             profile,
             brief,
             character.language,
+            character.created_at,
         )
         .execute(&mut *tx)
         .await?;
@@ -716,10 +718,10 @@ impl PgStore {
             r#"with usage as materialized (select characters, active_jobs from quota_usage($1)),
                     submitted as materialized (
                         select * from unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::uuid[], $7::text[],
-                                             $8::text[], $9::int[], $10::text[], $11::bytea[])
+                                             $8::text[], $9::int[], $10::text[], $11::bytea[], $14::timestamptz[])
                             with ordinality as submitted (character_id, name, source, language, job_id, kind,
                                                           serial_key, progress_total, idempotency_key,
-                                                          request_fingerprint, position)
+                                                          request_fingerprint, created_at, position)
                     ),
                     admitted as materialized (
                         select submitted.* from submitted, usage
@@ -727,8 +729,8 @@ impl PgStore {
                           and usage.active_jobs + submitted.position <= $13
                     ),
                     character as (
-                        insert into characters (character_id, user_id, name, source, language)
-                        select character_id, $1, name, source, language from admitted
+                        insert into characters (character_id, user_id, name, source, language, created_at, updated_at)
+                        select character_id, $1, name, source, language, created_at, created_at from admitted
                     ),
                     job as (
                         insert into jobs (job_id, user_id, kind, character_id, serial_key, progress_total,
@@ -753,6 +755,7 @@ impl PgStore {
             &jobs.request_fingerprint as &[Option<&[u8]>],
             quota.limit(Capped::Characters),
             quota.limit(Capped::ActiveJobs),
+            &column(round, |queued| queued.created_at),
         )
         .fetch_all(&self.pool)
         .await?

@@ -25,7 +25,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{jobs::NewJob, memories::MemoryEntry, messages::MessageRecord, prelude::*, stats::Totals};
+use super::{
+    characters::CharacterRecord, jobs::NewJob, memories::MemoryEntry, messages::MessageRecord, prelude::*,
+    stats::Totals,
+};
 use crate::ids::{CharacterId, GroupId, MessageId, UserId};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -119,6 +122,41 @@ pub struct NewCharacter<'a> {
     pub source: &'a Value,
     /// `zh` or `en`: the language the profile is written in and the character speaks.
     pub language: &'a str,
+    /// Stamped by the submitter, like a message's: the stored row is then known without reading
+    /// it back (the 202 of `POST /v1/characters` shows it).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> NewCharacter<'a> {
+    pub fn new(
+        character_id: CharacterId,
+        user_id: UserId,
+        name: &'a str,
+        source: &'a Value,
+        language: &'a str,
+    ) -> Self {
+        Self { character_id, user_id, name, source, language, created_at: stamp() }
+    }
+
+    /// The row a successful `submit_character` stored: generating, nothing written yet.
+    pub fn record(&self) -> CharacterRecord {
+        CharacterRecord {
+            character_id: self.character_id,
+            user_id: self.user_id,
+            name: self.name.to_owned(),
+            status: "generating".to_owned(),
+            source: self.source.clone(),
+            profile: None,
+            brief: None,
+            language: self.language.to_owned(),
+            prompt_version: None,
+            source_snapshot: None,
+            version: 0,
+            avatar_etag: None,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
 }
 
 /// The current time as a row's `created_at`: to the microsecond, which both stores keep, so a
@@ -256,6 +294,7 @@ pub struct QueuedCharacter {
     pub name: String,
     pub source: Value,
     pub language: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
     pub job: QueuedJob,
 }
 
@@ -268,6 +307,7 @@ impl QueuedCharacter {
             name: character.name.to_owned(),
             source: character.source.clone(),
             language: character.language.to_owned(),
+            created_at: character.created_at,
             job: QueuedJob::new(job),
         }
     }
