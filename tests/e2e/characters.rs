@@ -303,7 +303,8 @@ async fn polled_progress_arrives_with_the_heartbeat_while_a_step_is_still_runnin
 }
 
 /// Under a burst, the broker's confirms are recorded in rounds (one write for all that arrive
-/// together): none is lost at a round's edge, and each job runs once.
+/// together): none is lost at a round's edge, and each job runs once. The workers read the
+/// claimed jobs' characters in rounds too: each job writes the character it was made for.
 #[tokio::test]
 async fn a_burst_of_characters_is_confirmed_in_rounds_and_each_job_runs_once() {
     let app = TestApp::spawn().await;
@@ -317,10 +318,12 @@ async fn a_burst_of_characters_is_confirmed_in_rounds_and_each_job_runs_once() {
     for job in &jobs {
         app.wait_for_job_published(job).await;
     }
-    for job in &jobs {
+    for (i, (job, created)) in jobs.iter().zip(&created).enumerate() {
         let finished = app.wait_for_job(&user, job).await;
         assert_eq!(finished["status"], "succeeded");
         assert_eq!(finished["attempts"], 1, "claimed once");
+        assert_eq!(finished["result"]["character_id"], created["character"]["id"]);
+        assert_eq!(finished["result"]["name"], format!("角色{i}"));
     }
     assert_eq!(app.sim.stats().requests_served, 400, "ten calls per character, no job run twice");
     app.stop().await;

@@ -84,23 +84,29 @@ pub(crate) async fn get(
     .await
 }
 
-/// The worker's read: the job already proved ownership, so no owner filter.
-pub(crate) async fn get_by_id(
+/// The workers' reads, one answer per id in order: the job already proved ownership, so no owner
+/// filter. One statement serves a round of claimed jobs (see [`super::batch::Keyed::ask`]).
+pub(crate) async fn get_by_ids(
     db: impl PgExecutor<'_>,
-    character_id: CharacterId,
-) -> Result<Option<CharacterRecord>, sqlx::Error> {
-    sqlx::query_as!(
+    character_ids: &[CharacterId],
+) -> Result<Vec<Option<CharacterRecord>>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = character_ids.iter().map(|id| id.0).collect();
+    let rows = sqlx::query_as!(
         CharacterRecord,
         r#"select character_id as "character_id: CharacterId", user_id as "user_id: UserId", name, status,
                   source, profile, brief, language, prompt_version, source_snapshot, version,
                   (select a.etag from character_avatars a where a.character_id = characters.character_id)
                       as "avatar_etag?",
                   created_at, updated_at
-           from characters where character_id = $1"#,
-        character_id.0,
+           from characters where character_id = any($1)"#,
+        &ids,
     )
-    .fetch_optional(db)
-    .await
+    .fetch_all(db)
+    .await?;
+    let found: std::collections::HashMap<CharacterId, CharacterRecord> =
+        rows.into_iter().map(|character| (character.character_id, character)).collect();
+    // An id asked twice in one round gets the row both times.
+    Ok(character_ids.iter().map(|id| found.get(id).cloned()).collect())
 }
 
 /// The user's characters, newest first; `before` is the last id of the previous page.
@@ -434,7 +440,13 @@ impl CharacterStore for PgStore {
     }
 
     async fn character_by_id(&self, character_id: CharacterId) -> StoreResult<Option<CharacterRecord>> {
-        get_by_id(&self.pool, character_id).await
+        self.ask(
+            &self.character_reads,
+            (),
+            character_id,
+            |pool, (), wanted| async move { get_by_ids(&pool, &wanted).await },
+        )
+        .await
     }
 
     async fn list_characters(

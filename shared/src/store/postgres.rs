@@ -91,6 +91,9 @@ pub struct PgStore {
     pub(super) session_reads: super::batch::Keyed<(), Vec<u8>, Option<UserId>>,
     /// The job reads of status polls and event streams, likewise.
     pub(super) job_reads: super::batch::Keyed<(), (UserId, crate::ids::JobId), Option<jobs::JobRecord>>,
+    /// The workers' reads of the character a claimed job is about, likewise.
+    pub(super) character_reads:
+        super::batch::Keyed<(), crate::ids::CharacterId, Option<super::characters::CharacterRecord>>,
     /// The next queued job of each series whose job just ended, likewise.
     pub(super) series_reads: super::batch::Keyed<(), String, Option<crate::ids::JobId>>,
     /// Each user's spend today, read once for the submissions that ask at the same time.
@@ -130,6 +133,7 @@ impl PgStore {
             claim_rounds: Default::default(),
             session_reads: Default::default(),
             job_reads: Default::default(),
+            character_reads: Default::default(),
             series_reads: Default::default(),
             spend_reads: Default::default(),
             context_reads: Default::default(),
