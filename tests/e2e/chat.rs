@@ -137,6 +137,43 @@ async fn history_pages_newest_first_with_stable_cursors() {
     app.stop().await;
 }
 
+/// Replies that start together are claimed, and their prompts read, in shared rounds (in
+/// Postgres one statement claims a round and reads each reply's context): every reply must still
+/// be written from its own character's context, answering its own message.
+#[tokio::test]
+async fn replies_started_together_are_each_written_from_their_own_characters_context() {
+    const POETS: [&str; 12] =
+        ["李白", "杜甫", "王维", "白居易", "孟浩然", "王昌龄", "李商隐", "杜牧", "韩愈", "柳宗元", "刘禹锡", "岑参"];
+    let app = TestApp::builder().workers(1).sim(chat_sim()).spawn().await;
+    let user = app.user("ada").await;
+    let mut characters = Vec::new();
+    for poet in POETS {
+        characters.push(app.imported_character(&user, poet).await);
+    }
+    let sends = POETS.iter().zip(&characters).map(|(poet, character)| {
+        let (app, user) = (&app, &user);
+        async move {
+            let response = app.send_message(user, character, &format!("{poet}，请赋诗一首"), Some(30)).await;
+            assert_eq!(response.status(), 200, "{poet}: {}", response.text().await.unwrap_or_default());
+            response.json::<Value>().await.unwrap()
+        }
+    });
+    let answered = futures::future::join_all(sends).await;
+
+    for ((poet, character), answer) in POETS.iter().zip(&characters).zip(&answered) {
+        assert_eq!(answer["reply"]["reply_to"], answer["message"]["id"], "{poet}'s reply answers its message");
+        let path = format!("/v1/characters/{character}/messages?include=prompt");
+        let page: Value = app.get(&path, &user).await.json().await.unwrap();
+        let reply = &page["items"][0];
+        assert_eq!(reply["id"], answer["reply"]["id"]);
+        let prompt = reply["prompt"].as_str().expect("the reply's prompt");
+        assert!(prompt.contains(&format!("{poet}，一位唐代诗人")), "{poet}'s prompt is built from its own profile");
+        let others: Vec<&&str> = POETS.iter().filter(|other| *other != poet && prompt.contains(**other)).collect();
+        assert!(others.is_empty(), "{poet}'s prompt names other characters: {others:?}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn back_to_back_messages_are_answered_in_order_and_see_each_other() {
     // A slow model and several workers: the second job is delivered while the first runs.

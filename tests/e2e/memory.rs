@@ -1,8 +1,8 @@
 //! The three-layer memory: session → short-term → long-term, and its safety under concurrency.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
-use fastnpc_tests::harness::{TestApp, TestUser};
+use fastnpc_tests::harness::{Backend, TestApp, TestUser};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -177,7 +177,10 @@ async fn the_memory_says_while_a_compression_of_it_is_pending() {
 /// the memory and session snapshot one by one gives, in the same order.
 #[tokio::test]
 async fn a_replys_context_read_at_once_equals_its_parts_read_one_by_one() {
-    use fastnpc_shared::ids::{CharacterId, MessageId, UserId};
+    use fastnpc_shared::{
+        ids::{CharacterId, JobId, MessageId, UserId},
+        store,
+    };
     let app = TestApp::spawn().await;
     let user = app.user("ada").await;
     let character = app.ready_character(&user, "诸葛亮").await;
@@ -231,5 +234,30 @@ async fn a_replys_context_read_at_once_equals_its_parts_read_one_by_one() {
         app.store.chat_context(stranger, character_id, message_id, 200).await.unwrap().is_none(),
         "another user's message"
     );
+
+    // In Postgres a reply's claim reads its context in the same statement: the very context the
+    // handler would read (the reply before it included), so the handler need not read it again.
+    // The job is claimed by hand, long before the re-publisher would send it to a worker.
+    let (next_message, job_id) = (MessageId::new(), JobId::new());
+    let quota = store::Quota { active_jobs: 100, characters: 100, groups: 100 };
+    let submitted = app
+        .store
+        .submit_message(
+            store::NewUserMessage::new(next_message, user_id, character_id, "第4问：何时北伐？"),
+            store::jobs::NewJob::chat_reply(job_id, user_id, character_id, next_message),
+            &quota,
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted, store::Submitted::Created);
+    let claim = app.store.claim_job(job_id, Duration::from_secs(60)).await.unwrap().expect("claimable");
+    let expected = app.store.chat_context(user_id, character_id, next_message, 200).await.unwrap().unwrap();
+    assert_eq!(expected.transcript.len(), 6, "three messages and their replies: {:?}", expected.transcript);
+    match (app.backend(), &claim.chat_context.0) {
+        (Backend::Distributed, Some(claimed)) => assert_eq!(format!("{claimed:?}"), format!("{expected:?}")),
+        (Backend::Distributed, None) => panic!("the claim of a chat reply read no context"),
+        // The embedded store claims through its one writer and leaves the read to the handler.
+        (Backend::Embedded, claimed) => assert!(claimed.is_none()),
+    }
     app.stop().await;
 }

@@ -111,16 +111,6 @@ async fn a_burst_of_group_creations_stops_at_the_group_cap() {
     app.stop().await;
 }
 
-/// A character ready at once, without a worker: imported from a minimal card.
-async fn imported_character(app: &TestApp, user: &TestUser, name: &str) -> String {
-    let card = json!({"spec": "chara_card_v2", "spec_version": "2.0",
-        "data": {"name": name, "description": format!("{name}，一位唐代诗人。")}});
-    let response = app.post_json("/v1/characters/import", user, &card).await;
-    assert_eq!(response.status(), StatusCode::CREATED, "import {name}: {}", response.text().await.unwrap_or_default());
-    let imported: Value = response.json().await.unwrap();
-    imported["character"]["id"].as_str().expect("character id").to_owned()
-}
-
 #[tokio::test]
 async fn a_burst_of_messages_stops_at_the_active_jobs_cap_and_each_is_answered_for_itself() {
     let app = TestApp::builder()
@@ -133,9 +123,9 @@ async fn a_burst_of_messages_stops_at_the_active_jobs_cap_and_each_is_answered_f
     let other = app.user("grace").await;
     let mut mine = Vec::new();
     for name in ["李白", "杜甫", "王维"] {
-        mine.push(imported_character(&app, &user, name).await);
+        mine.push(app.imported_character(&user, name).await);
     }
-    let theirs = imported_character(&app, &other, "白居易").await;
+    let theirs = app.imported_character(&other, "白居易").await;
 
     // Every fifth message goes to another user's character: refused as not found, whatever the
     // messages around it in the same round.
@@ -174,7 +164,7 @@ async fn a_burst_of_messages_stops_at_the_active_jobs_cap_and_each_is_answered_f
 async fn a_burst_with_one_idempotency_key_repeated_stores_that_message_once_and_every_other_message() {
     let app = TestApp::builder().workers(0).setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000").spawn().await;
     let user = app.user("ada").await;
-    let character = imported_character(&app, &user, "孟浩然").await;
+    let character = app.imported_character(&user, "孟浩然").await;
     let path = format!("/v1/characters/{character}/messages");
 
     // Five of the twenty are the same request with the same key; they may share a round.

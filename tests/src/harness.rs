@@ -424,6 +424,16 @@ impl TestApp {
         created["character"]["id"].as_str().expect("character id").to_owned()
     }
 
+    /// A character ready at once, without a worker: imported from a minimal card; its id.
+    pub async fn imported_character(&self, user: &TestUser, name: &str) -> String {
+        let card = serde_json::json!({"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": {"name": name, "description": format!("{name}，一位唐代诗人。")}});
+        let response = self.post_json("/v1/characters/import", user, &card).await;
+        assert_eq!(response.status(), 201, "import {name}: {}", response.text().await.unwrap_or_default());
+        let imported: Value = response.json().await.unwrap();
+        imported["character"]["id"].as_str().expect("character id").to_owned()
+    }
+
     /// Sends a chat message, with `Prefer: wait=N` when `wait_secs` is given.
     pub async fn send_message(
         &self,

@@ -133,6 +133,23 @@ pub struct Claim {
     /// Steps this attempt has done (clones share it). Not a write of its own: the lease's
     /// heartbeat carries it to the row, and success sets the row's progress to the total.
     pub progress: ProgressMeter,
+    /// A chat reply's context, when the claim's statement read it too (see [`ClaimedContext`]).
+    pub chat_context: ClaimedContext,
+}
+
+/// The context a chat reply's claim read in its own statement, from the snapshot that saw the
+/// job free to run, so that the reply's handler does not read it again: a round-trip and a
+/// round of reads fewer between a delivery and the model's request. Empty when the store does
+/// not read it with the claim, or found the character, the user or the message gone; the
+/// handler then reads it itself ([`super::Store::chat_context`]), which tells which.
+#[derive(Clone, Default)]
+pub struct ClaimedContext(pub Option<std::sync::Arc<super::ChatContext>>);
+
+impl std::fmt::Debug for ClaimedContext {
+    // The context is the prompt's material (profile, memories, messages): never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ClaimedContext(..)" } else { "ClaimedContext(None)" })
+    }
 }
 
 /// A job's progress as its handler advances it, for the heartbeat to record. Clients follow
@@ -182,6 +199,7 @@ impl From<ClaimRow> for Claim {
             created_at: row.created_at,
             usage: UsageMeter::default(),
             progress: ProgressMeter::default(),
+            chat_context: ClaimedContext::default(),
         }
     }
 }
@@ -379,35 +397,154 @@ pub(crate) async fn unpublished(
 /// order is not commit order), or an earlier one is queued. Two jobs of one series asked for
 /// together are claimed as if one after the other (the statement's one snapshot shows the later
 /// one the earlier still queued); a job asked for twice is claimed for the first ask only.
+///
+/// A chat reply's claim carries its context ([`ClaimedContext`], the newest `session_limit`
+/// messages of its session), read by the same statement: from the snapshot in which the job's
+/// series was free, so it holds the reply before it.
 pub(crate) async fn claim(
     db: impl PgExecutor<'_>,
     job_ids: &[JobId],
     lease: Duration,
+    session_limit: i64,
 ) -> Result<Vec<Option<Claim>>, sqlx::Error> {
     let ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
     let rows = sqlx::query_as!(
-        ClaimRow,
-        r#"update jobs
-           set status = 'running', attempts = attempts + 1,
-               lease_until = now() + make_interval(secs => $2),
-               started_at = coalesce(started_at, now()), updated_at = now()
-           where job_id = any($1)
-             and (status = 'queued' or (status = 'running' and lease_until < now()))
-             and not exists (
-                 select 1 from jobs other
-                 where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
-                   and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id)))
-           returning job_id as "job_id: JobId", user_id as "user_id: UserId", kind as "kind: JobKind",
-                     character_id as "character_id: CharacterId", message_id as "message_id: MessageId",
-                     group_id as "group_id: GroupId", serial_key, attempts as attempt,
-                     cancel_requested_at is not null as "cancel_requested!", created_at"#,
+        ClaimedRow,
+        r#"with claimed as (
+               update jobs
+               set status = 'running', attempts = attempts + 1,
+                   lease_until = now() + make_interval(secs => $2),
+                   started_at = coalesce(started_at, now()), updated_at = now()
+               where job_id = any($1)
+                 and (status = 'queued' or (status = 'running' and lease_until < now()))
+                 and not exists (
+                     select 1 from jobs other
+                     where other.serial_key = jobs.serial_key and other.job_id <> jobs.job_id
+                       and (other.status = 'running' or (other.status = 'queued' and other.job_id < jobs.job_id)))
+               returning job_id, user_id, kind, character_id, message_id, group_id, serial_key, attempts,
+                         cancel_requested_at, created_at
+           )
+           select k.job_id as "job_id!: JobId", k.user_id as "user_id!: UserId", k.kind as "kind!: JobKind",
+                  k.character_id as "character_id: CharacterId", k.message_id as "message_id: MessageId",
+                  k.group_id as "group_id: GroupId", k.serial_key, k.attempts as "attempt!",
+                  k.cancel_requested_at is not null as "cancel_requested!", k.created_at as "created_at!",
+                  x.character_user_id as "character_user_id?: UserId", x.name as "name?", x.status as "status?",
+                  x.source as "source?", x.profile, x.brief, x.language as "language?", x.prompt_version,
+                  x.source_snapshot, x.version as "version?", x.created_at as "character_created_at?",
+                  x.updated_at as "updated_at?", x.memory_version as "memory_version?",
+                  x.username as "username?", x.bio as "bio?", x.ctx_max_chat as "ctx_max_chat?",
+                  x.ctx_max_stm as "ctx_max_stm?", x.ctx_max_ltm as "ctx_max_ltm?",
+                  x.max_group_rounds as "max_group_rounds?", x.user_language as "user_language?",
+                  x.is_admin as "is_admin?", x.user_created_at as "user_created_at?", x.message as "message?",
+                  x.memories as "memories?", x.session as "session?"
+           from claimed k
+           left join lateral chat_reply_context(k.user_id, k.character_id, k.message_id, $3) x
+               on k.kind = 'chat_reply'"#,
         &ids,
         lease.as_secs_f64(),
+        session_limit,
     )
     .fetch_all(db)
     .await?;
-    let mut claimed: std::collections::HashMap<JobId, ClaimRow> = rows.into_iter().map(|r| (r.job_id, r)).collect();
-    Ok(job_ids.iter().map(|job_id| claimed.remove(job_id).map(Claim::from)).collect())
+    let mut claimed = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let claim = row.into_claim()?;
+        claimed.insert(claim.job_id, claim);
+    }
+    Ok(job_ids.iter().map(|job_id| claimed.remove(job_id)).collect())
+}
+
+/// A row of [`claim`]: the job's claim columns, and a chat reply's context columns (all null
+/// for other kinds, or when the reply's character, user or message is gone).
+struct ClaimedRow {
+    job_id: JobId,
+    user_id: UserId,
+    kind: JobKind,
+    character_id: Option<CharacterId>,
+    message_id: Option<MessageId>,
+    group_id: Option<GroupId>,
+    serial_key: Option<String>,
+    attempt: i32,
+    cancel_requested: bool,
+    created_at: DateTime<Utc>,
+    character_user_id: Option<UserId>,
+    name: Option<String>,
+    status: Option<String>,
+    source: Option<Value>,
+    profile: Option<Value>,
+    brief: Option<String>,
+    language: Option<String>,
+    prompt_version: Option<String>,
+    source_snapshot: Option<Value>,
+    version: Option<i64>,
+    character_created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    memory_version: Option<i64>,
+    username: Option<String>,
+    bio: Option<String>,
+    ctx_max_chat: Option<i32>,
+    ctx_max_stm: Option<i32>,
+    ctx_max_ltm: Option<i32>,
+    max_group_rounds: Option<i32>,
+    user_language: Option<String>,
+    is_admin: Option<bool>,
+    user_created_at: Option<DateTime<Utc>>,
+    message: Option<String>,
+    memories: Option<Value>,
+    session: Option<Value>,
+}
+
+impl ClaimedRow {
+    fn into_claim(self) -> Result<Claim, sqlx::Error> {
+        let claim = ClaimRow {
+            job_id: self.job_id,
+            user_id: self.user_id,
+            kind: self.kind,
+            character_id: self.character_id,
+            message_id: self.message_id,
+            group_id: self.group_id,
+            serial_key: self.serial_key,
+            attempt: self.attempt,
+            cancel_requested: self.cancel_requested,
+            created_at: self.created_at,
+        };
+        // The context's columns as the context reads' row, when the statement found a context.
+        let context = (|| {
+            Some(super::ContextRow {
+                ord: 1,
+                character_id: self.character_id?,
+                character_user_id: self.character_user_id?,
+                name: self.name?,
+                status: self.status?,
+                source: self.source?,
+                profile: self.profile,
+                brief: self.brief,
+                language: self.language?,
+                prompt_version: self.prompt_version,
+                source_snapshot: self.source_snapshot,
+                version: self.version?,
+                created_at: self.character_created_at?,
+                updated_at: self.updated_at?,
+                memory_version: self.memory_version?,
+                user_id: self.user_id,
+                username: self.username?,
+                bio: self.bio?,
+                ctx_max_chat: self.ctx_max_chat?,
+                ctx_max_stm: self.ctx_max_stm?,
+                ctx_max_ltm: self.ctx_max_ltm?,
+                max_group_rounds: self.max_group_rounds?,
+                user_language: self.user_language?,
+                is_admin: self.is_admin?,
+                user_created_at: self.user_created_at?,
+                message: self.message?,
+                memories: self.memories?,
+                session: self.session?,
+            })
+        })();
+        let context = context.map(super::ContextRow::into_context).transpose()?;
+        let chat_context = ClaimedContext(context.map(|(_, context)| std::sync::Arc::new(context)));
+        Ok(Claim { chat_context, ..claim.into() })
+    }
 }
 
 /// The current status of a job, without owner check (worker side).
@@ -1038,7 +1175,7 @@ impl ClaimStore for PgStore {
         // A worker's deliveries arrive together under a burst: one statement and one commit
         // claims a round of them.
         self.ask(&self.claim_rounds, lease, job_id, |pool, lease, job_ids| async move {
-            claim(&pool, &job_ids, lease).await
+            claim(&pool, &job_ids, lease, super::messages::CHAT_SESSION_WINDOW).await
         })
         .await
     }

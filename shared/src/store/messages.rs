@@ -439,6 +439,10 @@ async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<
     Ok(by_position(finishes.len(), stored)?.into_iter().map(Option::flatten).collect())
 }
 
+/// How many messages of the session layer a chat reply's prompt is given to choose from (its
+/// budget trims further): what a reply's claim reads with it ([`super::jobs::ClaimedContext`]).
+pub const CHAT_SESSION_WINDOW: i64 = 200;
+
 /// One reply's context to read ([`super::Store::chat_context`]): whose, which character, which
 /// message. Both stores' rounds of context reads are keyed by it.
 pub type ContextKey = (UserId, CharacterId, MessageId);
@@ -446,7 +450,8 @@ pub type ContextKey = (UserId, CharacterId, MessageId);
 /// [`super::Store::chat_context`] for a round of replies in one statement (one snapshot, one
 /// round-trip), one answer per key in order: the character, the user, the message, both memory
 /// layers (as JSON, in layer and position order) and the session layer before the message (as
-/// JSON, oldest first: the newest `session_limit` by [`uncompressed`]'s order, reversed).
+/// JSON, oldest first: the newest `session_limit` by [`uncompressed`]'s order, reversed), as the
+/// `chat_reply_context` function defines them.
 pub(crate) async fn chat_contexts(
     db: impl PgExecutor<'_>,
     keys: &[ContextKey],
@@ -454,29 +459,18 @@ pub(crate) async fn chat_contexts(
 ) -> Result<Vec<Option<super::ChatContext>>, sqlx::Error> {
     let rows = sqlx::query_as!(
         super::ContextRow,
-        r#"select k.ord as "ord!", c.character_id as "character_id: CharacterId", u.user_id as "user_id: UserId",
-                  c.user_id as "character_user_id: UserId", c.name, c.status, c.source, c.profile,
-                  c.brief, c.language, c.prompt_version, c.source_snapshot,
-                  c.version, c.created_at, c.updated_at, c.memory_version,
-                  u.username, u.bio, u.ctx_max_chat, u.ctx_max_stm, u.ctx_max_ltm, u.max_group_rounds,
-                  u.language as user_language, u.is_admin, u.created_at as user_created_at,
-                  m.content as message,
-                  (select coalesce(jsonb_agg(jsonb_build_object('layer', e.layer, 'content', e.content,
-                                                                'importance', e.importance)
-                                             order by e.layer, e.position), '[]')
-                   from memories e where e.character_id = c.character_id) as "memories!",
-                  (select coalesce(jsonb_agg(jsonb_build_object('author', s.author, 'content', s.content)
-                                             order by coalesce(s.reply_to, s.message_id), s.author = 'character'),
-                                   '[]')
-                   from (select author, content, message_id, reply_to from messages
-                         where character_id = c.character_id and not compressed
-                           and message_id <> k.message_id and not (author = 'user' and message_id > k.message_id)
-                         order by coalesce(reply_to, message_id) desc, author = 'character' desc
-                         limit $4) s) as "session!"
+        r#"select k.ord as "ord!", x.character_id as "character_id!: CharacterId", x.user_id as "user_id!: UserId",
+                  x.character_user_id as "character_user_id!: UserId", x.name as "name!", x.status as "status!",
+                  x.source as "source!", x.profile, x.brief, x.language as "language!", x.prompt_version,
+                  x.source_snapshot, x.version as "version!", x.created_at as "created_at!",
+                  x.updated_at as "updated_at!", x.memory_version as "memory_version!",
+                  x.username as "username!", x.bio as "bio!", x.ctx_max_chat as "ctx_max_chat!",
+                  x.ctx_max_stm as "ctx_max_stm!", x.ctx_max_ltm as "ctx_max_ltm!",
+                  x.max_group_rounds as "max_group_rounds!", x.user_language as "user_language!",
+                  x.is_admin as "is_admin!", x.user_created_at as "user_created_at!", x.message as "message!",
+                  x.memories as "memories!", x.session as "session!"
            from unnest($1::uuid[], $2::uuid[], $3::uuid[]) with ordinality as k(user_id, character_id, message_id, ord)
-           join characters c on c.character_id = k.character_id
-           join users u on u.user_id = k.user_id
-           join messages m on m.message_id = k.message_id and m.user_id = k.user_id"#,
+           cross join lateral chat_reply_context(k.user_id, k.character_id, k.message_id, $4) x"#,
         &column(keys, |(user_id, _, _)| user_id.0),
         &column(keys, |(_, character_id, _)| character_id.0),
         &column(keys, |(_, _, message_id)| message_id.0),

@@ -12,7 +12,7 @@
 //! one Redis write and one SSE frame per token. If the model's stream breaks after text was shown, a `reset` event voids it and the
 //! reply starts over; the concatenated tokens after the last `reset` equal the stored reply.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use fastnpc_shared::{
     events::EventPayload,
@@ -36,8 +36,6 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 pub const FLUSH_CHARS: usize = 48;
 /// How often a broken stream is started over before the job fails.
 const STREAM_RESTARTS: u32 = 2;
-/// Messages of the session layer read for the prompt (the budget trims further).
-const SESSION_WINDOW: i64 = 200;
 
 pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Result<Value, JobFailure> {
     let (Some(character_id), Some(message_id)) = (claim.character_id, claim.message_id) else {
@@ -45,12 +43,19 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
     };
     let gone = || JobFailure::Failed(JobError::new("character_deleted", "the character or message was deleted"));
     // Memory and session from one snapshot: a compression committing in between would otherwise
-    // drop its messages from this prompt in both forms.
-    let context =
-        deps.store.chat_context(claim.user_id, character_id, message_id, SESSION_WINDOW).await?.ok_or_else(gone)?;
-    let store::ChatContext { character, user, message, memories, transcript } = context;
+    // drop its messages from this prompt in both forms. The claim read it when its store can.
+    let context = match &claim.chat_context.0 {
+        Some(context) => context.clone(),
+        None => Arc::new(
+            deps.store
+                .chat_context(claim.user_id, character_id, message_id, store::messages::CHAT_SESSION_WINDOW)
+                .await?
+                .ok_or_else(gone)?,
+        ),
+    };
+    let store::ChatContext { character, user, message, memories, transcript } = &*context;
     let prompts = character.prompts();
-    let Some(Value::Object(profile)) = character.profile else {
+    let Some(Value::Object(profile)) = &character.profile else {
         return Err(JobFailure::Failed(JobError::new("character_not_ready", "the character has no profile yet")));
     };
     let contents =
@@ -59,16 +64,16 @@ pub async fn run(deps: &Deps, claim: &Claim, _cancel: &CancellationToken) -> Res
         character_name: &character.name,
         user_name: &user.username,
         user_bio: &user.bio,
-        profile: &profile,
+        profile,
         long_term: &contents(&memories.long_term),
         short_term: &contents(&memories.short_term),
-        transcript: &transcript,
+        transcript,
         ltm_budget: user.ctx_max_ltm as usize,
         stm_budget: user.ctx_max_stm as usize,
         session_budget: user.ctx_max_chat as usize,
     });
     let request = ChatRequest {
-        messages: vec![Message::system(system.clone()), Message::user(message)],
+        messages: vec![Message::system(system.clone()), Message::user(message.clone())],
         purpose: Purpose::ChatReply,
         ..Default::default()
     };
