@@ -251,7 +251,8 @@ async fn a_replys_context_read_at_once_equals_its_parts_read_one_by_one() {
         .unwrap();
     assert_eq!(submitted, store::Submitted::Created);
     let claim = app.store.claim_job(job_id, Duration::from_secs(60)).await.unwrap().expect("claimable");
-    let expected = app.store.chat_context(user_id, character_id, next_message, 200).await.unwrap().unwrap();
+    let window = store::messages::CHAT_SESSION_WINDOW;
+    let expected = app.store.chat_context(user_id, character_id, next_message, window).await.unwrap().unwrap();
     assert_eq!(expected.transcript.len(), 6, "three messages and their replies: {:?}", expected.transcript);
     match (app.backend(), &claim.chat_context.0) {
         (Backend::Distributed, Some(claimed)) => assert_eq!(format!("{claimed:?}"), format!("{expected:?}")),
