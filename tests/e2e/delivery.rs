@@ -6,10 +6,15 @@
 use std::time::Duration;
 
 use fastnpc_shared::{
-    ids::{CharacterId, JobId, UserId},
+    ids::{CharacterId, JobId, MessageId, UserId},
     jobs::{JobKind, QueueMessage},
     queue::{self, DELIVERY_LIMIT, JobPublisher, Topology},
-    store::{NewCharacter, Quota, Submitted, jobs::NewJob},
+    store::{
+        NewCharacter, Quota, Submitted,
+        jobs::{self, Claim, NewJob},
+        messages::{self, Finish, NewReply},
+        stamp,
+    },
 };
 use fastnpc_tests::harness::{Backend, HANG_GUARD, TestApp, TestUser, sample_source};
 use fastnpc_worker::dead_letters::{self, Selection};
@@ -195,6 +200,153 @@ async fn a_message_that_keeps_coming_back_is_dead_lettered_at_the_delivery_limit
     worker.await.unwrap().unwrap();
     assert!(dead_letters::list(&app.settings).await.unwrap().is_empty());
     app.stop().await;
+}
+
+/// Rounds that write job rows (the publisher's confirms, a worker's claims, its reply finishes)
+/// lock them in id order, whatever order the table holds them in. A job's confirm can arrive
+/// after its delivery, so a round of confirms and a round of claims can hold the same jobs, and
+/// while each locked in its own scan's order they deadlocked (seen under a burst of 1,000
+/// conversations: both rounds stalled for the database's one-second deadlock timeout, and one
+/// failed). Held up at one job, a round holds the jobs below it and none above.
+#[tokio::test]
+async fn a_round_of_confirms_claims_or_finishes_locks_its_jobs_in_id_order() {
+    let app = TestApp::builder().backend(Backend::Distributed).workers(0).spawn().await;
+    let user = app.user("ada").await;
+    let user_id = user_id(&app, &user).await;
+    let character_id: CharacterId = app.imported_character(&user, "王维").await.parse().unwrap();
+    let pool = app.db.postgres().clone();
+    for round in [Round::Confirms, Round::Claims, Round::Finishes] {
+        let mut job_ids: Vec<JobId> = (0..6).map(|_| JobId::new()).collect();
+        job_ids.sort();
+        // Highest id first: a scan in the table's order meets them in descending id order.
+        for job_id in job_ids.iter().rev() {
+            let message_id = MessageId::new();
+            sqlx::query(
+                "insert into messages (message_id, user_id, character_id, author, content) values ($1, $2, $3, 'user', '你好')",
+            )
+            .bind(message_id.0)
+            .bind(user_id.0)
+            .bind(character_id.0)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "insert into jobs (job_id, user_id, kind, character_id, message_id) values ($1, $2, 'chat_reply', $3, $4)",
+            )
+            .bind(job_id.0)
+            .bind(user_id.0)
+            .bind(character_id.0)
+            .bind(message_id.0)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // A round of finishes ends jobs its worker claimed.
+        let claims = match round {
+            Round::Finishes => jobs::claim(&pool, &job_ids, LEASE, 200).await.unwrap().into_iter().flatten().collect(),
+            Round::Confirms | Round::Claims => Vec::new(),
+        };
+        let held = job_ids[2];
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("select 1 from jobs where job_id = $1 for update")
+            .bind(held.0)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+
+        let asked: Vec<JobId> = job_ids.iter().rev().copied().collect();
+        let written = tokio::spawn(round.write(pool.clone(), asked, claims));
+        let blocked = async {
+            while count_lock_waits(&pool).await == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, blocked).await.expect("the round waits for the held job");
+        assert_eq!(lockable(&pool, &job_ids).await, job_ids[3..], "{round:?}: locked only the jobs below the held one");
+
+        holder.rollback().await.unwrap();
+        assert_eq!(written.await.unwrap(), job_ids.len(), "{round:?}: every job written once the lock is gone");
+    }
+    app.stop().await;
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug)]
+enum Round {
+    Confirms,
+    Claims,
+    Finishes,
+}
+
+impl Round {
+    /// Writes the round (a round of finishes ends `claims`, in the order of `job_ids`); how many
+    /// of its jobs it wrote.
+    async fn write(self, pool: sqlx::PgPool, job_ids: Vec<JobId>, mut claims: Vec<Claim>) -> usize {
+        match self {
+            Self::Confirms => {
+                jobs::mark_published(&pool, &job_ids).await.unwrap();
+                let ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
+                let (published,): (i64,) =
+                    sqlx::query_as("select count(*) from jobs where job_id = any($1) and published_at is not null")
+                        .bind(ids)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                usize::try_from(published).unwrap()
+            }
+            Self::Claims => {
+                let claims = jobs::claim(&pool, &job_ids, LEASE, 200).await.unwrap();
+                claims.iter().flatten().count()
+            }
+            Self::Finishes => {
+                claims.sort_by_key(|claim| std::cmp::Reverse(claim.job_id));
+                let finishes: Vec<Finish> = claims
+                    .iter()
+                    .map(|claim| {
+                        let reply = NewReply {
+                            message_id: MessageId::new(),
+                            user_id: claim.user_id,
+                            character_id: claim.character_id.unwrap(),
+                            reply_to: claim.message_id.unwrap(),
+                            content: "幸会。",
+                            job_id: claim.job_id,
+                            prompt_snapshot: "",
+                            truncated: false,
+                            prompt_version: None,
+                            created_at: stamp(),
+                        };
+                        Finish::new(claim, reply, &json!({}))
+                    })
+                    .collect();
+                let stored = messages::finish_replies(&pool, &finishes).await.unwrap();
+                stored.iter().flatten().count()
+            }
+        }
+    }
+}
+
+/// Backends of this database waiting for a lock.
+async fn count_lock_waits(pool: &sqlx::PgPool) -> i64 {
+    let (waiting,): (i64,) = sqlx::query_as(
+        "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    waiting
+}
+
+/// The jobs among `job_ids` that no transaction holds a lock on, in id order.
+async fn lockable(pool: &sqlx::PgPool, job_ids: &[JobId]) -> Vec<JobId> {
+    let ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
+    let free: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("select job_id from jobs where job_id = any($1) order by job_id for share skip locked")
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    free.into_iter().map(|(id,)| JobId(id)).collect()
 }
 
 async fn user_id(app: &TestApp, user: &TestUser) -> UserId {

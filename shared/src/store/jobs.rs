@@ -341,10 +341,22 @@ pub(crate) async fn find_by_idempotency_key(
 }
 
 /// The broker confirmed these jobs' messages (a round of [`super::batch::Batch`]).
-pub(crate) async fn mark_published(db: impl PgExecutor<'_>, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
+///
+/// Like every statement that writes a round of job rows (the claims, the reply finishes), it
+/// locks them in id order first: a round of confirms meets the claims of the same jobs (a
+/// confirm can come after its job's delivery), and rounds that each locked in the order of
+/// their scan (the table's order, which moves as rows are rewritten) deadlocked, costing both
+/// rounds the database's one-second deadlock timeout and one of them its work.
+pub async fn mark_published(db: impl PgExecutor<'_>, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
     let job_ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
     // Always the latest confirm: the re-publisher's staleness rules compare against it.
-    sqlx::query!("update jobs set published_at = now() where job_id = any($1)", &job_ids).execute(db).await?;
+    sqlx::query!(
+        "update jobs set published_at = now()
+         where job_id in (select job_id from jobs where job_id = any($1) order by job_id for no key update)",
+        &job_ids
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -401,7 +413,9 @@ pub(crate) async fn unpublished(
 /// A chat reply's claim carries its context ([`ClaimedContext`], the newest `session_limit`
 /// messages of its session), read by the same statement: from the snapshot in which the job's
 /// series was free, so it holds the reply before it.
-pub(crate) async fn claim(
+///
+/// The round's jobs are locked in id order before any is written (see [`mark_published`]).
+pub async fn claim(
     db: impl PgExecutor<'_>,
     job_ids: &[JobId],
     lease: Duration,
@@ -415,7 +429,7 @@ pub(crate) async fn claim(
                set status = 'running', attempts = attempts + 1,
                    lease_until = now() + make_interval(secs => $2),
                    started_at = coalesce(started_at, now()), updated_at = now()
-               where job_id = any($1)
+               where job_id in (select job_id from jobs where job_id = any($1) order by job_id for no key update)
                  and (status = 'queued' or (status = 'running' and lease_until < now()))
                  and not exists (
                      select 1 from jobs other

@@ -314,7 +314,7 @@ impl MessageStore for PgStore {
 
 /// A reply to store and its job to end: [`MessageStore::finish_reply`]'s arguments, owned, so
 /// that a round can carry them.
-pub(crate) struct Finish {
+pub struct Finish {
     job_id: uuid::Uuid,
     attempt: i32,
     result: Value,
@@ -334,7 +334,7 @@ pub(crate) struct Finish {
 }
 
 impl Finish {
-    fn new(claim: &Claim, reply: NewReply<'_>, result: &Value) -> Self {
+    pub fn new(claim: &Claim, reply: NewReply<'_>, result: &Value) -> Self {
         let (calls, prompt_tokens, completion_tokens) = super::usage::to_columns(claim.usage.total());
         Self {
             job_id: claim.job_id.0,
@@ -370,7 +370,10 @@ async fn finish_round(pool: sqlx::PgPool, finishes: Vec<Finish>) -> Vec<StoreRes
 /// added, as in `jobs::succeed`) only if the claim holds, the reply is inserted only if its job
 /// ended, and the session layer's size comes back for the compression check (the statement's
 /// snapshot does not see its own inserts, so the reply's length is added to the sum).
-async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<Vec<Option<StoredReply>>, sqlx::Error> {
+pub async fn finish_replies(
+    db: impl PgExecutor<'_>,
+    finishes: &[Finish],
+) -> Result<Vec<Option<StoredReply>>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"with k as (
                select * from unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int8[], $5::int8[], $6::int8[],
@@ -387,6 +390,8 @@ async fn finish_replies(db: impl PgExecutor<'_>, finishes: &[Finish]) -> Result<
                       usage_completion_tokens = j.usage_completion_tokens + k.completion_tokens
                from k
                where j.job_id = k.job_id and j.attempts = k.attempt and j.status = 'running'
+                 -- In id order, as every round over job rows locks them (`jobs::mark_published`).
+                 and j.job_id in (select job_id from jobs where job_id = any($1) order by job_id for no key update)
                returning k.ord, j.user_id
            ), spent as (
                insert into llm_usage_daily (user_id, day, shard, calls, prompt_tokens, completion_tokens)
