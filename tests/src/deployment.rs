@@ -281,19 +281,41 @@ async fn drop_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// PostgreSQL's commits in `database_url`'s database and the server's WAL flushes so far.
-/// Backends report their counts when idle, at most every 10 s (`PGSTAT_IDLE_INTERVAL`): the
-/// wait lets every count in.
-pub async fn pg_commits_and_flushes(database_url: &str) -> anyhow::Result<(i64, i64)> {
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let mut db = PgConnection::connect(database_url).await?;
-    let counts = sqlx::query_as(
-        "select (select xact_commit from pg_stat_database where datname = current_database()), \
-                (select wal_sync from pg_stat_wal)",
-    )
-    .fetch_one(&mut db)
-    .await?;
-    Ok(counts)
+/// PostgreSQL's counters a benchmark reads before and after a level: the commits and
+/// deadlocks in the benchmark's database, and the server's WAL flushes.
+#[derive(Clone, Copy, Debug)]
+pub struct PgCounters {
+    commits: i64,
+    wal_flushes: i64,
+    deadlocks: i64,
+}
+
+impl PgCounters {
+    /// The counters of `database_url`'s database now. Backends report their counts when idle, at
+    /// most every 10 s (`PGSTAT_IDLE_INTERVAL`): the wait lets every count in.
+    pub async fn read(database_url: &str) -> anyhow::Result<Self> {
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let mut db = PgConnection::connect(database_url).await?;
+        let (commits, wal_flushes, deadlocks) = sqlx::query_as(
+            "select xact_commit, (select wal_sync from pg_stat_wal), deadlocks
+             from pg_stat_database where datname = current_database()",
+        )
+        .fetch_one(&mut db)
+        .await?;
+        Ok(Self { commits, wal_flushes, deadlocks })
+    }
+
+    /// What happened since `before`: commits and WAL flushes per unit (a character, a reply),
+    /// then the deadlocks (any is a bug: each stalls its statements for `deadlock_timeout`).
+    pub fn since(&self, before: &Self, units: usize) -> String {
+        let per_unit = |n: i64| n as f64 / units as f64;
+        format!(
+            "{:.1} / {:.1}; {}",
+            per_unit(self.commits - before.commits),
+            per_unit(self.wal_flushes - before.wal_flushes),
+            self.deadlocks - before.deadlocks
+        )
+    }
 }
 
 /// The `q` quantile of `values` (nearest rank).

@@ -16,7 +16,8 @@
 //! - *ratio*: the replies' p50 over the simulator's p50 (1.00 = FastNPC costs nothing visible);
 //! - *throughput*: replies completed per second of the level's wall time;
 //! - *commits per reply* (distributed mode): PostgreSQL transactions committed in the benchmark's
-//!   database and WAL flushes of the server during the level, divided by its replies;
+//!   database and WAL flushes of the server during the level, divided by its replies, then the
+//!   deadlocks the database broke during the level (it should be 0);
 //! - *peak memory*: `VmHWM` of the API and of the largest worker after the level.
 //! - *CPU per reply*: each process's CPU time during the level (`/proc/<pid>/stat`) over its
 //!   replies: the API, the workers, the simulator, this client and the services. It moves less
@@ -53,7 +54,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use fastnpc_tests::deployment::{
-    Deployment, Memory, Options, follow_job, ms, percentile, pg_commits_and_flushes, simulator_stream,
+    Deployment, Memory, Options, PgCounters, follow_job, ms, percentile, simulator_stream,
 };
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -181,7 +182,7 @@ async fn character_burst(
     }
     let one_call = percentile(call_times, 0.5);
     let before = match database_url {
-        Some(url) => Some(pg_commits_and_flushes(url).await?),
+        Some(url) => Some(PgCounters::read(url).await?),
         None => None,
     };
     let tasks: Vec<_> = (0..count)
@@ -214,16 +215,12 @@ async fn character_burst(
         finished.push(finish);
     }
     let commits = match (database_url, before) {
-        (Some(url), Some((transactions, flushes))) => {
-            let (transactions_after, flushes_after) = pg_commits_and_flushes(url).await?;
-            let per = |n: i64| n as f64 / count as f64;
-            format!("{:.1} / {:.1}", per(transactions_after - transactions), per(flushes_after - flushes))
-        }
+        (Some(url), Some(before)) => PgCounters::read(url).await?.since(&before, count),
         _ => "—".to_owned(),
     };
     let end_to_end = percentile(finished.clone(), 0.5);
     println!(
-        "| characters at once | simulator alone, one call p50 | accepted (202) p50 | p99 | end to end p50 | p99 | end to end p50 / one call | commits / WAL flushes per character |"
+        "| characters at once | simulator alone, one call p50 | accepted (202) p50 | p99 | end to end p50 | p99 | end to end p50 / one call | commits / WAL flushes per character; deadlocks |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -536,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let count_commits = deployment.database_url.as_ref().filter(|_| args.commits);
     println!(
-        "| conversations | replies | simulator alone p50 (first token / whole) | reply p50 | ratio | throughput | latency added p50 | p99 | first token added p50 | p99 | commits / WAL flushes per reply | API peak RSS | worker peak RSS |"
+        "| conversations | replies | simulator alone p50 (first token / whole) | reply p50 | ratio | throughput | latency added p50 | p99 | first token added p50 | p99 | commits / WAL flushes per reply; deadlocks | API peak RSS | worker peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut breakdown = Vec::new();
@@ -544,7 +541,7 @@ async fn main() -> anyhow::Result<()> {
     for &level in &args.levels {
         let (sim_first, sim_total) = simulator_level_baseline(http, sim_url, level).await?;
         let before = match count_commits {
-            Some(url) => Some((url, pg_commits_and_flushes(url).await?)),
+            Some(url) => Some((url, PgCounters::read(url).await?)),
             None => None,
         };
         let cpu_before = deployment.cpu_seconds();
@@ -564,15 +561,7 @@ async fn main() -> anyhow::Result<()> {
         let wall = started.elapsed();
         cpu_rows.push(cpu_row(level, &cpu_before, &deployment.cpu_seconds(), replies.len(), wall));
         let commits = match before {
-            Some((url, (transactions, flushes))) => {
-                let (transactions_after, flushes_after) = pg_commits_and_flushes(url).await?;
-                let per_reply = |n: i64| n as f64 / replies.len() as f64;
-                format!(
-                    "{:.1} / {:.1}",
-                    per_reply(transactions_after - transactions),
-                    per_reply(flushes_after - flushes)
-                )
-            }
+            Some((url, before)) => PgCounters::read(url).await?.since(&before, replies.len()),
             None => "—".to_owned(),
         };
         let totals: Vec<Duration> = replies.iter().map(|r| r.total).collect();
