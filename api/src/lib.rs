@@ -30,7 +30,7 @@ use fastnpc_shared::{
     settings::Settings,
     store,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
@@ -245,7 +245,7 @@ impl Api {
             metrics,
         };
         routes::admin::bootstrap(&state, settings.admin.as_ref()).await?;
-        let listener = TcpListener::bind(settings.http_addr).await?;
+        let listener = listen(settings.http_addr)?;
         let metrics_listener = fastnpc_shared::metrics::bind(settings.metrics_addr).await?;
         Ok(Self { listener, metrics_listener, state, stop })
     }
@@ -303,3 +303,41 @@ pub(crate) static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-acc
 
 /// How often an idle SSE stream gets a keep-alive comment.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Handshakes the kernel may hold completed for the API before it accepts them. Tokio's
+/// `TcpListener::bind` asks for 128, and a burst of new clients past that (a thousand
+/// conversations opening at once) overflowed the queue: each dropped handshake cost its client a
+/// SYN retransmission, a whole second (docs/benchmarks.md, 2026-12-03 evening). The kernel caps
+/// the request at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The API's listening socket on `address`, with room for a burst of connections.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does on Unix: a restarted API can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// More clients than Tokio's default backlog (128) connect at once while nothing is
+    /// accepted: with the API's backlog every handshake completes; with 128, those past it
+    /// would wait for SYN retransmissions and, never accepted here, never complete.
+    #[tokio::test]
+    async fn a_burst_of_connections_past_tokios_default_backlog_completes_before_any_is_accepted() {
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let address = listener.local_addr().unwrap();
+        let connects = (0..600).map(|_| tokio::net::TcpStream::connect(address));
+        let connected = tokio::time::timeout(Duration::from_secs(30), futures::future::try_join_all(connects))
+            .await
+            .expect("every handshake completes without an accept")
+            .unwrap();
+        assert_eq!(connected.len(), 600);
+    }
+}

@@ -26,6 +26,20 @@ mod content;
 mod fault;
 mod server;
 mod state;
+/// Handshakes the kernel may hold completed before the simulator accepts them. A hosted
+/// provider's front end does not drop a burst of new connections; with Tokio's default of 128 a
+/// burst of a thousand streams overflowed the queue, and each dropped handshake added a second
+/// (a SYN retransmission) to the very baseline the benchmarks divide by. The kernel caps the
+/// request at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -214,9 +228,7 @@ impl LlmSimulator {
 
     /// Starts a simulator on `addr`, serving from a background task.
     pub async fn start_on(addr: SocketAddr, config: SimConfig) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the LLM simulator to {addr}"))?;
+        let listener = listen(addr).with_context(|| format!("binding the LLM simulator to {addr}"))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(SimState::new(config));
         let router = server::router(Arc::clone(&state));
