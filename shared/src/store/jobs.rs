@@ -346,7 +346,8 @@ pub(crate) async fn find_by_idempotency_key(
 /// locks them in id order first: a round of confirms meets the claims of the same jobs (a
 /// confirm can come after its job's delivery), and rounds that each locked in the order of
 /// their scan (the table's order, which moves as rows are rewritten) deadlocked, costing both
-/// rounds the database's one-second deadlock timeout and one of them its work.
+/// rounds the database's one-second deadlock timeout and one of them its work. (Public, as are
+/// [`claim`] and `messages::finish_replies`, for the test that holds a round up at one job.)
 pub async fn mark_published(db: impl PgExecutor<'_>, job_ids: &[JobId]) -> Result<(), sqlx::Error> {
     let job_ids: Vec<uuid::Uuid> = job_ids.iter().map(|id| id.0).collect();
     // Always the latest confirm: the re-publisher's staleness rules compare against it.
