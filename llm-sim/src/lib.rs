@@ -26,19 +26,6 @@ mod content;
 mod fault;
 mod server;
 mod state;
-/// Handshakes the kernel may hold completed before the simulator accepts them. A hosted
-/// provider's front end does not drop a burst of new connections; with Tokio's default of 128 a
-/// burst of a thousand streams overflowed the queue, and each dropped handshake added a second
-/// (a SYN retransmission) to the very baseline the benchmarks divide by. The kernel caps the
-/// request at `net.core.somaxconn`.
-const ACCEPT_BACKLOG: u32 = 4096;
-
-fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(ACCEPT_BACKLOG)
-}
 
 #[cfg(test)]
 mod tests;
@@ -316,4 +303,19 @@ impl std::fmt::Debug for LlmSimulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmSimulator").field("addr", &self.addr).finish_non_exhaustive()
     }
+}
+
+/// Handshakes the kernel may hold completed before the simulator accepts them. A hosted
+/// provider's front end does not drop a burst of new connections; with Tokio's default of 128 a
+/// burst of a thousand streams overflowed the queue, and each dropped handshake added a second
+/// (a SYN retransmission) to the very baseline the benchmarks divide by. The kernel caps the
+/// request at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The simulator's listening socket on `address`, with room for a burst of connections.
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
