@@ -111,8 +111,10 @@ pub fn complete(doc: &mut openapi::OpenApi) {
     CommonProblems.modify(doc);
 }
 
-/// The path whose answer is the job event stream.
+/// The paths whose answer can be a job's event stream: its `GET`, and the `POST` of a chat
+/// message that asks for one.
 const EVENTS_PATH: &str = "/v1/jobs/{id}/events";
+const SEND_MESSAGE_PATH: &str = "/v1/characters/{id}/messages";
 
 /// The event stream's schema, `JobStreamEvent` (added to the served JSON: utoipa's schema model
 /// has no `contentSchema`): one SSE event as a client parses it (and as
@@ -154,9 +156,11 @@ fn describe_event_stream(doc: &mut serde_json::Value) {
                         event's payload",
         "oneOf": events,
     });
-    let stream = &mut doc["paths"][EVENTS_PATH]["get"]["responses"]["200"]["content"]["text/event-stream"];
-    assert!(stream.is_object(), "{EVENTS_PATH} answers an event stream");
-    stream["schema"] = json!({"$ref": "#/components/schemas/JobStreamEvent"});
+    for (path, method) in [(EVENTS_PATH, "get"), (SEND_MESSAGE_PATH, "post")] {
+        let stream = &mut doc["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"];
+        assert!(stream.is_object(), "{method} {path} answers an event stream");
+        stream["schema"] = json!({"$ref": "#/components/schemas/JobStreamEvent"});
+    }
 }
 
 struct CommonProblems;

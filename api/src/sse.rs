@@ -14,7 +14,13 @@
 
 use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
-use axum::response::sse::Event;
+use axum::{
+    http::HeaderValue,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
 use chrono::Utc;
 use fastnpc_shared::{
     event_bus::Subscription,
@@ -26,7 +32,7 @@ use fastnpc_shared::{
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::state::AppState;
+use crate::{SSE_KEEP_ALIVE, X_ACCEL_BUFFERING, state::AppState};
 
 /// How often a quiet stream re-checks the job row (and the log) for a finish it missed.
 const ROW_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -50,22 +56,30 @@ struct Cursor {
 /// The SSE event stream for `job`, starting after `after`.
 pub async fn job_events(state: AppState, job: JobRecord, after: u64) -> impl Stream<Item = Result<Event, Infallible>> {
     let subscription = state.hub.subscribe(job.job_id);
-    let mut cursor = Cursor {
-        job_id: job.job_id,
-        user_id: job.user_id,
-        subscription,
-        last_seq: after,
-        pending: VecDeque::new(),
-        finished: false,
-        _open: fastnpc_shared::metrics::GaugeGuard::new(&state.metrics.sse_streams),
-        state,
-    };
+    let mut cursor = Cursor::new(state, job.job_id, job.user_id, subscription, after);
     cursor.backfill().await;
-    futures::stream::unfold(cursor, |mut cursor| async move {
-        let (seq, payload) = cursor.next().await?;
-        Some((Ok(to_sse(seq, &payload)), cursor))
-    })
-    .boxed()
+    cursor.into_stream()
+}
+
+/// The SSE event stream of a job this request has just committed and not yet enqueued:
+/// `subscription` was taken before the job's first event could be appended, so every event
+/// reaches it live and there is no log to backfill yet (a hub reconnect still backfills, as on
+/// any stream).
+pub fn new_job_events(
+    state: AppState,
+    job_id: JobId,
+    user_id: UserId,
+    subscription: Subscription,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    Cursor::new(state, job_id, user_id, subscription, 0).into_stream()
+}
+
+/// The answer carrying a job's event stream: keep-alive comments while the job is quiet, and
+/// no buffering by proxies.
+pub fn response(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response();
+    response.headers_mut().insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+    response
 }
 
 fn to_sse(seq: Option<u64>, payload: &EventPayload) -> Event {
@@ -77,6 +91,27 @@ fn to_sse(seq: Option<u64>, payload: &EventPayload) -> Event {
 }
 
 impl Cursor {
+    fn new(state: AppState, job_id: JobId, user_id: UserId, subscription: Subscription, after: u64) -> Self {
+        Self {
+            job_id,
+            user_id,
+            subscription,
+            last_seq: after,
+            pending: VecDeque::new(),
+            finished: false,
+            _open: fastnpc_shared::metrics::GaugeGuard::new(&state.metrics.sse_streams),
+            state,
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        futures::stream::unfold(self, |mut cursor| async move {
+            let (seq, payload) = cursor.next().await?;
+            Some((Ok(to_sse(seq, &payload)), cursor))
+        })
+        .boxed()
+    }
+
     /// The next event to send, or `None` when the stream should end.
     async fn next(&mut self) -> Option<(Option<u64>, EventPayload)> {
         let mut quiet_checks = 0u32;

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use fastnpc_tests::{
-    harness::TestApp,
+    harness::{TestApp, succeeded_stream_text},
     sim::{Fault, Rule, SimConfig},
+    sse_client::SseEvent,
 };
+use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -52,6 +54,103 @@ async fn a_reply_streams_as_tokens_that_add_up_to_the_stored_message() {
     }
     assert!(!system.contains("先生以为天下大势如何？"), "the current message is not repeated in the transcript");
     assert_eq!(request.body["messages"][1]["content"], "先生以为天下大势如何？");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_sent_accepting_an_event_stream_is_answered_with_its_replys_events() {
+    let app = TestApp::builder().sim(chat_sim()).spawn().await;
+    let user = app.user("ada").await;
+    let character = app.ready_character(&user, "诸葛亮").await;
+    let path = format!("/v1/characters/{character}/messages");
+    let send = |content: &'static str, key: &'static str| {
+        app.request(Method::POST, &path, Some(&user))
+            .header("Accept", "text/event-stream")
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+    };
+    let collect = |response: reqwest::Response| async {
+        let events = fastnpc_tests::sse_client::events(response).map(|e| e.expect("a well-formed event")).collect();
+        tokio::time::timeout(Duration::from_secs(30), events).await.expect("the stream ends with the job")
+    };
+
+    let response = send("先生以为天下大势如何？", "first").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let job_id = location.strip_prefix("/v1/jobs/").expect("Location names the job").to_owned();
+    let message_id = response.headers()["fastnpc-message-id"].to_str().unwrap().to_owned();
+    let events: Vec<SseEvent> = collect(response).await;
+
+    // The whole log, from `queued` on, ids and all: the stream a `GET …/events` gives.
+    let text = succeeded_stream_text(&events);
+    assert_eq!((events[0].event.as_str(), &events[0].data["status"]), ("status", &Value::from("queued")));
+    assert!(events.iter().filter(|e| e.event == "token").count() > 1, "the reply streamed in pieces");
+    assert_eq!(app.collect_events(&user, &job_id, None).await, events);
+    let history: Value = app.get(&format!("{path}?limit=2"), &user).await.json().await.unwrap();
+    assert_eq!(history["items"][0]["content"], text.as_str(), "the streamed text is the stored reply");
+    assert_eq!(history["items"][0]["job_id"], job_id.as_str());
+    assert_eq!(history["items"][1]["id"], message_id.as_str(), "the header names the stored message");
+    assert_eq!(history["items"][1]["content"], "先生以为天下大势如何？");
+
+    // A repeat streams the original job again from its first event and stores nothing.
+    let repeated = send("先生以为天下大势如何？", "first").await.unwrap();
+    assert_eq!(repeated.headers()["location"], location.as_str());
+    assert_eq!(repeated.headers()["fastnpc-message-id"], message_id.as_str());
+    assert_eq!(collect(repeated).await, events);
+    assert_eq!(app.db.count("select count(*) from messages").await, 2, "one message and one reply");
+
+    // A client that hangs up mid-reply resumes on the job's own stream after the last id it saw.
+    let response = send("再说说荆州", "second").await.unwrap();
+    let job_id = response.headers()["location"].to_str().unwrap().trim_start_matches("/v1/jobs/").to_owned();
+    let mut stream = fastnpc_tests::sse_client::events(response);
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        let is_token = event.event == "token";
+        seen.push(event);
+        if is_token {
+            break;
+        }
+    }
+    drop(stream);
+    let rest = app.collect_events(&user, &job_id, seen.last().and_then(|e| e.id)).await;
+    let whole: Vec<SseEvent> = seen.into_iter().chain(rest).collect();
+    assert_eq!(whole, app.collect_events(&user, &job_id, None).await, "nothing lost or repeated");
+    succeeded_stream_text(&whole);
+
+    // Refusals are problem documents as ever, not streams; `q=0` and JSON keep the 202.
+    let other = app.user("grace").await;
+    let response = app
+        .request(Method::POST, &path, Some(&other))
+        .header("Accept", "text/event-stream")
+        .json(&serde_json::json!({ "content": "你是谁？" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "another user's character");
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let response = app
+        .request(Method::POST, &path, Some(&user))
+        .header("Accept", "text/event-stream")
+        .json(&serde_json::json!({ "content": "  " }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let response = app
+        .request(Method::POST, &path, Some(&user))
+        .header("Accept", "text/event-stream;q=0, application/json")
+        .json(&serde_json::json!({ "content": "那么东吴呢？" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    app.wait_for_job(&user, body["job"]["id"].as_str().unwrap()).await;
     app.stop().await;
 }
 

@@ -336,11 +336,21 @@ pub async fn follow_job(
     api: &str,
     token: &str,
     job: &str,
+    on_event: impl FnMut(&crate::sse_client::SseEvent),
+) -> anyhow::Result<Value> {
+    let response =
+        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
+    follow_events(response, job, on_event).await
+}
+
+/// Reads a job's event stream (a `GET …/events` answer, or a `POST` that asked for the stream)
+/// until the job ends; returns the `succeeded` event's data, and fails on any other ending.
+pub async fn follow_events(
+    response: reqwest::Response,
+    job: &str,
     mut on_event: impl FnMut(&crate::sse_client::SseEvent),
 ) -> anyhow::Result<Value> {
     use futures::StreamExt as _;
-    let response =
-        http.get(format!("{api}/v1/jobs/{job}/events")).bearer_auth(token).send().await?.error_for_status()?;
     let mut events = crate::sse_client::events(response);
     while let Some(event) = events.next().await {
         let event = event?;

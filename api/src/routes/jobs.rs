@@ -5,7 +5,7 @@ use axum::{
     Json,
     extract::{Path, Query, State},
     http::HeaderMap,
-    response::{IntoResponse, Response, Sse, sse::KeepAlive},
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use fastnpc_shared::{
@@ -20,7 +20,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::parse_id;
-use crate::{SSE_KEEP_ALIVE, X_ACCEL_BUFFERING, error::ApiError, extract::AuthUser, sse, state::AppState};
+use crate::{error::ApiError, extract::AuthUser, sse, state::AppState};
 
 /// A job's id, status and where to follow it: what a `202` carries.
 #[derive(Serialize, ToSchema)]
@@ -244,10 +244,7 @@ pub async fn events(
         (Ok(header), Ok(query)) => header.or(query).unwrap_or(0),
     };
     let job = state.store.job(user_id, job_id).await?.ok_or(ApiError::NotFound)?;
-    let stream = sse::job_events(state, job, after).await;
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response();
-    response.headers_mut().insert(X_ACCEL_BUFFERING.clone(), axum::http::HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(sse::response(sse::job_events(state, job, after).await))
 }
 
 /// An event id a client sends back: a non-negative integer that fits the 63 bits ids are

@@ -5,7 +5,10 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{
+        HeaderMap, HeaderName, HeaderValue, StatusCode,
+        header::{ACCEPT, LOCATION},
+    },
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
@@ -23,6 +26,7 @@ use crate::{
     error::ApiError,
     extract::{ApiJson, AuthUser},
     idempotency::Idempotency,
+    sse,
     state::AppState,
 };
 
@@ -95,7 +99,10 @@ pub struct MessageWithReply {
 }
 
 /// `POST /v1/characters/{id}/messages` → `202 {message, job}`; with `Prefer: wait=N`, `200
-/// {message, reply, job}` when the reply is stored within N seconds.
+/// {message, reply, job}` when the reply is stored within N seconds; with `Accept:
+/// text/event-stream`, `200` and the reply job's event stream, so a chat client sends one
+/// request per message instead of a `POST` and a `GET …/events` (which cost the server a second
+/// session check, job read and log read per reply).
 #[utoipa::path(
     post,
     path = "/v1/characters/{id}/messages",
@@ -103,19 +110,34 @@ pub struct MessageWithReply {
     tag = "chat",
     summary = "Send a message (a reply job)",
     description = "Stores the message and queues the job writing the character's reply; the reply's text \
-        streams as the job's `token` events. Replies to one character are written one at a time, in order.",
+        streams as the job's `token` events. Replies to one character are written one at a time, in order. \
+        A client that sends `Accept: text/event-stream` gets the reply job's event stream as the answer \
+        (`200`) instead of the `202`, so one request both sends and follows; a repeated `Idempotency-Key` \
+        then streams the original job's events from its first.",
     params(
         ("id" = CharacterId, Path, description = "The character (must be `ready`)"),
         ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): wait up to N seconds (at \
             most 60) for the reply. If it is stored in time the answer is `200` with the reply and \
             `Preference-Applied: wait=N`; otherwise the usual `202` (its job's status as it is then). \
-            Other preferences are ignored; a repeated `Idempotency-Key` answers `202` without waiting."),
+            Other preferences are ignored, and so is this one with `Accept: text/event-stream`; a \
+            repeated `Idempotency-Key` answers `202` without waiting."),
         crate::openapi::IdempotencyKey,
     ),
     request_body = SendMessage,
     responses(
-        (status = 200, description = "With `Prefer: wait=N`: the reply, stored within N seconds", body = MessageWithReply,
-            headers(("Preference-Applied" = String, description = "`wait=N`, N as honoured (at most 60)"))),
+        (status = 200, description = "With `Accept: text/event-stream`: the reply job's events as they happen, \
+            the same stream as `GET /v1/jobs/{id}/events` (ids included, so that one resumes it), in the answer \
+            itself; `Location` names the job, `FastNPC-Message-Id` the stored message. With `Prefer: wait=N` \
+            (and JSON): the reply, stored within N seconds",
+            content(
+                (MessageWithReply = "application/json"),
+                (String = "text/event-stream"),
+            ),
+            headers(
+                ("Preference-Applied" = String, description = "`wait=N`, N as honoured (at most 60); JSON only"),
+                ("Location" = String, description = "The reply job's URL; event streams only"),
+                ("FastNPC-Message-Id" = MessageId, description = "The stored message; event streams only"),
+            )),
         (status = 202, description = "Accepted: the message and its reply job", body = MessageAccepted,
             headers(("Location" = String, description = "The reply job's URL"))),
         (status = 409, description = "`/problems/character-not-ready`: the character is still generating or \
@@ -140,7 +162,8 @@ pub async fn send(
     if content.chars().count() > MAX_MESSAGE_CHARS {
         return Err(ApiError::invalid_field(format!("content is longer than {MAX_MESSAGE_CHARS} characters")));
     }
-    let wait = prefer_wait(&headers);
+    let stream = accepts_event_stream(&headers);
+    let wait = prefer_wait(&headers).filter(|_| !stream);
     let idempotency = Idempotency::from_request(
         &headers,
         &json!({"send_message": {"character_id": character_id, "content": content}}),
@@ -148,7 +171,7 @@ pub async fn send(
     if let Some(idempotency) = &idempotency
         && let Some(job) = idempotency.original(&state, user_id).await?
     {
-        return replay(&state, user_id, job).await;
+        return replay(&state, user_id, job, stream).await;
     }
     crate::limits::admit_job(&state, user_id).await?;
 
@@ -169,12 +192,19 @@ pub async fn send(
     }
     if !crate::limits::created(&state, submitted)? {
         let winner = Idempotency::winner(idempotency.as_ref(), &state, user_id).await?;
-        return replay(&state, user_id, winner).await;
+        return replay(&state, user_id, winner, stream).await;
     }
 
     // Listen before the job can possibly finish, so a fast reply is not missed.
-    let subscription = wait.map(|_| state.hub.subscribe(job_id));
+    let subscription = (wait.is_some() || stream).then(|| state.hub.subscribe(job_id));
     state.background.spawn(enqueue(state.clone(), job_id, JobKind::ChatReply));
+    let subscription = match subscription {
+        Some(subscription) if stream => {
+            let events = sse::new_job_events(state, job_id, user_id, subscription);
+            return Ok(streaming(events, job_id, message_id));
+        }
+        subscription => subscription,
+    };
     let message = MessageView::new(stored, false);
 
     if let (Some(wait), Some(subscription)) = (wait, subscription) {
@@ -194,9 +224,19 @@ pub async fn send(
     Ok(accepted(message, job_id, JobStatus::Queued))
 }
 
-/// The original answer for a repeated request: the message and its job as they are now.
-async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) -> Result<Response, ApiError> {
+/// The original answer for a repeated request: the message and its job as they are now, or the
+/// job's whole event stream (from its first event) for a client that asked for one.
+async fn replay(
+    state: &AppState,
+    user_id: UserId,
+    job: store::jobs::JobRecord,
+    stream: bool,
+) -> Result<Response, ApiError> {
     let message_id = job.message_id.ok_or(ApiError::NotFound)?;
+    if stream {
+        let job_id = job.job_id;
+        return Ok(streaming(sse::job_events(state.clone(), job, 0).await, job_id, message_id));
+    }
     let message = state.store.message(user_id, message_id).await?.ok_or(ApiError::NotFound)?;
     Ok(accepted(MessageView::new(message, false), job.job_id, job.status))
 }
@@ -204,6 +244,37 @@ async fn replay(state: &AppState, user_id: UserId, job: store::jobs::JobRecord) 
 fn accepted(message: MessageView, job_id: JobId, status: JobStatus) -> Response {
     let body = MessageAccepted { message, job: JobLinks::new(job_id, status) };
     with_location(StatusCode::ACCEPTED, &body, &format!("/v1/jobs/{job_id}"))
+}
+
+/// The reply job's event stream as the answer to its `POST`: `Location` names the job (whose
+/// `GET …/events` resumes the stream with `Last-Event-ID`), `FastNPC-Message-Id` the message.
+fn streaming(
+    events: impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>> + Send + 'static,
+    job_id: JobId,
+    message_id: MessageId,
+) -> Response {
+    let mut response = sse::response(events);
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, HeaderValue::from_str(&format!("/v1/jobs/{job_id}")).expect("ASCII header"));
+    headers.insert(MESSAGE_ID.clone(), HeaderValue::from_str(&message_id.to_string()).expect("ASCII header"));
+    response
+}
+
+/// Names the stored user message in a streamed answer (its body is the reply job's events).
+static MESSAGE_ID: HeaderName = HeaderName::from_static("fastnpc-message-id");
+
+/// Whether the client asked for the reply as an event stream (`Accept: text/event-stream`, as
+/// an `EventSource`-style or `fetch` client sends it); `*/*` and JSON keep the `202`.
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT).iter().filter_map(|value| value.to_str().ok()).flat_map(|value| value.split(',')).any(
+        |range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts
+                .any(|param| param.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+            media.eq_ignore_ascii_case("text/event-stream") && !refused
+        },
+    )
 }
 
 /// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT_SECS`]; other preferences are ignored.
@@ -331,5 +402,23 @@ mod tests {
         assert_eq!(prefer_wait(&headers("wait=999")), Some(Duration::from_secs(MAX_WAIT_SECS)));
         assert_eq!(prefer_wait(&headers("return=minimal")), None);
         assert_eq!(prefer_wait(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_an_explicit_event_stream_media_range_asks_for_one() {
+        let accepting = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
+            accepts_event_stream(&headers)
+        };
+        assert!(accepting("text/event-stream"));
+        assert!(accepting("application/json, Text/Event-Stream;q=0.5"));
+        assert!(accepting("text/event-stream; charset=utf-8"));
+        assert!(!accepting("*/*"));
+        assert!(!accepting("text/*"));
+        assert!(!accepting("application/json"));
+        assert!(!accepting("text/event-stream;q=0, application/json"));
+        assert!(!accepting("text/event-stream; q=0.000"));
+        assert!(!accepts_event_stream(&HeaderMap::new()));
     }
 }

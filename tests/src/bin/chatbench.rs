@@ -36,7 +36,13 @@
 //! target/release/chatbench [--levels 1,10,100,1000] [--messages 3] [--ttft-ms 1000] [--itl-ms 20]
 //!     [--tokens 50] [--workers 2] [--worker-concurrency 512] [--embedded true] [--commits true]
 //!     [--character-burst 100] [--group-levels 1,10] [--group-rounds 5] [--users 1]
+//!     [--stream-in-post true]
 //! ```
+//!
+//! Each reply is followed in its `POST`'s own answer (`Accept: text/event-stream`), one request
+//! per message as a chat client that wants speed sends it; `--stream-in-post false` follows it
+//! the older way, a `202` and then `GET /v1/jobs/{id}/events` (a second request, session check,
+//! job read and log read per reply).
 //!
 //! `--users N` spreads the conversations over N users (conversation i is user i mod N's): one
 //! user's simultaneous submissions take turns at that user's quota lock, which keeps the per-user
@@ -54,7 +60,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use fastnpc_tests::deployment::{
-    Deployment, Memory, Options, PgCounters, follow_job, ms, percentile, simulator_stream,
+    Deployment, Memory, Options, PgCounters, follow_events, follow_job, ms, percentile, simulator_stream,
 };
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -74,6 +80,7 @@ struct Args {
     commits: bool,
     character_burst: usize,
     users: usize,
+    stream_in_post: bool,
 }
 
 /// The parts of [`Deployment::cpu_seconds`], in the order printed (the embedded mode has no
@@ -112,6 +119,7 @@ fn parse_args() -> anyhow::Result<Args> {
         commits: true,
         character_burst: 100,
         users: 1,
+        stream_in_post: true,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -133,6 +141,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--commits" => args.commits = value.parse()?,
             "--character-burst" => args.character_burst = value.parse()?,
             "--users" => args.users = value.parse()?,
+            "--stream-in-post" => args.stream_in_post = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -393,42 +402,56 @@ struct Reply {
     total: Duration,
 }
 
-async fn converse(
+/// One conversation of a level: one user's chat with one character.
+struct Conversation {
     http: reqwest::Client,
     api: String,
     token: String,
     character: String,
-    messages: usize,
-) -> anyhow::Result<Vec<Reply>> {
-    let mut replies = Vec::with_capacity(messages);
-    for index in 0..messages {
-        let started = Instant::now();
-        let sent: Value = http
-            .post(format!("{api}/v1/characters/{character}/messages"))
-            .bearer_auth(&token)
-            .json(&json!({"content": format!("第{index}个问题：你怎么看？")}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let accepted = started.elapsed();
-        let job = sent["job"]["id"].as_str().context("job id")?;
-        let (mut first_token, mut running) = (None, None);
-        follow_job(&http, &api, &token, job, |event| match event.event.as_str() {
-            "status" if running.is_none() && event.data["status"] == "running" => running = Some(started.elapsed()),
-            "token" if first_token.is_none() => first_token = Some(started.elapsed()),
-            _ => {}
-        })
-        .await?;
-        replies.push(Reply {
-            accepted,
-            running: running.context("no running status event")?,
-            first_token: first_token.context("no token event")?,
-            total: started.elapsed(),
-        });
+    /// Follow each reply in its `POST`'s answer (`Accept: text/event-stream`), or with a second
+    /// request (`GET /v1/jobs/{id}/events`) after the `202`.
+    stream_in_post: bool,
+}
+
+impl Conversation {
+    /// Sends `messages` messages one after another, each when the reply before it has ended.
+    async fn run(self, messages: usize) -> anyhow::Result<Vec<Reply>> {
+        let mut replies = Vec::with_capacity(messages);
+        for index in 0..messages {
+            let started = Instant::now();
+            let (mut first_token, mut running) = (None, None);
+            let on_event = |event: &fastnpc_tests::sse_client::SseEvent| match event.event.as_str() {
+                "status" if running.is_none() && event.data["status"] == "running" => running = Some(started.elapsed()),
+                "token" if first_token.is_none() => first_token = Some(started.elapsed()),
+                _ => {}
+            };
+            let post = self
+                .http
+                .post(format!("{}/v1/characters/{}/messages", self.api, self.character))
+                .bearer_auth(&self.token)
+                .json(&json!({"content": format!("第{index}个问题：你怎么看？")}));
+            let accepted = if self.stream_in_post {
+                let response = post.header("accept", "text/event-stream").send().await?.error_for_status()?;
+                let accepted = started.elapsed();
+                let job = response.headers().get("location").context("Location")?.to_str()?.to_owned();
+                follow_events(response, &job, on_event).await?;
+                accepted
+            } else {
+                let sent: Value = post.send().await?.error_for_status()?.json().await?;
+                let accepted = started.elapsed();
+                let job = sent["job"]["id"].as_str().context("job id")?;
+                follow_job(&self.http, &self.api, &self.token, job, on_event).await?;
+                accepted
+            };
+            replies.push(Reply {
+                accepted,
+                running: running.context("no running status event")?,
+                first_token: first_token.context("no token event")?,
+                total: started.elapsed(),
+            });
+        }
+        Ok(replies)
     }
-    Ok(replies)
 }
 
 /// Each worker's `FASTNPC_LLM_CONCURRENCY` when it is not set (the settings' default).
@@ -551,7 +574,14 @@ async fn main() -> anyhow::Result<()> {
             .enumerate()
             .map(|(index, character)| {
                 let token = owners[index % owners.len()].0.clone();
-                tokio::spawn(converse(http.clone(), api.to_owned(), token, character.clone(), args.messages))
+                let conversation = Conversation {
+                    http: http.clone(),
+                    api: api.to_owned(),
+                    token,
+                    character: character.clone(),
+                    stream_in_post: args.stream_in_post,
+                };
+                tokio::spawn(conversation.run(args.messages))
             })
             .collect();
         let mut replies = Vec::new();
