@@ -194,3 +194,97 @@ async fn a_burst_with_one_idempotency_key_repeated_stores_that_message_once_and_
     assert_eq!(owned(&app, "jobs", &user).await, 16);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_round_of_several_users_messages_counts_each_users_active_jobs_apart() {
+    use fastnpc_shared::{
+        ids::{CharacterId, JobId, MessageId, UserId},
+        store::{Capped, NewUserMessage, QueuedMessage, Quota, Submitted, jobs::NewJob, postgres::PgStore},
+    };
+    let app = TestApp::builder().backend(fastnpc_tests::harness::Backend::Distributed).workers(0).spawn().await;
+    let (ada, grace) = (app.user("ada").await, app.user("grace").await);
+    let user_id = |user: &TestUser| {
+        let sql = "select user_id::text from users where username = $1".to_owned();
+        let username = user.username.clone();
+        let pool = app.db.postgres().clone();
+        async move {
+            let id: String = sqlx::query_scalar(&sql).bind(username).fetch_one(&pool).await.unwrap();
+            UserId(id.parse().unwrap())
+        }
+    };
+    let (ada_id, grace_id) = (user_id(&ada).await, user_id(&grace).await);
+    let adas: CharacterId = app.imported_character(&ada, "李白").await.parse().unwrap();
+    let graces: CharacterId = app.imported_character(&grace, "白居易").await.parse().unwrap();
+    // Grace holds one active job already.
+    app.store_message(grace_id, graces, "在吗？").await;
+
+    let queued = |user_id: UserId, character_id: CharacterId, content: &str| {
+        let (message_id, job_id) = (MessageId::new(), JobId::new());
+        let message = NewUserMessage::new(message_id, user_id, character_id, content);
+        QueuedMessage::new(&message, &NewJob::chat_reply(job_id, user_id, character_id, message_id))
+    };
+    let round = [
+        queued(ada_id, adas, "一"),
+        queued(grace_id, graces, "二"),
+        queued(ada_id, adas, "三"),
+        queued(grace_id, adas, "四"), // Ada's character: not Grace's to message.
+        queued(ada_id, adas, "五"),
+        queued(grace_id, graces, "六"),
+    ];
+    let quota = Quota { active_jobs: 2, characters: 100, groups: 100 };
+    let store = PgStore::from_pool(app.db.postgres().clone());
+    let outcomes = store.insert_messages(&round, &quota).await.unwrap();
+    let over = Submitted::OverQuota(Capped::ActiveJobs);
+    // Each user's count is its own: Ada's first two fit her cap, Grace's one more fits hers, and
+    // a refusal of one user's message (not hers, or over her cap) admits nothing of it.
+    assert_eq!(
+        outcomes,
+        [Submitted::Created, Submitted::Created, Submitted::Created, Submitted::GuardFailed, over, over]
+    );
+    let stored = |content: &'static str| {
+        let pool = app.db.postgres().clone();
+        async move {
+            let sql = "select count(*) from messages m join jobs j using (message_id) where m.content = $1";
+            sqlx::query_scalar::<_, i64>(sql).bind(content).fetch_one(&pool).await.unwrap()
+        }
+    };
+    for (content, expected) in [("一", 1), ("二", 1), ("三", 1), ("四", 0), ("五", 0), ("六", 0)] {
+        assert_eq!(stored(content).await, expected, "message {content} and its job");
+    }
+    assert_eq!(owned(&app, "jobs", &ada).await, 2);
+    assert_eq!(owned(&app, "jobs", &grace).await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn many_users_bursting_at_once_each_stop_at_their_own_active_jobs_cap() {
+    let app = TestApp::builder()
+        .workers(0)
+        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
+        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", CAP.to_string())
+        .spawn()
+        .await;
+    let mut users = Vec::new();
+    for name in ["ada", "grace", "hedy", "joan", "mary", "kath", "emmy", "lise"] {
+        let user = app.user(name).await;
+        let character = app.imported_character(&user, "李白").await;
+        users.push((user, character));
+    }
+    // Every user's burst at once: rounds hold several users' messages.
+    let shared = &app;
+    let sends = users.iter().flat_map(|(user, character)| {
+        (0..12).map(move |i| {
+            let path = format!("/v1/characters/{character}/messages");
+            async move { shared.post_json(&path, user, &json!({"content": format!("第{i}问")})).await.status() }
+        })
+    });
+    let statuses = join_all(sends).await;
+    assert!(statuses.iter().all(|s| [StatusCode::ACCEPTED, StatusCode::TOO_MANY_REQUESTS].contains(s)), "{statuses:?}");
+    for (user, _) in &users {
+        assert_eq!(owned(&app, "messages", user).await, CAP, "{}'s messages", user.username);
+        assert_eq!(owned(&app, "jobs", user).await, CAP, "{}'s jobs", user.username);
+    }
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count() as i64;
+    assert_eq!(accepted, CAP * users.len() as i64);
+    app.stop().await;
+}

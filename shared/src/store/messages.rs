@@ -14,7 +14,7 @@ use super::Submitted;
 use super::batch::by_position;
 use super::jobs::Claim;
 use super::jobs::NewJob;
-use super::postgres::{JobColumns, column, write_round};
+use super::postgres::{JobColumns, column, submission_lane, write_round};
 use crate::ids::{CharacterId, JobId, MessageId, UserId};
 
 /// A stored message.
@@ -246,16 +246,18 @@ impl MessageStore for PgStore {
         job: NewJob<'_>,
         quota: &Quota,
     ) -> StoreResult<Submitted> {
-        // Group commit per user: every submission of a user takes that user's quota lock until
-        // its commit, so a burst of one user's messages would otherwise go through one commit
-        // (one WAL flush) at a time. Those that arrive while a round is being written share the
-        // next round's statement and commit.
+        // Group commit: every submission takes its user's quota lock until its commit, so a
+        // burst of one user's messages would otherwise go through one commit (one WAL flush) at
+        // a time, and a burst of many users' would pay a statement and a commit each. Those that
+        // arrive while a round of their lane is being written share the next round's statement
+        // and commit. A user's submissions are always in one lane, so they are written in the
+        // order they were made; the lanes let a few rounds run at once.
         let (store, quota) = (self.clone(), *quota);
         let queued = QueuedMessage::new(&message, &job);
         self.message_rounds
-            .submit(message.user_id, queued, move |user_id, round| {
+            .submit(submission_lane(message.user_id), queued, move |_, round| {
                 let store = store.clone();
-                async move { write_round(&round, |round| store.insert_messages(user_id, round, &quota)).await }
+                async move { write_round(&round, |round| store.insert_messages(round, &quota)).await }
             })
             .await
     }
@@ -489,57 +491,59 @@ pub(crate) async fn chat_contexts(
 }
 
 impl PgStore {
-    /// Writes `round` (all `user_id`'s) in one statement, as if submitted one after another in
-    /// that order: a message is stored, with its job, if its character is the user's and ready
-    /// and the user's active jobs, those admitted before it in the round included, stay within
-    /// the cap. The quota lock is held for that statement and its commit only. The characters
-    /// are locked `for key share`, so that only a delete conflicts (it then makes the character
-    /// missing rather than failing the insert) and a message neither waits for nor holds up an
-    /// edit of the profile.
-    async fn insert_messages(
-        &self,
-        user_id: UserId,
-        round: &[QueuedMessage],
-        quota: &Quota,
-    ) -> StoreResult<Vec<Submitted>> {
-        assert!(round.iter().all(|queued| queued.user_id == user_id), "a round is one user's");
+    /// Writes `round` in one statement, as if submitted one after another in that order: a
+    /// message is stored, with its job, if its character is its user's and ready and that
+    /// user's active jobs, those admitted before it in the round included, stay within the cap.
+    /// A round may hold several users' messages; each user's quota lock is held for that
+    /// statement and its commit only, and the users are locked in id order
+    /// (`quota_active_jobs_of`). The characters are locked `for key share`, so that only a
+    /// delete conflicts (it then makes the character missing rather than failing the insert)
+    /// and a message neither waits for nor holds up an edit of the profile.
+    ///
+    /// Public for the tests that write a round of several users directly.
+    pub async fn insert_messages(&self, round: &[QueuedMessage], quota: &Quota) -> StoreResult<Vec<Submitted>> {
         let jobs = JobColumns::of(round, |queued| &queued.job);
+        let mut users = column(round, |queued| queued.user_id.0);
+        users.sort_unstable();
+        users.dedup();
         let outcomes = sqlx::query!(
-            r#"with usage as materialized (select quota_active_jobs($1) as active_jobs),
+            r#"with usage as materialized (select * from quota_active_jobs_of($1)),
                     submitted as materialized (
-                        select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[],
-                                             $7::text[], $8::text[], $9::text[], $10::bytea[])
-                            with ordinality as submitted (message_id, character_id, content, created_at, job_id,
-                                                          kind, serial_key, idempotency_key, request_fingerprint,
-                                                          position)
+                        select * from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[],
+                                             $7::uuid[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+                            with ordinality as submitted (user_id, message_id, character_id, content, created_at,
+                                                          job_id, kind, serial_key, idempotency_key,
+                                                          request_fingerprint, position)
                     ),
                     subject as materialized (
-                        select character_id from characters
-                        where character_id = any($3) and user_id = $1 and status = 'ready'
+                        select character_id, user_id from characters
+                        where character_id = any($4) and user_id = any($1) and status = 'ready'
                         for key share
                     ),
                     ranked as materialized (
                         select submitted.*, subject.character_id is not null as ready,
-                               usage.active_jobs + count(subject.character_id) over (order by submitted.position)
-                                   as held
+                               usage.active_jobs + count(subject.character_id)
+                                   over (partition by submitted.user_id order by submitted.position) as held
                         from submitted
-                        cross join usage
+                        join usage on usage.quota_user_id = submitted.user_id
                         left join subject on subject.character_id = submitted.character_id
+                                         and subject.user_id = submitted.user_id
                     ),
-                    admitted as materialized (select * from ranked where ready and held <= $11),
+                    admitted as materialized (select * from ranked where ready and held <= $12),
                     message as (
                         insert into messages (message_id, user_id, character_id, author, content, created_at)
-                        select message_id, $1, character_id, 'user', content, created_at from admitted
+                        select message_id, user_id, character_id, 'user', content, created_at from admitted
                     ),
                     job as (
                         insert into jobs (job_id, user_id, kind, character_id, message_id, serial_key,
                                           idempotency_key, request_fingerprint)
-                        select job_id, $1, kind, character_id, message_id, serial_key, idempotency_key,
+                        select job_id, user_id, kind, character_id, message_id, serial_key, idempotency_key,
                                request_fingerprint
                         from admitted
                     )
                select ready as "ready!", held as "held!" from ranked order by position"#,
-            user_id.0,
+            &users,
+            &column(round, |queued| queued.user_id.0),
             &column(round, |queued| queued.message_id.0),
             &column(round, |queued| queued.character_id.0),
             &column(round, |queued| queued.content.as_str()) as &[&str],

@@ -50,6 +50,16 @@ where
     super::batch::write_or_each_alone(round, write, |error| !super::is_transient(error)).await
 }
 
+/// Rounds of message submissions that may be written at once by one process. Each user's
+/// submissions go to one lane, so they are written one round after another, in order; rounds
+/// of different lanes hold different users' quota locks, so they never wait for each other.
+const SUBMISSION_LANES: u8 = 4;
+
+/// The lane of `user_id`'s submissions (user ids end in random bits).
+pub(super) fn submission_lane(user_id: UserId) -> u8 {
+    (user_id.0.as_u128() % u128::from(SUBMISSION_LANES)) as u8
+}
+
 /// A round's values of one field: one array parameter of its statement (`unnest`).
 pub(super) fn column<'a, T, V>(round: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
     round.iter().map(value).collect()
@@ -81,8 +91,9 @@ pub struct PgStore {
     pub(super) pool: PgPool,
     /// Publish confirmations, written in rounds (see [`super::batch`]).
     pub(super) confirms: super::batch::Batch<crate::ids::JobId>,
-    /// Each user's message submissions, written in rounds (see [`super::batch::Keyed`]).
-    pub(super) message_rounds: super::batch::Keyed<UserId, super::QueuedMessage, super::Submitted>,
+    /// Message submissions, written in rounds (see [`super::batch::Keyed`]), one round at a time
+    /// per lane (see [`submission_lane`]).
+    pub(super) message_rounds: super::batch::Keyed<u8, super::QueuedMessage, super::Submitted>,
     /// Each user's character submissions, likewise.
     pub(super) character_rounds: super::batch::Keyed<UserId, super::QueuedCharacter, super::Submitted>,
     /// A worker's claims, written in rounds (one per lease length, which is one in practice).
