@@ -38,9 +38,12 @@ use crate::{
 /// Entries kept per job stream (approximate trim). A character job writes about a dozen; chat
 /// jobs write coalesced tokens, so this bounds memory per job while keeping whole replies.
 const STREAM_MAX_LEN: u32 = 10_000;
-/// A job's log lives this long after its last event while it runs…
+/// A job's log lives this long after its first event while it runs (no job runs or waits
+/// nearly that long; a log that expired anyway starts again, with its expiry, at `seq` 1)…
 const LIVE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// …and this long after its terminal event (clients resuming late fall back to polling).
+/// The expiry is set only by these two appends: refreshing it at every `token` took three of
+/// the script's eight commands.
 const FINISHED_TTL: Duration = Duration::from_secs(3600);
 
 const APPEND_SCRIPT: &str = r#"
@@ -51,9 +54,11 @@ end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-' .. seq, 'type', ARGV[2], 'data', ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[7], seq)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+if seq == 1 or ARGV[8] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 redis.call('PUBLISH', ARGV[1], '{"job_id":"' .. ARGV[6] .. '","seq":' .. seq .. ',"type":"' .. ARGV[2] .. '","data":' .. ARGV[3] .. '}')
 return seq
 "#;
@@ -205,9 +210,10 @@ impl RedisEventLog {
 
 #[async_trait::async_trait]
 impl EventLog for RedisEventLog {
-    /// Terminal events shorten the log's lifetime.
+    /// The first event sets the log's lifetime, and a terminal event shortens it.
     async fn append_once(&self, job_id: JobId, payload: &EventPayload, key: AppendKey) -> Result<u64, EventBusError> {
-        let ttl = if payload.is_terminal() { FINISHED_TTL } else { LIVE_TTL };
+        let terminal = payload.is_terminal();
+        let ttl = if terminal { FINISHED_TTL } else { LIVE_TTL };
         let mut connection = self.connection.clone();
         let seq: u64 = self
             .append
@@ -221,6 +227,7 @@ impl EventLog for RedisEventLog {
             .arg(ttl.as_secs())
             .arg(job_id.to_string())
             .arg(key.0.to_string())
+            .arg(if terminal { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
         Ok(seq)

@@ -101,3 +101,52 @@ async fn stream_responses_are_sse_with_proxy_buffering_off() {
     assert_eq!(bad.status(), 400);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_jobs_log_expires_a_day_after_its_first_event_and_an_hour_after_its_terminal_one() {
+    use fastnpc_shared::{
+        event_bus::{self, EventLog, RedisEventLog},
+        events::EventPayload,
+        ids::JobId,
+        jobs::JobStatus,
+    };
+    use redis::AsyncCommands as _;
+    let app = TestApp::builder().backend(fastnpc_tests::harness::Backend::Distributed).workers(0).spawn().await;
+    let mut redis = event_bus::connect(&app.settings.redis_url).await.unwrap();
+    let log = RedisEventLog::new(redis.clone(), &app.settings.namespace);
+    let job_id = JobId::new();
+    let pattern = format!("{}:job:{job_id}:*", app.settings.namespace);
+    let mut ttls = async || {
+        let keys: Vec<String> = redis.keys(&pattern).await.unwrap();
+        assert_eq!(keys.len(), 3, "the counter, the stream and the append keys: {keys:?}");
+        let mut ttls = Vec::new();
+        for key in &keys {
+            ttls.push(redis.ttl::<_, i64>(key).await.unwrap());
+        }
+        (keys, ttls)
+    };
+
+    log.append(job_id, &EventPayload::Status { status: JobStatus::Queued }).await.unwrap();
+    let (keys, after_first) = ttls().await;
+    assert!(after_first.iter().all(|ttl| (24 * 3600 - 60..=24 * 3600).contains(ttl)), "{after_first:?}");
+
+    // Later events leave the expiry alone: shortened by hand, it stays short.
+    let mut shorten = event_bus::connect(&app.settings.redis_url).await.unwrap();
+    for key in &keys {
+        let _: bool = shorten.expire(key, 1000).await.unwrap();
+    }
+    log.append(job_id, &EventPayload::Status { status: JobStatus::Running }).await.unwrap();
+    log.append(job_id, &EventPayload::Token { text: "臣本布衣".into(), speaker: None }).await.unwrap();
+    let (_, after_token) = ttls().await;
+    assert!(after_token.iter().all(|ttl| (900..=1000).contains(ttl)), "{after_token:?}");
+
+    // The terminal event gives the log its last hour.
+    let result = serde_json::json!({"message_id": null});
+    assert_eq!(log.append(job_id, &EventPayload::Succeeded { result }).await.unwrap(), 4);
+    let (_, after_terminal) = ttls().await;
+    assert!(after_terminal.iter().all(|ttl| (3600 - 60..=3600).contains(ttl)), "{after_terminal:?}");
+    let events = log.read_after(job_id, 0).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.payload.event_type()).collect();
+    assert_eq!(types, ["status", "status", "token", "succeeded"]);
+    app.stop().await;
+}
