@@ -123,31 +123,17 @@ async fn a_message_sent_accepting_an_event_stream_is_answered_with_its_replys_ev
 
     // Refusals are problem documents as ever, not streams; `q=0` and JSON keep the 202.
     let other = app.user("grace").await;
-    let response = app
-        .request(Method::POST, &path, Some(&other))
-        .header("Accept", "text/event-stream")
-        .json(&serde_json::json!({ "content": "你是谁？" }))
-        .send()
-        .await
-        .unwrap();
+    let post = |user, accept: &'static str, content: &'static str| {
+        let request = app.request(Method::POST, &path, Some(user)).header("Accept", accept);
+        async move { request.json(&serde_json::json!({ "content": content })).send().await.unwrap() }
+    };
+    let response = post(&other, "text/event-stream", "你是谁？").await;
     assert_eq!(response.status(), 404, "another user's character");
     assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let response = app
-        .request(Method::POST, &path, Some(&user))
-        .header("Accept", "text/event-stream")
-        .json(&serde_json::json!({ "content": "  " }))
-        .send()
-        .await
-        .unwrap();
+    let response = post(&user, "text/event-stream", "  ").await;
     assert_eq!(response.status(), 422);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let response = app
-        .request(Method::POST, &path, Some(&user))
-        .header("Accept", "text/event-stream;q=0, application/json")
-        .json(&serde_json::json!({ "content": "那么东吴呢？" }))
-        .send()
-        .await
-        .unwrap();
+    let response = post(&user, "text/event-stream;q=0, application/json", "那么东吴呢？").await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     app.wait_for_job(&user, body["job"]["id"].as_str().unwrap()).await;

@@ -3,7 +3,7 @@
 //! One user's simultaneous messages are written in shared rounds (group commit), so these
 //! bursts also check that a round answers each message for itself.
 
-use fastnpc_tests::harness::{TestApp, TestUser, sample_source};
+use fastnpc_tests::harness::{TestApp, TestAppBuilder, TestUser, sample_source};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -43,6 +43,12 @@ fn successes(answers: &[(StatusCode, String)], cap: &str) -> i64 {
     answers.iter().filter(|(status, _)| status.is_success()).count() as i64
 }
 
+/// An app whose `cap` is [`CAP`], without workers (so submitted jobs stay active) and with room
+/// for every burst's submissions in the per-minute limit.
+fn capped(cap: &str) -> TestAppBuilder {
+    TestApp::builder().workers(0).setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000").setting(cap, CAP.to_string())
+}
+
 fn character(i: usize) -> Value {
     let name = format!("角色{i}");
     json!({"name": name, "source": {"kind": "text", "text": sample_source(&name)}})
@@ -55,13 +61,7 @@ async fn owned(app: &TestApp, table: &str, user: &TestUser) -> i64 {
 
 #[tokio::test]
 async fn a_burst_of_character_submissions_stops_at_the_character_cap() {
-    let app = TestApp::builder()
-        .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
-        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", "1000")
-        .setting("FASTNPC_LIMIT_CHARACTERS", CAP.to_string())
-        .spawn()
-        .await;
+    let app = capped("FASTNPC_LIMIT_CHARACTERS").setting("FASTNPC_LIMIT_ACTIVE_JOBS", "1000").spawn().await;
     let user = app.user("ada").await;
 
     let answers = burst(&app, &user, "/v1/characters", character).await;
@@ -73,13 +73,7 @@ async fn a_burst_of_character_submissions_stops_at_the_character_cap() {
 
 #[tokio::test]
 async fn a_burst_of_job_submissions_stops_at_the_active_jobs_cap() {
-    let app = TestApp::builder()
-        .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
-        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", CAP.to_string())
-        .setting("FASTNPC_LIMIT_CHARACTERS", "1000")
-        .spawn()
-        .await;
+    let app = capped("FASTNPC_LIMIT_ACTIVE_JOBS").setting("FASTNPC_LIMIT_CHARACTERS", "1000").spawn().await;
     let user = app.user("ada").await;
     let other = app.user("grace").await;
 
@@ -94,12 +88,7 @@ async fn a_burst_of_job_submissions_stops_at_the_active_jobs_cap() {
 
 #[tokio::test]
 async fn a_burst_of_group_creations_stops_at_the_group_cap() {
-    let app = TestApp::builder()
-        .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
-        .setting("FASTNPC_LIMIT_GROUPS", CAP.to_string())
-        .spawn()
-        .await;
+    let app = capped("FASTNPC_LIMIT_GROUPS").spawn().await;
     let user = app.user("ada").await;
     let created = app.create_character(&user, "诸葛亮").await;
     let member = created["character"]["id"].as_str().unwrap().to_owned();
@@ -113,12 +102,7 @@ async fn a_burst_of_group_creations_stops_at_the_group_cap() {
 
 #[tokio::test]
 async fn a_burst_of_messages_stops_at_the_active_jobs_cap_and_each_is_answered_for_itself() {
-    let app = TestApp::builder()
-        .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
-        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", CAP.to_string())
-        .spawn()
-        .await;
+    let app = capped("FASTNPC_LIMIT_ACTIVE_JOBS").spawn().await;
     let user = app.user("ada").await;
     let other = app.user("grace").await;
     let mut mine = Vec::new();
@@ -258,12 +242,7 @@ async fn a_round_of_several_users_messages_counts_each_users_active_jobs_apart()
 
 #[tokio::test]
 async fn many_users_bursting_at_once_each_stop_at_their_own_active_jobs_cap() {
-    let app = TestApp::builder()
-        .workers(0)
-        .setting("FASTNPC_LIMIT_SUBMISSIONS_PER_MINUTE", "1000")
-        .setting("FASTNPC_LIMIT_ACTIVE_JOBS", CAP.to_string())
-        .spawn()
-        .await;
+    let app = capped("FASTNPC_LIMIT_ACTIVE_JOBS").spawn().await;
     let mut users = Vec::new();
     for name in ["ada", "grace", "hedy", "joan", "mary", "kath", "emmy", "lise"] {
         let user = app.user(name).await;
